@@ -1,0 +1,1 @@
+"""nodeflow's built-in node packs (installed as ``nodeflow_nodes``), one topic per module."""
