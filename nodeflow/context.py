@@ -1,0 +1,55 @@
+"""RunContext: the runtime services a node receives through its ``ctx`` parameter.
+
+No globals: device, dtype, folders, progress reporting, cancellation and image hand-off all come
+through this object, created by the executor for each node it runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodeflow import events
+from nodeflow.errors import Cancelled
+from nodeflow.paths import Paths
+
+
+def _ignore(event: events.Event) -> None:
+    return None
+
+
+@dataclass
+class RunContext:
+    """Services for one node of one run."""
+
+    device: str = "cpu"
+    dtype: str = "auto"
+    paths: Paths = field(default_factory=Paths)
+    node_id: str = ""
+    workflow: Any = None
+    registry: Any = None
+    on_event: Callable[[events.Event], None] = _ignore
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    def for_node(self, node_id: str) -> RunContext:
+        """The same services, reporting as ``node_id``."""
+        return RunContext(self.device, self.dtype, self.paths, node_id, self.workflow,
+                          self.registry, self.on_event, self.cancel_event)
+
+    def progress(self, step: int, total: int, preview: Any = None) -> None:
+        """Report step ``step`` of ``total``; also the point where a cancel takes effect."""
+        self.on_event(events.Progress(self.node_id, step, total, preview))
+        self.check_cancel()
+
+    def check_cancel(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled()
+
+    def file_saved(self, path: Path) -> None:
+        self.on_event(events.FileSaved(self.node_id, Path(path)))
+
+    def show_images(self, images: Any, files: tuple[Path, ...] = ()) -> None:
+        self.on_event(events.ImagesShown(self.node_id, images, tuple(files)))

@@ -1,0 +1,153 @@
+"""Run a workflow: validate, plan, then evaluate nodes in topological order through the cache.
+
+Only output nodes and their ancestors run. A node whose signature (see ``cache``) is in the
+cache is not run again; its outputs are reused and a ``NodeCached`` event says so. Values a
+later node no longer needs are dropped from the run as soon as possible (the cache may still
+hold them). Errors name the node: a user's mistake is a ``NodeError`` without a traceback; an
+unexpected exception is logged with its traceback and re-raised as a ``NodeError`` that keeps it
+as its cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodeflow import events
+from nodeflow import graph as graphs
+from nodeflow.cache import OutputCache, signature
+from nodeflow.context import RunContext
+from nodeflow.errors import Cancelled, NodeError, NodeflowError, ValidationError
+from nodeflow.paths import Paths
+from nodeflow.spec import NodeSpec
+from nodeflow.validate import validate
+from nodeflow.workflow import Workflow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    outputs: dict[str, tuple] = field(default_factory=dict)  # output nodes' return values
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Executor:
+    """Runs workflows against a registry, keeping one output cache across runs."""
+
+    def __init__(self, registry, paths: Paths | None = None, cache: OutputCache | None = None) -> None:
+        self.registry = registry
+        self.paths = paths or Paths()
+        self.cache = cache if cache is not None else OutputCache()
+
+    def run(self, workflow: Workflow, *, device: str = "cpu", dtype: str = "auto",
+            on_event: Callable[[events.Event], None] | None = None,
+            cancel_event: threading.Event | None = None) -> RunResult:
+        """Validate and run ``workflow``; raises ``ValidationError``, ``NodeError``, ``Cancelled``."""
+        problems = validate(workflow, self.registry, self.paths)
+        if problems:
+            raise ValidationError(problems)
+        started = time.perf_counter()
+        plan = graphs.plan(workflow, self.registry)
+        context = RunContext(device=device, dtype=dtype, paths=self.paths, workflow=workflow,
+                             registry=self.registry, on_event=on_event or (lambda event: None),
+                             cancel_event=cancel_event or threading.Event())
+        result = RunResult()
+        values: dict[str, tuple] = {}
+        signatures: dict[str, str] = {}
+        remaining_uses = _count_uses(plan)
+        run_token = uuid.uuid4().hex  # makes non-idempotent nodes' signatures unique to this run
+        for index, node_id in enumerate(plan.order, start=1):
+            context.check_cancel()
+            instance = workflow.nodes[node_id]
+            spec = self.registry.get(instance.type, node_id)
+            links = plan.input_links(node_id)
+            literals = {s.name: instance.inputs.get(s.name, s.default) for s in spec.inputs
+                        if s.is_widget and s.name not in links and (s.name in instance.inputs
+                                                                     or not s.optional)}
+            key = self._signature(node_id, spec, literals, links, signatures, run_token)
+            signatures[node_id] = key
+            outputs = self.cache.get(key)
+            if outputs is not None:
+                result.cached.append(node_id)
+                context.on_event(events.NodeCached(node_id, spec.id))
+            else:
+                context.on_event(events.NodeStarted(node_id, spec.id, index, len(plan.order)))
+                arguments = dict(literals)
+                for name, link in links.items():
+                    arguments[name] = values[link.src][link.src_output]
+                node_started = time.perf_counter()
+                outputs = self._call(node_id, spec, arguments, context.for_node(node_id))
+                self.cache.put(key, outputs)
+                result.executed.append(node_id)
+                context.on_event(events.NodeFinished(node_id, spec.id, time.perf_counter() - node_started))
+            values[node_id] = outputs
+            if node_id in plan.output_nodes:
+                result.outputs[node_id] = outputs
+            for link in links.values():
+                remaining_uses[link.src] -= 1
+                if remaining_uses[link.src] == 0 and link.src not in plan.output_nodes:
+                    values.pop(link.src, None)  # no later node reads it
+        result.seconds = time.perf_counter() - started
+        context.on_event(events.RunFinished(tuple(result.executed), tuple(result.cached), result.seconds))
+        return result
+
+    def _signature(self, node_id: str, spec: NodeSpec, literals: dict[str, Any], links: dict,
+                   signatures: dict[str, str], run_token: str) -> str:
+        fingerprint = None
+        if spec.fingerprint is not None:
+            try:
+                fingerprint = str(spec.fingerprint(dict(literals), self.paths))
+            except NodeflowError as error:
+                raise NodeError(node_id, spec.id, str(error)) from None
+            except OSError as error:
+                raise NodeError(node_id, spec.id, f"cannot read its file: {error}") from None
+        if not spec.idempotent:
+            fingerprint = f"{fingerprint}:{run_token}"
+        upstream = {name: (signatures[link.src], link.src_output) for name, link in links.items()}
+        return signature(spec.id, spec.version, literals, fingerprint, upstream)
+
+    def _call(self, node_id: str, spec: NodeSpec, arguments: dict[str, Any],
+              context: RunContext) -> tuple:
+        if spec.wants_context:
+            arguments["ctx"] = context
+        try:
+            returned = spec.function(**arguments)
+        except Cancelled:
+            raise
+        except NodeflowError as error:
+            context.on_event(events.NodeFailed(node_id, spec.id, str(error)))
+            raise NodeError(node_id, spec.id, str(error)) from None
+        except Exception as error:
+            logger.exception("node %s (%s) failed", node_id, spec.id)
+            message = f"{type(error).__name__}: {error}"
+            context.on_event(events.NodeFailed(node_id, spec.id, message))
+            raise NodeError(node_id, spec.id, message) from error
+        return _as_outputs(node_id, spec, returned)
+
+
+def _as_outputs(node_id: str, spec: NodeSpec, returned: Any) -> tuple:
+    if len(spec.outputs) == 1 and not (isinstance(returned, tuple) and len(returned) == 1):
+        return (returned,)
+    if not spec.outputs:  # an output node's report (what it saved/showed), kept for callers
+        return () if returned is None else (returned,)
+    if not isinstance(returned, tuple) or len(returned) != len(spec.outputs):
+        raise NodeError(node_id, spec.id, f"returned {type(returned).__name__}, expected a tuple of "
+                        f"{len(spec.outputs)} outputs (a bug in the node)")
+    return returned
+
+
+def _count_uses(plan: graphs.Plan) -> dict[str, int]:
+    uses = {node_id: 0 for node_id in plan.order}
+    for link in plan.links:
+        uses[link.src] += 1
+    return uses

@@ -1,0 +1,106 @@
+"""The workflow as a NetworkX DAG: muted and bypassed nodes resolved, the order to run in.
+
+- A muted node is left out; its links are dropped (a consumer that needed it is then missing a
+  required input, which validation reports).
+- A bypassed node is left out and each of its outputs is replaced by its first input link of the
+  same type (ComfyUI's semantics); an output with no such input is dropped like a muted one.
+- Only output nodes and their ancestors run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from nodeflow.errors import UnknownNodeType
+from nodeflow.workflow import Link, Workflow
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run: node ids in topological order and the links between them."""
+
+    order: tuple[str, ...]
+    links: tuple[Link, ...]
+    output_nodes: tuple[str, ...]
+
+    def input_links(self, node_id: str) -> dict[str, Link]:
+        return {link.dst_input: link for link in self.links if link.dst == node_id}
+
+
+def active_links(workflow: Workflow, registry) -> list[Link]:
+    """Links after muted nodes are removed and bypassed ones are routed through."""
+    links = []
+    for link in workflow.links:
+        source = _follow_bypass(workflow, registry, link, seen=set())
+        if source is None or workflow.nodes[link.dst].mode != "normal":
+            continue
+        links.append(source)
+    return links
+
+
+def _follow_bypass(workflow: Workflow, registry, link: Link, seen: set[str]) -> Link | None:
+    src = workflow.nodes.get(link.src)
+    if src is None or src.mode == "muted":
+        return None
+    if src.mode == "normal":
+        return link
+    if link.src in seen:
+        return None
+    seen.add(link.src)
+    spec = registry.specs.get(src.type)
+    if spec is None or link.src_output >= len(spec.outputs):
+        return None
+    wanted = spec.outputs[link.src_output].type
+    for upstream in sorted(workflow.links_into(link.src), key=_input_position(spec)):
+        input_spec = spec.input(upstream.dst_input)
+        if input_spec is not None and input_spec.type == wanted:
+            routed = _follow_bypass(workflow, registry, upstream, seen)
+            if routed is not None:
+                return Link(routed.src, routed.src_output, link.dst, link.dst_input)
+    return None
+
+
+def _input_position(spec):
+    names = [s.name for s in spec.inputs]
+    return lambda link: names.index(link.dst_input) if link.dst_input in names else len(names)
+
+
+def build_graph(workflow: Workflow, links: list[Link]) -> nx.MultiDiGraph:
+    graph = nx.MultiDiGraph()
+    graph.add_nodes_from(node_id for node_id, node in workflow.nodes.items() if node.mode == "normal")
+    for link in links:
+        graph.add_edge(link.src, link.dst, key=link.dst_input, link=link)
+    return graph
+
+
+def find_cycle(graph: nx.MultiDiGraph) -> list[str] | None:
+    try:
+        return [edge[0] for edge in nx.find_cycle(graph)]
+    except nx.NetworkXNoCycle:
+        return None
+
+
+def plan(workflow: Workflow, registry) -> Plan:
+    """The nodes to run (output nodes and their ancestors) in a deterministic topological order."""
+    links = active_links(workflow, registry)
+    graph = build_graph(workflow, links)
+    outputs = []
+    for node_id in sorted(graph.nodes, key=_sort_key):
+        node_type = workflow.nodes[node_id].type
+        if node_type not in registry:
+            raise UnknownNodeType(node_type, node_id)
+        if registry.get(node_type).output_node:
+            outputs.append(node_id)
+    needed = set(outputs)
+    for node_id in outputs:
+        needed |= nx.ancestors(graph, node_id)
+    subgraph = graph.subgraph(needed)
+    order = tuple(nx.lexicographical_topological_sort(subgraph, key=_sort_key))
+    kept = tuple(link for link in links if link.src in needed and link.dst in needed)
+    return Plan(order, kept, tuple(outputs))
+
+
+def _sort_key(node_id: str) -> str:
+    return f"{int(node_id):012d}" if node_id.isdigit() else f"~{node_id}"

@@ -1,0 +1,116 @@
+"""Where things live: model folders, the output and temporary folders, custom nodes, assets.
+
+Model roots come from ``--models-dir`` (repeatable), then ``NODEFLOW_MODELS_DIR`` (a
+``os.pathsep``-separated list), then ``./models``. Inside a root each kind has a folder; the
+folder names of AUTOMATIC1111 (``Stable-diffusion``, ``Lora``...) are accepted too, so an
+existing A1111 ``models`` folder works as it is. The embedded model shipped in ``assets/`` is
+listed next to the user's checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nodeflow.errors import ModelFileError
+
+MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+#: Folder names per model kind: ours first, then ComfyUI's and AUTOMATIC1111's.
+KIND_FOLDERS: dict[str, tuple[str, ...]] = {
+    "checkpoints": ("checkpoints", "Stable-diffusion"),
+    "vae": ("vae", "VAE"),
+    "loras": ("loras", "Lora", "LyCORIS"),
+    "controlnet": ("controlnet", "ControlNet"),
+    "embeddings": ("embeddings",),
+}
+
+#: Sub-folders of assets/ holding embedded models of each kind ("" = assets/ itself).
+ASSET_FOLDERS: dict[str, str] = {"checkpoints": "", "controlnet": "controlnet"}
+
+
+def project_assets_dir() -> Path:
+    """assets/ next to the nodeflow package (the repository's, for an editable install)."""
+    return Path(__file__).resolve().parent.parent / "assets"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The folders one run uses."""
+
+    models_dirs: tuple[Path, ...] = (Path("models"),)
+    output_dir: Path = Path("output")
+    input_dir: Path = Path("input")
+    temp_dir: Path = field(default_factory=lambda: Path(os.environ.get("TMPDIR", "/tmp")) / "nodeflow")
+    custom_nodes_dir: Path | None = None
+    assets_dir: Path = field(default_factory=project_assets_dir)
+
+    @classmethod
+    def from_environment(cls, models_dirs: list[str] | None = None, output_dir: str | None = None,
+                         input_dir: str | None = None, custom_nodes_dir: str | None = None) -> Paths:
+        """Folders from command-line values, then environment variables, then defaults."""
+        roots = list(models_dirs or [])
+        if not roots and os.environ.get("NODEFLOW_MODELS_DIR"):
+            roots = [p for p in os.environ["NODEFLOW_MODELS_DIR"].split(os.pathsep) if p]
+        custom = custom_nodes_dir or os.environ.get("NODEFLOW_CUSTOM_NODES")
+        return cls(
+            models_dirs=tuple(Path(p).expanduser() for p in (roots or ["models"])),
+            output_dir=Path(output_dir or os.environ.get("NODEFLOW_OUTPUT_DIR", "output")).expanduser(),
+            input_dir=Path(input_dir or os.environ.get("NODEFLOW_INPUT_DIR", "input")).expanduser(),
+            custom_nodes_dir=Path(custom).expanduser() if custom else None,
+        )
+
+    def kind_dirs(self, kind: str) -> list[Path]:
+        """Existing folders that hold models of ``kind``, user roots first, then assets."""
+        if kind not in KIND_FOLDERS:
+            raise ValueError(f"unknown model kind {kind!r}; kinds: {', '.join(KIND_FOLDERS)}")
+        found = [root / name for root in self.models_dirs for name in KIND_FOLDERS[kind]]
+        if kind in ASSET_FOLDERS:
+            found.append(self.assets_dir / ASSET_FOLDERS[kind])
+        return [folder for folder in found if folder.is_dir()]
+
+    def list_models(self, kind: str) -> list[str]:
+        """Model files of ``kind`` as names relative to their folder ('sub/x.safetensors'),
+        sorted, without duplicates (the first folder wins)."""
+        names: dict[str, None] = {}
+        for folder in self.kind_dirs(kind):
+            recursive = folder != self.assets_dir  # assets/ itself: only its top-level files
+            pattern = folder.rglob("*") if recursive else folder.glob("*")
+            for path in pattern:
+                if path.is_file() and path.suffix.lower() in MODEL_EXTENSIONS:
+                    names.setdefault(path.relative_to(folder).as_posix(), None)
+        return sorted(names, key=str.lower)
+
+    def resolve_model(self, kind: str, name: str) -> Path:
+        """The file for a model name from ``list_models``; never a path outside the folders."""
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ModelFileError(f"model name {name!r} must be a file inside the {kind} folders")
+        for folder in self.kind_dirs(kind):
+            candidate = folder / relative
+            if candidate.is_file():  # symlinked model files are fine (shared libraries)
+                return candidate
+        available = self.list_models(kind)
+        shown = ", ".join(available[:10]) + (" ..." if len(available) > 10 else "")
+        folders = ", ".join(str(root / KIND_FOLDERS[kind][0]) for root in self.models_dirs)
+        raise ModelFileError(f"{kind} model {name!r} not found in {folders}; "
+                             f"available: {shown or 'none'}")
+
+    def list_inputs(self) -> list[str]:
+        """Image files in the input folder (for LoadImage)."""
+        if not self.input_dir.is_dir():
+            return []
+        return sorted(p.relative_to(self.input_dir).as_posix() for p in self.input_dir.rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
+
+    def resolve_input(self, name: str) -> Path:
+        """A file in the input folder, or an existing path given directly."""
+        direct = Path(name).expanduser()
+        if direct.is_absolute() and direct.is_file():
+            return direct
+        candidate = self.input_dir / name
+        if ".." not in Path(name).parts and candidate.is_file():
+            return candidate
+        raise ModelFileError(f"input file {name!r} not found in {self.input_dir}")
+

@@ -1,0 +1,263 @@
+"""How a node type is declared: one decorator over a plain, typed function.
+
+```python
+@node("EmptyLatentImage", display="Empty Latent Image", category="latent",
+      inputs=[Int("width", 512, min=16, max=16384, step=8), ...], outputs=[Output(LATENT)])
+def empty_latent_image(width: int, ...):
+    '''Zero latents at 1/8 of the pixel size.'''
+    return ({"samples": ...},)
+```
+
+The decorator only records a ``NodeSpec`` on the function (``fn.__nodeflow_spec__``); the
+registry collects decorated functions from node packs. The declaration is checked against the
+function's signature when it is made, so a mismatch fails at import, naming the node.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodeflow.errors import NodeDeclarationError
+
+# Socket types: values flowing along links.
+MODEL = "MODEL"
+CLIP = "CLIP"
+VAE = "VAE"
+CONDITIONING = "CONDITIONING"
+LATENT = "LATENT"
+IMAGE = "IMAGE"
+MASK = "MASK"
+CONTROL_NET = "CONTROL_NET"
+INT = "INT"
+FLOAT = "FLOAT"
+STRING = "STRING"
+BOOLEAN = "BOOLEAN"
+CHOICE = "CHOICE"  # an enumerated string; links carry it as a STRING-like value
+ANY = "*"  # accepts any type (debugging and utility nodes)
+
+SOCKET_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK, CONTROL_NET,
+                INT, FLOAT, STRING, BOOLEAN, CHOICE, ANY)
+WIDGET_TYPES = (INT, FLOAT, STRING, BOOLEAN, CHOICE)
+
+SEED_MAX = 2**64 - 1
+Validator = Callable[[Any], None]
+ChoiceSource = Sequence[str] | Callable[[Any], list[str]]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of a node: a socket (linked) or a widget (literal value, may also be linked)."""
+
+    name: str
+    type: str
+    default: Any = None
+    optional: bool = False
+    tooltip: str = ""
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    round: float | None = None
+    multiline: bool = False
+    seed: bool = False
+    options: ChoiceSource | None = None
+    validate: Validator | None = None
+
+    @property
+    def is_widget(self) -> bool:
+        return self.type in WIDGET_TYPES
+
+    def choices(self, paths: Any = None) -> list[str]:
+        """The allowed values of a choice input (computed ones need ``paths``)."""
+        if self.options is None:
+            return []
+        if callable(self.options):
+            return list(self.options(paths)) if paths is not None else []
+        return list(self.options)
+
+    @property
+    def has_computed_choices(self) -> bool:
+        return callable(self.options)
+
+    def check_value(self, value: Any, paths: Any = None) -> str | None:
+        """A user-facing problem with a literal ``value``, or None when it is acceptable."""
+        problem = _type_problem(self, value)
+        if problem is None and self.type in (INT, FLOAT):
+            if self.min is not None and value < self.min:
+                problem = f"{value} is below the minimum {self.min:g}"
+            elif self.max is not None and value > self.max:
+                problem = f"{value} is above the maximum {self.max:g}"
+        if problem is None and self.type == CHOICE and (paths is not None or not self.has_computed_choices):
+            allowed = self.choices(paths)
+            if value not in allowed:
+                shown = ", ".join(map(repr, allowed[:8])) + (" ..." if len(allowed) > 8 else "")
+                problem = f"{value!r} is not one of: {shown or '(none available)'}"
+        if problem is None and self.validate is not None:
+            try:
+                self.validate(value)
+            except ValueError as error:
+                problem = str(error)
+        return problem
+
+
+def _type_problem(spec: InputSpec, value: Any) -> str | None:
+    expected = {INT: int, FLOAT: (int, float), STRING: str, BOOLEAN: bool, CHOICE: str}.get(spec.type)
+    if expected is None:
+        return None
+    if isinstance(value, bool) and spec.type in (INT, FLOAT):
+        return f"expected a number, got {value!r}"
+    if not isinstance(value, expected):
+        return f"expected {spec.type.lower()}, got {type(value).__name__} {value!r}"
+    return None
+
+
+def Input(name: str, socket_type: str, *, optional: bool = False, tooltip: str = "") -> InputSpec:
+    """A linked input carrying ``socket_type`` (MODEL, IMAGE, ...)."""
+    return InputSpec(name, socket_type, optional=optional, tooltip=tooltip)
+
+
+def Int(name: str, default: int, *, min: int | None = None, max: int | None = None, step: int = 1,
+        seed: bool = False, optional: bool = False, tooltip: str = "",
+        validate: Validator | None = None) -> InputSpec:
+    """An integer widget; ``seed=True`` marks a seed (0 .. 2**64-1, "control after run")."""
+    if seed:
+        min = 0 if min is None else min
+        max = SEED_MAX if max is None else max
+    return InputSpec(name, INT, default, optional, tooltip, min, max, step, seed=seed, validate=validate)
+
+
+def Float(name: str, default: float, *, min: float | None = None, max: float | None = None,
+          step: float = 0.01, round: float | None = None, optional: bool = False,
+          tooltip: str = "", validate: Validator | None = None) -> InputSpec:
+    """A floating-point widget."""
+    return InputSpec(name, FLOAT, default, optional, tooltip, min, max, step, round, validate=validate)
+
+
+def String(name: str, default: str = "", *, multiline: bool = False, optional: bool = False,
+           tooltip: str = "", validate: Validator | None = None) -> InputSpec:
+    """A text widget (``multiline`` for prompts)."""
+    return InputSpec(name, STRING, default, optional, tooltip, multiline=multiline, validate=validate)
+
+
+def Boolean(name: str, default: bool, *, optional: bool = False, tooltip: str = "",
+            validate: Validator | None = None) -> InputSpec:
+    """A checkbox."""
+    return InputSpec(name, BOOLEAN, default, optional, tooltip, validate=validate)
+
+
+def Choice(name: str, options: ChoiceSource, default: str | None = None, *, optional: bool = False,
+           tooltip: str = "", validate: Validator | None = None) -> InputSpec:
+    """A combo box; ``options`` is a list, or ``callable(paths) -> list`` computed when needed
+    (e.g. model files found on disk)."""
+    if default is None and not callable(options) and options:
+        default = options[0]
+    return InputSpec(name, CHOICE, default, optional, tooltip, options=options, validate=validate)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a node; ``name`` defaults to the type."""
+
+    type: str
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything known about a node type."""
+
+    id: str
+    function: Callable[..., Any]
+    display: str
+    category: str
+    description: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[Output, ...]
+    output_node: bool = False
+    idempotent: bool = True
+    fingerprint: Callable[[dict, Any], str] | None = None
+    version: int = 1
+    wants_context: bool = False
+    module: str = field(default="", compare=False)
+
+    def input(self, name: str) -> InputSpec | None:
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+    @property
+    def widget_inputs(self) -> tuple[InputSpec, ...]:
+        return tuple(spec for spec in self.inputs if spec.is_widget)
+
+
+def node(id: str, *, display: str | None = None, category: str = "misc",
+         inputs: Sequence[InputSpec] = (), outputs: Sequence[Output] = (),
+         output_node: bool = False, idempotent: bool = True,
+         fingerprint: Callable[[dict, Any], str] | None = None, version: int = 1,
+         description: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare ``function`` as node type ``id``; see the module docstring."""
+
+    def declare(function: Callable[..., Any]) -> Callable[..., Any]:
+        wants_context = _check_signature(id, function, inputs)
+        spec = NodeSpec(
+            id=id,
+            function=function,
+            display=display or id,
+            category=category,
+            description=description if description is not None else _first_paragraph(function),
+            inputs=tuple(inputs),
+            outputs=tuple(outputs),
+            output_node=output_node,
+            idempotent=idempotent,
+            fingerprint=fingerprint,
+            version=version,
+            wants_context=wants_context,
+            module=getattr(function, "__module__", ""),
+        )
+        function.__nodeflow_spec__ = spec
+        return function
+
+    return declare
+
+
+def spec_of(obj: Any) -> NodeSpec | None:
+    """The ``NodeSpec`` recorded on a decorated function, if any."""
+    spec = getattr(obj, "__nodeflow_spec__", None)
+    return spec if isinstance(spec, NodeSpec) else None
+
+
+def _check_signature(node_id: str, function: Callable[..., Any], inputs: Sequence[InputSpec]) -> bool:
+    """Raise if the inputs and the parameters disagree; return whether ``ctx`` is wanted."""
+    names = [spec.name for spec in inputs]
+    problems = []
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        problems.append(f"inputs declared twice: {', '.join(duplicates)}")
+    for spec in inputs:
+        if spec.type not in SOCKET_TYPES and not spec.type.isupper():
+            problems.append(f"input {spec.name!r} has an unknown type {spec.type!r}")
+    parameters = inspect.signature(function).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    missing = [name for name in names if name not in parameters and not accepts_any]
+    if missing:
+        problems.append(f"declared inputs missing from the function's parameters: {', '.join(missing)}")
+    for name, parameter in parameters.items():
+        if name == "ctx" or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+            continue
+        if name not in names:
+            problems.append(f"parameter {name!r} is not a declared input")
+        elif parameter.default is parameter.empty and next(s for s in inputs if s.name == name).optional:
+            problems.append(f"optional input {name!r} needs a default in the function")
+    if problems:
+        where = getattr(function, "__qualname__", repr(function))
+        raise NodeDeclarationError(f"node {node_id!r} ({where}): " + "; ".join(problems))
+    return "ctx" in parameters
+
+
+def _first_paragraph(function: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(function) or ""
+    return doc.split("\n\n", 1)[0].replace("\n", " ").strip()

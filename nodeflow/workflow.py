@@ -1,0 +1,212 @@
+"""The workflow model and nodeflow's own JSON format.
+
+A workflow is nodes (type, literal inputs by name, type version, mode) plus explicit links from
+an output index to an input name, plus a UI section that execution ignores. Our file format:
+
+```json
+{"format": "nodeflow-workflow", "version": 1,
+ "nodes": {"1": {"type": "EmptyLatentImage", "version": 1, "inputs": {"width": 512}}},
+ "links": [{"from": ["1", 0], "to": ["2", "latent_image"]}],
+ "ui": {"nodes": {"1": {"pos": [10, 20]}}}}
+```
+
+Saving is deterministic (sorted keys, links in a stable order) and atomic (a temporary file in
+the same folder, then ``os.replace``). Loading never executes code: it is plain JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodeflow.errors import WorkflowFormatError
+
+FORMAT_NAME = "nodeflow-workflow"
+FORMAT_VERSION = 1
+MODES = ("normal", "muted", "bypassed")
+
+
+@dataclass
+class NodeInstance:
+    """One node of a workflow."""
+
+    id: str
+    type: str
+    inputs: dict[str, Any] = field(default_factory=dict)  # literal widget values by input name
+    version: int = 1
+    mode: str = "normal"  # "normal" | "muted" | "bypassed"
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """Output ``src_output`` of node ``src`` feeds input ``dst_input`` of node ``dst``."""
+
+    src: str
+    src_output: int
+    dst: str
+    dst_input: str
+
+
+@dataclass
+class Workflow:
+    """Nodes, links and an optional UI section."""
+
+    nodes: dict[str, NodeInstance] = field(default_factory=dict)
+    links: list[Link] = field(default_factory=list)
+    ui: dict[str, Any] = field(default_factory=dict)
+
+    def input_link(self, node_id: str, input_name: str) -> Link | None:
+        """The link feeding ``input_name`` of ``node_id``, if any."""
+        return next((link for link in self.links
+                     if link.dst == node_id and link.dst_input == input_name), None)
+
+    def links_into(self, node_id: str) -> list[Link]:
+        return [link for link in self.links if link.dst == node_id]
+
+    def links_out_of(self, node_id: str) -> list[Link]:
+        return [link for link in self.links if link.src == node_id]
+
+    def copy(self) -> Workflow:
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Our JSON format (see the module docstring), in a stable order."""
+        nodes = {}
+        for node_id in sorted(self.nodes, key=_natural_key):
+            instance = self.nodes[node_id]
+            entry: dict[str, Any] = {"type": instance.type, "version": instance.version,
+                                     "inputs": dict(sorted(instance.inputs.items()))}
+            if instance.mode != "normal":
+                entry["mode"] = instance.mode
+            if instance.title:
+                entry["title"] = instance.title
+            nodes[node_id] = entry
+        links = [{"from": [link.src, link.src_output], "to": [link.dst, link.dst_input]}
+                 for link in sorted(self.links, key=_link_key)]
+        data: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+                                "nodes": nodes, "links": links}
+        if self.ui:
+            data["ui"] = self.ui
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "workflow") -> Workflow:
+        """Parse our format; problems raise ``WorkflowFormatError`` naming ``source``."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise WorkflowFormatError(f"{source}: not a nodeflow workflow")
+        version = data.get("version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise WorkflowFormatError(
+                f"{source}: format version {version!r} is newer than this nodeflow reads "
+                f"({FORMAT_VERSION}); update nodeflow")
+        nodes = {}
+        for node_id, entry in _mapping(data.get("nodes", {}), source, "nodes").items():
+            nodes[str(node_id)] = _parse_node(str(node_id), entry, source)
+        links = [_parse_link(item, source) for item in data.get("links", [])]
+        workflow = cls(nodes, links, dict(data.get("ui") or {}))
+        for link in links:
+            for end in (link.src, link.dst):
+                if end not in nodes:
+                    raise WorkflowFormatError(f"{source}: a link refers to a missing node {end!r}")
+        return workflow
+
+
+def _natural_key(node_id: str) -> tuple:
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
+def _link_key(link: Link) -> tuple:
+    return (_natural_key(link.dst), link.dst_input, _natural_key(link.src), link.src_output)
+
+
+def _mapping(value: Any, source: str, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise WorkflowFormatError(f"{source}: {what!r} must be an object")
+    return value
+
+
+def _parse_node(node_id: str, entry: Any, source: str) -> NodeInstance:
+    entry = _mapping(entry, source, f"nodes.{node_id}")
+    node_type = entry.get("type")
+    if not isinstance(node_type, str) or not node_type:
+        raise WorkflowFormatError(f"{source}: node {node_id} has no type")
+    mode = entry.get("mode", "normal")
+    if mode not in MODES:
+        raise WorkflowFormatError(f"{source}: node {node_id} has an unknown mode {mode!r}")
+    inputs = dict(_mapping(entry.get("inputs", {}), source, f"nodes.{node_id}.inputs"))
+    return NodeInstance(node_id, node_type, inputs, int(entry.get("version", 1)), mode,
+                        entry.get("title"))
+
+
+def _parse_link(item: Any, source: str) -> Link:
+    try:
+        (src, src_output), (dst, dst_input) = item["from"], item["to"]
+        return Link(str(src), int(src_output), str(dst), str(dst_input))
+    except (KeyError, TypeError, ValueError) as error:
+        raise WorkflowFormatError(f"{source}: malformed link {item!r}") from error
+
+
+def dumps(workflow: Workflow) -> str:
+    """The workflow as our JSON text, deterministic."""
+    return json.dumps(workflow.to_dict(), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def save_workflow(workflow: Workflow, path: str | os.PathLike) -> None:
+    """Write ``workflow`` to ``path`` atomically: a crash leaves the old file or the new one."""
+    write_text_atomic(Path(path), dumps(workflow))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def parse_workflow_data(data: Any, registry: Any, source: str = "workflow") -> Workflow:
+    """Our format, ComfyUI's API format or ComfyUI's UI format, told apart by their shape."""
+    if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
+        return Workflow.from_dict(data, source)
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:
+        from nodeflow.comfy_format import from_comfy_ui  # lazily: only for foreign files
+
+        return from_comfy_ui(data, registry)
+    if isinstance(data, dict) and data and all(
+            isinstance(v, dict) and "class_type" in v for v in data.values()):
+        from nodeflow.comfy_format import from_comfy_api
+
+        return from_comfy_api(data, registry)
+    raise WorkflowFormatError(
+        f"{source}: not a workflow (expected nodeflow JSON, ComfyUI API JSON or ComfyUI UI JSON)")
+
+
+def load_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:
+    """Read a workflow file: our JSON, ComfyUI API/UI JSON, or a PNG with an embedded workflow."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowFormatError(f"{path}: no such file")
+    with path.open("rb") as file:
+        magic = file.read(8)
+    if magic == b"\x89PNG\r\n\x1a\n":
+        from nodeflow.png_metadata import read_png_workflow
+
+        return read_png_workflow(path, registry)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WorkflowFormatError(f"{path}: not valid JSON ({error})") from error
+    return parse_workflow_data(data, registry, str(path))

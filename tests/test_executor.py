@@ -1,0 +1,155 @@
+"""The executor: order, caching by content signature, errors naming nodes, cancellation."""
+
+import threading
+
+import pytest
+
+from nodeflow.cache import OutputCache
+from nodeflow.errors import Cancelled, NodeError, ValidationError
+from nodeflow.executor import Executor
+from nodeflow.workflow import Link, NodeInstance, Workflow
+from tests.stub_nodes import CALLS
+
+
+def chain(value=3, factor=2.0, label="out"):
+    """Number(value) + Number(5) -> Scale(factor) -> Sink."""
+    return Workflow(
+        nodes={
+            "1": NodeInstance("1", "Number", {"value": value}),
+            "2": NodeInstance("2", "Number", {"value": 5}),
+            "3": NodeInstance("3", "Add"),
+            "4": NodeInstance("4", "Scale", {"factor": factor}),
+            "5": NodeInstance("5", "Sink", {"label": label}),
+        },
+        links=[Link("1", 0, "3", "a"), Link("2", 0, "3", "b"), Link("3", 0, "4", "x"),
+               Link("4", 0, "5", "value")],
+    )
+
+
+def test_runs_in_order_and_returns_output_node_values(stub_registry):
+    result = Executor(stub_registry).run(chain())
+    assert result.outputs["5"] == ({"value": 16.0, "label": "out"},)  # (3 + 5) * 2
+    assert CALLS["Sink"] == 1 and CALLS["Add"] == 1
+    assert result.executed == ["1", "2", "3", "4", "5"]
+
+
+def test_values_flow_along_links(stub_registry):
+    result = Executor(stub_registry).run(chain(value=4, factor=0.5, label="x"))
+    assert result.outputs["5"] == ({"value": 4.5, "label": "x"},)  # (4 + 5) * 0.5
+
+
+def test_events_report_each_node_once_in_order(stub_registry):
+    events = []
+    Executor(stub_registry).run(chain(), on_event=events.append)
+    finished = [e.node_id for e in events if type(e).__name__ == "NodeFinished"]
+    assert finished == ["1", "2", "3", "4", "5"]
+    assert type(events[-1]).__name__ == "RunFinished"
+
+
+def test_changing_a_downstream_literal_reruns_only_downstream(stub_registry):
+    executor = Executor(stub_registry)
+    executor.run(chain(factor=2.0))
+    CALLS.clear()
+    result = executor.run(chain(factor=3.0))
+    assert result.cached == ["1", "2", "3"]
+    assert result.executed == ["4", "5"]
+    assert CALLS["Number"] == 0 and CALLS["Add"] == 0 and CALLS["Scale"] == 1
+
+
+def test_a_to_b_to_a_hits_the_cache(stub_registry):
+    executor = Executor(stub_registry)
+    executor.run(chain(factor=2.0))
+    executor.run(chain(factor=3.0))
+    CALLS.clear()
+    result = executor.run(chain(factor=2.0))
+    assert CALLS["Scale"] == 0
+    assert "4" in result.cached
+
+
+def test_signatures_do_not_depend_on_node_ids(stub_registry):
+    executor = Executor(stub_registry)
+    executor.run(chain())
+    renamed = chain()
+    renamed.nodes = {f"n{k}": NodeInstance(f"n{k}", v.type, v.inputs) for k, v in renamed.nodes.items()}
+    renamed.links = [Link(f"n{l.src}", l.src_output, f"n{l.dst}", l.dst_input) for l in renamed.links]
+    CALLS.clear()
+    result = executor.run(renamed)
+    assert CALLS["Add"] == 0 and CALLS["Scale"] == 0
+    assert result.executed == []  # like ComfyUI, an unchanged output node is not re-run
+    assert sorted(result.cached) == ["n1", "n2", "n3", "n4", "n5"]
+
+
+def test_only_ancestors_of_output_nodes_run(stub_registry):
+    workflow = chain()
+    workflow.nodes["9"] = NodeInstance("9", "Number", {"value": 7})  # not connected to an output
+    result = Executor(stub_registry).run(workflow)
+    assert "9" not in result.executed
+
+
+def test_non_idempotent_nodes_always_rerun(stub_registry):
+    workflow = chain()
+    workflow.nodes["6"] = NodeInstance("6", "Random")
+    workflow.nodes["7"] = NodeInstance("7", "Sink", {"label": "r"})
+    workflow.links += [Link("3", 0, "6", "x"), Link("6", 0, "7", "value")]
+    executor = Executor(stub_registry)
+    first = executor.run(workflow).outputs["7"][0]["value"]
+    second = executor.run(workflow).outputs["7"][0]["value"]
+    assert CALLS["Random"] == 2 and first != second
+
+
+def test_user_error_names_node_and_input(stub_registry):
+    workflow = chain()
+    workflow.nodes["6"] = NodeInstance("6", "Fail")
+    workflow.nodes["7"] = NodeInstance("7", "Sink")
+    workflow.links += [Link("3", 0, "6", "x"), Link("6", 0, "7", "value")]
+    with pytest.raises(NodeError) as caught:
+        Executor(stub_registry).run(workflow)
+    assert "node 6 (Fail)" in str(caught.value) and "'x'" in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+def test_unexpected_exception_names_node_and_keeps_cause(stub_registry):
+    workflow = chain()
+    workflow.nodes["6"] = NodeInstance("6", "Crash")
+    workflow.nodes["7"] = NodeInstance("7", "Sink")
+    workflow.links += [Link("3", 0, "6", "x"), Link("6", 0, "7", "value")]
+    with pytest.raises(NodeError) as caught:
+        Executor(stub_registry).run(workflow)
+    assert "node 6 (Crash)" in str(caught.value) and "ZeroDivisionError" in str(caught.value)
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+
+
+def test_invalid_workflow_is_refused_before_running(stub_registry):
+    workflow = chain(factor=50.0)  # above the maximum 10
+    with pytest.raises(ValidationError) as caught:
+        Executor(stub_registry).run(workflow)
+    assert "node 4 (Scale), input 'factor'" in str(caught.value)
+    assert CALLS["Number"] == 0
+
+
+def test_cancel_stops_before_the_next_node(stub_registry):
+    cancel = threading.Event()
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if type(event).__name__ == "NodeFinished" and event.node_id == "2":
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        Executor(stub_registry).run(chain(), on_event=on_event, cancel_event=cancel)
+    assert CALLS["Add"] == 0
+
+
+def test_muted_and_bypassed_nodes(stub_registry):
+    bypassed = chain(factor=3.0)
+    bypassed.nodes["4"].mode = "bypassed"  # Scale's INT input does not match its FLOAT output
+    assert "required input is not connected" in str(
+        pytest.raises(ValidationError, Executor(stub_registry).run, bypassed).value)
+    muted = chain()
+    muted.nodes["5"].mode = "muted"
+    muted.nodes["6"] = NodeInstance("6", "Sink", {"label": "other"})
+    muted.links.append(Link("3", 0, "6", "value"))
+    result = Executor(stub_registry).run(muted)
+    assert "5" not in result.executed and "4" not in result.executed
+    assert result.outputs["6"] == ({"value": 8, "label": "other"},)
