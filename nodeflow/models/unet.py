@@ -1,0 +1,207 @@
+"""The Stable Diffusion U-Net noise predictor, with the original checkpoint's key names.
+
+Architecture (Rombach et al. 2022; the U-Net of Ho et al. 2020 with spatial transformers):
+``input_blocks`` (a conv, then per level ``num_res_blocks`` x [ResBlock, SpatialTransformer?]
+and a Downsample between levels), ``middle_block`` (ResBlock, SpatialTransformer, ResBlock),
+``output_blocks`` (per level ``num_res_blocks + 1`` x [ResBlock on the concatenated skip,
+SpatialTransformer?], an Upsample between levels) and ``out`` (GroupNorm, SiLU, conv).
+
+The configuration is read from the tensor shapes of a state dict (``unet_config_from_state_dict``)
+so SD1.x, the 9-channel inpainting model and scaled-down test models take one code path. Heads
+cannot be read from shapes: SD1.x uses 8 heads at every level (``num_heads``), SD2.x uses 64
+channels per head (``head_channels``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nodeflow.models.layers import (Downsample, ResBlock, SpatialTransformer, TimestepSequential,
+                                    Upsample, normalization, timestep_embedding)
+
+
+@dataclass
+class ControlResiduals:
+    """Residuals a ControlNet adds: one per input-block output (in order), and the middle's."""
+
+    skips: list[torch.Tensor]
+    middle: torch.Tensor
+
+    def __add__(self, other: ControlResiduals) -> ControlResiduals:
+        return ControlResiduals([a + b for a, b in zip(self.skips, other.skips, strict=True)],
+                                self.middle + other.middle)
+
+    def scaled(self, factor: float) -> ControlResiduals:
+        return ControlResiduals([s * factor for s in self.skips], self.middle * factor)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Hyper-parameters of a U-Net."""
+
+    in_channels: int = 4
+    out_channels: int = 4
+    model_channels: int = 320
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    transformer_depth: tuple[int, ...] = (1, 1, 1, 0)  # per level; 0 = no attention
+    middle_transformer_depth: int = 1
+    context_dim: int = 768
+    num_heads: int | None = 8  # SD1: fixed heads ...
+    head_channels: int | None = None  # ... SD2/SDXL: fixed channels per head
+    use_linear_in_transformer: bool = False
+    adm_in_channels: int | None = None  # SDXL's pooled-text/size vector (label_emb)
+
+    def heads_for(self, channels: int) -> tuple[int, int]:
+        """(heads, dim_head) of a transformer at ``channels``."""
+        if self.head_channels:
+            return channels // self.head_channels, self.head_channels
+        heads = self.num_heads or 8
+        return heads, channels // heads
+
+
+class UNetModel(nn.Module):
+    """Predicts the noise (or v) in ``x`` at ``timesteps`` given the text ``context``."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        mc = config.model_channels
+        emb = mc * 4
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
+        if config.adm_in_channels:
+            self.label_emb = nn.Sequential(nn.Sequential(
+                nn.Linear(config.adm_in_channels, emb), nn.SiLU(), nn.Linear(emb, emb)))
+
+        def transformer(channels: int, depth: int) -> SpatialTransformer:
+            heads, dim_head = config.heads_for(channels)
+            return SpatialTransformer(channels, heads, dim_head, depth, config.context_dim,
+                                      config.use_linear_in_transformer)
+
+        self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(config.in_channels, mc, 3, padding=1))])
+        skip_channels = [mc]
+        ch = mc
+        levels = len(config.channel_mult)
+        for level, mult in enumerate(config.channel_mult):
+            for _ in range(config.num_res_blocks):
+                layers: list[nn.Module] = [ResBlock(ch, emb, mult * mc)]
+                ch = mult * mc
+                if config.transformer_depth[level]:
+                    layers.append(transformer(ch, config.transformer_depth[level]))
+                self.input_blocks.append(TimestepSequential(*layers))
+                skip_channels.append(ch)
+            if level != levels - 1:
+                self.input_blocks.append(TimestepSequential(Downsample(ch)))
+                skip_channels.append(ch)
+
+        middle: list[nn.Module] = [ResBlock(ch, emb, ch)]
+        if config.middle_transformer_depth:
+            middle.append(transformer(ch, config.middle_transformer_depth))
+        middle.append(ResBlock(ch, emb, ch))
+        self.middle_block = TimestepSequential(*middle)
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(config.channel_mult))):
+            for i in range(config.num_res_blocks + 1):
+                layers = [ResBlock(ch + skip_channels.pop(), emb, mult * mc)]
+                ch = mult * mc
+                if config.transformer_depth[level]:
+                    layers.append(transformer(ch, config.transformer_depth[level]))
+                if level and i == config.num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.output_blocks.append(TimestepSequential(*layers))
+        self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                control: ControlResiduals | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, in, h, w), timesteps (B,), context (B, T, context_dim) -> (B, out, h, w)."""
+        dtype = self.time_embed[0].weight.dtype
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        if self.config.adm_in_channels:
+            emb = emb + self.label_emb(y.to(dtype))
+        h, context = x.to(dtype), context.to(dtype)
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, emb, context)
+            skips.append(h)
+        h = self.middle_block(h, emb, context)
+        if control is not None:
+            h = h + control.middle.to(h.dtype)
+        for block in self.output_blocks:
+            skip = skips.pop()
+            if control is not None:
+                skip = skip + control.skips[len(skips)].to(skip.dtype)
+            h = torch.cat([h, skip], dim=1)  # (B, ch + skip_ch, h, w)
+            size = skips[-1].shape[-2:] if skips else None
+            h = block(h, emb, context, size)
+        return self.out(h).to(x.dtype)
+
+
+def unet_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None,
+                                head_channels: int | None = None) -> UNetConfig:
+    """Read a U-Net's configuration from tensor shapes (keys without ``model.diffusion_model.``).
+
+    Heads: ``num_heads`` or ``head_channels`` if given, else SD1's 8 heads.
+    """
+    conv_in = sd["input_blocks.0.0.weight"]  # (mc, in, 3, 3)
+    mc = conv_in.shape[0]
+    blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(r"input_blocks\.(\d+)\.", k))})
+    mults, depths, res_per_level = [], [], []
+    count, level_depth = 0, 0
+    for index in blocks[1:]:
+        prefix = f"input_blocks.{index}."
+        if prefix + "0.op.weight" in sd:  # a Downsample closes the level
+            mults.append(current_mult)
+            depths.append(level_depth)
+            res_per_level.append(count)
+            count, level_depth = 0, 0
+            continue
+        current_mult = sd[prefix + "0.out_layers.3.weight"].shape[0] // mc
+        count += 1
+        level_depth = max(level_depth, _transformer_depth(sd, prefix + "1."))
+    mults.append(current_mult)
+    depths.append(level_depth)
+    res_per_level.append(count)
+    if len(set(res_per_level)) != 1:
+        raise ValueError(f"unsupported U-Net: residual blocks per level differ ({res_per_level})")
+    context_key = next((k for k in sd if k.endswith("attn2.to_k.weight")), None)
+    proj_in = next((v for k, v in sd.items() if k.endswith(".proj_in.weight")), None)
+    adm = sd.get("label_emb.0.0.weight")
+    return UNetConfig(
+        in_channels=conv_in.shape[1],
+        out_channels=sd["out.2.weight"].shape[0],
+        model_channels=mc,
+        channel_mult=tuple(mults),
+        num_res_blocks=res_per_level[0],
+        transformer_depth=tuple(depths),
+        middle_transformer_depth=_transformer_depth(sd, "middle_block.1."),
+        context_dim=sd[context_key].shape[1] if context_key else 768,
+        num_heads=None if head_channels else (num_heads or 8),
+        head_channels=head_channels,
+        use_linear_in_transformer=proj_in is not None and proj_in.ndim == 2,
+        adm_in_channels=adm.shape[1] if adm is not None else None,
+    )
+
+
+def _transformer_depth(sd: dict[str, torch.Tensor], prefix: str) -> int:
+    found = {int(m.group(1)) for k in sd
+             if k.startswith(prefix) and (m := re.match(re.escape(prefix) + r"transformer_blocks\.(\d+)\.", k))}
+    return max(found) + 1 if found else 0
+
+
+def unet_from_state_dict(sd: dict[str, torch.Tensor], *, device: torch.device | str = "cpu",
+                         dtype: torch.dtype = torch.float32, num_heads: int | None = None,
+                         head_channels: int | None = None) -> UNetModel:
+    """Build on the meta device and take the tensors of ``sd`` (strict): no random init, no copy
+    beyond the dtype/device conversion."""
+    config = unet_config_from_state_dict(sd, num_heads, head_channels)
+    with torch.device("meta"):
+        model = UNetModel(config)
+    converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+                 for k, v in sd.items()}
+    model.load_state_dict(converted, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
