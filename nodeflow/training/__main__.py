@@ -1,0 +1,73 @@
+"""Regenerate the embedded model from a seed: ``python -m nodeflow.training --seed 0 --out assets/``.
+
+Stage 1 trains the VAE, stage 2 the U-Net and the text encoder jointly; a checkpoint (EMA
+weights) and a sample grid are written every ``--snapshot-every`` steps, so an interrupted run
+leaves usable weights. Progress goes to stderr. ``--estimate`` times a few steps of each stage
+and prints how long the full run would take on this machine, without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+logger = logging.getLogger("nodeflow.training")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from nodeflow.training.run import DEFAULTS
+
+    parser = argparse.ArgumentParser(prog="python -m nodeflow.training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    parser.add_argument("--out", type=Path, default=Path("assets"),
+                        help="folder for the checkpoint and the sample grid (default assets/)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
+    parser.add_argument("--vae-steps", type=int, default=DEFAULTS.vae.steps)
+    parser.add_argument("--vae-batch-size", type=int, default=DEFAULTS.vae.batch_size)
+    parser.add_argument("--unet-steps", type=int, default=DEFAULTS.diffusion.steps)
+    parser.add_argument("--unet-batch-size", type=int, default=DEFAULTS.diffusion.batch_size)
+    parser.add_argument("--lr", type=float, default=DEFAULTS.diffusion.lr,
+                        help="U-Net/text encoder learning rate")
+    parser.add_argument("--snapshot-every", type=int, default=DEFAULTS.diffusion.snapshot_every)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data worker processes (default: 0 on CPU, 6 on GPU)")
+    parser.add_argument("--vae-from", type=Path, default=None,
+                        help="skip stage 1: reuse a VAE state dict saved by an earlier run")
+    parser.add_argument("--estimate", action="store_true",
+                        help="time a few steps of each stage, print the projected run time, exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    from nodeflow.training import run
+
+    settings = replace(
+        run.DEFAULTS,
+        seed=args.seed,
+        vae=replace(run.DEFAULTS.vae, steps=args.vae_steps, batch_size=args.vae_batch_size),
+        diffusion=replace(run.DEFAULTS.diffusion, steps=args.unet_steps,
+                          batch_size=args.unet_batch_size, lr=args.lr,
+                          snapshot_every=args.snapshot_every),
+    )
+    device = run.pick_device(args.device)
+    workers = args.workers if args.workers is not None else (6 if device.type == "cuda" else 0)
+    if args.estimate:
+        report = run.estimate(settings, device)
+        sys.stderr.write(json.dumps(report, indent=2) + "\n")
+        return 0
+    started = time.perf_counter()
+    checkpoint = run.train(settings, args.out, device, workers, vae_from=args.vae_from)
+    logger.info("done in %.0f s on %s: %s", time.perf_counter() - started, device, checkpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
