@@ -1,0 +1,106 @@
+"""The discrete training schedule of a diffusion model, seen the way Karras et al. (2022) do.
+
+The forward process (Ho et al. 2020) noises a clean latent z0 to z_t = sqrt(abar_t) z0 +
+sqrt(1 - abar_t) eps. Dividing by sqrt(abar_t) gives x = z0 + sigma_t eps with
+sigma_t = sqrt((1 - abar_t) / abar_t): the variance-exploding view the samplers work in. The
+network sees x / sqrt(sigma^2 + 1) (= z_t) and its timestep, and predicts eps (or v); the
+"denoised" estimate of z0 follows. Timesteps and sigmas convert through interpolation in
+log-sigma.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def make_betas(schedule: str = "scaled_linear", steps: int = 1000, linear_start: float = 0.00085,
+               linear_end: float = 0.012, cosine_s: float = 8e-3) -> torch.Tensor:
+    """Betas (float64, (steps,)). ``scaled_linear`` is SD's: linspace of square roots, squared."""
+    if schedule == "scaled_linear":
+        return torch.linspace(linear_start**0.5, linear_end**0.5, steps, dtype=torch.float64) ** 2
+    if schedule == "linear":
+        return torch.linspace(linear_start, linear_end, steps, dtype=torch.float64)
+    if schedule == "cosine":  # Nichol & Dhariwal 2021, eq. 17
+        t = torch.arange(steps + 1, dtype=torch.float64) / steps + cosine_s
+        alphas = torch.cos(t / (1 + cosine_s) * math.pi / 2) ** 2
+        alphas = alphas / alphas[0]
+        return (1 - alphas[1:] / alphas[:-1]).clamp(max=0.999)
+    raise ValueError(f"unknown beta schedule {schedule!r} (linear, scaled_linear, cosine)")
+
+
+@dataclass(frozen=True)
+class ModelSampling:
+    """Sigma table and parameterisation of a discrete-time model (1000 training steps)."""
+
+    sigmas: torch.Tensor  # (T,) float32, increasing
+    log_sigmas: torch.Tensor  # (T,) float32
+    parameterization: str = "eps"  # "eps" | "v"
+
+    @classmethod
+    def from_betas(cls, betas: torch.Tensor, parameterization: str = "eps") -> ModelSampling:
+        alphas_cumprod = torch.cumprod(1.0 - betas.double(), dim=0)  # float64
+        sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5  # float64
+        return cls(sigmas.float(), sigmas.log().float(), parameterization)
+
+    @classmethod
+    def sd1(cls) -> ModelSampling:
+        """SD1.x: scaled_linear 0.00085..0.012, epsilon prediction."""
+        return cls.from_betas(make_betas("scaled_linear"), "eps")
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The nearest training timestep in log-sigma, as a float (what the U-Net is given)."""
+        log_sigma = sigma.float().log().to(self.log_sigmas.device)
+        distance = (log_sigma[..., None] - self.log_sigmas).abs()  # (..., T)
+        return distance.argmin(dim=-1).float().to(sigma.device).reshape(sigma.shape)
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        """Sigma at a (fractional) timestep, interpolated in log-sigma."""
+        t = timestep.float().clamp(0, len(self.sigmas) - 1)
+        low, high = t.floor().long(), t.ceil().long()
+        w = t.frac()
+        log_sigma = (1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]
+        return log_sigma.exp()
+
+    def percent_to_sigma(self, percent: float) -> float:
+        """Sigma at ``percent`` of the way through sampling (0 = the start, very noisy)."""
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        return float(self.sigma(torch.tensor((1.0 - percent) * 999.0)))
+
+    def calculate_input(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The network's input z_t = x / sqrt(sigma^2 + 1)."""
+        return x / (_expand(sigma, x) ** 2 + 1) ** 0.5
+
+    def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """z0 estimate: x - sigma eps (eps), or x / (sigma^2+1) - v sigma / sqrt(sigma^2+1) (v,
+        Salimans & Ho 2022)."""
+        s = _expand(sigma, x)
+        if self.parameterization == "v":
+            return x / (s**2 + 1) - output * s / (s**2 + 1) ** 0.5
+        return x - output * s
+
+    def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent: torch.Tensor,
+                      max_denoise: bool) -> torch.Tensor:
+        """The starting point: noise * sqrt(1 + sigma^2) from pure noise, else latent + noise * sigma."""
+        s = _expand(sigma, noise)
+        if max_denoise:
+            return noise * (1.0 + s**2) ** 0.5
+        return latent + noise * s
+
+
+def _expand(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
+    return sigma.reshape(sigma.shape + (1,) * (like.ndim - sigma.ndim))

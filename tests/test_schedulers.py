@@ -1,0 +1,71 @@
+"""Schedules and step schedulers against the reference facts (shared/reference)."""
+
+import pytest
+import torch
+
+from nodeflow.sampling.noise import initial_noise
+from nodeflow.sampling.schedulers import SCHEDULERS, compute_sigmas
+from nodeflow.sampling.schedules import ModelSampling, make_betas
+
+
+@pytest.fixture(scope="module")
+def sd1():
+    return ModelSampling.sd1()
+
+
+def test_sd1_table_endpoints(sd1):
+    assert float(sd1.sigma_min) == pytest.approx(0.02916716, rel=1e-6)
+    assert float(sd1.sigma_max) == pytest.approx(14.6146412, rel=1e-6)
+    assert sd1.sigmas.dtype == torch.float32 and len(sd1.sigmas) == 1000
+
+
+def test_karras_endpoints_and_shape(sd1):
+    sigmas = compute_sigmas(sd1, "karras", 10)
+    assert sigmas.shape == (11,) and sigmas[-1] == 0
+    assert float(sigmas[0]) == pytest.approx(14.6146412, rel=1e-6)
+    assert float(sigmas[-2]) == pytest.approx(0.02916716, rel=1e-5)
+
+
+def test_normal_interpolates_the_table_in_log_sigma(sd1):
+    sigmas = compute_sigmas(sd1, "normal", 4)  # timesteps 999, 666, 333, 0
+    assert torch.allclose(sigmas[:4], sd1.sigmas[[999, 666, 333, 0]], rtol=1e-6)
+    fractional = compute_sigmas(sd1, "normal", 3)[1]  # t = 499.5
+    expected = torch.exp((sd1.log_sigmas[499] + sd1.log_sigmas[500]) / 2)
+    assert float(fractional) == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_decreases_to_zero(sd1, name):
+    sigmas = compute_sigmas(sd1, name, 20)
+    assert sigmas.dtype == torch.float32 and sigmas[-1] == 0
+    assert torch.all(sigmas[:-1] > sigmas[1:])
+    assert float(sigmas[0]) <= float(sd1.sigma_max) * 1.0001
+    assert 15 <= len(sigmas) - 1 <= 21  # beta drops duplicate timesteps, ddim_uniform may add one
+
+
+def test_timestep_is_the_nearest_table_index(sd1):
+    t = sd1.timestep(sd1.sigmas[[0, 10, 999]] * 1.001)
+    assert t.tolist() == [0.0, 10.0, 999.0]
+
+
+def test_betas_schedules():
+    assert torch.allclose(make_betas("scaled_linear")[[0, -1]], torch.tensor([0.00085, 0.012], dtype=torch.float64))
+    assert make_betas("cosine").max() <= 0.999
+    with pytest.raises(ValueError, match="unknown beta schedule"):
+        make_betas("nope")
+
+
+def test_initial_noise_matches_comfyui_for_seed_7():
+    noise = initial_noise((1, 4, 64, 64), 7)
+    expected = torch.tensor([-0.82013452, 0.39563116, 0.89890850, -1.38840389])
+    assert torch.allclose(noise.flatten()[:4], expected, atol=1e-7)
+
+
+def test_batch_index_noise_equals_the_image_in_the_full_batch():
+    full = initial_noise((4, 4, 8, 8), 3)
+    picked = initial_noise((2, 4, 8, 8), 3, batch_index=[3, 1])
+    assert torch.equal(picked[0], full[3]) and torch.equal(picked[1], full[1])
+
+
+def test_largest_seed_is_accepted():
+    assert initial_noise((1, 4, 2, 2), 2**64 - 1).shape == (1, 4, 2, 2)
