@@ -94,10 +94,11 @@ class ModelSampling:
 
     def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent: torch.Tensor,
                       max_denoise: bool) -> torch.Tensor:
-        """The starting point: noise * sqrt(1 + sigma^2) from pure noise, else latent + noise * sigma."""
+        """The starting point: latent + noise * sigma, or latent + noise * sqrt(1 + sigma^2) at the
+        top of the schedule (the latent is usually all zeros there)."""
         s = _expand(sigma, noise)
         if max_denoise:
-            return noise * (1.0 + s**2) ** 0.5
+            return latent + noise * (1.0 + s**2) ** 0.5
         return latent + noise * s
 
 

@@ -1,0 +1,46 @@
+"""Per-step model residuals attached to conditioning (ControlNet and the like).
+
+A ``ControlHook`` lives in a conditioning entry's options under ``"control"``; hooks chain
+through ``previous`` (each ControlNetApply adds one). At each model evaluation the guidance asks
+every hook of the chain for residuals and adds them up; a hook outside its
+[start_percent, end_percent] range of the schedule contributes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from nodeflow.models.unet import ControlResiduals
+
+
+class ControlHook(Protocol):
+    previous: ControlHook | None
+    strength: float
+    start_percent: float
+    end_percent: float
+
+    def residuals(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                  sigma: torch.Tensor, model) -> ControlResiduals | None:
+        """Residuals for the model input ``x`` (already scaled for the U-Net), or None."""
+
+
+def in_range(hook: ControlHook, sigma: float, model) -> bool:
+    """Whether ``sigma`` lies within the hook's part of the schedule."""
+    start = model.sampling.percent_to_sigma(hook.start_percent)
+    end = model.sampling.percent_to_sigma(hook.end_percent)
+    return end <= sigma <= start
+
+
+def chain_residuals(hook: ControlHook | None, x: torch.Tensor, timesteps: torch.Tensor,
+                    context: torch.Tensor, sigma: torch.Tensor, model) -> ControlResiduals | None:
+    """The sum of the residuals of ``hook`` and every hook before it."""
+    total = None
+    while hook is not None:
+        if in_range(hook, float(sigma.max()), model):
+            found = hook.residuals(x, timesteps, context, sigma, model)
+            if found is not None:
+                total = found if total is None else total + found
+        hook = hook.previous
+    return total

@@ -1,0 +1,116 @@
+"""KSampler: from a LATENT, a model and conditioning to a denoised LATENT, as ComfyUI does it.
+
+1. Sigmas from the scheduler; ``denoise`` < 1 builds the schedule for int(steps / denoise) steps
+   and keeps the last steps + 1 (img2img); start/end steps cut it (KSamplerAdvanced), the end
+   forced to 0 unless leftover noise is wanted.
+2. Noise: one CPU ``randn`` seeded with the seed for the whole batch (zeros when add_noise is off).
+3. Start: x = scaled latent + noise * sigma0 (noise * sqrt(1 + sigma0^2) at the top of the
+   schedule); ancestral noise comes from a CPU generator seeded with seed + 1.
+4. With a noise mask (inpainting) the unmasked region is reset at every step to the source
+   latent noised to the current sigma, and the model's estimate there to the source.
+5. The result is unscaled back into the VAE's space.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from nodeflow.sampling.guidance import CFGDenoiser
+from nodeflow.sampling.model import DiffusionModel
+from nodeflow.sampling.noise import NoiseSource, initial_noise
+from nodeflow.sampling.samplers import get_sampler
+from nodeflow.sampling.schedulers import compute_sigmas
+
+#: Samplers whose schedule gets one extra step with the penultimate sigma dropped (ComfyUI).
+DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
+
+StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total, denoised latent)
+
+
+def schedule(model: DiffusionModel, sampler_name: str, scheduler: str, steps: int,
+             denoise: float = 1.0) -> torch.Tensor:
+    """The sigmas a KSampler visits for ``steps`` and ``denoise``."""
+    if denoise <= 0.0:
+        return torch.zeros(0)
+    total = steps if denoise > 0.9999 else int(steps / denoise)
+    discard = sampler_name in DISCARD_PENULTIMATE
+    sigmas = compute_sigmas(model.sampling, scheduler, total + (1 if discard else 0))
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas[-(steps + 1):]
+
+
+def cut_schedule(sigmas: torch.Tensor, start_step: int | None, end_step: int | None,
+                 force_full_denoise: bool) -> torch.Tensor | None:
+    """KSamplerAdvanced's start/end steps; None when nothing is left to do."""
+    if end_step is not None and end_step < len(sigmas) - 1:
+        sigmas = sigmas[:end_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_step is not None:
+        if start_step >= len(sigmas) - 1:
+            return None
+        sigmas = sigmas[start_step:]
+    return sigmas
+
+
+def prepare_mask(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A noise mask (H, W), (B, H, W) or (B, 1, H, W) resized (bilinear) to the latent (B, C, h, w)."""
+    mask = mask.float().reshape(-1, 1, mask.shape[-2], mask.shape[-1])
+    mask = F.interpolate(mask, size=tuple(shape[-2:]), mode="bilinear", align_corners=False)
+    mask = mask.expand(-1, shape[1], -1, -1)
+    repeats = math.ceil(shape[0] / mask.shape[0])
+    return mask.repeat(repeats, 1, 1, 1)[:shape[0]]
+
+
+def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_name: str,
+           scheduler: str, positive: list, negative: list, latent: dict, denoise: float = 1.0,
+           add_noise: bool = True, start_step: int | None = None, end_step: int | None = None,
+           force_full_denoise: bool = True, callback: StepCallback | None = None,
+           concat: torch.Tensor | None = None) -> dict:
+    """Run a sampler; returns a new LATENT dict (the input's extra keys kept)."""
+    samples = latent["samples"].float()  # (B, C, h, w)
+    sigmas = schedule(model, sampler_name, scheduler, steps, denoise)
+    sigmas = cut_schedule(sigmas, start_step, end_step, force_full_denoise) if len(sigmas) else None
+    if sigmas is None or len(sigmas) < 2:
+        return dict(latent)
+    if add_noise:
+        noise = initial_noise(samples.shape, seed, latent.get("batch_index"))
+    else:
+        noise = torch.zeros_like(samples)
+    source = model.latent_format.process_in(samples)  # (B, C, h, w)
+    max_denoise = math.isclose(float(sigmas[0]), float(model.sampling.sigma_max), rel_tol=1e-5) \
+        or float(sigmas[0]) > float(model.sampling.sigma_max)
+    x = model.sampling.noise_scaling(sigmas[0], noise, source, max_denoise)
+    denoiser = CFGDenoiser(model, positive, negative, cfg, concat)
+    mask = latent.get("noise_mask")
+    denoise_fn = denoiser if mask is None else _masked(denoiser, model, prepare_mask(mask, samples.shape),
+                                                     source, noise)
+
+    def report(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        if callback is not None:
+            callback(step, total, denoised)
+
+    x = get_sampler(sampler_name)(denoise_fn, x, sigmas, noise=NoiseSource(seed + 1), callback=report)
+    if mask is not None:
+        keep = prepare_mask(mask, samples.shape)
+        x = x * keep + source * (1 - keep)
+    result = dict(latent)
+    result["samples"] = model.latent_format.process_out(x)
+    return result
+
+
+def _masked(denoiser: CFGDenoiser, model: DiffusionModel, mask: torch.Tensor, source: torch.Tensor,
+            noise: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Inpainting: outside the mask, x is the source noised to sigma and D is the source."""
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        noised_source = model.sampling.noise_scaling(sigma, noise, source, max_denoise=False)
+        x = x * mask + noised_source * (1 - mask)
+        return denoiser(x, sigma) * mask + source * (1 - mask)
+
+    return denoise

@@ -1,0 +1,72 @@
+"""The MODEL socket value: a U-Net with its schedule, latent format, device and dtype.
+
+Immutable: ``clone_with`` returns a new wrapper sharing the weights (a LoRA node adds patches
+that way), so a cached model never changes under another node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from nodeflow.sampling.control import chain_residuals
+from nodeflow.sampling.schedules import ModelSampling
+
+
+@dataclass(frozen=True)
+class LatentFormat:
+    """How the VAE's latents are scaled for the diffusion model (SD1.x: 0.18215)."""
+
+    scale_factor: float = 0.18215
+    channels: int = 4
+    #: latent -> RGB preview factors (channels x 3) and bias, for live previews
+    rgb_factors: tuple[tuple[float, float, float], ...] = (
+        (0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350),
+        (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
+
+    def process_in(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent * self.scale_factor
+
+    def process_out(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent / self.scale_factor
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionModel:
+    """A denoiser ready for the samplers."""
+
+    unet: torch.nn.Module
+    sampling: ModelSampling
+    latent_format: LatentFormat
+    device: torch.device
+    dtype: torch.dtype
+    patches: tuple = ()
+    name: str = ""
+
+    def clone_with(self, **changes) -> DiffusionModel:
+        return replace(self, **changes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.unet.config.in_channels
+
+    @torch.no_grad()
+    def predict_denoised(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                         control=None, concat: torch.Tensor | None = None) -> torch.Tensor:
+        """D(x; sigma): the clean-latent estimate for x (B, C, h, w) at sigma (B,), float32.
+
+        ``control`` is the last ``ControlHook`` of a chain (ControlNets); ``concat`` holds extra
+        input channels (the inpainting model's mask and masked latent).
+        """
+        model_input = self.sampling.calculate_input(sigma, x)  # (B, C, h, w)
+        if concat is not None:
+            model_input = torch.cat([model_input, concat.to(model_input)], dim=1)
+        model_input = model_input.to(self.device, self.dtype)
+        context = context.to(self.device, self.dtype)
+        timesteps = self.sampling.timestep(sigma).to(self.device)  # (B,)
+        residuals = None
+        if control is not None:
+            residuals = chain_residuals(control, model_input, timesteps, context, sigma, self)
+        output = self.unet(model_input, timesteps, context, control=residuals)
+        return self.sampling.calculate_denoised(sigma, output.float().to(x.device), x)
