@@ -1,0 +1,31 @@
+"""Which dtype each model runs in, by device and the user's --dtype.
+
+Rule for ``auto``: CPU runs everything in float32 (fp16 matmuls are slow or missing on CPUs).
+CUDA runs the U-Net and the text encoder in float16; the VAE in bfloat16 where the GPU supports
+it, otherwise float32, because SD's VAE decoder overflows in float16 (NaN/black images). MPS
+runs the U-Net and text encoder in float16 and the VAE in float32. An explicit fp32/fp16/bf16
+applies to every model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def model_dtype(device: torch.device | str, requested: str = "auto", part: str = "unet") -> torch.dtype:
+    """The dtype for ``part`` ("unet", "text", "vae") on ``device``."""
+    if requested != "auto":
+        try:
+            return NAMES[requested]
+        except KeyError:
+            raise ValueError(f"unknown dtype {requested!r}; one of auto, {', '.join(NAMES)}") from None
+    kind = torch.device(device).type
+    if kind == "cuda":
+        if part == "vae":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.float16
+    if kind == "mps":
+        return torch.float32 if part == "vae" else torch.float16
+    return torch.float32

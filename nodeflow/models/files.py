@@ -1,0 +1,107 @@
+"""Reading model files safely: .safetensors, and pickles only through ``weights_only`` loading.
+
+Every problem names the file: a missing or truncated file, a file that is not a model, a pickle
+that would need arbitrary code to load (refused, never executed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from nodeflow.errors import ModelFileError
+
+logger = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a model file. Metadata is the safetensors header's (empty for pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    if path.suffix.lower() == ".safetensors":
+        return _read_safetensors(path, device)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return _read_pickle(path), {}
+    raise ModelFileError(f"{path}: unsupported model file type {path.suffix!r} "
+                         "(use .safetensors, .ckpt, .pt, .pth or .bin)")
+
+
+def _read_safetensors(path: Path, device: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    _check_safetensors_header(path)
+    try:
+        with safe_open(str(path), framework="pt", device=device) as file:
+            metadata = dict(file.metadata() or {})
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise ModelFileError(f"{path}: corrupt or truncated safetensors file ({error})") from None
+    return tensors, metadata
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Validate the header and the file length before reading tensors (clear truncation errors)."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        head = file.read(8)
+        if len(head) < 8:
+            raise ModelFileError(f"{path}: empty or truncated safetensors file ({size} bytes)")
+        header_length = int.from_bytes(head, "little")
+        if header_length <= 0 or 8 + header_length > size:
+            raise ModelFileError(f"{path}: not a safetensors file, or truncated (header says "
+                                 f"{header_length} bytes, file has {size})")
+        try:
+            header = json.loads(file.read(header_length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ModelFileError(f"{path}: corrupt safetensors header") from None
+    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"),
+              default=0)
+    if 8 + header_length + end > size:
+        raise ModelFileError(f"{path}: truncated: {size} bytes, the header needs "
+                             f"{8 + header_length + end} (an incomplete download?)")
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" in str(error):
+            loaded = _torch_load_plain(path)
+        else:
+            raise _pickle_error(path, error) from None
+    except Exception as error:  # the unpickler's refusals come in several exception types
+        raise _pickle_error(path, error) from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise ModelFileError(f"{path}: holds a {type(loaded).__name__}, not a state dict of tensors")
+    tensors = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    skipped = len(loaded) - len(tensors)
+    if skipped:
+        logger.info("%s: ignored %d non-tensor entries", path, skipped)
+    return tensors
+
+
+def _torch_load_plain(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise _pickle_error(path, error) from None
+
+
+def _pickle_error(path: Path, error: Exception) -> ModelFileError:
+    text = str(error)
+    if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+        return ModelFileError(
+            f"{path}: refused: this pickle file needs arbitrary Python code to load, which could "
+            "run anything on your machine. nodeflow only loads plain tensors from pickles. "
+            "Convert it to .safetensors with a tool you trust, or use a .safetensors release.")
+    return ModelFileError(f"{path}: cannot read this file ({type(error).__name__}: {text[:200]})")

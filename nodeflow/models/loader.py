@@ -1,0 +1,142 @@
+"""Load single-file Stable Diffusion checkpoints and standalone VAEs in the original layout.
+
+A checkpoint's keys split by prefix: ``model.diffusion_model.*`` (U-Net),
+``first_stage_model.*`` (VAE), ``cond_stage_model.transformer.*`` (CLIP text encoder, with or
+without the ``text_model.`` segment). Loading is strict: a key no part claims is an error, and so
+is a key a part is missing — except the known harmless extras in ``IGNORED``, on purpose:
+EMA copies (``model_ema.*``), the schedule buffers of the original training code
+(``betas``, ``alphas_cumprod``...), ``position_ids`` and the training-only ``logvar``.
+
+Safetensors metadata may say what shapes cannot: ``nodeflow.unet.num_heads`` and
+``nodeflow.vae.scaling_factor`` (the embedded model stores both).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nodeflow.errors import ModelFileError
+from nodeflow.models.detect import describe_keys, detect_kind
+from nodeflow.models.devices import model_dtype
+from nodeflow.models.files import read_state_dict
+from nodeflow.models.unet import unet_from_state_dict
+from nodeflow.models.vae import vae_from_state_dict
+from nodeflow.models.vae_runtime import VAE
+from nodeflow.sampling.model import DiffusionModel, LatentFormat
+from nodeflow.sampling.schedules import ModelSampling
+
+logger = logging.getLogger(__name__)
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_PREFIX = "cond_stage_model.transformer."
+SD1_SCALING_FACTOR = 0.18215
+META_UNET_HEADS = "nodeflow.unet.num_heads"
+META_VAE_SCALE = "nodeflow.vae.scaling_factor"
+
+#: Keys ignored on purpose (see the module docstring).
+IGNORED = re.compile(
+    r"^(model_ema\.|betas$|alphas_cumprod|alphas_cumprod_prev$|sqrt_|log_one_minus_alphas_cumprod$"
+    r"|posterior_|logvar$|lvlb_weights$|model\.diffusion_model\.logvar|.*position_ids$"
+    r"|cond_stage_model\.transformer\.text_projection|cond_stage_model\.transformer\.logit_scale)")
+
+SUPPORTED = ("sd1", "sd1-inpaint")
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    model: DiffusionModel
+    clip: object  # nodeflow.text.text_encoder.TextEncoder
+    vae: VAE
+    kind: str
+    metadata: dict = field(default_factory=dict)
+
+
+def _split(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _check_unclaimed(path: Path, sd: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> None:
+    unexpected = sorted(k for k in sd if not k.startswith(prefixes) and not IGNORED.match(k))
+    if unexpected:
+        shown = ", ".join(unexpected[:8]) + (f" ... ({len(unexpected)} in all)" if len(unexpected) > 8 else "")
+        raise ModelFileError(f"{path}: unexpected keys: {shown}")
+
+
+def _build(path: Path, what: str, build):
+    try:
+        return build()
+    except RuntimeError as error:  # load_state_dict(strict=True) lists missing/unexpected keys
+        message = str(error).split("\n", 1)[-1].strip()
+        raise ModelFileError(f"{path}: the {what} does not match its configuration: {message[:600]}") from None
+    except (KeyError, ValueError, IndexError) as error:
+        raise ModelFileError(f"{path}: cannot read the {what} ({type(error).__name__}: {error})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                    dtype: str = "auto", tokenizer=None) -> Checkpoint:
+    """MODEL, CLIP and VAE from one single-file checkpoint."""
+    from nodeflow.text.text_encoder import text_encoder_from_state_dict
+    from nodeflow.text.tokenizer import load_tokenizer
+
+    path = Path(path)
+    sd, metadata = read_state_dict(path)
+    kind = detect_kind(sd)
+    if kind not in SUPPORTED:
+        raise ModelFileError(_unsupported(path, kind, sd))
+    _check_unclaimed(path, sd, (UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX))
+    device = torch.device(device)
+    heads = int(metadata[META_UNET_HEADS]) if META_UNET_HEADS in metadata else None
+    scale = float(metadata.get(META_VAE_SCALE, SD1_SCALING_FACTOR))
+    unet_sd = {k: v for k, v in _split(sd, UNET_PREFIX).items() if not IGNORED.match(k)}
+    unet = _build(path, "U-Net", lambda: unet_from_state_dict(
+        unet_sd, device=device, dtype=model_dtype(device, dtype, "unet"), num_heads=heads))
+    vae = load_vae_state_dict(path, _split(sd, VAE_PREFIX), device, dtype, scale)
+    text_sd = {k: v for k, v in _split(sd, TEXT_PREFIX).items() if not IGNORED.match(TEXT_PREFIX + k)}
+    if not text_sd:
+        raise ModelFileError(f"{path}: no text encoder (cond_stage_model.transformer.*) in this checkpoint")
+    clip = _build(path, "text encoder", lambda: text_encoder_from_state_dict(
+        text_sd, tokenizer or load_tokenizer(), device=device, dtype=model_dtype(device, dtype, "text")))
+    model = DiffusionModel(unet, ModelSampling.sd1(), LatentFormat(scale_factor=scale), device,
+                           model_dtype(device, dtype, "unet"), name=path.name)
+    logger.info("loaded %s (%s) on %s", path.name, kind, device)
+    return Checkpoint(model, clip, vae, kind, metadata)
+
+
+def load_vae_state_dict(path: Path, sd: dict[str, torch.Tensor], device: torch.device, dtype: str,
+                        scale: float = SD1_SCALING_FACTOR) -> VAE:
+    sd = {k: v for k, v in sd.items() if not IGNORED.match(k) and not k.startswith("loss.")}
+    if "encoder.conv_in.weight" not in sd:
+        raise ModelFileError(f"{path}: no VAE (first_stage_model.*) found")
+    vae_dtype = model_dtype(device, dtype, "vae")
+    model = _build(path, "VAE", lambda: vae_from_state_dict(sd, device=device, dtype=vae_dtype))
+    return VAE(model, scale, device, vae_dtype, name=path.name)
+
+
+def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: str = "auto") -> VAE:
+    """A standalone VAE file (e.g. vae-ft-mse-840000), keys with or without ``first_stage_model.``."""
+    path = Path(path)
+    sd, metadata = read_state_dict(path)
+    if detect_kind(sd) != "vae":
+        raise ModelFileError(_unsupported(path, detect_kind(sd), sd, wanted="a VAE"))
+    plain = {k.removeprefix(VAE_PREFIX): v for k, v in sd.items()}
+    scale = float(metadata.get(META_VAE_SCALE, SD1_SCALING_FACTOR))
+    return load_vae_state_dict(path, plain, torch.device(device), dtype, scale)
+
+
+def _unsupported(path: Path, kind: str, sd: dict, wanted: str = "a Stable Diffusion 1.x checkpoint") -> str:
+    if kind == "unknown":
+        return f"{path}: not {wanted}; found keys like {describe_keys(sd)}"
+    names = {"sd2": "SD2.x", "sd2-inpaint": "SD2.x inpainting", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner",
+             "vae": "a standalone VAE (use VAELoader)", "lora": "a LoRA (use LoraLoader)",
+             "controlnet": "a ControlNet (use ControlNetLoader)", "t2i-adapter": "a T2I-Adapter",
+             "sd1": "an SD1.x checkpoint (use CheckpointLoaderSimple)",
+             "sd1-inpaint": "an SD1.x inpainting checkpoint (use CheckpointLoaderSimple)"}
+    return f"{path}: this is {names.get(kind, kind)}, not {wanted}" + (
+        "; this family is not supported yet" if kind.startswith(("sd2", "sdxl")) else "")
