@@ -1,0 +1,138 @@
+"""Conditioning nodes: text encoding and the ways conditioning entries combine (ComfyUI's)."""
+
+from __future__ import annotations
+
+import torch
+
+from nodeflow.errors import NodeInputError
+from nodeflow.spec import CLIP, CONDITIONING, MASK, Choice, Float, Input, Int, Output, String, node
+
+MAX_RESOLUTION = 16384
+
+
+def _with(conditioning: list, **options) -> list:
+    """A copy of every entry with ``options`` set (entries are never modified in place)."""
+    return [(cond, {**entry, **options}) for cond, entry in conditioning]
+
+
+@node("CLIPTextEncode", display="CLIP Text Encode (Prompt)", category="conditioning",
+      inputs=[String("text", "", multiline=True, tooltip="The prompt; (word:1.2) changes a word's weight"),
+              Input("clip", CLIP)],
+      outputs=[Output(CONDITIONING)])
+def clip_text_encode(text: str, clip):
+    """Encode a prompt with the CLIP text encoder into the conditioning a sampler follows."""
+    cond, pooled = clip.encode(text)
+    return ([(cond, {"pooled_output": pooled})],)
+
+
+@node("ConditioningCombine", display="Conditioning (Combine)", category="conditioning",
+      inputs=[Input("conditioning_1", CONDITIONING), Input("conditioning_2", CONDITIONING)],
+      outputs=[Output(CONDITIONING)])
+def conditioning_combine(conditioning_1: list, conditioning_2: list):
+    """Use both conditionings: the sampler averages their predictions (weighted by area/mask)."""
+    return (list(conditioning_1) + list(conditioning_2),)
+
+
+@node("ConditioningConcat", display="Conditioning (Concat)", category="conditioning",
+      inputs=[Input("conditioning_to", CONDITIONING), Input("conditioning_from", CONDITIONING)],
+      outputs=[Output(CONDITIONING)])
+def conditioning_concat(conditioning_to: list, conditioning_from: list):
+    """Append the first entry of conditioning_from's tokens to every entry of conditioning_to."""
+    source = conditioning_from[0][0]
+    return ([(torch.cat([cond, source.to(cond)], dim=1), dict(options))
+             for cond, options in conditioning_to],)
+
+
+@node("ConditioningAverage", display="Conditioning (Average)", category="conditioning",
+      inputs=[Input("conditioning_to", CONDITIONING), Input("conditioning_from", CONDITIONING),
+              Float("conditioning_to_strength", 1.0, min=0.0, max=1.0, step=0.01)],
+      outputs=[Output(CONDITIONING)])
+def conditioning_average(conditioning_to: list, conditioning_from: list, conditioning_to_strength: float):
+    """Blend conditioning_to with the first entry of conditioning_from (tokens padded with zeros)."""
+    source, source_options = conditioning_from[0]
+    source_pooled = source_options.get("pooled_output")
+    result = []
+    for cond, options in conditioning_to:
+        other = source.to(cond)[:, :cond.shape[1]]
+        if other.shape[1] < cond.shape[1]:
+            other = torch.cat([other, torch.zeros_like(cond[:, other.shape[1]:])], dim=1)
+        blended = cond * conditioning_to_strength + other * (1.0 - conditioning_to_strength)
+        new_options = dict(options)
+        pooled = options.get("pooled_output")
+        if pooled is not None and source_pooled is not None:
+            new_options["pooled_output"] = pooled * conditioning_to_strength + source_pooled * (1.0 - conditioning_to_strength)
+        result.append((blended, new_options))
+    return (result,)
+
+
+@node("ConditioningSetArea", display="Conditioning (Set Area)", category="conditioning",
+      inputs=[Input("conditioning", CONDITIONING),
+              Int("width", 64, min=64, max=MAX_RESOLUTION, step=8),
+              Int("height", 64, min=64, max=MAX_RESOLUTION, step=8),
+              Int("x", 0, min=0, max=MAX_RESOLUTION, step=8),
+              Int("y", 0, min=0, max=MAX_RESOLUTION, step=8),
+              Float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Output(CONDITIONING)])
+def conditioning_set_area(conditioning: list, width: int, height: int, x: int, y: int, strength: float):
+    """Apply the conditioning to a rectangle of the image (pixels)."""
+    return (_with(conditioning, area=(height // 8, width // 8, y // 8, x // 8), strength=strength,
+                  set_area_to_bounds=False),)
+
+
+@node("ConditioningSetAreaPercentage", display="Conditioning (Set Area with Percentage)",
+      category="conditioning",
+      inputs=[Input("conditioning", CONDITIONING),
+              Float("width", 1.0, min=0, max=1.0, step=0.01), Float("height", 1.0, min=0, max=1.0, step=0.01),
+              Float("x", 0.0, min=0, max=1.0, step=0.01), Float("y", 0.0, min=0, max=1.0, step=0.01),
+              Float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Output(CONDITIONING)])
+def conditioning_set_area_percentage(conditioning: list, width: float, height: float, x: float, y: float,
+                                     strength: float):
+    """Apply the conditioning to a rectangle given as fractions of the image."""
+    return (_with(conditioning, area=("percentage", height, width, y, x), strength=strength,
+                  set_area_to_bounds=False),)
+
+
+@node("ConditioningSetAreaStrength", display="Conditioning (Set Area Strength)", category="conditioning",
+      inputs=[Input("conditioning", CONDITIONING), Float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Output(CONDITIONING)])
+def conditioning_set_area_strength(conditioning: list, strength: float):
+    """Change how strongly the conditioning weighs against others where they overlap."""
+    return (_with(conditioning, strength=strength),)
+
+
+@node("ConditioningSetMask", display="Conditioning (Set Mask)", category="conditioning",
+      inputs=[Input("conditioning", CONDITIONING), Input("mask", MASK),
+              Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+              Choice("set_cond_area", ["default", "mask bounds"])],
+      outputs=[Output(CONDITIONING)])
+def conditioning_set_mask(conditioning: list, mask: torch.Tensor, strength: float, set_cond_area: str):
+    """Apply the conditioning where the mask is white."""
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3:
+        raise NodeInputError("mask", f"expected a mask (B, H, W), got shape {tuple(mask.shape)}")
+    return (_with(conditioning, mask=mask, mask_strength=strength,
+                  set_area_to_bounds=set_cond_area != "default"),)
+
+
+@node("ConditioningSetTimestepRange", display="Conditioning (Set Timestep Range)", category="conditioning",
+      inputs=[Input("conditioning", CONDITIONING),
+              Float("start", 0.0, min=0.0, max=1.0, step=0.001), Float("end", 1.0, min=0.0, max=1.0, step=0.001)],
+      outputs=[Output(CONDITIONING)])
+def conditioning_set_timestep_range(conditioning: list, start: float, end: float):
+    """Use the conditioning only from start to end (fractions of the sampling schedule)."""
+    return (_with(conditioning, timestep_start=start, timestep_end=end),)
+
+
+@node("ConditioningZeroOut", display="Conditioning (Zero Out)", category="conditioning",
+      inputs=[Input("conditioning", CONDITIONING)], outputs=[Output(CONDITIONING)])
+def conditioning_zero_out(conditioning: list):
+    """Replace the conditioning's embeddings (and pooled output) by zeros."""
+    result = []
+    for cond, options in conditioning:
+        new_options = dict(options)
+        if options.get("pooled_output") is not None:
+            new_options["pooled_output"] = torch.zeros_like(options["pooled_output"])
+        result.append((torch.zeros_like(cond), new_options))
+    return (result,)

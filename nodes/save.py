@@ -1,0 +1,68 @@
+"""Output nodes: SaveImage (PNG with the workflow embedded) and PreviewImage (temporary files)."""
+
+from __future__ import annotations
+
+import uuid
+
+import torch
+
+from nodeflow.errors import NodeInputError
+from nodeflow.spec import IMAGE, Boolean, Input, String, node
+
+
+def _validate_prefix(prefix: str) -> None:
+    from nodeflow.image_files import check_prefix
+
+    check_prefix(prefix)
+
+
+def _save_all(images: torch.Tensor, folder, name: str, chunks: dict | None, ctx) -> list:
+    from nodeflow.image_files import save_png, tensor_to_pil
+
+    if images.ndim != 4:
+        raise NodeInputError("images", f"expected images (B, H, W, C), got shape {tuple(images.shape)}")
+    saved = []
+    for image in images:
+        ctx.check_cancel()
+        saved.append(save_png(tensor_to_pil(image), folder, name, chunks))
+    return saved
+
+
+@node("SaveImage", display="Save Image", category="image", output_node=True,
+      inputs=[Input("images", IMAGE),
+              String("filename_prefix", "nodeflow", validate=_validate_prefix,
+                     tooltip="File name prefix; may hold sub-folders and %date:yyyy-MM-dd% or "
+                             "%KSampler.seed% placeholders; stays inside the output folder"),
+              Boolean("embed_workflow", True, optional=True,
+                      tooltip="Store the workflow in the PNG (nodeflow, ComfyUI and A1111 readable)")],
+      outputs=[])
+def save_image(images: torch.Tensor, filename_prefix: str, ctx, embed_workflow: bool = True):
+    """Save images as PNG files in the output folder, never overwriting one."""
+    from nodeflow.image_files import expand_prefix, resolve_output_folder
+    from nodeflow.png_metadata import workflow_text_chunks
+
+    prefix = expand_prefix(filename_prefix, ctx.workflow)
+    try:
+        folder, name = resolve_output_folder(ctx.paths.output_dir, prefix)
+    except ValueError as error:
+        raise NodeInputError("filename_prefix", str(error)) from None
+    chunks = None
+    if embed_workflow and ctx.workflow is not None:
+        chunks = workflow_text_chunks(ctx.workflow, ctx.registry, (images.shape[2], images.shape[1]))
+    saved = _save_all(images, folder, name, chunks, ctx)
+    for path in saved:
+        ctx.file_saved(path)
+    ctx.show_images(images, tuple(saved))
+    return {"images": [str(p) for p in saved]}
+
+
+@node("PreviewImage", display="Preview Image", category="image", output_node=True,
+      inputs=[Input("images", IMAGE)], outputs=[], idempotent=False)
+def preview_image(images: torch.Tensor, ctx):
+    """Show images in the editor without keeping them (temporary files, removed later)."""
+    folder = ctx.paths.temp_dir / "previews"
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = _save_all(images, folder, f"preview_{uuid.uuid4().hex[:8]}", None, ctx)
+    ctx.show_images(images, tuple(saved))
+    return {"images": [str(p) for p in saved]}
+
