@@ -1,0 +1,54 @@
+"""What happens to seed widgets after a run: fixed, increment, decrement or randomize.
+
+The choice is stored per node and input in the workflow's UI section
+(``ui["seed_control"][node_id][input]``), as ComfyUI keeps "control after generate" with the node.
+"""
+
+from __future__ import annotations
+
+import random
+
+from nodeflow.spec import SEED_MAX
+
+MODES = ("fixed", "increment", "decrement", "randomize")
+DEFAULT_MODE = "randomize"
+
+
+def seed_mode(workflow, node_id: str, input_name: str) -> str:
+    return workflow.ui.get("seed_control", {}).get(node_id, {}).get(input_name, DEFAULT_MODE)
+
+
+def next_seed(value: int, mode: str, rng: random.Random | None = None) -> int:
+    if mode == "increment":
+        return (value + 1) % (SEED_MAX + 1)
+    if mode == "decrement":
+        return (value - 1) % (SEED_MAX + 1)
+    if mode == "randomize":
+        return (rng or random.Random()).randint(0, SEED_MAX)
+    return value
+
+
+def seeds_after_run(document, rng: random.Random | None = None) -> dict[tuple[str, str], int]:
+    """Apply every seed widget's mode through document commands; returns the changed values."""
+    changed = {}
+    for node_id, node in list(document.workflow.nodes.items()):
+        spec = document.registry.specs.get(node.type)
+        if spec is None:
+            continue
+        for input_spec in spec.inputs:
+            if not input_spec.seed or document.workflow.input_link(node_id, input_spec.name):
+                continue
+            value = int(node.inputs.get(input_spec.name, input_spec.default or 0))
+            new = next_seed(value, seed_mode(document.workflow, node_id, input_spec.name), rng)
+            if new != value:
+                document.set_value(node_id, input_spec.name, new)
+                changed[(node_id, input_spec.name)] = new
+    return changed
+
+
+def set_seed_mode(document, node_id: str, input_name: str, mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown seed mode {mode!r}")
+    modes = document.workflow.ui.setdefault("seed_control", {}).setdefault(node_id, {})
+    modes[input_name] = mode
+    document.dirty = True

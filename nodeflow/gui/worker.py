@@ -1,0 +1,73 @@
+"""Runs workflows on a background thread; events go to a queue the GUI drains each frame.
+
+dearpygui is only touched from the GUI thread: the worker never calls it.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+from dataclasses import dataclass
+
+from nodeflow.errors import Cancelled, NodeflowError
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    message: str
+    node_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunCancelled:
+    pass
+
+
+class Worker:
+    def __init__(self, executor, device: str = "cpu", dtype: str = "auto") -> None:
+        self.executor, self.device, self.dtype = executor, device, dtype
+        self.events: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, workflow) -> bool:
+        """Run a snapshot of ``workflow``; False when a run is already going."""
+        if self.busy:
+            return False
+        self._cancel.clear()
+        snapshot = copy.deepcopy(workflow)
+        self._thread = threading.Thread(target=self._run, args=(snapshot,), name="nodeflow-run", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        self._cancel.set()
+
+    def _run(self, workflow) -> None:
+        try:
+            self.executor.run(workflow, device=self.device, dtype=self.dtype,
+                              on_event=self.events.put, cancel_event=self._cancel)
+        except Cancelled:
+            self.events.put(RunCancelled())
+        except NodeflowError as error:
+            self.events.put(RunFailed(str(error), getattr(error, "node_id", None)))
+        except Exception as error:  # a bug: keep the window alive and show it
+            self.events.put(RunFailed(f"{type(error).__name__}: {error}"))
+
+    def drain(self, limit: int = 200) -> list:
+        items = []
+        while len(items) < limit:
+            try:
+                items.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)

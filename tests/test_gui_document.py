@@ -1,0 +1,130 @@
+"""The editor's model without a display: commands, undo/redo, link rules, clipboard, seeds, files."""
+
+import random
+
+import pytest
+
+from nodeflow.executor import Executor
+from nodeflow.gui.document import Document, EditRefused
+from nodeflow.gui.seed_control import seeds_after_run, set_seed_mode
+from nodeflow.gui.worker import Worker
+from nodeflow.registry import Registry
+from nodeflow.workflow import load_workflow
+from tests import stub_nodes
+
+
+@pytest.fixture
+def doc():
+    return Document(Registry.from_modules(stub_nodes))
+
+
+def test_add_connect_and_undo_everything(doc):
+    a = doc.add_node("Number", (10, 20))
+    b = doc.add_node("Number")
+    add = doc.add_node("Add")
+    doc.connect(a, 0, add, "a")
+    doc.connect(b, 0, add, "b")
+    doc.set_value(a, "value", 9)
+    doc.move(a, (50, 60))
+    assert doc.workflow.nodes[a].inputs["value"] == 9 and doc.position(a) == [50, 60]
+    for _ in range(7):
+        assert doc.undo() is not None
+    assert doc.workflow.nodes == {} and doc.undo() is None
+    for _ in range(7):
+        doc.redo()
+    assert len(doc.workflow.links) == 2 and doc.workflow.nodes[a].inputs["value"] == 9
+
+
+def test_link_rules(doc):
+    a, add, scale, sink = (doc.add_node(t) for t in ("Number", "Add", "Scale", "Sink"))
+    doc.connect(a, 0, add, "a")
+    with pytest.raises(EditRefused, match="cannot connect FLOAT"):
+        doc.connect(scale, 0, add, "b")  # FLOAT output into an INT socket
+    doc.connect(add, 0, scale, "x")
+    with pytest.raises(EditRefused, match="cycle"):
+        doc.connect(add, 0, add, "b")
+    other = doc.add_node("Number")
+    doc.connect(other, 0, add, "a")  # replaces the existing link into 'a'
+    assert [l.src for l in doc.workflow.links if l.dst == add and l.dst_input == "a"] == [other]
+    doc.connect(scale, 0, sink, "value")
+
+
+def test_cycle_through_several_nodes_is_refused(doc):
+    a, b = doc.add_node("Add"), doc.add_node("Add")
+    doc.connect(a, 0, b, "a")
+    with pytest.raises(EditRefused, match="cycle"):
+        doc.connect(b, 0, a, "a")
+
+
+def test_delete_removes_links_and_undo_restores_them(doc):
+    a, add = doc.add_node("Number"), doc.add_node("Add")
+    doc.connect(a, 0, add, "a")
+    doc.remove_nodes([a])
+    assert doc.workflow.links == []
+    doc.undo()
+    assert len(doc.workflow.links) == 1
+
+
+def test_copy_paste_keeps_internal_links_only(doc):
+    a, b, add = doc.add_node("Number", (0, 0)), doc.add_node("Number"), doc.add_node("Add", (100, 0))
+    doc.connect(a, 0, add, "a")
+    doc.connect(b, 0, add, "b")
+    new = doc.paste(doc.copy([a, add]))
+    assert len(new) == 2 and set(new).isdisjoint({a, b, add})
+    pasted_links = [l for l in doc.workflow.links if l.dst in new]
+    assert len(pasted_links) == 1 and pasted_links[0].src in new
+    assert doc.position(new[1]) == [140.0, 40.0]
+    assert len(doc.duplicate([b])) == 1
+
+
+def test_titles_modes_and_pins(doc):
+    a = doc.add_node("Scale")
+    doc.set_title(a, "half")
+    doc.set_mode(a, "bypassed")
+    assert doc.workflow.nodes[a].title == "half" and doc.workflow.nodes[a].mode == "bypassed"
+    assert doc.toggle_pin(a, "factor") and doc.is_pin(a, "factor")
+    assert not doc.toggle_pin(a, "factor")
+
+
+def test_seed_controls(doc):
+    registry = Registry.load()
+    doc = Document(registry)
+    sampler = doc.add_node("KSampler")
+    doc.set_value(sampler, "seed", 10)
+    set_seed_mode(doc, sampler, "seed", "increment")
+    seeds_after_run(doc)
+    assert doc.workflow.nodes[sampler].inputs["seed"] == 11
+    set_seed_mode(doc, sampler, "seed", "decrement")
+    seeds_after_run(doc)
+    assert doc.workflow.nodes[sampler].inputs["seed"] == 10
+    set_seed_mode(doc, sampler, "seed", "fixed")
+    seeds_after_run(doc)
+    assert doc.workflow.nodes[sampler].inputs["seed"] == 10
+    set_seed_mode(doc, sampler, "seed", "randomize")
+    seeds_after_run(doc, random.Random(3))
+    assert doc.workflow.nodes[sampler].inputs["seed"] != 10
+    doc.set_value(sampler, "seed", 2**64 - 1)
+    set_seed_mode(doc, sampler, "seed", "increment")
+    seeds_after_run(doc)
+    assert doc.workflow.nodes[sampler].inputs["seed"] == 0
+
+
+def test_save_and_load_keep_positions(doc, tmp_path):
+    a = doc.add_node("Number", (12.5, 30))
+    sink = doc.add_node("Sink", (200, 30))
+    doc.connect(a, 0, sink, "value")
+    path = doc.save(tmp_path / "w.json")
+    assert not doc.dirty
+    again = Document.open(doc.registry, path)
+    assert again.position(a) == [12.5, 30.0] and again.workflow == load_workflow(path)
+    assert again.path == path
+
+
+def test_worker_runs_in_background_and_reports(doc):
+    a, sink = doc.add_node("Number"), doc.add_node("Sink")
+    doc.connect(a, 0, sink, "value")
+    worker = Worker(Executor(doc.registry))
+    assert worker.start(doc.workflow)
+    worker.join(30)
+    names = [type(e).__name__ for e in worker.drain()]
+    assert names[-1] == "RunFinished" and "NodeStarted" in names
