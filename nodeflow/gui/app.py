@@ -1,0 +1,571 @@
+"""The desktop editor: a dearpygui window over a ``Document``.
+
+The document is the source of truth. Every edit goes through a document command (so it can be
+undone and is checked: link types, cycles); the canvas is rebuilt from the document when its
+structure changes. Runs happen on a ``Worker`` thread; its events are drained once per frame, so
+dearpygui is only used from this thread and frames keep rendering while the sampler runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import dearpygui.dearpygui as dpg
+import numpy as np
+
+from nodeflow import events
+from nodeflow.gui.document import Document, EditRefused
+from nodeflow.gui.seed_control import MODES as SEED_MODES
+from nodeflow.gui.seed_control import seed_mode, seeds_after_run, set_seed_mode
+from nodeflow.gui.worker import RunCancelled, RunFailed, Worker
+from nodeflow.gui.theme import Themes
+from nodeflow.spec import BOOLEAN, CHOICE, FLOAT, INT, STRING
+
+logger = logging.getLogger(__name__)
+
+AUTOSAVE_SECONDS = 5.0
+PREVIEW_SIZE = 160
+
+
+class EditorApp:
+    """Owns the window, the document, the worker and the maps between dearpygui items and ports."""
+
+    def __init__(self, document: Document, executor, paths, recovery_file: Path) -> None:
+        self.document, self.executor, self.paths = document, executor, paths
+        self.worker = Worker(executor)
+        self.recovery_file = recovery_file
+        self.pin_to_port: dict[int, tuple[str, str, object]] = {}  # attribute -> (node, "in"/"out", name|index)
+        self.port_to_pin: dict[tuple[str, str, object], int] = {}
+        self.node_items: dict[str, int] = {}
+        self.link_items: dict[int, object] = {}
+        self.clipboard = None
+        self.built_structure = -1
+        self.last_autosave = time.monotonic()
+        self.textures: dict[str, int] = {}
+        self.running_node: str | None = None
+        self.failed_node: str | None = None
+        self.cached_nodes: set[str] = set()
+
+    # ----- building ------------------------------------------------------------------------
+    def build(self) -> None:
+        with dpg.texture_registry(tag="textures"):
+            pass
+        self.themes = Themes()
+        with dpg.window(tag="main", no_scrollbar=True):
+            self._menu()
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Run (Ctrl+Enter)", callback=lambda: self.run())
+                dpg.add_button(label="Stop", callback=lambda: self.worker.stop())
+                dpg.add_input_text(tag="search", hint="add node: type to search, Enter to place", width=320,
+                                   callback=self._search_changed, on_enter=False)
+                dpg.add_progress_bar(tag="progress", default_value=0.0, width=240, overlay="idle")
+                dpg.add_text("", tag="status")
+            dpg.add_listbox(tag="search_results", items=[], num_items=6, width=560, show=False,
+                            callback=lambda s, a: self._place_from_search(a))
+            with dpg.node_editor(tag="editor", callback=self._on_link, delink_callback=self._on_delink,
+                                 minimap=True, minimap_location=dpg.mvNodeMiniMap_Location_BottomRight,
+                                 height=-140):
+                pass
+            with dpg.child_window(tag="log", height=120, horizontal_scrollbar=True):
+                pass
+        self._add_menu_popup()
+        with dpg.handler_registry():
+            dpg.add_key_press_handler(dpg.mvKey_Delete, callback=lambda: self.delete_selection())
+            dpg.add_key_press_handler(callback=self._on_key)
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=self._on_right_click)
+            dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=lambda: self._sync_positions())
+        dpg.set_primary_window("main", True)
+        self.rebuild()
+
+    def _menu(self) -> None:
+        with dpg.menu_bar():
+            with dpg.menu(label="File"):
+                dpg.add_menu_item(label="New", shortcut="Ctrl+N", callback=lambda: self.confirm_discard(self.new))
+                dpg.add_menu_item(label="Open...", shortcut="Ctrl+O", callback=lambda: self.confirm_discard(self.open_dialog))
+                with dpg.menu(label="Open Recent", tag="recent_menu"):
+                    pass
+                dpg.add_menu_item(label="Save", shortcut="Ctrl+S", callback=lambda: self.save())
+                dpg.add_menu_item(label="Save As...", callback=lambda: self.save_dialog())
+            with dpg.menu(label="Edit"):
+                dpg.add_menu_item(label="Undo", shortcut="Ctrl+Z", callback=lambda: self.undo())
+                dpg.add_menu_item(label="Redo", shortcut="Ctrl+Shift+Z", callback=lambda: self.redo())
+                dpg.add_menu_item(label="Copy", shortcut="Ctrl+C", callback=lambda: self.copy_selection())
+                dpg.add_menu_item(label="Paste", shortcut="Ctrl+V", callback=lambda: self.paste())
+                dpg.add_menu_item(label="Duplicate", shortcut="Ctrl+D", callback=lambda: self.duplicate_selection())
+                dpg.add_menu_item(label="Delete", shortcut="Del", callback=lambda: self.delete_selection())
+                dpg.add_menu_item(label="Bypass selected", shortcut="Ctrl+B", callback=lambda: self.set_selection_mode("bypassed"))
+                dpg.add_menu_item(label="Mute selected", shortcut="Ctrl+M", callback=lambda: self.set_selection_mode("muted"))
+                dpg.add_menu_item(label="Enable selected", callback=lambda: self.set_selection_mode("normal"))
+            with dpg.menu(label="Run"):
+                dpg.add_menu_item(label="Run", shortcut="Ctrl+Enter", callback=lambda: self.run())
+                dpg.add_menu_item(label="Stop", callback=lambda: self.worker.stop())
+                dpg.add_menu_item(label="Clear cache", callback=lambda: self.clear_cache())
+
+    def _add_menu_popup(self) -> None:
+        with dpg.window(tag="add_menu", show=False, no_title_bar=True, popup=True, autosize=True):
+            categories: dict[str, list] = {}
+            for spec in self.document.registry:
+                categories.setdefault(spec.category.split("/")[0], []).append(spec)
+            for category in sorted(categories):
+                with dpg.menu(label=category):
+                    for spec in categories[category]:
+                        dpg.add_menu_item(label=spec.display, user_data=spec.id,
+                                          callback=lambda s, a, u: self.add_node(u, self.popup_position))
+
+    def rebuild(self) -> None:
+        """Recreate the canvas from the document (after structural edits)."""
+        dpg.delete_item("editor", children_only=True)
+        self.pin_to_port.clear()
+        self.port_to_pin.clear()
+        self.node_items.clear()
+        self.link_items.clear()
+        for node_id in self.document.workflow.nodes:
+            self._build_node(node_id)
+        for link in self.document.workflow.links:
+            a = self.port_to_pin.get((link.src, "out", link.src_output))
+            b = self.port_to_pin.get((link.dst, "in", link.dst_input))
+            if a is not None and b is not None:
+                self.link_items[dpg.add_node_link(a, b, parent="editor")] = link
+        self.built_structure = self.document.structure
+        self._refresh_title()
+
+    def _build_node(self, node_id: str) -> None:
+        instance = self.document.workflow.nodes[node_id]
+        spec = self.document.registry.specs.get(instance.type)
+        label = instance.title or (spec.display if spec else instance.type)
+        if instance.mode != "normal":
+            label += f" [{instance.mode}]"
+        with dpg.node(label=label, parent="editor", pos=self.document.position(node_id),
+                      user_data=node_id) as item:
+            self.node_items[node_id] = item
+            if spec is None:
+                with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Static):
+                    dpg.add_text(f"unknown node type {instance.type}", color=(255, 90, 90))
+                return
+            for input_spec in spec.inputs:
+                self._build_input(node_id, instance, input_spec)
+            for index, output in enumerate(spec.outputs):
+                with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Output) as pin:
+                    dpg.add_text(output.label, indent=60)
+                dpg.bind_item_theme(pin, self.themes.pin(output.type))
+                self._map(pin, (node_id, "out", index))
+            if spec.output_node:
+                with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Static):
+                    dpg.add_group(tag=f"images_{node_id}")
+        self._apply_node_theme(node_id)
+
+    def _build_input(self, node_id: str, instance, spec) -> None:
+        pinned = not spec.is_widget or self.document.is_pin(node_id, spec.name)
+        kind = dpg.mvNode_Attr_Input if pinned else dpg.mvNode_Attr_Static
+        with dpg.node_attribute(attribute_type=kind) as attribute:
+            if pinned:
+                dpg.add_text(spec.name + ("" if spec.is_widget else f"  ({spec.type})"))
+            else:
+                self._widget(node_id, instance, spec)
+        if pinned:
+            dpg.bind_item_theme(attribute, self.themes.pin(spec.type))
+            self._map(attribute, (node_id, "in", spec.name))
+        children = dpg.get_item_children(attribute, 1)
+        if spec.is_widget and children:  # right-click on the widget or its label
+            with dpg.popup(children[0], mousebutton=dpg.mvMouseButton_Right):
+                dpg.add_menu_item(label="Convert to widget" if pinned else "Convert to input pin",
+                                  callback=lambda: self._toggle_pin(node_id, spec.name))
+
+    def _widget(self, node_id: str, instance, spec) -> None:
+        value = instance.inputs.get(spec.name, spec.default)
+
+        def changed(sender, app_data):
+            self._set_value(node_id, spec.name, app_data)
+
+        width = 180
+        if spec.type == INT:
+            if spec.seed:
+                with dpg.group(horizontal=True):
+                    dpg.add_input_text(label=spec.name, default_value=str(value), width=width, decimal=True,
+                                       callback=lambda s, a: self._set_value(node_id, spec.name, int(a or 0)))
+                    dpg.add_combo(list(SEED_MODES), default_value=seed_mode(self.document.workflow, node_id, spec.name),
+                                  width=100, callback=lambda s, a: set_seed_mode(self.document, node_id, spec.name, a))
+            else:
+                dpg.add_drag_int(label=spec.name, default_value=int(value or 0), width=width,
+                                 min_value=int(spec.min) if spec.min is not None else 0,
+                                 max_value=int(spec.max) if spec.max is not None else 0,
+                                 clamped=spec.min is not None and spec.max is not None,
+                                 speed=max(float(spec.step or 1) / 4, 0.25), callback=changed)
+        elif spec.type == FLOAT:
+            dpg.add_drag_float(label=spec.name, default_value=float(value or 0.0), width=width,
+                               min_value=float(spec.min) if spec.min is not None else 0.0,
+                               max_value=float(spec.max) if spec.max is not None else 0.0,
+                               clamped=spec.min is not None and spec.max is not None,
+                               speed=float(spec.step or 0.01), format="%.3f", callback=changed)
+        elif spec.type == STRING:
+            dpg.add_input_text(label=spec.name, default_value=str(value or ""), multiline=spec.multiline,
+                               width=260 if spec.multiline else width, height=80 if spec.multiline else 0,
+                               callback=changed)
+        elif spec.type == BOOLEAN:
+            dpg.add_checkbox(label=spec.name, default_value=bool(value), callback=changed)
+        elif spec.type == CHOICE:
+            items = spec.choices(self.paths)
+            dpg.add_combo(items, label=spec.name, default_value=str(value or (items[0] if items else "")),
+                          width=width, callback=changed)
+        if spec.tooltip:
+            with dpg.tooltip(dpg.last_item()):
+                dpg.add_text(spec.tooltip)
+
+    def _map(self, attribute: int, port: tuple) -> None:
+        self.pin_to_port[attribute] = port
+        self.port_to_pin[port] = attribute
+
+    # ----- edits ---------------------------------------------------------------------------
+    def _status(self, text: str, error: bool = False) -> None:
+        dpg.set_value("status", text)
+        dpg.configure_item("status", color=(255, 110, 110) if error else (200, 200, 200))
+
+    def _log(self, text: str, error: bool = False) -> None:
+        dpg.add_text(text, parent="log", color=(255, 110, 110) if error else (190, 190, 190), wrap=0)
+        dpg.set_y_scroll("log", dpg.get_y_scroll_max("log") + 40)
+
+    def _on_link(self, sender, app_data) -> None:
+        out_pin, in_pin = app_data
+        src, dst = self.pin_to_port.get(out_pin), self.pin_to_port.get(in_pin)
+        if src is None or dst is None or src[1] != "out" or dst[1] != "in":
+            return
+        try:
+            self.document.connect(src[0], src[2], dst[0], dst[2])
+            self._status("connected")
+        except EditRefused as refused:
+            self._status(f"link refused: {refused}", error=True)
+
+    def _on_delink(self, sender, link_item) -> None:
+        link = self.link_items.get(link_item)
+        if link is not None:
+            self.document.disconnect(link)
+
+    def _set_value(self, node_id: str, name: str, value) -> None:
+        self.document.set_value(node_id, name, value)
+        self._refresh_title()
+
+    def _toggle_pin(self, node_id: str, name: str) -> None:
+        self.document.toggle_pin(node_id, name)
+
+    def add_node(self, type_id: str, position) -> None:
+        self.document.add_node(type_id, tuple(position))
+        dpg.configure_item("add_menu", show=False)
+
+    def _selected_nodes(self) -> list[str]:
+        return [dpg.get_item_user_data(item) for item in dpg.get_selected_nodes("editor")]
+
+    def delete_selection(self) -> None:
+        if dpg.is_any_item_active():  # typing in a text field: Delete edits the text
+            return
+        links = [self.link_items[i] for i in dpg.get_selected_links("editor") if i in self.link_items]
+        for link in links:
+            self.document.disconnect(link)
+        self.document.remove_nodes(self._selected_nodes())
+
+    def copy_selection(self) -> None:
+        self.clipboard = self.document.copy(self._selected_nodes())
+
+    def paste(self) -> None:
+        if self.clipboard is not None:
+            self.document.paste(self.clipboard)
+
+    def duplicate_selection(self) -> None:
+        self.document.duplicate(self._selected_nodes())
+
+    def set_selection_mode(self, mode: str) -> None:
+        for node_id in self._selected_nodes():
+            self.document.set_mode(node_id, mode)
+
+    def undo(self) -> None:
+        label = self.document.undo()
+        self._status(f"undid {label}" if label else "nothing to undo")
+
+    def redo(self) -> None:
+        label = self.document.redo()
+        self._status(f"redid {label}" if label else "nothing to redo")
+
+    def _sync_positions(self) -> None:
+        for node_id, item in self.node_items.items():
+            if dpg.does_item_exist(item):
+                self.document.move(node_id, tuple(dpg.get_item_pos(item)))
+
+    def _on_right_click(self) -> None:
+        if dpg.is_item_hovered("editor"):
+            self.popup_position = self._canvas_mouse()
+            dpg.configure_item("add_menu", show=True, pos=dpg.get_mouse_pos(local=False))
+
+    def _canvas_mouse(self) -> list[float]:
+        x, y = dpg.get_mouse_pos(local=False)
+        ex, ey = dpg.get_item_rect_min("editor")
+        return [x - ex, y - ey]
+
+    def _on_key(self, sender, key) -> None:
+        ctrl = dpg.is_key_down(dpg.mvKey_ModCtrl) or dpg.is_key_down(dpg.mvKey_LControl)
+        if not ctrl:
+            return
+        shift = dpg.is_key_down(dpg.mvKey_ModShift) or dpg.is_key_down(dpg.mvKey_LShift)
+        actions = {dpg.mvKey_S: self.save, dpg.mvKey_C: self.copy_selection, dpg.mvKey_V: self.paste,
+                   dpg.mvKey_D: self.duplicate_selection, dpg.mvKey_Return: self.run,
+                   dpg.mvKey_B: lambda: self.set_selection_mode("bypassed"),
+                   dpg.mvKey_M: lambda: self.set_selection_mode("muted"),
+                   dpg.mvKey_N: lambda: self.confirm_discard(self.new),
+                   dpg.mvKey_O: lambda: self.confirm_discard(self.open_dialog),
+                   dpg.mvKey_Z: self.redo if shift else self.undo}
+        action = actions.get(key)
+        if action is not None:
+            action()
+
+    def _search_changed(self, sender, text: str) -> None:
+        text = text.strip().lower()
+        if not text:
+            dpg.configure_item("search_results", show=False)
+            return
+        matches = [f"{s.display}  [{s.id}]" for s in self.document.registry
+                   if text in s.display.lower() or text in s.id.lower() or text in s.description.lower()]
+        dpg.configure_item("search_results", items=matches[:40], show=bool(matches))
+
+    def _place_from_search(self, choice: str) -> None:
+        type_id = choice.rsplit("[", 1)[1].rstrip("]")
+        count = len(self.document.workflow.nodes)
+        self.document.add_node(type_id, (60 + 30 * (count % 10), 60 + 30 * (count % 10)))
+        dpg.set_value("search", "")
+        dpg.configure_item("search_results", show=False)
+
+    # ----- files ---------------------------------------------------------------------------
+    def _refresh_title(self) -> None:
+        name = self.document.path.name if self.document.path else "untitled"
+        dpg.set_viewport_title(f"{'* ' if self.document.dirty else ''}{name} - nodeflow")
+
+    def new(self) -> None:
+        self.document = Document(self.document.registry)
+        self.rebuild()
+
+    def open_path(self, path: Path) -> None:
+        try:
+            self.document = Document.open(self.document.registry, path)
+        except Exception as error:  # shown to the user; the current document stays
+            self._status(f"cannot open {path}: {error}", error=True)
+            return
+        self.rebuild()
+        self._status(f"opened {path}")
+
+    def open_dialog(self) -> None:
+        self._file_dialog("Open workflow", lambda path: self.open_path(Path(path)), save=False)
+
+    def save(self) -> None:
+        if self.document.path is None:
+            self.save_dialog()
+            return
+        self._status(f"saved {self.document.save()}")
+        self._refresh_title()
+
+    def save_dialog(self) -> None:
+        def chosen(path: str) -> None:
+            self._status(f"saved {self.document.save(Path(path))}")
+            self._refresh_title()
+
+        self._file_dialog("Save workflow as", chosen, save=True)
+
+    def _file_dialog(self, title: str, on_choice, save: bool) -> None:
+        def callback(sender, app_data):
+            path = app_data.get("file_path_name")
+            if path:
+                on_choice(path)
+
+        with dpg.file_dialog(label=title, callback=callback, width=640, height=420, modal=True,
+                             default_filename="workflow" if save else ""):
+            dpg.add_file_extension(".json")
+            dpg.add_file_extension(".png")
+            dpg.add_file_extension(".*")
+
+    def confirm_discard(self, then) -> None:
+        if not self.document.dirty:
+            then()
+            return
+        with dpg.window(label="Unsaved changes", modal=True, tag="confirm", autosize=True,
+                        on_close=lambda: dpg.delete_item("confirm")):
+            dpg.add_text("The workflow has unsaved changes. Discard them?")
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Discard", callback=lambda: (dpg.delete_item("confirm"), then()))
+                dpg.add_button(label="Cancel", callback=lambda: dpg.delete_item("confirm"))
+
+    def autosave(self, now: float) -> None:
+        if now - self.last_autosave < AUTOSAVE_SECONDS:
+            return
+        self.last_autosave = now
+        if self.document.dirty:
+            from nodeflow.workflow import save_workflow
+
+            save_workflow(self.document.workflow, self.recovery_file)
+
+    # ----- running -------------------------------------------------------------------------
+    def run(self) -> None:
+        self._sync_positions()
+        if not self.worker.start(self.document.workflow):
+            self._status("a run is already going", error=True)
+            return
+        self.failed_node, self.cached_nodes = None, set()
+        for node_id in self.node_items:
+            self._apply_node_theme(node_id)
+        self._status("running...")
+        dpg.configure_item("progress", overlay="starting")
+
+    def clear_cache(self) -> None:
+        self.executor.cache.clear()
+        self._status("cache cleared")
+
+    def handle(self, event) -> None:
+        if isinstance(event, events.NodeStarted):
+            self._set_running(event.node_id)
+            dpg.set_value("progress", (event.index - 1) / max(event.total, 1))
+            dpg.configure_item("progress", overlay=f"{event.node_type} ({event.index}/{event.total})")
+        elif isinstance(event, events.NodeCached):
+            self.cached_nodes.add(event.node_id)
+            self._apply_node_theme(event.node_id)
+        elif isinstance(event, events.Progress):
+            dpg.set_value("progress", event.step / max(event.total, 1))
+            dpg.configure_item("progress", overlay=f"step {event.step}/{event.total}")
+            if event.preview is not None:
+                self._show_preview(event.node_id, event.preview)
+        elif isinstance(event, events.ImagesShown):
+            self._show_images(event.node_id, event.images)
+        elif isinstance(event, events.FileSaved):
+            self._log(f"saved {event.path}")
+        elif isinstance(event, events.NodeFailed):
+            self.failed_node = event.node_id
+            self._apply_node_theme(event.node_id)
+        elif isinstance(event, events.RunFinished):
+            self._set_running(None)
+            dpg.set_value("progress", 1.0)
+            dpg.configure_item("progress", overlay=f"done in {event.seconds:.1f} s")
+            self._status(f"done: {len(event.executed)} run, {len(event.cached)} cached")
+            seeds_after_run(self.document)
+            self.rebuild()
+        elif isinstance(event, RunFailed):
+            self._set_running(None)
+            self._log(event.message, error=True)
+            self._status("run failed (see the log)", error=True)
+            dpg.configure_item("progress", overlay="failed")
+        elif isinstance(event, RunCancelled):
+            self._set_running(None)
+            self._status("stopped")
+            dpg.configure_item("progress", overlay="stopped")
+
+    def _set_running(self, node_id: str | None) -> None:
+        previous, self.running_node = self.running_node, node_id
+        for item in (previous, node_id):
+            if item is not None:
+                self._apply_node_theme(item)
+
+    def _apply_node_theme(self, node_id: str) -> None:
+        item = self.node_items.get(node_id)
+        if item is None or not dpg.does_item_exist(item):
+            return
+        mode = self.document.workflow.nodes[node_id].mode if node_id in self.document.workflow.nodes else "normal"
+        if node_id == self.failed_node:
+            state = "failed"
+        elif node_id == self.running_node:
+            state = "running"
+        elif mode != "normal":
+            state = mode
+        elif node_id in self.cached_nodes:
+            state = "cached"
+        else:
+            state = "normal"
+        dpg.bind_item_theme(item, self.themes.nodes[state])
+
+    def _texture(self, key: str, image) -> int:
+        """A dynamic texture holding ``image`` (H, W, C) in 0..1, fitted to PREVIEW_SIZE."""
+        array = np.asarray(image.detach().cpu().float().clamp(0, 1).numpy() if hasattr(image, "numpy") else image)
+        height, width = array.shape[:2]
+        scale = PREVIEW_SIZE / max(height, width)
+        rgba = np.ones((height, width, 4), dtype=np.float32)
+        rgba[..., :3] = array[..., :3]
+        existing = self.textures.get(key)
+        if existing is not None and dpg.does_item_exist(existing) and dpg.get_item_configuration(existing)["width"] == width \
+                and dpg.get_item_configuration(existing)["height"] == height:
+            dpg.set_value(existing, rgba.flatten())
+        else:
+            existing = dpg.add_dynamic_texture(width, height, rgba.flatten(), parent="textures")
+            self.textures[key] = existing
+        return existing, int(width * scale), int(height * scale)
+
+    def _show_images(self, node_id: str, images) -> None:
+        group = f"images_{node_id}"
+        if not dpg.does_item_exist(group):
+            return
+        dpg.delete_item(group, children_only=True)
+        for index, image in enumerate(images[:4]):
+            texture, width, height = self._texture(f"{node_id}:{index}", image)
+            dpg.add_image(texture, width=width, height=height, parent=group)
+
+    def _show_preview(self, node_id: str, preview) -> None:
+        self._show_live(node_id, preview[0])
+
+    def _show_live(self, node_id: str, image) -> None:
+        texture, width, height = self._texture("live", image)
+        if not dpg.does_item_exist("live_preview"):
+            with dpg.window(label="Live preview", tag="live_preview", pos=(20, 80), autosize=True):
+                dpg.add_image(texture, width=PREVIEW_SIZE, height=PREVIEW_SIZE, tag="live_image")
+        else:
+            dpg.configure_item("live_image", texture_tag=texture)
+
+    # ----- frame loop ----------------------------------------------------------------------
+    def frame(self) -> None:
+        for event in self.worker.drain():
+            self.handle(event)
+        if self.document.structure != self.built_structure:
+            self.rebuild()
+        self.autosave(time.monotonic())
+
+
+def main(workflow_path: Path | None, paths, screenshot: Path | None = None, frames: int | None = None) -> int:
+    """Open the editor (``frames``/``screenshot``: render that many frames, save one and quit;
+    for tests and documentation)."""
+    from nodeflow.executor import Executor
+    from nodeflow.registry import Registry
+
+    registry = Registry.load(paths)
+    recovery = paths.temp_dir / "recovery.json"
+    recovery.parent.mkdir(parents=True, exist_ok=True)
+    document = Document.open(registry, workflow_path) if workflow_path else Document(registry)
+    app = EditorApp(document, Executor(registry, paths), paths, recovery)
+    dpg.create_context()
+    dpg.create_viewport(title="nodeflow", width=1400, height=860)
+    app.build()
+    if workflow_path is None and recovery.is_file():
+        _offer_recovery(app, recovery)
+    dpg.setup_dearpygui()
+    dpg.show_viewport()
+    count = 0
+    while dpg.is_dearpygui_running():
+        app.frame()
+        dpg.render_dearpygui_frame()
+        count += 1
+        if frames is not None and count == frames:
+            if screenshot is not None:
+                dpg.output_frame_buffer(file=str(screenshot))
+                dpg.render_dearpygui_frame()
+                dpg.render_dearpygui_frame()
+            break
+    app.worker.stop()
+    if not app.document.dirty:
+        recovery.unlink(missing_ok=True)
+    dpg.destroy_context()
+    return 0
+
+
+def _offer_recovery(app: EditorApp, recovery: Path) -> None:
+    def restore() -> None:
+        dpg.delete_item("recover")
+        app.open_path(recovery)
+        app.document.path = None
+        app.document.dirty = True
+
+    with dpg.window(label="Restore", modal=True, tag="recover", autosize=True):
+        dpg.add_text(f"An unsaved workflow from an earlier session was found ({recovery}).")
+        with dpg.group(horizontal=True):
+            dpg.add_button(label="Restore it", callback=restore)
+            dpg.add_button(label="Discard", callback=lambda: (dpg.delete_item("recover"), recovery.unlink(missing_ok=True)))
