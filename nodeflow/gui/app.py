@@ -47,6 +47,7 @@ class EditorApp:
         self.running_node: str | None = None
         self.failed_node: str | None = None
         self.cached_nodes: set[str] = set()
+        self.shown_images: dict[str, object] = {}  # node id -> IMAGE last shown (kept across rebuilds)
 
     # ----- building ------------------------------------------------------------------------
     def build(self) -> None:
@@ -155,6 +156,8 @@ class EditorApp:
                 with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Static):
                     dpg.add_group(tag=f"images_{node_id}")
         self._apply_node_theme(node_id)
+        if node_id in self.shown_images:
+            self._show_images(node_id, self.shown_images[node_id])
 
     def _build_input(self, node_id: str, instance, spec) -> None:
         pinned = not spec.is_widget or self.document.is_pin(node_id, spec.name)
@@ -493,6 +496,7 @@ class EditorApp:
         return existing, int(width * scale), int(height * scale)
 
     def _show_images(self, node_id: str, images) -> None:
+        self.shown_images[node_id] = images
         group = f"images_{node_id}"
         if not dpg.does_item_exist(group):
             return
