@@ -1,0 +1,116 @@
+"""ControlNet (Zhang et al. 2023): a trainable copy of the U-Net's encoder that reads a control
+image and adds its features to the locked U-Net through zero-initialised 1x1 convolutions.
+
+Original key names (``control_model.`` prefix optional): ``input_hint_block.{0,2,...,14}`` (the
+hint encoder: 8 3x3 convolutions with SiLU, three of stride 2, from the control image at pixel
+resolution down to the latent grid), ``time_embed``, ``input_blocks`` (as the U-Net's),
+``zero_convs.N.0`` (one 1x1 convolution per input block output), ``middle_block`` and
+``middle_block_out.0``.
+
+forward: h = conv_in(x) + hint_encoder(hint); each input block's output goes through its zero
+conv into the residual list; the middle block's output through middle_block_out. The residuals
+are added to the U-Net's skip connections and middle block (see ``UNetModel.forward``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nodeflow.models.layers import (Downsample, ResBlock, SpatialTransformer, TimestepSequential,
+                                    timestep_embedding)
+from nodeflow.models.unet import ControlResiduals, UNetConfig, unet_config_from_state_dict
+
+
+@dataclass(frozen=True)
+class ControlNetConfig:
+    unet: UNetConfig
+    hint_channels: int = 3
+    hint_widths: tuple[int, ...] = (16, 16, 32, 32, 96, 96, 256)  # the hint encoder's hidden convs
+
+
+class ControlNetModel(nn.Module):
+    def __init__(self, config: ControlNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.unet
+        mc, emb = c.model_channels, c.model_channels * 4
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
+        widths = (config.hint_channels,) + config.hint_widths + (mc,)
+        hint: list[nn.Module] = []
+        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+            stride = 2 if 0 < i < len(widths) - 2 and w_in != w_out else 1
+            hint.append(nn.Conv2d(w_in, w_out, 3, padding=1, stride=stride))
+            if i < len(widths) - 2:
+                hint.append(nn.SiLU())
+        self.input_hint_block = nn.Sequential(*hint)
+
+        def transformer(channels: int, depth: int) -> SpatialTransformer:
+            heads, dim_head = c.heads_for(channels)
+            return SpatialTransformer(channels, heads, dim_head, depth, c.context_dim, c.use_linear_in_transformer)
+
+        self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(c.in_channels, mc, 3, padding=1))])
+        self.zero_convs = nn.ModuleList([self._zero_conv(mc)])
+        ch = mc
+        for level, mult in enumerate(c.channel_mult):
+            for _ in range(c.num_res_blocks):
+                layers: list[nn.Module] = [ResBlock(ch, emb, mult * mc)]
+                ch = mult * mc
+                if c.transformer_depth[level]:
+                    layers.append(transformer(ch, c.transformer_depth[level]))
+                self.input_blocks.append(TimestepSequential(*layers))
+                self.zero_convs.append(self._zero_conv(ch))
+            if level != len(c.channel_mult) - 1:
+                self.input_blocks.append(TimestepSequential(Downsample(ch)))
+                self.zero_convs.append(self._zero_conv(ch))
+        middle: list[nn.Module] = [ResBlock(ch, emb, ch)]
+        if c.middle_transformer_depth:
+            middle.append(transformer(ch, c.middle_transformer_depth))
+        middle.append(ResBlock(ch, emb, ch))
+        self.middle_block = TimestepSequential(*middle)
+        self.middle_block_out = self._zero_conv(ch)
+
+    @staticmethod
+    def _zero_conv(channels: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor,
+                context: torch.Tensor) -> ControlResiduals:
+        """x (B, C, h, w) the U-Net's input, hint (B, 3, 8h, 8w) in 0..1, timesteps (B,),
+        context (B, T, D) -> residuals for every skip and the middle block."""
+        dtype = self.time_embed[0].weight.dtype
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.unet.model_channels).to(dtype))
+        guided_hint = self.input_hint_block(hint.to(dtype))  # (B, mc, h, w)
+        h, context = x.to(dtype), context.to(dtype)
+        skips = []
+        for index, (block, zero_conv) in enumerate(zip(self.input_blocks, self.zero_convs)):
+            h = block(h, emb, context)
+            if index == 0:
+                h = h + guided_hint
+            skips.append(zero_conv(h))
+        h = self.middle_block(h, emb, context)
+        return ControlResiduals(skips, self.middle_block_out(h))
+
+
+def controlnet_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None) -> ControlNetConfig:
+    """Read the configuration from shapes (keys without ``control_model.``)."""
+    unet_like = dict(sd)
+    in_channels = sd["input_blocks.0.0.weight"].shape[1]
+    unet_like["out.2.weight"] = torch.empty(in_channels, 1, 1, 1, device="meta")
+    unet = unet_config_from_state_dict(unet_like, num_heads)
+    indices = sorted(int(m.group(1)) for k in sd if (m := re.match(r"input_hint_block\.(\d+)\.weight", k)))
+    widths = tuple(sd[f"input_hint_block.{i}.weight"].shape[0] for i in indices[:-1])
+    return ControlNetConfig(unet, sd[f"input_hint_block.{indices[0]}.weight"].shape[1], widths)
+
+
+def controlnet_from_state_dict(sd: dict[str, torch.Tensor], *, device="cpu", dtype=torch.float32,
+                               num_heads: int | None = None) -> ControlNetModel:
+    config = controlnet_config_from_state_dict(sd, num_heads)
+    with torch.device("meta"):
+        model = ControlNetModel(config)
+    converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in sd.items()}
+    model.load_state_dict(converted, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
