@@ -1,0 +1,44 @@
+"""A ControlNet attached to conditioning: the ``ControlHook`` that ControlNetApply nodes add.
+
+The control image (IMAGE, 0..1) is resized once per latent size to 8x the latent grid
+(nearest-exact, centre crop, as ComfyUI), repeated to the batch and moved to the model's device
+and dtype; the result is cached in the hook. Residuals are the ControlNet's outputs times the
+strength; outside [start_percent, end_percent] of the schedule the hook gives none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from nodeflow.imaging import repeat_to_batch, upscale
+from nodeflow.models.unet import ControlResiduals
+
+
+@dataclass(eq=False)
+class ControlNetHook:
+    controlnet: torch.nn.Module  # nodeflow.models.controlnet.ControlNetModel
+    image: torch.Tensor  # IMAGE (B, H, W, C) in 0..1
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    previous: object = None  # the hook this one chains onto
+    _hints: dict = field(default_factory=dict, repr=False)
+
+    def hint(self, batch: int, height: int, width: int, device, dtype) -> torch.Tensor:
+        key = (batch, height, width, str(device), dtype)
+        if key not in self._hints:
+            pixels = self.image[..., :3].movedim(-1, 1).float()  # (B, 3, H, W)
+            pixels = upscale(pixels, width * 8, height * 8, "nearest-exact", "center")
+            self._hints[key] = repeat_to_batch(pixels, batch).to(device=device, dtype=dtype)
+        return self._hints[key]
+
+    def residuals(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                  sigma: torch.Tensor, model) -> ControlResiduals | None:
+        if self.strength == 0:
+            return None
+        dtype = next(self.controlnet.parameters()).dtype
+        hint = self.hint(x.shape[0], x.shape[2], x.shape[3], x.device, dtype)
+        out = self.controlnet(x, hint, timesteps, context)
+        return out.scaled(self.strength)

@@ -1,0 +1,141 @@
+"""ControlNet nodes: loaders, apply nodes (ComfyUI's), and simple control-image preprocessors."""
+
+from __future__ import annotations
+
+import torch
+
+from nodeflow.errors import NodeInputError
+from nodeflow.spec import (CONDITIONING, CONTROL_NET, IMAGE, MODEL, VAE, Choice, Float, Input, Int, Output,
+                           node)
+from nodeflow_nodes.loaders import file_fingerprint
+
+CONTROLNETS = lambda paths: paths.list_models("controlnet")  # noqa: E731
+
+
+@node("ControlNetLoader", display="Load ControlNet Model", category="loaders",
+      inputs=[Choice("control_net_name", CONTROLNETS)], outputs=[Output(CONTROL_NET)],
+      fingerprint=file_fingerprint("controlnet", "control_net_name"))
+def controlnet_loader(control_net_name: str, ctx):
+    """Load a ControlNet (original layout .safetensors/.pth)."""
+    from nodeflow.models.controlnet_loader import load_controlnet
+
+    return (load_controlnet(ctx.paths.resolve_model("controlnet", control_net_name),
+                            device=ctx.device, dtype=ctx.dtype),)
+
+
+@node("DiffControlNetLoader", display="Load ControlNet Model (diff)", category="loaders",
+      inputs=[Input("model", MODEL), Choice("control_net_name", CONTROLNETS)], outputs=[Output(CONTROL_NET)],
+      fingerprint=file_fingerprint("controlnet", "control_net_name"))
+def diff_controlnet_loader(model, control_net_name: str, ctx):
+    """Load a ControlNet stored as a difference to the given model (plain ones load as usual)."""
+    from nodeflow.models.controlnet_loader import load_controlnet
+
+    return (load_controlnet(ctx.paths.resolve_model("controlnet", control_net_name), device=ctx.device,
+                            dtype=ctx.dtype, base_unet=model.unet),)
+
+
+def _apply(conditioning: list, hook_for) -> list:
+    result = []
+    for cond, options in conditioning:
+        new = dict(options)
+        new["control"] = hook_for(options.get("control"))
+        new["control_apply_to_uncond"] = False
+        result.append((cond, new))
+    return result
+
+
+def _hook_factory(control_net, image, strength, start, end):
+    from nodeflow.sampling.controlnet_hook import ControlNetHook
+
+    made: dict[int, ControlNetHook] = {}
+
+    def hook_for(previous):
+        key = id(previous)
+        if key not in made:  # one hook per previous chain, shared by positive and negative
+            made[key] = ControlNetHook(control_net, image, strength, start, end, previous)
+        return made[key]
+
+    return hook_for
+
+
+def _check_image(image: torch.Tensor) -> None:
+    if image.ndim != 4 or image.shape[-1] < 3:
+        raise NodeInputError("image", f"expected images (B, H, W, C), got shape {tuple(image.shape)}")
+
+
+@node("ControlNetApply", display="Apply ControlNet (old)", category="conditioning/controlnet",
+      inputs=[Input("conditioning", CONDITIONING), Input("control_net", CONTROL_NET), Input("image", IMAGE),
+              Float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Output(CONDITIONING)])
+def controlnet_apply(conditioning: list, control_net, image: torch.Tensor, strength: float):
+    """Guide generation with a control image through a ControlNet (applied to this conditioning)."""
+    if strength == 0:
+        return (conditioning,)
+    _check_image(image)
+    return (_apply(conditioning, _hook_factory(control_net, image, strength, 0.0, 1.0)),)
+
+
+@node("ControlNetApplyAdvanced", display="Apply ControlNet", category="conditioning/controlnet",
+      inputs=[Input("positive", CONDITIONING), Input("negative", CONDITIONING), Input("control_net", CONTROL_NET),
+              Input("image", IMAGE), Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+              Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
+              Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001),
+              Input("vae", VAE, optional=True)],
+      outputs=[Output(CONDITIONING, "positive"), Output(CONDITIONING, "negative")])
+def controlnet_apply_advanced(positive: list, negative: list, control_net, image: torch.Tensor, strength: float,
+                              start_percent: float, end_percent: float, vae=None):
+    """Guide generation with a control image, on both prompts, over a part of the schedule."""
+    if strength == 0:
+        return (positive, negative)
+    _check_image(image)
+    hook_for = _hook_factory(control_net, image, strength, start_percent, end_percent)
+    return (_apply(positive, hook_for), _apply(negative, hook_for))
+
+
+# ----- preprocessors ---------------------------------------------------------------------------
+
+def _gray(image: torch.Tensor) -> torch.Tensor:
+    rgb = image[..., :3]
+    return (rgb * torch.tensor([0.299, 0.587, 0.114])).sum(-1)[:, None]  # (B, 1, H, W)
+
+
+@node("Canny", display="Canny", category="image/preprocessors",
+      inputs=[Input("image", IMAGE), Float("low_threshold", 0.4, min=0.01, max=0.99, step=0.01),
+              Float("high_threshold", 0.8, min=0.01, max=0.99, step=0.01)],
+      outputs=[Output(IMAGE)])
+def canny_node(image: torch.Tensor, low_threshold: float, high_threshold: float):
+    """Edge map (white edges on black) for canny ControlNets."""
+    from nodeflow.canny import canny
+
+    if low_threshold > high_threshold:
+        raise NodeInputError("low_threshold", "must not be above high_threshold")
+    edges = canny(_gray(image), low_threshold, high_threshold)  # (B, 1, H, W)
+    return (edges[:, 0, :, :, None].expand(-1, -1, -1, 3).clone(),)
+
+
+@node("ImageThreshold", display="Image Threshold", category="image/preprocessors",
+      inputs=[Input("image", IMAGE), Float("threshold", 0.5, min=0.0, max=1.0, step=0.01)],
+      outputs=[Output(IMAGE)])
+def image_threshold(image: torch.Tensor, threshold: float):
+    """Binarize: white where the brightness is above the threshold, else black."""
+    return ((_gray(image)[:, 0, :, :, None] > threshold).float().expand(-1, -1, -1, 3).clone(),)
+
+
+@node("ScribblePreprocessor", display="Scribble from Drawing", category="image/preprocessors",
+      inputs=[Input("image", IMAGE), Float("threshold", 0.5, min=0.0, max=1.0, step=0.01),
+              Int("thickness", 1, min=0, max=16)],
+      outputs=[Output(IMAGE)])
+def scribble(image: torch.Tensor, threshold: float, thickness: int):
+    """Dark strokes on a light drawing -> white strokes on black (thickened), as scribble ControlNets expect."""
+    strokes = (_gray(image) < threshold).float()  # (B, 1, H, W)
+    if thickness:
+        size = 2 * thickness + 1
+        strokes = (torch.nn.functional.max_pool2d(strokes, size, stride=1, padding=thickness) > 0).float()
+    return (strokes[:, 0, :, :, None].expand(-1, -1, -1, 3).clone(),)
+
+
+@node("ControlImagePassThrough", display="Control Image (color/segmentation map)", category="image/preprocessors",
+      inputs=[Input("image", IMAGE)], outputs=[Output(IMAGE)])
+def control_image_pass_through(image: torch.Tensor):
+    """Use a color or segmentation map as it is (alpha dropped), for seg/color ControlNets."""
+    return (image[..., :3].contiguous(),)

@@ -1,0 +1,120 @@
+"""Applying ControlNets: strength, step range, stacking, loading variants, preprocessors."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from nodeflow.errors import ModelFileError
+from nodeflow.models.controlnet import ControlNetConfig
+from nodeflow.models.controlnet_loader import load_controlnet
+from nodeflow.models.unet import UNetModel
+from nodeflow.sampling.control import chain_residuals
+from nodeflow.sampling.guidance import CFGDenoiser
+from nodeflow.sampling.model import DiffusionModel, LatentFormat
+from nodeflow.sampling.schedules import ModelSampling
+from nodeflow_nodes.controlnet import canny_node, controlnet_apply, controlnet_apply_advanced, scribble
+from tests.test_controlnet_parity import random_controlnet
+from tests.test_unet_parity import random_unet, tiny_config
+
+
+@pytest.fixture(scope="module")
+def parts():
+    config = tiny_config()
+    unet = random_unet(config)
+    model = DiffusionModel(unet, ModelSampling.sd1(), LatentFormat(), torch.device("cpu"), torch.float32)
+    return model, random_controlnet(ControlNetConfig(config), seed=1), random_controlnet(ControlNetConfig(config), seed=2)
+
+
+def conditioning(value=0.5):
+    return [(torch.full((1, 77, 48), value), {})]
+
+
+def denoise(model, positive, x, sigma=5.0):
+    return CFGDenoiser(model, positive, conditioning(-0.5), cfg=3.0)(x, torch.full((x.shape[0],), sigma))
+
+
+def test_strength_zero_equals_no_controlnet(parts):
+    model, controlnet, _ = parts
+    image = torch.rand(1, 64, 64, 3)
+    x = torch.randn(1, 4, 8, 8)
+    (applied,) = controlnet_apply(conditioning(), controlnet, image, 0.0)
+    assert torch.equal(denoise(model, applied, x), denoise(model, conditioning(), x))
+    (applied,) = controlnet_apply(conditioning(), controlnet, image, 1.0)
+    assert not torch.allclose(denoise(model, applied, x), denoise(model, conditioning(), x))
+
+
+def test_outside_the_step_range_there_are_no_residuals(parts):
+    model, controlnet, _ = parts
+    image = torch.rand(1, 64, 64, 3)
+    positive, negative = controlnet_apply_advanced(conditioning(), conditioning(-0.5), controlnet, image,
+                                                   1.0, 0.5, 1.0)
+    hook = positive[0][1]["control"]
+    assert negative[0][1]["control"] is hook  # one hook shared by both prompts
+    x = torch.randn(1, 4, 8, 8)
+    t = torch.tensor([999.0])
+    early = chain_residuals(hook, x, t, torch.zeros(1, 77, 48), torch.tensor([14.0]), model)
+    late = chain_residuals(hook, x, t, torch.zeros(1, 77, 48), torch.tensor([0.5]), model)
+    assert early is None and late is not None
+
+
+def test_stacked_controlnets_add_their_residuals(parts):
+    model, first, second = parts
+    image_a, image_b = torch.rand(1, 64, 64, 3), torch.rand(1, 64, 64, 3)
+    (one,) = controlnet_apply(conditioning(), first, image_a, 0.7)
+    (both,) = controlnet_apply(one, second, image_b, 1.3)
+    x, t, context = torch.randn(1, 4, 8, 8), torch.tensor([300.0]), torch.randn(1, 77, 48)
+    sigma = torch.tensor([2.0])
+    total = chain_residuals(both[0][1]["control"], x, t, context, sigma, model)
+    hint = lambda img: torch.nn.functional.interpolate(img.movedim(-1, 1), size=(64, 64), mode="nearest-exact")
+    with torch.no_grad():
+        a = first(x, hint(image_a), t, context).scaled(0.7)
+        b = second(x, hint(image_b), t, context).scaled(1.3)
+    assert torch.allclose(total.middle, a.middle + b.middle, atol=1e-5)
+    assert all(torch.allclose(s, p + q, atol=1e-5) for s, p, q in zip(total.skips, a.skips, b.skips))
+    assert one[0][1]["control"].previous is None and both[0][1]["control"].previous is one[0][1]["control"]
+
+
+def test_hint_is_resized_once_and_cached(parts):
+    model, controlnet, _ = parts
+    (applied,) = controlnet_apply(conditioning(), controlnet, torch.rand(1, 100, 50, 3), 1.0)
+    hook = applied[0][1]["control"]
+    for _ in range(3):
+        denoise(model, applied, torch.randn(2, 4, 8, 8))
+    # only the positive prompt carries the hook (ControlNetApply), so it sees the batch of 2
+    assert list(hook._hints) == [(2, 8, 8, "cpu", torch.float32)]
+    assert hook._hints[(2, 8, 8, "cpu", torch.float32)].shape == (2, 3, 64, 64)
+
+
+def test_loading_prefixes_difference_and_refusals(parts, tmp_path):
+    model, controlnet, _ = parts
+    sd = controlnet.state_dict()
+    save_file({"control_model." + k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "cn.safetensors"))
+    loaded = load_controlnet(tmp_path / "cn.safetensors")
+    assert torch.equal(loaded.middle_block_out[0].weight, sd["middle_block_out.0.weight"])
+    base = model.unet.state_dict()
+    diff = {k: (v - base[k]) if k in base and base[k].shape == v.shape else v for k, v in sd.items()}
+    diff["difference"] = torch.tensor([])
+    save_file({k: v.contiguous() for k, v in diff.items()}, str(tmp_path / "diff.safetensors"))
+    with pytest.raises(ModelFileError, match="DiffControlNetLoader"):
+        load_controlnet(tmp_path / "diff.safetensors")
+    rebuilt = load_controlnet(tmp_path / "diff.safetensors", base_unet=model.unet)
+    assert torch.allclose(rebuilt.input_blocks[1][0].in_layers[2].weight, sd["input_blocks.1.0.in_layers.2.weight"], atol=1e-6)
+    save_file({"body.0.block1.weight": torch.zeros(1), "conv_in.weight": torch.zeros(1)}, str(tmp_path / "t2i.safetensors"))
+    with pytest.raises(ModelFileError, match="T2I-Adapter"):
+        load_controlnet(tmp_path / "t2i.safetensors")
+
+
+def test_canny_finds_the_square_outline():
+    image = torch.zeros(1, 32, 32, 3)
+    image[:, 8:24, 8:24] = 1.0
+    (edges,) = canny_node(image, 0.2, 0.5)
+    e = edges[0, :, :, 0]
+    assert e[16, 7:10].any() and e[16, 22:25].any()  # left and right sides
+    assert not e[16, 12:20].any() and not e[2, :].any()  # not inside, not far away
+
+
+def test_scribble_turns_dark_strokes_white():
+    drawing = torch.ones(1, 16, 16, 3)
+    drawing[:, 8, :] = 0.0
+    (out,) = scribble(drawing, 0.5, 1)
+    assert out[0, 7:10, :, 0].eq(1).all() and out[0, 0, :, 0].eq(0).all()
