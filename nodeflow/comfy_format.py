@@ -1,52 +1,90 @@
 """ComfyUI's workflow formats, read into our Workflow (and our workflows written as API JSON).
 
-- API format: ``{"3": {"class_type": "KSampler", "inputs": {"seed": 5, "model": ["4", 0]}}}``;
-  a list value [node_id, output_index] is a link.
-- UI format (LiteGraph, what ComfyUI's "Save" writes): nodes with positional ``widgets_values``
-  in the order of the node's widget inputs, where a seed widget is followed by the frontend-only
-  "control after generate" value; links ``[id, from, from_slot, to, to_slot, type]``;
-  PrimitiveNode (its value flows into its targets), Reroute (followed through) and Note are
-  frontend-only; mode 2 is muted, 4 bypassed.
+- API format (what ComfyUI queues and stores in a PNG's ``prompt`` chunk):
+  ``{"3": {"class_type": "KSampler", "inputs": {"seed": 5, "model": ["4", 0]}, "_meta": {...}}}``;
+  a list value ``[node_id, output_index]`` is a link, anything else a literal.
+- UI format (LiteGraph, what ComfyUI's "Save" writes and its ``workflow`` PNG chunk holds):
+  nodes with positional ``widgets_values`` in the order of the node type's widget inputs, where a
+  seed widget is followed by the frontend-only "control after generate" value (absent in old
+  files); links ``[id, from, from_slot, to, to_slot, type]`` (or, in schema 1, objects with
+  ``origin_id``/``target_id``...); a widget converted to a socket is an input with a ``widget``
+  field. PrimitiveNode (its value flows into its targets as a literal), Reroute (followed through)
+  and Note/MarkdownNote are frontend-only; mode 2 is muted, 4 bypassed. Positions, sizes,
+  groups, seed modes and converted widgets go into our ``ui`` section.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 from nodeflow.errors import UnknownNodeType, WorkflowFormatError
+from nodeflow.spec import CHOICE, FLOAT, INT, STRING
 from nodeflow.workflow import Link, NodeInstance, Workflow
 
-CONTROL_AFTER_GENERATE = {"fixed", "increment", "decrement", "randomize"}
-VIRTUAL_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
-MODES = {0: "normal", 2: "muted", 4: "bypassed"}
+log = logging.getLogger(__name__)
+
+CONTROL_AFTER_GENERATE = ("fixed", "increment", "decrement", "randomize")
+NOTE_NODES = {"Note", "MarkdownNote"}
+VIRTUAL_NODES = NOTE_NODES | {"PrimitiveNode", "Reroute"}
+MODES = {0: "normal", 2: "muted", 4: "bypassed"}  # LiteGraph: 2 = NEVER; ComfyUI: 4 = bypass
 
 
-def from_comfy_api(data: dict, registry=None) -> Workflow:
-    """Read a ComfyUI API-format workflow."""
-    nodes, links = {}, []
-    for node_id, entry in data.items():
-        node_id = str(node_id)
-        node_type = entry.get("class_type")
-        if not isinstance(node_type, str):
-            raise WorkflowFormatError(f"ComfyUI workflow: node {node_id} has no class_type")
-        if registry is not None and node_type not in registry:
-            raise UnknownNodeType(node_type, node_id)
+# ----- API format ---------------------------------------------------------------------------
+
+def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
+    """Read a ComfyUI API-format workflow; node ids are kept.
+
+    Also accepts the body of a ``/prompt`` request (``{"prompt": {...}, "client_id": ...}``).
+    With a registry, unknown node types raise ``UnknownNodeType`` naming the node, node type
+    versions are filled in and a ``_meta`` title equal to the type's display name is dropped.
+    """
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data:
+        data = data["prompt"]
+    if not isinstance(data, dict):
+        raise WorkflowFormatError("ComfyUI API workflow: expected an object of nodes by id")
+    nodes: dict[str, NodeInstance] = {}
+    links: list[Link] = []
+    for raw_id, entry in data.items():
+        node_id = str(raw_id)
+        if not isinstance(entry, dict) or not isinstance(entry.get("class_type"), str):
+            raise WorkflowFormatError(f"ComfyUI API workflow: node {node_id} has no class_type")
+        spec = _spec(registry, entry["class_type"], node_id)
+        inputs = entry.get("inputs") or {}
+        if not isinstance(inputs, dict):
+            raise WorkflowFormatError(f"ComfyUI API workflow: node {node_id}: 'inputs' must be an object")
         literals = {}
-        for name, value in (entry.get("inputs") or {}).items():
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int) and not isinstance(value[1], bool):
-                links.append(Link(str(value[0]), value[1], node_id, name))
+        for name, value in inputs.items():
+            if _is_api_link(value):
+                links.append(Link(str(value[0]), int(value[1]), node_id, name))
             else:
-                literals[name] = value
+                literals[name] = _normalise(spec, name, value)
         title = (entry.get("_meta") or {}).get("title")
-        nodes[node_id] = NodeInstance(node_id, node_type, literals, title=title)
+        if spec is not None and title == spec.display:
+            title = None
+        nodes[node_id] = NodeInstance(node_id, entry["class_type"], literals,
+                                      version=spec.version if spec else 1, title=title)
     for link in links:
         if link.src not in nodes:
-            raise WorkflowFormatError(f"ComfyUI workflow: node {link.dst} links to a missing node {link.src}")
-    return Workflow(nodes, links)
+            raise WorkflowFormatError(f"ComfyUI API workflow: node {link.dst} input {link.dst_input!r} "
+                                      f"links to a missing node {link.src}")
+    return Workflow(nodes, sorted(links, key=_link_order))
 
 
-def to_comfy_api(workflow: Workflow, registry=None) -> dict:
-    """Our workflow as ComfyUI API JSON (muted nodes left out, bypassed ones routed through)."""
+def _is_api_link(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
+            and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def to_comfy_api(workflow: Workflow, registry: Any = None) -> dict:
+    """Our workflow as ComfyUI API JSON.
+
+    Muted nodes are left out and bypassed ones routed through (with a registry; see
+    ``nodeflow.graph.active_links``). With a registry, required widget inputs the workflow leaves
+    at their default get it written out (ComfyUI wants every required input) and every node gets a
+    ``_meta`` title (its own, else the type's display name), as ComfyUI writes them.
+    """
     from nodeflow.graph import active_links
 
     links = active_links(workflow, registry) if registry is not None else workflow.links
@@ -54,92 +92,235 @@ def to_comfy_api(workflow: Workflow, registry=None) -> dict:
     for node_id, instance in workflow.nodes.items():
         if instance.mode != "normal":
             continue
-        inputs: dict[str, Any] = dict(instance.inputs)
-        for link in links:
-            if link.dst == node_id:
-                inputs[link.dst_input] = [link.src, link.src_output]
-        entry: dict[str, Any] = {"inputs": inputs, "class_type": instance.type}
-        if instance.title:
-            entry["_meta"] = {"title": instance.title}
+        spec = registry.specs.get(instance.type) if registry is not None else None
+        inputs: dict[str, Any] = {}
+        linked = {link.dst_input: link for link in links if link.dst == node_id}
+        for input_spec in spec.inputs if spec is not None else ():
+            name = input_spec.name
+            if name in linked or name in instance.inputs:
+                continue
+            if input_spec.is_widget and not input_spec.optional and input_spec.default is not None:
+                inputs[name] = input_spec.default
+        inputs.update(instance.inputs)
+        for name, link in linked.items():
+            inputs[name] = [link.src, link.src_output]
+        entry: dict[str, Any] = {"inputs": _in_declared_order(inputs, spec), "class_type": instance.type}
+        title = instance.title or (spec.display if spec is not None else None)
+        if title:
+            entry["_meta"] = {"title": title}
         data[node_id] = entry
     return data
 
 
-def from_comfy_ui(data: dict, registry) -> Workflow:
-    """Read a ComfyUI UI-format workflow (needs the registry to name positional widget values)."""
+def _in_declared_order(inputs: dict[str, Any], spec: Any) -> dict[str, Any]:
+    if spec is None:
+        return inputs
+    order = {s.name: i for i, s in enumerate(spec.inputs)}
+    return dict(sorted(inputs.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+# ----- UI format ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _UILink:
+    id: int
+    src: str
+    src_slot: int
+    dst: str
+    dst_slot: int
+
+
+def from_comfy_ui(data: dict, registry: Any) -> Workflow:
+    """Read a ComfyUI UI-format (LiteGraph) workflow; needs the registry to name widget values."""
     if registry is None:
         raise WorkflowFormatError("reading a ComfyUI UI workflow needs the node registry")
-    raw_nodes = {str(n["id"]): n for n in data.get("nodes", [])}
-    raw_links = {int(l[0]): l for l in data.get("links", []) if l}
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+        raise WorkflowFormatError("ComfyUI UI workflow: expected an object with a 'nodes' list")
+    if (data.get("definitions") or {}).get("subgraphs"):
+        raise WorkflowFormatError("ComfyUI UI workflow: subgraphs (group nodes) are not supported; "
+                                  "export the workflow in API format instead")
+    raw_nodes = {str(raw["id"]): raw for raw in data["nodes"] if isinstance(raw, dict) and "id" in raw}
+    ui_links = {link.id: link for link in map(_parse_ui_link, data.get("links") or []) if link}
     nodes: dict[str, NodeInstance] = {}
+    ui: dict[str, Any] = {"nodes": {}}
     for node_id, raw in raw_nodes.items():
         node_type = raw.get("type")
         if node_type in VIRTUAL_NODES:
             continue
-        if node_type not in registry:
-            raise UnknownNodeType(node_type, node_id)
-        spec = registry.get(node_type)
-        nodes[node_id] = NodeInstance(node_id, node_type, _widget_values(raw, spec, node_id),
-                                      mode=MODES.get(raw.get("mode", 0), "normal"), title=raw.get("title"))
-    links: list[Link] = []
-    for node_id, raw in raw_nodes.items():
-        if node_id not in nodes:
-            continue
-        for socket in raw.get("inputs") or []:
-            link_id = socket.get("link")
-            if link_id is None:
-                continue
-            source = _follow(raw_links, raw_nodes, int(link_id))
-            if source is None:
-                continue
-            src_id, src_slot = source
-            src = raw_nodes[src_id]
-            if src.get("type") == "PrimitiveNode":
-                values = src.get("widgets_values") or []
-                if values:
-                    nodes[node_id].inputs[socket["name"]] = values[0]
-                continue
-            links.append(Link(src_id, src_slot, node_id, socket["name"]))
-    ui = {"nodes": {nid: {"pos": raw.get("pos"), "size": raw.get("size")} for nid, raw in raw_nodes.items()
-                    if nid in nodes}}
+        if not isinstance(node_type, str):
+            raise WorkflowFormatError(f"ComfyUI UI workflow: node {node_id} has no type")
+        spec = _spec(registry, node_type, node_id)
+        values, seed_modes = _widget_values(raw, spec)
+        mode = raw.get("mode", 0)
+        if mode not in MODES:
+            log.debug("node %s: LiteGraph mode %r read as normal", node_id, mode)
+        nodes[node_id] = NodeInstance(node_id, node_type, values, version=spec.version,
+                                      mode=MODES.get(mode, "normal"), title=raw.get("title") or None)
+        ui["nodes"][node_id] = _layout(raw)
+        if seed_modes:
+            ui.setdefault("seed_control", {})[node_id] = seed_modes
+    links = _resolve_links(raw_nodes, ui_links, nodes, registry, ui)
     if data.get("groups"):
         ui["groups"] = data["groups"]
-    return Workflow(nodes, links, ui)
+    return Workflow(nodes, sorted(links, key=_link_order), ui)
 
 
-def _follow(raw_links: dict, raw_nodes: dict, link_id: int) -> tuple[str, int] | None:
-    """The real source (node id, slot) of a link, through Reroute nodes."""
-    seen = set()
-    while link_id in raw_links and link_id not in seen:
-        seen.add(link_id)
-        _, src, slot, *_ = raw_links[link_id]
-        src = str(src)
-        node = raw_nodes.get(src)
-        if node is None:
+def _parse_ui_link(item: Any) -> _UILink | None:
+    """A LiteGraph link, as a list (schema 0.4) or an object (schema 1)."""
+    try:
+        if isinstance(item, dict):
+            return _UILink(int(item["id"]), str(item["origin_id"]), int(item["origin_slot"]),
+                           str(item["target_id"]), int(item["target_slot"]))
+        link_id, src, src_slot, dst, dst_slot, *_ = item
+        return _UILink(int(link_id), str(src), int(src_slot), str(dst), int(dst_slot))
+    except (KeyError, TypeError, ValueError):
+        raise WorkflowFormatError(f"ComfyUI UI workflow: malformed link {item!r}") from None
+
+
+def _resolve_links(raw_nodes: dict, ui_links: dict[int, _UILink], nodes: dict[str, NodeInstance],
+                   registry: Any, ui: dict) -> list[Link]:
+    """Links between real nodes: Reroutes followed, PrimitiveNode values turned into literals."""
+    links = []
+    for ui_link in sorted(ui_links.values(), key=lambda link: link.id):
+        if ui_link.dst not in nodes:
+            continue  # into a Reroute or a note: reached from the real target instead
+        name, is_widget = _input_name(raw_nodes[ui_link.dst], ui_link.dst_slot,
+                                      registry.get(nodes[ui_link.dst].type), ui_link)
+        source = _follow_reroutes(ui_link, raw_nodes, ui_links)
+        if source is None:
+            continue
+        src_raw = raw_nodes[source.src]
+        if src_raw.get("type") == "PrimitiveNode":
+            _apply_primitive(src_raw, nodes[ui_link.dst], name, ui)
+            continue
+        if source.src not in nodes:
+            raise WorkflowFormatError(f"ComfyUI UI workflow: link {ui_link.id} into node {ui_link.dst} "
+                                      f"comes from node {source.src} ({src_raw.get('type')}), "
+                                      "which has no outputs here")
+        links.append(Link(source.src, source.src_slot, ui_link.dst, name))
+        nodes[ui_link.dst].inputs.pop(name, None)
+        if is_widget:
+            pins = ui.setdefault("pins", {}).setdefault(ui_link.dst, [])
+            pins.append(name)
+    return links
+
+
+def _input_name(raw: dict, slot: int, spec: Any, ui_link: _UILink) -> tuple[str, bool]:
+    """The input name at ``slot`` of a node, and whether it is a widget shown as a socket."""
+    sockets = raw.get("inputs") or []
+    if slot < len(sockets) and isinstance(sockets[slot], dict):
+        socket = sockets[slot]
+        widget = socket.get("widget") or {}
+        name = widget.get("name") or socket.get("name")
+        if name:
+            return str(name), bool(widget)
+    linked_inputs = [s.name for s in spec.inputs if not s.is_widget]  # minimal files: no "inputs"
+    if slot < len(linked_inputs):
+        return linked_inputs[slot], False
+    raise WorkflowFormatError(f"ComfyUI UI workflow: link {ui_link.id} goes into slot {slot} of node "
+                              f"{ui_link.dst} ({spec.id}), which has no such input")
+
+
+def _follow_reroutes(link: _UILink, raw_nodes: dict, ui_links: dict[int, _UILink]) -> _UILink | None:
+    """The link's real source (through Reroute nodes); None for a Reroute fed by nothing."""
+    seen: set[str] = set()
+    while True:
+        src = raw_nodes.get(link.src)
+        if src is None:
+            raise WorkflowFormatError(f"ComfyUI UI workflow: link {link.id} comes from a missing node {link.src}")
+        if src.get("type") != "Reroute":
+            return link
+        if link.src in seen:
+            raise WorkflowFormatError(f"ComfyUI UI workflow: Reroute nodes in a loop at node {link.src}")
+        seen.add(link.src)
+        upstream = next((l for l in ui_links.values() if l.dst == link.src), None)
+        if upstream is None:
             return None
-        if node.get("type") != "Reroute":
-            return src, int(slot)
-        inputs = node.get("inputs") or []
-        if not inputs or inputs[0].get("link") is None:
-            return None
-        link_id = int(inputs[0]["link"])
-    return None
+        link = upstream
 
 
-def _widget_values(raw: dict, spec, node_id: str) -> dict[str, Any]:
-    values = list(raw.get("widgets_values") or [])
-    if isinstance(raw.get("widgets_values"), dict):
-        return dict(raw["widgets_values"])
-    converted = {s.get("name") for s in raw.get("inputs") or [] if s.get("widget") and s.get("link") is not None}
+def _apply_primitive(primitive: dict, target: NodeInstance, name: str, ui: dict) -> None:
+    """A PrimitiveNode's value becomes a literal of its target (its seed mode travels along)."""
+    values = primitive.get("widgets_values") or []
+    if not values:
+        return
+    target.inputs[name] = values[0]
+    if len(values) > 1 and values[1] in CONTROL_AFTER_GENERATE:
+        ui.setdefault("seed_control", {}).setdefault(target.id, {})[name] = values[1]
+
+
+def _widget_values(raw: dict, spec: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Positional ``widgets_values`` named by the spec's widget order; also the seed modes."""
+    values = raw.get("widgets_values")
+    if isinstance(values, dict):  # some custom frontends store widgets by name
+        return {k: _normalise(spec, k, v) for k, v in values.items()}, {}
+    values = list(values or [])
+    widgets = spec.widget_inputs
     result: dict[str, Any] = {}
+    seed_modes: dict[str, str] = {}
     position = 0
-    for widget in spec.widget_inputs:
+    for index, widget in enumerate(widgets):
         if position >= len(values):
             break
-        value = values[position]
+        result[widget.name] = _normalise(spec, widget.name, values[position])
         position += 1
-        if widget.seed and position < len(values) and values[position] in CONTROL_AFTER_GENERATE:
-            position += 1  # the frontend's "control after generate" value follows a seed
-        if widget.name not in converted:
-            result[widget.name] = value
-    return result
+        following = widgets[index + 1] if index + 1 < len(widgets) else None
+        if position < len(values) and _is_control_value(widget, values[position], following):
+            seed_modes[widget.name] = values[position]
+            position += 1
+    if position < len(values):
+        log.debug("node %s (%s): %d extra widget values ignored", raw.get("id"), spec.id, len(values) - position)
+    return result, seed_modes
+
+
+def _is_control_value(widget: Any, value: Any, following: Any) -> bool:
+    """Whether ``value`` is the frontend's "control after generate" for ``widget``."""
+    if value not in CONTROL_AFTER_GENERATE or widget.type != INT:
+        return False
+    return widget.seed or following is None or following.type not in (STRING, CHOICE)
+
+
+def _layout(raw: dict) -> dict[str, Any]:
+    """Position, size and look of a node, for our UI section."""
+    layout: dict[str, Any] = {}
+    for key in ("pos", "size"):
+        value = raw.get(key)
+        if isinstance(value, dict):  # old exports: {"0": x, "1": y}
+            value = [value.get("0"), value.get("1")]
+        if isinstance(value, list) and len(value) >= 2:
+            layout[key] = [float(value[0]), float(value[1])]
+    for key in ("color", "bgcolor"):
+        if raw.get(key):
+            layout[key] = raw[key]
+    if (raw.get("flags") or {}).get("collapsed"):
+        layout["collapsed"] = True
+    return layout
+
+
+# ----- shared -------------------------------------------------------------------------------
+
+def _spec(registry: Any, node_type: str, node_id: str) -> Any:
+    if registry is None:
+        return None
+    if node_type not in registry:
+        raise UnknownNodeType(node_type, node_id)
+    return registry.get(node_type, node_id)
+
+
+def _id_order(node_id: str) -> tuple:
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
+def _link_order(link: Link) -> tuple:
+    """The order our own format saves links in, so imported workflows compare equal to saved ones."""
+    return (_id_order(link.dst), link.dst_input, _id_order(link.src), link.src_output)
+
+
+def _normalise(spec: Any, name: str, value: Any) -> Any:
+    """Integral numbers for FLOAT widgets become floats (ComfyUI's UI writes ``8`` for 8.0)."""
+    input_spec = spec.input(name) if spec is not None else None
+    if input_spec is not None and input_spec.type == FLOAT and isinstance(value, int) \
+            and not isinstance(value, bool):
+        return float(value)
+    return value
+

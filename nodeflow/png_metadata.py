@@ -1,57 +1,139 @@
 """Workflows inside PNG files: tEXt chunks written by SaveImage and read back by `nodeflow run`.
 
-Chunks: ``nodeflow`` (our workflow JSON), ``prompt`` (ComfyUI API JSON) and ``parameters``
-(AUTOMATIC1111 text), so ComfyUI, A1111 and tools reading either show the settings. Reading
-prefers ours, then ComfyUI's ``prompt``, then ComfyUI's ``workflow`` (UI JSON).
+Chunks written: ``nodeflow`` (our workflow JSON), ``prompt`` (ComfyUI API JSON) and
+``parameters`` (AUTOMATIC1111 text), so ComfyUI, A1111 and tools reading either show the
+settings. Reading prefers ours, then ComfyUI's ``prompt`` (API JSON; node positions are taken
+from its ``workflow`` chunk when that one reads too), then ComfyUI's ``workflow`` (UI JSON).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from nodeflow.errors import WorkflowFormatError
+from nodeflow.errors import NodeflowError, WorkflowFormatError
 from nodeflow.workflow import Workflow, dumps
 
+log = logging.getLogger(__name__)
 
-def workflow_text_chunks(workflow: Workflow, registry=None, size: tuple[int, int] | None = None) -> dict[str, str]:
-    """The tEXt chunks describing ``workflow``."""
+OUR_CHUNK = "nodeflow"
+COMFY_API_CHUNK = "prompt"
+COMFY_UI_CHUNK = "workflow"
+A1111_CHUNK = "parameters"
+
+
+def workflow_text_chunks(workflow: Workflow, registry: Any = None, size: tuple[int, int] | None = None,
+                         *, model_hash: str | None = None) -> dict[str, str]:
+    """The tEXt chunks describing ``workflow``: ``nodeflow``, ``prompt`` and ``parameters``.
+
+    ``size`` (width, height of the saved image) and ``model_hash`` (see
+    ``nodeflow.a1111.model_hash``) refine the A1111 text; ``parameters`` is left out when the
+    workflow has no sampler. With a registry, muted nodes are left out of ``prompt`` and the
+    A1111 text follows links through bypassed nodes.
+    """
     from nodeflow.a1111 import parameters_text
     from nodeflow.comfy_format import to_comfy_api
 
-    chunks = {"nodeflow": dumps(workflow),
-              "prompt": json.dumps(to_comfy_api(workflow, registry), ensure_ascii=False)}
-    parameters = parameters_text(workflow, size)
+    chunks = {OUR_CHUNK: dumps(workflow),
+              COMFY_API_CHUNK: json.dumps(to_comfy_api(workflow, registry), ensure_ascii=False)}
+    links = None
+    if registry is not None:
+        from nodeflow.graph import active_links
+
+        links = active_links(workflow, registry)
+    parameters = parameters_text(workflow, size, model_hash=model_hash, links=links)
     if parameters:
-        chunks["parameters"] = parameters
+        chunks[A1111_CHUNK] = parameters
     return chunks
 
 
+def png_info(chunks: dict[str, str] | None) -> PngImagePlugin.PngInfo:
+    """PIL's PngInfo holding ``chunks`` as text chunks (iTXt when not Latin-1, as PIL decides)."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in (chunks or {}).items():
+        info.add_text(key, value)
+    return info
+
+
+def save_png_with_metadata(image: Image.Image, path: str | os.PathLike, chunks: dict[str, str] | None,
+                           *, compress_level: int = 4) -> Path:
+    """Write ``image`` as a PNG at ``path`` with ``chunks``; never overwrites, never half-written.
+
+    The PNG is written to a temporary file in the same folder, then hard-linked to ``path``
+    (atomic and exclusive), so readers never see a partial file and two writers never share a
+    name. Raises ``FileExistsError`` when ``path`` exists (callers pick the next free name).
+    On file systems without hard links the file is copied into a name created exclusively.
+    Returns ``Path(path)``.
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        image.save(temporary, format="PNG", pnginfo=png_info(chunks), compress_level=compress_level)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (some network or FAT file systems)
+            with open(temporary, "rb") as source, open(path, "xb") as target:
+                target.write(source.read())
+        return path
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
 def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:
+    """The text chunks (tEXt, zTXt, iTXt) of an image file."""
     try:
         with Image.open(path) as image:
             image.load()
-            return {k: v for k, v in (getattr(image, "text", None) or image.info).items() if isinstance(v, str)}
+            text = getattr(image, "text", None) or image.info
+            return {key: value for key, value in text.items() if isinstance(value, str)}
     except OSError as error:
         raise WorkflowFormatError(f"{path}: cannot read this image ({error})") from None
 
 
-def read_png_workflow(path: str | os.PathLike, registry=None) -> Workflow:
-    """The workflow embedded in a PNG (ours, else ComfyUI's prompt, else ComfyUI's workflow)."""
+def read_png_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:
+    """The workflow embedded in a PNG: ours, else ComfyUI's ``prompt``, else its ``workflow``."""
     from nodeflow.comfy_format import from_comfy_api, from_comfy_ui
 
     chunks = read_text_chunks(path)
+    if OUR_CHUNK in chunks:
+        return Workflow.from_dict(_json(chunks, OUR_CHUNK, path), f"{path} ({OUR_CHUNK} chunk)")
+    if COMFY_API_CHUNK in chunks:
+        workflow = from_comfy_api(_json(chunks, COMFY_API_CHUNK, path), registry)
+        if COMFY_UI_CHUNK in chunks and registry is not None:
+            _take_layout(workflow, chunks[COMFY_UI_CHUNK], registry, path)
+        return workflow
+    if COMFY_UI_CHUNK in chunks:
+        return from_comfy_ui(_json(chunks, COMFY_UI_CHUNK, path), registry)
+    hint = " (only A1111 'parameters', which do not describe a graph)" if A1111_CHUNK in chunks else ""
+    raise WorkflowFormatError(f"{path}: this image has no embedded workflow{hint}; expected a "
+                              f"'{OUR_CHUNK}', '{COMFY_API_CHUNK}' or '{COMFY_UI_CHUNK}' text chunk")
+
+
+def _json(chunks: dict[str, str], key: str, path: str | os.PathLike) -> Any:
     try:
-        if "nodeflow" in chunks:
-            return Workflow.from_dict(json.loads(chunks["nodeflow"]), str(path))
-        if "prompt" in chunks:
-            return from_comfy_api(json.loads(chunks["prompt"]), registry)
-        if "workflow" in chunks:
-            return from_comfy_ui(json.loads(chunks["workflow"]), registry)
+        return json.loads(chunks[key])
     except json.JSONDecodeError as error:
-        raise WorkflowFormatError(f"{path}: the embedded workflow is not valid JSON ({error})") from None
-    raise WorkflowFormatError(f"{Path(path).name}: this image has no embedded workflow "
-                              "(no 'nodeflow', 'prompt' or 'workflow' text chunk)")
+        raise WorkflowFormatError(f"{path}: the '{key}' chunk is not valid JSON ({error})") from None
+
+
+def _take_layout(workflow: Workflow, ui_text: str, registry: Any, path: str | os.PathLike) -> None:
+    """Positions, groups and seed modes from ComfyUI's UI chunk, for the nodes the API chunk has."""
+    try:
+        layout = from_comfy_ui(json.loads(ui_text), registry).ui
+    except (json.JSONDecodeError, NodeflowError) as error:
+        log.info("%s: node positions not read from the 'workflow' chunk: %s", path, error)
+        return
+    ui = {"nodes": {i: v for i, v in layout.get("nodes", {}).items() if i in workflow.nodes}}
+    for key in ("groups", "seed_control"):
+        if layout.get(key):
+            ui[key] = layout[key]
+    workflow.ui = ui
