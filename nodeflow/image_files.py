@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
+import secrets
 from datetime import datetime
 from pathlib import Path
 
@@ -33,36 +33,41 @@ def file_hash(path: Path) -> str:
 
 
 def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(IMAGE (F, H, W, 3), MASK (F, H, W)): every frame of the same size as the first; the mask is
-    1 - alpha (zeros 64 x 64 when the image has no alpha, as ComfyUI)."""
+    """(IMAGE (F, H, W, 3), MASK (F, H, W)) from an image file, EXIF orientation applied.
+
+    Animated files (GIF, APNG, WebP, multi-page TIFF) give every frame of the first frame's size
+    (others are skipped); an MPO (stereo JPEG) gives its first picture. The mask is 1 - alpha; an
+    image without alpha gives a 64 x 64 zero mask per frame, as ComfyUI."""
     try:
-        opened = Image.open(path)
-    except OSError as error:
-        raise ModelFileError(f"{path}: not an image file ({error})") from None
-    images, masks = [], []
-    with opened:
-        size = None
-        for frame in ImageSequence.Iterator(opened):
-            frame = ImageOps.exif_transpose(frame)
-            if frame.mode == "I":
-                frame = frame.point(lambda v: v * (1 / 255))
-            rgb = frame.convert("RGB")
-            if size is None:
-                size = rgb.size
-            if rgb.size != size:
-                continue
-            images.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0))
-            if "A" in frame.getbands():
-                alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
-                masks.append(1.0 - torch.from_numpy(alpha))
-            else:
-                masks.append(torch.zeros(64, 64))
+        with Image.open(path) as opened:
+            frames = [opened] if opened.format == "MPO" else ImageSequence.Iterator(opened)
+            images, masks = _read_frames(frames)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ModelFileError(f"{path}: cannot read the image ({error})") from None
     if not images:
         raise ModelFileError(f"{path}: the image has no frames")
-    mask_sizes = {tuple(m.shape) for m in masks}
-    if len(mask_sizes) > 1:
+    if len({tuple(m.shape) for m in masks}) > 1:  # some frames with alpha, some without
         masks = [m if m.shape == images[0].shape[:2] else torch.zeros(images[0].shape[:2]) for m in masks]
     return torch.stack(images), torch.stack(masks)
+
+
+def _read_frames(frames) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    images, masks, size = [], [], None
+    for frame in frames:
+        frame = ImageOps.exif_transpose(frame)
+        if frame.mode == "I":  # 16-bit greyscale: scale to 8 bits as ComfyUI
+            frame = frame.point(lambda v: v * (1 / 255))
+        rgb = frame.convert("RGB")
+        size = size or rgb.size
+        if rgb.size != size:
+            continue
+        images.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0))  # (H, W, 3)
+        if "A" in frame.getbands():
+            alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
+            masks.append(1.0 - torch.from_numpy(alpha))  # (H, W)
+        else:
+            masks.append(torch.zeros(64, 64))
+    return images, masks
 
 
 def expand_prefix(prefix: str, workflow=None, now: datetime | None = None) -> str:
@@ -101,17 +106,21 @@ def check_prefix(prefix: str) -> None:
 
 def resolve_output_folder(output_dir: Path, prefix: str) -> tuple[Path, str]:
     """(folder, file name prefix) for ``prefix`` inside ``output_dir``; refuses escapes, symlinks
-    included."""
+    included. Checked before any folder is created, and again after (a racing symlink)."""
     check_prefix(prefix)
     relative = Path(prefix)
     folder = (output_dir / relative).parent
+    _check_inside(output_dir, folder, prefix)
     folder.mkdir(parents=True, exist_ok=True)
-    root = output_dir.resolve()
+    _check_inside(output_dir, folder, prefix)
+    return folder, relative.name
+
+
+def _check_inside(output_dir: Path, folder: Path, prefix: str) -> None:
     try:
-        folder.resolve().relative_to(root)
+        folder.resolve().relative_to(output_dir.resolve())
     except ValueError:
         raise ValueError(f"the filename prefix {prefix!r} leads outside the output folder {output_dir}") from None
-    return folder, relative.name
 
 
 def next_counter(folder: Path, name: str) -> int:
@@ -120,26 +129,54 @@ def next_counter(folder: Path, name: str) -> int:
     return max(found, default=0) + 1
 
 
-def save_png(image: Image.Image, folder: Path, name: str, chunks: dict[str, str] | None = None) -> Path:
-    """Write ``image`` as ``name_NNNNN_.png`` in ``folder`` without overwriting anything."""
+def _create_temporary(folder: Path) -> Path:
+    """A new empty hidden file in ``folder``, with the usual permissions (umask applies, unlike
+    ``tempfile.mkstemp``'s 0600)."""
+    while True:
+        path = folder / f".saving-{secrets.token_hex(8)}.png"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:
+            continue
+
+
+def _claim(temporary: Path, target: Path) -> None:
+    """Give ``target`` the content of ``temporary``; FileExistsError when ``target`` exists.
+
+    A hard link is atomic and exclusive; where the file system has none (FAT, some network
+    shares) the target is created exclusively (O_EXCL) and the bytes are copied."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        with open(target, "xb") as file:  # "x": exclusive creation
+            file.write(temporary.read_bytes())
+
+
+def save_png(image: Image.Image, folder: Path, name: str, chunks: dict[str, str] | None = None,
+             compress_level: int = 4) -> Path:
+    """Write ``image`` as ``name_NNNNN_.png`` in ``folder`` without overwriting anything: the PNG
+    is written to a temporary file there, then hard-linked to the first free name (``os.link``
+    fails when the name exists, so a concurrent writer that took it makes us try the next)."""
     info = PngImagePlugin.PngInfo()
     for key, value in (chunks or {}).items():
         info.add_text(key, value)
-    handle, temporary = tempfile.mkstemp(prefix=".saving-", suffix=".png", dir=folder)
-    os.close(handle)
+    temporary = _create_temporary(folder)
     try:
-        image.save(temporary, pnginfo=info, compress_level=4)
+        image.save(temporary, pnginfo=info, compress_level=compress_level)
         counter = next_counter(folder, name)
         while counter <= MAX_COUNTER:
             target = folder / f"{name}_{counter:05}_.png"
             try:
-                os.link(temporary, target)  # atomic and exclusive: fails if the name exists
+                _claim(temporary, target)
                 return target
             except FileExistsError:
                 counter += 1
         raise ValueError(f"no free file name left for prefix {name!r} in {folder}")
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:

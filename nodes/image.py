@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from nodeflow.imaging import UPSCALE_METHODS, blur, image_to_nchw, nchw_to_image, upscale
+from nodeflow.errors import NodeInputError
+from nodeflow.imaging import UPSCALE_METHODS, blur, image_to_nchw, nchw_to_image, sharpen, upscale
 from nodeflow.spec import IMAGE, MASK, Choice, Float, Input, Int, Output, node
 
 MAX_RESOLUTION = 16384
@@ -38,15 +39,18 @@ def load_image_mask(image: str, channel: str, ctx):
     from PIL import Image, ImageOps
 
     path = ctx.paths.resolve_input(image)
-    with Image.open(path) as opened:
+    try:
+        opened = Image.open(path)
+    except OSError as error:
+        raise NodeInputError("image", f"{path}: not an image file ({error})") from None
+    with opened:
         picture = ImageOps.exif_transpose(opened)
-        if picture.mode not in ("RGBA", "RGB", "L"):
-            picture = picture.convert("RGBA")
+        if picture.mode == "I":  # 16-bit greyscale PNG
+            picture = picture.point(lambda v: v * (1 / 255))
+        picture = picture.convert("RGBA")  # a missing alpha reads as opaque: mask 0
         letter = {"alpha": "A", "red": "R", "green": "G", "blue": "B"}[channel]
-        if letter in picture.getbands():
-            values = torch.from_numpy(np.asarray(picture.getchannel(letter), dtype=np.float32) / 255.0)
-            return ((1.0 - values if channel == "alpha" else values)[None],)
-    return (torch.zeros(1, 64, 64),)
+        values = torch.from_numpy(np.asarray(picture.getchannel(letter), dtype=np.float32) / 255.0)  # (H, W)
+    return ((1.0 - values if channel == "alpha" else values)[None],)
 
 
 @node("ImageScale", display="Upscale Image", category="image/upscaling",
@@ -81,7 +85,7 @@ def image_scale_by(image: torch.Tensor, upscale_method: str, scale_by: float):
       outputs=[Output(IMAGE)])
 def image_scale_to_total_pixels(image: torch.Tensor, upscale_method: str, megapixels: float):
     """Resize images to about ``megapixels`` million pixels, keeping the aspect ratio."""
-    scale = math.sqrt(megapixels * 1024 * 1024 / (image.shape[1] * image.shape[2]))
+    scale = math.sqrt(int(megapixels * 1024 * 1024) / (image.shape[1] * image.shape[2]))
     width, height = round(image.shape[2] * scale), round(image.shape[1] * scale)
     return (nchw_to_image(upscale(image_to_nchw(image), width, height, upscale_method)),)
 
@@ -92,28 +96,23 @@ def image_scale_to_total_pixels(image: torch.Tensor, upscale_method: str, megapi
       + [Int("feathering", 40, min=0, max=MAX_RESOLUTION)],
       outputs=[Output(IMAGE), Output(MASK)])
 def image_pad_for_outpaint(image: torch.Tensor, left: int, top: int, right: int, bottom: int, feathering: int):
-    """Add grey borders to outpaint into; the mask is 1 on the new borders, fading into the image."""
+    """Add grey borders to outpaint into. The mask is 1 on the new borders; with ``feathering`` the
+    image fades in too: at distance d < feathering from a padded side (d = row or column index
+    from the top/left, H - row or W - column from the bottom/right) the mask is
+    ((feathering - d) / feathering)^2. Feathering applies only when 2 feathering < H and W."""
     batch, height, width, channels = image.shape
     padded = torch.full((batch, height + top + bottom, width + left + right, channels), 0.5)
     padded[:, top:top + height, left:left + width] = image
-    mask = torch.ones(padded.shape[1], padded.shape[2])
+    mask = torch.ones(padded.shape[1], padded.shape[2])  # (H', W')
     inner = torch.zeros(height, width)
     if feathering > 0 and feathering * 2 < height and feathering * 2 < width:
-        ys = torch.arange(height)[:, None].float()
-        xs = torch.arange(width)[None, :].float()
-        distances = []
-        if top:
-            distances.append(ys)
-        if bottom:
-            distances.append(height - 1 - ys)
-        if left:
-            distances.append(xs.expand(height, width))
-        if right:
-            distances.append((width - 1 - xs).expand(height, width))
-        if distances:
-            d = torch.stack([t.expand(height, width) for t in distances]).amin(dim=0)
-            v = (feathering - d) / feathering
-            inner = torch.where(d < feathering, v * v, torch.zeros_like(v))
+        rows = torch.arange(height, dtype=torch.float32)[:, None].expand(height, width)
+        cols = torch.arange(width, dtype=torch.float32)[None, :].expand(height, width)
+        far_rows, far_cols = torch.full_like(rows, height), torch.full_like(cols, width)
+        distance = torch.stack([rows if top else far_rows, height - rows if bottom else far_rows,
+                                cols if left else far_cols, width - cols if right else far_cols]).amin(0)
+        fade = ((feathering - distance) / feathering) ** 2
+        inner = torch.where(distance < feathering, fade, torch.zeros_like(fade))
     mask[top:top + height, left:left + width] = inner
     return (padded, mask[None])
 
@@ -188,8 +187,8 @@ def image_blur(image: torch.Tensor, blur_radius: int, sigma: float):
               Float("sigma", 1.0, min=0.1, max=10.0, step=0.01), Float("alpha", 1.0, min=0.0, max=5.0, step=0.01)],
       outputs=[Output(IMAGE)])
 def image_sharpen(image: torch.Tensor, sharpen_radius: int, sigma: float, alpha: float):
-    """Unsharp mask: image + alpha * (image - blur(image))."""
-    return ((image + alpha * (image - blur(image, sharpen_radius, sigma))).clamp(0, 1),)
+    """Unsharp mask: image + 10 alpha (image - blur(image)), clamped (ComfyUI's scale)."""
+    return (sharpen(image, sharpen_radius, sigma, alpha),)
 
 
 @node("EmptyImage", display="Empty Image", category="image",

@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 
 from nodeflow.errors import NodeInputError
-from nodeflow.imaging import repeat_to_batch, upscale
+from nodeflow.imaging import LATENT_UPSCALE_METHODS, repeat_to_batch, upscale
 from nodeflow.spec import LATENT, MASK, Choice, Float, Input, Int, Output, node
 
 MAX_RESOLUTION = 16384
-LATENT_UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic"]
 
 
 def _copy(latent: dict, samples: torch.Tensor, **changes) -> dict:
@@ -30,25 +29,29 @@ def empty_latent_image(width: int, height: int, batch_size: int):
 
 
 @node("LatentUpscale", display="Upscale Latent", category="latent",
-      inputs=[Input("samples", LATENT), Choice("upscale_method", LATENT_UPSCALE_METHODS),
+      inputs=[Input("samples", LATENT), Choice("upscale_method", list(LATENT_UPSCALE_METHODS)),
               Int("width", 512, min=0, max=MAX_RESOLUTION, step=8),
               Int("height", 512, min=0, max=MAX_RESOLUTION, step=8),
               Choice("crop", ["disabled", "center"])],
       outputs=[Output(LATENT)])
 def latent_upscale(samples: dict, upscale_method: str, width: int, height: int, crop: str):
-    """Resize latents to a pixel size (0 for one side keeps the aspect ratio)."""
-    x = samples["samples"]
+    """Resize latents to a pixel size, at least 64 (0 for one side keeps the aspect ratio)."""
+    x = samples["samples"]  # (B, C, h, w)
     if width == 0 and height == 0:
         return (_copy(samples, x),)
     if width == 0:
-        width = max(64, round(x.shape[3] * height / x.shape[2] * 8))
-    if height == 0:
-        height = max(64, round(x.shape[2] * width / x.shape[3] * 8))
+        height = max(64, height)
+        width = max(64, round(x.shape[3] * height / x.shape[2]))
+    elif height == 0:
+        width = max(64, width)
+        height = max(64, round(x.shape[2] * width / x.shape[3]))
+    else:
+        width, height = max(64, width), max(64, height)
     return (_copy(samples, upscale(x, width // 8, height // 8, upscale_method, crop)),)
 
 
 @node("LatentUpscaleBy", display="Upscale Latent By", category="latent",
-      inputs=[Input("samples", LATENT), Choice("upscale_method", LATENT_UPSCALE_METHODS),
+      inputs=[Input("samples", LATENT), Choice("upscale_method", list(LATENT_UPSCALE_METHODS)),
               Float("scale_by", 1.5, min=0.01, max=8.0, step=0.01)],
       outputs=[Output(LATENT)])
 def latent_upscale_by(samples: dict, upscale_method: str, scale_by: float):
@@ -97,7 +100,9 @@ def repeat_latent_batch(samples: dict, amount: int):
               Int("feather", 0, min=0, max=MAX_RESOLUTION, step=8)],
       outputs=[Output(LATENT)])
 def latent_composite(samples_to: dict, samples_from: dict, x: int, y: int, feather: int):
-    """Paste samples_from onto samples_to at (x, y) pixels, with an optional feathered edge."""
+    """Paste samples_from onto samples_to at (x, y) pixels. With ``feather`` (pixels, 8 per latent
+    cell) the pasted edges that lie inside the target fade in: cell t from the edge gets weight
+    (t + 1) / feather_cells."""
     target = samples_to["samples"].clone()
     source = repeat_to_batch(samples_from["samples"], target.shape[0])
     x, y, feather = x // 8, y // 8, feather // 8
@@ -108,7 +113,7 @@ def latent_composite(samples_to: dict, samples_from: dict, x: int, y: int, feath
     source = source[:, :, :h, :w]
     mask = torch.ones_like(source)
     for t in range(feather):
-        ramp = (t + 1) / (feather + 1)
+        ramp = (t + 1) / feather
         if y != 0:
             mask[:, :, t:t + 1, :] *= ramp
         if y + h < target.shape[2]:

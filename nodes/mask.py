@@ -88,18 +88,23 @@ def _max_filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
       inputs=[Input("mask", MASK)] + [Int(side, 0, min=0, max=MAX_RESOLUTION) for side in ("left", "top", "right", "bottom")],
       outputs=[Output(MASK)])
 def feather_mask(mask: torch.Tensor, left: int, top: int, right: int, bottom: int):
-    """Fade the mask to 0 linearly over the given number of pixels from each edge."""
-    out = as_mask_batch(mask).clone()
+    """Fade the mask linearly towards each edge over the given number of pixels.
+
+    Column x (from the left) is scaled by (x + 1) / left, row y by (y + 1) / top. The right and
+    bottom sides follow ComfyUI exactly, off-by-one included, so shared workflows give the same
+    masks: step k = 0 .. right - 1 scales column -k (column 0 for k = 0, then W - k), by
+    (k + 1) / right; rows likewise."""
+    out = as_mask_batch(mask).clone()  # (B, H, W)
     height, width = out.shape[1:]
     left, right, top, bottom = min(left, width), min(right, width), min(top, height), min(bottom, height)
     for x in range(left):
         out[:, :, x] *= (x + 1) / left
-    for x in range(right):
-        out[:, :, width - 1 - x] *= (x + 1) / right
+    for k in range(right):
+        out[:, :, -k] *= (k + 1) / right
     for y in range(top):
         out[:, y] *= (y + 1) / top
-    for y in range(bottom):
-        out[:, height - 1 - y] *= (y + 1) / bottom
+    for k in range(bottom):
+        out[:, -k] *= (k + 1) / bottom
     return (out,)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from pathlib import Path
 
 import torch
 
@@ -16,7 +18,7 @@ def _validate_prefix(prefix: str) -> None:
     check_prefix(prefix)
 
 
-def _save_all(images: torch.Tensor, folder, name: str, chunks: dict | None, ctx) -> list:
+def _save_all(images: torch.Tensor, folder, name: str, chunks: dict | None, ctx, compress_level: int = 4) -> list:
     from nodeflow.image_files import save_png, tensor_to_pil
 
     if images.ndim != 4:
@@ -24,7 +26,7 @@ def _save_all(images: torch.Tensor, folder, name: str, chunks: dict | None, ctx)
     saved = []
     for image in images:
         ctx.check_cancel()
-        saved.append(save_png(tensor_to_pil(image), folder, name, chunks))
+        saved.append(save_png(tensor_to_pil(image), folder, name, chunks, compress_level))
     return saved
 
 
@@ -56,13 +58,28 @@ def save_image(images: torch.Tensor, filename_prefix: str, ctx, embed_workflow: 
     return {"images": [str(p) for p in saved]}
 
 
+PREVIEW_LIFETIME_S = 3600.0
+
+
+def _remove_stale_previews(folder: Path, now: float | None = None) -> None:
+    """Delete preview files older than an hour (those of earlier runs and sessions)."""
+    limit = (now or time.time()) - PREVIEW_LIFETIME_S
+    for path in folder.glob("preview_*.png"):
+        try:
+            if path.stat().st_mtime < limit:
+                path.unlink()
+        except FileNotFoundError:  # removed by a concurrent run
+            pass
+
+
 @node("PreviewImage", display="Preview Image", category="image", output_node=True,
       inputs=[Input("images", IMAGE)], outputs=[], idempotent=False)
 def preview_image(images: torch.Tensor, ctx):
     """Show images in the editor without keeping them (temporary files, removed later)."""
     folder = ctx.paths.temp_dir / "previews"
     folder.mkdir(parents=True, exist_ok=True)
-    saved = _save_all(images, folder, f"preview_{uuid.uuid4().hex[:8]}", None, ctx)
+    _remove_stale_previews(folder)
+    saved = _save_all(images, folder, f"preview_{uuid.uuid4().hex[:8]}", None, ctx, compress_level=1)
     ctx.show_images(images, tuple(saved))
     return {"images": [str(p) for p in saved]}
 
