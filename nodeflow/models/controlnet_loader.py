@@ -42,7 +42,9 @@ def load_controlnet(path: str | os.PathLike, *, device="cpu", dtype: str = "auto
         if base_unet is None:
             raise ModelFileError(f"{path}: a 'difference' ControlNet; load it with DiffControlNetLoader "
                                  "and connect the model it was made for")
-        base = base_unet.state_dict()
+        from nodeflow.models.lora import base_of
+
+        base = base_of(base_unet)[0].state_dict()
         plain = {k: (v + base[k].to(v)) if k in base and base[k].shape == v.shape else v for k, v in plain.items()}
     heads = int(metadata[META_HEADS]) if META_HEADS in metadata else None
     device = torch.device(device)

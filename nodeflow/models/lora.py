@@ -1,0 +1,188 @@
+"""LoRA files (Hu et al. 2021) for SD1.x in the kohya / AUTOMATIC1111 key layouts.
+
+A LoRA holds, per patched layer, ``lora_down`` (rank x in), ``lora_up`` (out x rank) and an
+optional ``alpha``; the patched weight is W + strength * (alpha / rank) * up @ down (reshaped for
+convolutions). Layer names are the kohya form of diffusers module paths
+(``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``) or of the original
+checkpoint's (``lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q``), and
+``lora_te_text_model_encoder_layers_0_self_attn_q_proj`` for the text encoder; both are mapped to
+nodeflow's parameter names (the original checkpoint's).
+
+Patches never change the loaded model: ``PatchedModule`` runs the shared base module with the
+patched weights substituted (torch.func.functional_call), computing them once per device.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nodeflow.errors import ModelFileError
+
+
+@dataclass(frozen=True, eq=False)
+class WeightPatch:
+    """strength * scale * up @ down for one parameter."""
+
+    parameter: str  # the module's parameter name, e.g. "input_blocks.1.1.proj_in.weight"
+    up: torch.Tensor
+    down: torch.Tensor
+    scale: float
+    strength: float
+
+    def delta(self, like: torch.Tensor) -> torch.Tensor:
+        up, down = self.up.to(like.device, torch.float32), self.down.to(like.device, torch.float32)
+        product = up.flatten(1) @ down.flatten(1)  # (out, in * kh * kw): linear, 1x1 and 3x3 convs
+        return (product.reshape(like.shape) * (self.scale * self.strength)).to(like.dtype)
+
+
+def _unet_diffusers_to_original(name: str, layers_per_block: int = 2) -> str | None:
+    """Map a diffusers U-Net module path to the original key prefix (SD1 layout)."""
+    per_level = layers_per_block + 1
+    resnet = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+              "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+    patterns = [
+        (r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)",
+         lambda i, j, rest: f"input_blocks.{per_level * int(i) + int(j) + 1}.1.{rest}"),
+        (r"down_blocks\.(\d+)\.resnets\.(\d+)\.(\w+)$",
+         lambda i, j, rest: f"input_blocks.{per_level * int(i) + int(j) + 1}.0.{resnet.get(rest, rest)}"),
+        (r"down_blocks\.(\d+)\.downsamplers\.0\.conv$", lambda i: f"input_blocks.{per_level * (int(i) + 1)}.0.op"),
+        (r"mid_block\.attentions\.0\.(.+)", lambda rest: f"middle_block.1.{rest}"),
+        (r"mid_block\.resnets\.(\d+)\.(\w+)$", lambda j, rest: f"middle_block.{2 * int(j)}.{resnet.get(rest, rest)}"),
+        (r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)",
+         lambda i, j, rest: f"output_blocks.{per_level * int(i) + int(j)}.1.{rest}"),
+        (r"up_blocks\.(\d+)\.resnets\.(\d+)\.(\w+)$",
+         lambda i, j, rest: f"output_blocks.{per_level * int(i) + int(j)}.0.{resnet.get(rest, rest)}"),
+        (r"up_blocks\.(\d+)\.upsamplers\.0\.conv$",  # after the resnet (and attention, if any)
+         lambda i: f"output_blocks.{per_level * int(i) + per_level - 1}.{{1|2}}.conv"),
+        (r"time_embedding\.linear_(\d)$", lambda k: f"time_embed.{0 if k == '1' else 2}"),
+        (r"conv_in$", lambda: "input_blocks.0.0"),
+        (r"conv_out$", lambda: "out.2"),
+    ]
+    for pattern, build in patterns:
+        match = re.fullmatch(pattern, name)
+        if match:
+            return build(*match.groups())
+    return None
+
+
+def _module_names(module: nn.Module) -> dict[str, str]:
+    """kohya name (dots -> underscores) -> module path, for every module with a weight."""
+    return {path.replace(".", "_"): path for path, child in module.named_modules()
+            if path and isinstance(getattr(child, "weight", None), torch.Tensor)}
+
+
+def _diffusers_names(unet: nn.Module) -> dict[str, str]:
+    """kohya names of diffusers module paths that exist in our U-Net -> our module path."""
+    ours = {path for path, _ in unet.named_modules()}
+    names = {}
+    layers = getattr(getattr(unet, "config", None), "num_res_blocks", 2)
+    for prefix in _diffusers_module_paths(unet):
+        original = _unet_diffusers_to_original(prefix, layers)
+        if original is None:
+            continue
+        for candidate in (original.replace("{1|2}", "2"), original.replace("{1|2}", "1")):
+            if candidate in ours:
+                names[prefix.replace(".", "_")] = candidate
+                break
+    return names
+
+
+def _diffusers_module_paths(unet: nn.Module):
+    """Candidate diffusers module paths (enough to cover SD1's layers)."""
+    inner = ["proj_in", "proj_out"] + [f"transformer_blocks.{b}.{part}" for b in range(10) for part in (
+        "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
+        "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "norm1", "norm2", "norm3")]
+    resnet = ["norm1", "conv1", "time_emb_proj", "norm2", "conv2", "conv_shortcut"]
+    for i in range(4):
+        for j in range(3):
+            yield from (f"down_blocks.{i}.attentions.{j}.{p}" for p in inner)
+            yield from (f"down_blocks.{i}.resnets.{j}.{p}" for p in resnet)
+        yield f"down_blocks.{i}.downsamplers.0.conv"
+        yield f"up_blocks.{i}.upsamplers.0.conv"
+        for j in range(4):
+            yield from (f"up_blocks.{i}.attentions.{j}.{p}" for p in inner)
+            yield from (f"up_blocks.{i}.resnets.{j}.{p}" for p in resnet)
+    yield from (f"mid_block.attentions.0.{p}" for p in inner)
+    for j in range(2):
+        yield from (f"mid_block.resnets.{j}.{p}" for p in resnet)
+    yield from ("time_embedding.linear_1", "time_embedding.linear_2", "conv_in", "conv_out")
+
+
+def lora_patches(lora: dict[str, torch.Tensor], unet: nn.Module | None, text_model: nn.Module | None,
+                 strength_model: float, strength_clip: float, source: str = "LoRA") -> tuple[list, list, list]:
+    """(U-Net patches, text encoder patches, unmatched layer names) of a LoRA state dict."""
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in lora.items():
+        match = re.match(r"(lora_(?:unet|te1?)_.+?)\.(lora_down\.weight|lora_up\.weight|alpha)$", key)
+        if match:
+            layers.setdefault(match.group(1), {})[match.group(2)] = value
+    if not layers:
+        raise ModelFileError(f"{source}: no LoRA layers in the kohya/A1111 layout (lora_unet_*/lora_te_*)")
+    unet_names = {**(_module_names(unet) if unet is not None else {}), **(_diffusers_names(unet) if unet is not None else {})}
+    text_names = _module_names(text_model) if text_model is not None else {}
+    unet_patches, text_patches, unmatched = [], [], []
+    for name, parts in layers.items():
+        if "lora_up.weight" not in parts or "lora_down.weight" not in parts:
+            unmatched.append(name)
+            continue
+        down, up = parts["lora_down.weight"], parts["lora_up.weight"]
+        rank = down.shape[0]
+        scale = float(parts["alpha"]) / rank if "alpha" in parts else 1.0
+        if name.startswith("lora_unet_"):
+            path = unet_names.get(name[len("lora_unet_"):])
+            target, strength = unet_patches, strength_model
+        else:
+            short = re.sub(r"^lora_te1?_", "", name)
+            path = text_names.get(short) or text_names.get(short.removeprefix("text_model_"))
+            target, strength = text_patches, strength_clip
+        if path is None:
+            unmatched.append(name)
+            continue
+        target.append(WeightPatch(path + ".weight", up, down, scale, strength))
+    return unet_patches, text_patches, unmatched
+
+
+class PatchedModule(nn.Module):
+    """A base module run with patched weights substituted; the base is shared, never changed."""
+
+    def __init__(self, base: nn.Module, patches: tuple[WeightPatch, ...]) -> None:
+        super().__init__()
+        self.base = base
+        self.patches = tuple(patches)
+        self._weights: dict[tuple, dict[str, torch.Tensor]] = {}
+
+    @property
+    def config(self):
+        return self.base.config
+
+    def _patched(self, device: torch.device) -> dict[str, torch.Tensor]:
+        key = (str(device),)
+        if key not in self._weights:
+            parameters = dict(self.base.named_parameters())
+            weights: dict[str, torch.Tensor] = {}
+            for patch in self.patches:
+                current = weights.get(patch.parameter, parameters[patch.parameter])
+                weights[patch.parameter] = current + patch.delta(current)
+            self._weights = {key: weights}
+        return self._weights[key]
+
+    def forward(self, *args, **kwargs):
+        device = next(self.base.parameters()).device
+        return torch.func.functional_call(self.base, self._patched(device), args, kwargs, strict=False)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["base"], name)
+
+
+def base_of(module: nn.Module) -> tuple[nn.Module, tuple]:
+    """(the unpatched module, the patches already applied)."""
+    if isinstance(module, PatchedModule):
+        return module.base, module.patches
+    return module, ()
