@@ -114,7 +114,7 @@ def parse_a1111_parameters(text: str) -> dict[str, str]:
     rule); lines before it are the prompt, up to a line starting "Negative prompt:", which starts
     the negative prompt. Quoted values are unquoted.
     """
-    lines = text.strip("\n").split("\n")
+    lines = text.rstrip("\n").split("\n")
     fields: dict[str, str] = {}
     if lines and len(_FIELD.findall(lines[-1])) >= 3:
         for key, value in _FIELD.findall(lines.pop()):

@@ -80,7 +80,7 @@ def save_png_with_metadata(image: Image.Image, path: str | os.PathLike, chunks: 
             os.link(temporary, path)
         except FileExistsError:
             raise
-        except OSError:  # no hard links here (some network or FAT file systems)
+        except OSError:  # no hard links on this file system (FAT, some network shares)
             with open(temporary, "rb") as source, open(path, "xb") as target:
                 target.write(source.read())
         return path
@@ -127,13 +127,18 @@ def _json(chunks: dict[str, str], key: str, path: str | os.PathLike) -> Any:
 
 def _take_layout(workflow: Workflow, ui_text: str, registry: Any, path: str | os.PathLike) -> None:
     """Positions, groups and seed modes from ComfyUI's UI chunk, for the nodes the API chunk has."""
+    from nodeflow.comfy_format import from_comfy_ui
+
     try:
         layout = from_comfy_ui(json.loads(ui_text), registry).ui
     except (json.JSONDecodeError, NodeflowError) as error:
         log.info("%s: node positions not read from the 'workflow' chunk: %s", path, error)
         return
-    ui = {"nodes": {i: v for i, v in layout.get("nodes", {}).items() if i in workflow.nodes}}
-    for key in ("groups", "seed_control"):
-        if layout.get(key):
-            ui[key] = layout[key]
+    ui: dict[str, Any] = {}
+    for key in ("nodes", "seed_control", "pins"):
+        kept = {i: v for i, v in layout.get(key, {}).items() if i in workflow.nodes}
+        if kept:
+            ui[key] = kept
+    if layout.get("groups"):
+        ui["groups"] = layout["groups"]
     workflow.ui = ui
