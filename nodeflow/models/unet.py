@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nodeflow.models.layers import (Downsample, ResBlock, SpatialTransformer, TimestepSequential,
-                                    Upsample, normalization, timestep_embedding)
+from nodeflow.models.attention import SpatialTransformer
+from nodeflow.models.layers import (Downsample, ResBlock, TimestepSequential, Upsample, normalization,
+                                    timestep_embedding)
 
 
 @dataclass

@@ -1,0 +1,116 @@
+"""Attention blocks of the Stable Diffusion U-Net (Rombach et al. 2022, section 3.3).
+
+A ``SpatialTransformer`` treats the H*W positions of a feature map as tokens: GroupNorm, a
+projection in (1x1 conv in SD1, linear in SD2/SDXL), ``depth`` transformer blocks (self-attention,
+cross-attention on the text, GEGLU feed-forward; each pre-LayerNorm and residual), a projection
+out, and a residual around the whole. Attention is softmax(q k^T / sqrt(d)) v (Vaswani et al.
+2017) through torch's ``scaled_dot_product_attention`` (flash / memory-efficient kernels where
+available). Attribute names are the checkpoint's (``transformer_blocks.0.attn1.to_q`` ...).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nodeflow.models.layers import ContextBlock, normalization
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention (Vaswani et al. 2017) of ``x`` over ``context`` (itself when None),
+    through torch's scaled_dot_product_attention."""
+
+    def __init__(self, query_dim: int, context_dim: int | None, heads: int, dim_head: int) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim or query_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim or query_dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        batch, tokens, _ = x.shape
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)  # (B, N|T, inner)
+        q, k, v = (t.reshape(batch, -1, self.heads, t.shape[-1] // self.heads).transpose(1, 2)
+                   for t in (q, k, v))  # (B, heads, N|T, dim_head)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, dim_head)
+        out = out.transpose(1, 2).reshape(batch, tokens, -1)  # (B, N, inner)
+        return self.to_out(out)
+
+
+class GEGLU(nn.Module):
+    """GELU-gated linear unit (Shazeer 2020): a * GELU(b) from one projection (key ``proj``)."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward with 4x inner width (keys ``net.0.proj``, ``net.2``)."""
+
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """Self-attention, cross-attention on the text, feed-forward; each pre-norm and residual."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int) -> None:
+        super().__init__()
+        self.attn1 = CrossAttention(dim, None, heads, dim_head)
+        self.ff = FeedForward(dim)
+        self.attn2 = CrossAttention(dim, context_dim, heads, dim_head)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(ContextBlock):
+    """Transformer over the H*W positions of a feature map, conditioned on the text context
+    (Rombach et al. 2022, section 3.3). ``proj_in``/``proj_out`` are 1x1 convolutions (SD1) or
+    linear layers (SD2, SDXL)."""
+
+    def __init__(self, channels: int, heads: int, dim_head: int, depth: int, context_dim: int,
+                 use_linear: bool) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.use_linear = use_linear
+        self.norm = normalization(channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, inner) if use_linear else nn.Conv2d(channels, inner, 1)
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth))
+        self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv2d(inner, channels, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        h = self.norm(x)
+        if not self.use_linear:
+            h = self.proj_in(h)  # (B, inner, H, W)
+        h = h.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        if self.use_linear:
+            h = self.proj_in(h)
+        for block in self.transformer_blocks:
+            h = block(h, context)
+        if self.use_linear:
+            h = self.proj_out(h)
+        h = h.transpose(1, 2).reshape(batch, -1, height, width)  # (B, inner|C, H, W)
+        if not self.use_linear:
+            h = self.proj_out(h)
+        return x + h
