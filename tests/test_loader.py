@@ -127,3 +127,72 @@ def test_scaling_factor_and_heads_from_metadata(tmp_path):
     checkpoint = load_checkpoint(path)
     assert checkpoint.model.latent_format.scale_factor == 0.5 and checkpoint.vae.scaling_factor == 0.5
     assert checkpoint.model.unet.config.num_heads == 4
+
+
+def write_diffusers_folder(root, sd: dict) -> None:
+    """The tiny checkpoint as diffusers' save_pretrained writes it (converted by diffusers' own code)."""
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    sd = {k: v.float() for k, v in sd.items()}
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8, down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], block_out_channels=[32, 64], layers_per_block=1,
+        cross_attention_dim=32, attention_head_dim=8)
+    unet.load_state_dict(convert_ldm_unet_checkpoint(sd, unet.config), strict=True)
+    vae = diffusers.AutoencoderKL(down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                                  block_out_channels=[32] * 4, layers_per_block=1, latent_channels=4)
+    vae.load_state_dict(convert_ldm_vae_checkpoint(sd, vae.config), strict=True)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu"))
+    own = clip.state_dict()
+    text = {k.removeprefix("cond_stage_model.transformer."): v for k, v in sd.items() if k.startswith("cond_stage_model.")}
+    text = {(k if k in own else k.removeprefix("text_model.")): v for k, v in text.items()}
+    clip.load_state_dict(text, strict=False)
+    assert all(torch.equal(clip.state_dict()[k], v) for k, v in text.items())
+    unet.save_pretrained(root / "unet")
+    vae.save_pretrained(root / "vae")
+    clip.save_pretrained(root / "text_encoder")
+    (root / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+
+
+@pytest.fixture(scope="module")
+def diffusers_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusers") / "pipe"
+    write_diffusers_folder(root, tiny_state_dict())
+    return root
+
+
+def test_diffusers_folder_converts_back_to_the_original_layout(diffusers_folder):
+    original = tiny_state_dict()
+    converted, metadata = read_state_dict(diffusers_folder)
+    assert sorted(converted) == sorted(original)
+    for key, value in original.items():  # fp16 -> fp32 -> our mapping: bit-exact
+        assert torch.equal(converted[key].reshape(value.shape), value.float()), key
+    assert metadata["nodeflow.unet.num_heads"] == "8" and float(metadata["nodeflow.vae.scaling_factor"]) == 0.18215
+
+
+def test_diffusers_folder_loads_equal_to_single_file(diffusers_folder, checkpoint_path):
+    folder, single = load_checkpoint(diffusers_folder), load_checkpoint(checkpoint_path)
+    assert folder.kind == "sd1"
+    torch.manual_seed(0)
+    x, t, context = torch.randn(1, 4, 8, 8), torch.tensor([500.0]), torch.randn(1, 77, 32)
+    for a, b in zip(folder.model.unet.state_dict().values(), single.model.unet.state_dict().values()):
+        assert torch.equal(a, b)  # same weights; outputs may differ in the last bit (memory layouts)
+    close = dict(rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(folder.model.unet(x, t, context), single.model.unet(x, t, context), **close)
+    torch.testing.assert_close(folder.clip.encode("a red circle")[0], single.clip.encode("a red circle")[0], **close)
+    z = torch.randn(1, 4, 4, 4)
+    torch.testing.assert_close(folder.vae.decode(z), single.vae.decode(z), **close)
+
+
+def test_diffusers_folder_with_unknown_keys_is_refused(tmp_path):
+    from nodeflow.models.diffusers_keys import unet_to_original
+
+    with pytest.raises(ModelFileError, match="U-Net keys nodeflow cannot map.*add_embedding.linear_1.weight"):
+        unet_to_original({"down_blocks.0.resnets.0.conv1.weight": torch.zeros(1),
+                          "add_embedding.linear_1.weight": torch.zeros(1)})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="empty: a folder, but not a diffusers model folder"):
+        read_state_dict(tmp_path / "empty")

@@ -1,4 +1,5 @@
-"""Reading model files safely: .safetensors, and pickles only through ``weights_only`` loading.
+"""Reading model files safely: .safetensors, pickles only through ``weights_only`` loading,
+and diffusers-format folders.
 
 Every problem names the file: a missing or truncated file, a file that is not a model, a pickle
 that would need arbitrary code to load (refused, never executed).
@@ -21,8 +22,19 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
 def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a model file. Metadata is the safetensors header's (empty for pickles)."""
+    """(tensors, metadata) of a model file. Metadata is the safetensors header's (empty for pickles).
+
+    A diffusers-format folder (``unet/``, ``vae/``, ``text_encoder/``) is read too, its keys
+    converted to the original single-file layout (see ``nodeflow.models.diffusers_keys``).
+    """
     path = Path(path)
+    if path.is_dir():
+        from nodeflow.models.diffusers_keys import is_diffusers_folder, read_diffusers_folder
+
+        if not is_diffusers_folder(path):
+            raise ModelFileError(f"{path}: a folder, but not a diffusers model folder "
+                                 "(no model_index.json or unet/)")
+        return read_diffusers_folder(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     if path.suffix.lower() == ".safetensors":
