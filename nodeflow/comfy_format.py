@@ -11,6 +11,10 @@
   field. PrimitiveNode (its value flows into its targets as a literal), Reroute (followed through)
   and Note/MarkdownNote are frontend-only; mode 2 is muted, 4 bypassed. Positions, sizes,
   groups, seed modes and converted widgets go into our ``ui`` section.
+
+ComfyUI's constant nodes (PrimitiveInt, PrimitiveFloat, PrimitiveString(Multiline),
+PrimitiveBoolean), in either format, become literals of their targets unless a node pack
+provides them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 CONTROL_AFTER_GENERATE = ("fixed", "increment", "decrement", "randomize")
 NOTE_NODES = {"Note", "MarkdownNote"}
 VIRTUAL_NODES = NOTE_NODES | {"PrimitiveNode", "Reroute"}
+CONSTANT_NODES = {"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
+                  "PrimitiveBoolean"}
 MODES = {0: "normal", 2: "muted", 4: "bypassed"}  # LiteGraph: 2 = NEVER; ComfyUI: 4 = bypass
 
 
@@ -46,17 +52,22 @@ def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
         raise WorkflowFormatError("ComfyUI API workflow: expected an object of nodes by id")
     nodes: dict[str, NodeInstance] = {}
     links: list[Link] = []
+    constants = _api_constants(data, registry)
     for raw_id, entry in data.items():
         node_id = str(raw_id)
         if not isinstance(entry, dict) or not isinstance(entry.get("class_type"), str):
             raise WorkflowFormatError(f"ComfyUI API workflow: node {node_id} has no class_type")
+        if node_id in constants:
+            continue
         spec = _spec(registry, entry["class_type"], node_id)
         inputs = entry.get("inputs") or {}
         if not isinstance(inputs, dict):
             raise WorkflowFormatError(f"ComfyUI API workflow: node {node_id}: 'inputs' must be an object")
         literals = {}
         for name, value in inputs.items():
-            if _is_api_link(value):
+            if _is_api_link(value) and str(value[0]) in constants:
+                literals[name] = _normalise(spec, name, constants[str(value[0])])
+            elif _is_api_link(value):
                 links.append(Link(str(value[0]), int(value[1]), node_id, name))
             else:
                 literals[name] = _normalise(spec, name, value)
@@ -70,6 +81,19 @@ def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
             raise WorkflowFormatError(f"ComfyUI API workflow: node {link.dst} input {link.dst_input!r} "
                                       f"links to a missing node {link.src}")
     return Workflow(nodes, sorted(links, key=_link_order))
+
+
+def _api_constants(data: dict, registry: Any) -> dict[str, Any]:
+    """Values of ComfyUI's constant nodes that no installed pack provides, by node id."""
+    if registry is None:
+        return {}
+    constants = {}
+    for node_id, entry in data.items():
+        node_type = entry.get("class_type") if isinstance(entry, dict) else None
+        value = (entry.get("inputs") or {}).get("value") if node_type in CONSTANT_NODES else None
+        if node_type not in registry and value is not None and not _is_api_link(value):
+            constants[str(node_id)] = value
+    return constants
 
 
 def _is_api_link(value: Any) -> bool:
@@ -145,7 +169,7 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
     ui: dict[str, Any] = {"nodes": {}}
     for node_id, raw in raw_nodes.items():
         node_type = raw.get("type")
-        if node_type in VIRTUAL_NODES:
+        if _is_virtual(node_type, registry):
             continue
         if not isinstance(node_type, str):
             raise WorkflowFormatError(f"ComfyUI UI workflow: node {node_id} has no type")
@@ -154,8 +178,9 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
         mode = raw.get("mode", 0)
         if mode not in MODES:
             log.debug("node %s: LiteGraph mode %r read as normal", node_id, mode)
+        title = raw.get("title") if raw.get("title") != spec.display else None
         nodes[node_id] = NodeInstance(node_id, node_type, values, version=spec.version,
-                                      mode=MODES.get(mode, "normal"), title=raw.get("title") or None)
+                                      mode=MODES.get(mode, "normal"), title=title or None)
         ui["nodes"][node_id] = _layout(raw)
         if seed_modes:
             ui.setdefault("seed_control", {})[node_id] = seed_modes
@@ -163,6 +188,10 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
     if data.get("groups"):
         ui["groups"] = data["groups"]
     return Workflow(nodes, sorted(links, key=_link_order), ui)
+
+
+def _is_virtual(node_type: Any, registry: Any) -> bool:
+    return node_type in VIRTUAL_NODES or (node_type in CONSTANT_NODES and node_type not in registry)
 
 
 def _parse_ui_link(item: Any) -> _UILink | None:
@@ -190,7 +219,8 @@ def _resolve_links(raw_nodes: dict, ui_links: dict[int, _UILink], nodes: dict[st
         if source is None:
             continue
         src_raw = raw_nodes[source.src]
-        if src_raw.get("type") == "PrimitiveNode":
+        if src_raw.get("type") == "PrimitiveNode" or (src_raw.get("type") in CONSTANT_NODES
+                                                       and source.src not in nodes):
             _apply_primitive(src_raw, nodes[ui_link.dst], name, ui)
             continue
         if source.src not in nodes:
@@ -302,6 +332,9 @@ def _layout(raw: dict) -> dict[str, Any]:
 def _spec(registry: Any, node_type: str, node_id: str) -> Any:
     if registry is None:
         return None
+    if node_type.startswith(("workflow/", "workflow>")):
+        raise WorkflowFormatError(f"ComfyUI workflow: node {node_id} is a group node ({node_type!r}); "
+                                  "convert it back to nodes in ComfyUI first")
     if node_type not in registry:
         raise UnknownNodeType(node_type, node_id)
     return registry.get(node_type, node_id)

@@ -227,3 +227,34 @@ def test_load_workflow_sniffs_the_formats(tmp_path, registry):
     (tmp_path / "ui.json").write_text(json.dumps(UI))
     assert load_workflow(tmp_path / "api.json", registry).nodes["6"].inputs["text"] == POSITIVE
     assert load_workflow(tmp_path / "ui.json", registry).nodes["7"].inputs["text"] == "text, watermark"
+
+
+def test_comfyui_constant_nodes_become_literals(registry):
+    assert "PrimitiveInt" not in registry  # else they are real nodes and stay
+    api = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 640}},
+           "2": {"class_type": "PrimitiveFloat", "inputs": {"value": 3}},
+           "3": {"class_type": "EmptyLatentImage", "inputs": {"width": ["1", 0], "height": 512, "batch_size": 1}},
+           "4": {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["3", 0], "scale_by": ["2", 0],
+                                                              "upscale_method": "nearest-exact"}}}
+    workflow = from_comfy_api(api, registry)
+    assert set(workflow.nodes) == {"3", "4"}
+    assert workflow.nodes["3"].inputs["width"] == 640 and workflow.nodes["4"].inputs["scale_by"] == 3.0
+    assert link_set(workflow) == {("3", 0, "4", "samples")}
+    nodes = [{"id": 1, "type": "PrimitiveStringMultiline", "widgets_values": ["a fox"]},
+             {"id": 2, "type": "CLIPTextEncode", "widgets_values": ["old"],
+              "inputs": [{"name": "clip", "link": None},
+                         {"name": "text", "link": 1, "widget": {"name": "text"}}]}]
+    ui = from_comfy_ui(ui_graph(nodes, [[1, 1, 0, 2, 1, "STRING"]]), registry)
+    assert set(ui.nodes) == {"2"} and ui.nodes["2"].inputs == {"text": "a fox"} and not ui.links
+
+
+def test_group_nodes_are_reported_as_such(registry):
+    with pytest.raises(WorkflowFormatError, match="node 5 is a group node"):
+        from_comfy_ui(ui_graph([{"id": 5, "type": "workflow>My group", "widgets_values": []}], []), registry)
+
+
+def test_ui_titles_equal_to_the_display_name_are_dropped(registry):
+    nodes = [{"id": 1, "type": "EmptyLatentImage", "title": "Empty Latent Image", "widgets_values": [8, 8, 1]},
+             {"id": 2, "type": "EmptyLatentImage", "title": "Small", "widgets_values": [8, 8, 1]}]
+    workflow = from_comfy_ui(ui_graph(nodes, []), registry)
+    assert (workflow.nodes["1"].title, workflow.nodes["2"].title) == (None, "Small")
