@@ -100,3 +100,86 @@ def test_preview_writes_only_to_the_temp_folder(ctx, tmp_path):
     assert result["images"][0].startswith(str(tmp_path / "tmp"))
     assert not (tmp_path / "out").exists()
     assert type(shown[0]).__name__ == "ImagesShown"
+
+
+def _save_in_process(folder, count, queue):
+    from nodeflow.image_files import save_png
+
+    picture = Image.new("RGB", (4, 4))
+    queue.put([str(save_png(picture, folder, "race")) for _ in range(count)])
+
+
+def test_two_processes_saving_at_once_never_collide(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [context.Process(target=_save_in_process, args=(tmp_path, 10, queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    names = queue.get(timeout=60) + queue.get(timeout=60)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(set(names)) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"race_{i:05}_.png" for i in range(1, 21)]
+
+
+def test_symlinked_escape_creates_nothing_outside(ctx, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(NodeInputError, match="outside the output folder"):
+        save_image(images(), "link/deeper/pic", ctx)
+    assert not (tmp_path / "elsewhere" / "deeper").exists()
+
+
+def test_placeholders_cannot_smuggle_an_escape(ctx):
+    ctx.workflow.nodes["3"].inputs["sampler_name"] = "../../evil"
+    with pytest.raises(NodeInputError, match="'..'"):
+        save_image(images(), "x/%KSampler.sampler_name%", ctx)
+
+
+def test_prefix_is_checked_at_validation_time():
+    spec = save_image.__nodeflow_spec__.input("filename_prefix")
+    assert spec.check_value("../up") is not None and spec.check_value("/abs") is not None
+    assert spec.check_value("ok/sub/name") is None
+
+
+def test_saving_without_hard_links_still_never_overwrites(tmp_path, monkeypatch):
+    import os
+
+    from nodeflow.image_files import save_png
+
+    def no_links(*args):
+        raise PermissionError("no hard links here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "x_00001_.png").write_bytes(b"keep")
+    first = save_png(Image.new("RGB", (2, 2)), tmp_path, "x")
+    assert first.name == "x_00002_.png" and Image.open(first).size == (2, 2)
+    assert (tmp_path / "x_00001_.png").read_bytes() == b"keep"
+    assert not list(tmp_path.glob(".saving-*"))  # temporary files removed
+
+
+def test_saved_files_get_the_usual_permissions(ctx):
+    import os
+
+    saved = save_image(images(), "perm", ctx)["images"][0]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(saved).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_previews_older_than_an_hour_are_removed(ctx, tmp_path):
+    import os
+    import time
+
+    folder = tmp_path / "tmp" / "previews"
+    folder.mkdir(parents=True)
+    old, recent = folder / "preview_old_00001_.png", folder / "preview_new_00001_.png"
+    old.write_bytes(b"x")
+    recent.write_bytes(b"y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    preview_image(images(), ctx)
+    assert not old.exists() and recent.exists()
+    assert len(list(folder.glob("preview_*.png"))) == 2
