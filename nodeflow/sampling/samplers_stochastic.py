@@ -1,0 +1,211 @@
+"""Stochastic samplers: ancestral steps (fresh Gaussian noise from the run's ``NoiseSource``)
+and SDE solvers (increments of the run's seeded Brownian motion). Same seed, same result."""
+
+from __future__ import annotations
+
+import torch
+
+from nodeflow.sampling.noise import NoiseSource
+from nodeflow.sampling.samplers_common import (Callback, Denoiser, ancestral_step, derivative, report,
+                                               sigma_batch, sigma_of, t_of)
+
+
+@torch.no_grad()
+def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                           noise: NoiseSource | None = None, callback: Callback = None,
+                           eta: float = 1.0) -> torch.Tensor:
+    """Ancestral Euler (k-diffusion; Karras et al. 2022 with the ancestral step of Song et al.
+    2021): an Euler step to sigma_down, then fresh noise of std sigma_up; the last step returns
+    the denoised estimate and draws nothing."""
+    total = len(sigmas) - 1
+    for i in range(total):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        report(callback, i, total, x, denoised)
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        if sigma_down == 0:
+            x = denoised
+            continue
+        x = x + derivative(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        x = x + noise.step(x) * sigma_up
+    return x
+
+
+@torch.no_grad()
+def sample_dpm_2_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                           noise: NoiseSource | None = None, callback: Callback = None,
+                           eta: float = 1.0) -> torch.Tensor:
+    """Ancestral DPM2 (Karras et al. 2022 / Lu et al. 2022): a log-sigma midpoint step to
+    sigma_down, then fresh noise of std sigma_up."""
+    total = len(sigmas) - 1
+    for i in range(total):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        report(callback, i, total, x, denoised)
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        d = derivative(x, sigmas[i], denoised)
+        if sigma_down == 0:
+            x = x + d * (sigma_down - sigmas[i])
+            continue
+        sigma_mid = sigmas[i].log().lerp(sigma_down.log(), 0.5).exp()
+        x_2 = x + d * (sigma_mid - sigmas[i])
+        d_2 = derivative(x_2, sigma_mid, denoise(x_2, sigma_batch(x, sigma_mid)))
+        x = x + d_2 * (sigma_down - sigmas[i])
+        x = x + noise.step(x) * sigma_up
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                              noise: NoiseSource | None = None, callback: Callback = None,
+                              eta: float = 1.0) -> torch.Tensor:
+    """DPM-Solver++(2S), ancestral (Lu et al. 2022b, "DPM-Solver++: Fast Solver for Guided
+    Sampling of Diffusion Probabilistic Models", algorithm 1): second-order single-step in the
+    data prediction to sigma_down, then fresh noise."""
+    total = len(sigmas) - 1
+    for i in range(total):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        report(callback, i, total, x, denoised)
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        if sigma_down == 0:
+            x = x + derivative(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        else:
+            t, t_next = t_of(sigmas[i]), t_of(sigma_down)
+            h = t_next - t
+            s = t + h / 2
+            x_2 = (sigma_of(s) / sigma_of(t)) * x - (-h / 2).expm1() * denoised
+            denoised_2 = denoise(x_2, sigma_batch(x, sigma_of(s)))
+            x = (sigma_of(t_next) / sigma_of(t)) * x - (-h).expm1() * denoised_2
+        if sigmas[i + 1] > 0:
+            x = x + noise.step(x) * sigma_up
+    return x
+
+
+@torch.no_grad()
+def sample_ddpm(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                noise: NoiseSource | None = None, callback: Callback = None) -> torch.Tensor:
+    """DDPM ancestral sampling (Ho et al. 2020, "Denoising Diffusion Probabilistic Models",
+    algorithm 2 with the posterior variance beta-tilde), with the alphas derived from the
+    schedule's sigmas (abar = 1 / (1 + sigma^2)), in the variance-preserving latent."""
+    total = len(sigmas) - 1
+    for i in range(total):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoise(x, sigma_batch(x, sigma))
+        report(callback, i, total, x, denoised)
+        eps = (x - denoised) / sigma
+        z = x / torch.sqrt(1.0 + sigma**2)  # the variance-preserving latent
+        abar, abar_prev = 1 / (sigma**2 + 1), 1 / (sigma_next**2 + 1)
+        alpha = abar / abar_prev
+        z = (1.0 / alpha).sqrt() * (z - (1 - alpha) * eps / (1 - abar).sqrt())
+        if sigma_next > 0:
+            z = z + ((1 - alpha) * (1.0 - abar_prev) / (1.0 - abar)).sqrt() * noise.step(x)
+            x = z * torch.sqrt(1.0 + sigma_next**2)
+        else:
+            x = z
+    return x
+
+
+@torch.no_grad()
+def sample_lcm(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+               noise: NoiseSource | None = None, callback: Callback = None) -> torch.Tensor:
+    """Latent Consistency Model multistep sampling (Luo et al. 2023, "Latent Consistency Models",
+    algorithm 1): jump to the denoised estimate, then re-noise it to the next sigma."""
+    total = len(sigmas) - 1
+    for i in range(total):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        report(callback, i, total, x, denoised)
+        x = denoised
+        if sigmas[i + 1] > 0:
+            x = x + noise.step(x) * sigmas[i + 1]
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                     noise: NoiseSource | None = None, callback: Callback = None,
+                     eta: float = 1.0, r: float = 0.5) -> torch.Tensor:
+    """DPM-Solver++ SDE (k-diffusion's stochastic DPM-Solver++, Lu et al. 2022b): second order,
+    intermediate point at ratio r in log-sigma, ancestral noise from the seeded Brownian motion."""
+    total = len(sigmas) - 1
+    for i in range(total):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        report(callback, i, total, x, denoised)
+        if sigmas[i + 1] == 0:
+            x = x + derivative(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
+            continue
+        t, t_next = t_of(sigmas[i]), t_of(sigmas[i + 1])
+        h = t_next - t
+        s = t + h * r
+        fac = 1 / (2 * r)
+        sd, su = ancestral_step(sigma_of(t), sigma_of(s), eta)
+        s_ = t_of(sd)
+        x_2 = (sigma_of(s_) / sigma_of(t)) * x - (t - s_).expm1() * denoised
+        x_2 = x_2 + noise.brownian(x, sigmas, sigma_of(t), sigma_of(s)) * su
+        denoised_2 = denoise(x_2, sigma_batch(x, sigma_of(s)))
+        sd, su = ancestral_step(sigma_of(t), sigma_of(t_next), eta)
+        t_next_ = t_of(sd)
+        mixed = (1 - fac) * denoised + fac * denoised_2
+        x = (sigma_of(t_next_) / sigma_of(t)) * x - (t - t_next_).expm1() * mixed
+        x = x + noise.brownian(x, sigmas, sigma_of(t), sigma_of(t_next)) * su
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                        noise: NoiseSource | None = None, callback: Callback = None,
+                        eta: float = 1.0) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE (Lu et al. 2022b, the SDE variant of algorithm 2; midpoint
+    correction), noise from the seeded Brownian motion."""
+    total = len(sigmas) - 1
+    previous, h_last = None, None
+    for i in range(total):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        report(callback, i, total, x, denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            h = t_of(sigmas[i + 1]) - t_of(sigmas[i])
+            eta_h = eta * h
+            x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
+            if previous is not None:
+                x = x + 0.5 * (-h - eta_h).expm1().neg() * (h / h_last) * (denoised - previous)
+            if eta:
+                x = x + (noise.brownian(x, sigmas, sigmas[i], sigmas[i + 1]) * sigmas[i + 1]
+                         * (-2 * eta_h).expm1().neg().sqrt())
+            h_last = h
+        previous = denoised
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                        noise: NoiseSource | None = None, callback: Callback = None,
+                        eta: float = 1.0) -> torch.Tensor:
+    """DPM-Solver++(3M) SDE (Lu et al. 2022b, third-order multistep, as in k-diffusion), noise
+    from the seeded Brownian motion."""
+    total = len(sigmas) - 1
+    denoised_1 = denoised_2 = None
+    h_1 = h_2 = None
+    for i in range(total):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        report(callback, i, total, x, denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            h = t_of(sigmas[i + 1]) - t_of(sigmas[i])
+            h_eta = h * (eta + 1)
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + (-h_eta).expm1().neg() * denoised
+            phi_2 = h_eta.neg().expm1() / h_eta + 1
+            if h_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0 = (denoised - denoised_1) / r0
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
+            elif h_1 is not None:
+                x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
+            if eta:
+                x = x + (noise.brownian(x, sigmas, sigmas[i], sigmas[i + 1]) * sigmas[i + 1]
+                         * (-2 * h * eta).expm1().neg().sqrt())
+            h_1, h_2 = h, h_1
+        denoised_1, denoised_2 = denoised, denoised_1
+    return x
