@@ -258,3 +258,17 @@ def test_ui_titles_equal_to_the_display_name_are_dropped(registry):
              {"id": 2, "type": "EmptyLatentImage", "title": "Small", "widgets_values": [8, 8, 1]}]
     workflow = from_comfy_ui(ui_graph(nodes, []), registry)
     assert (workflow.nodes["1"].title, workflow.nodes["2"].title) == (None, "Small")
+
+
+@pytest.mark.parametrize("name", ["txt2img_api.json", "txt2img_ui.json"])
+def test_comfyui_exports_validate_unchanged(tmp_path, registry, name):
+    from nodeflow.paths import Paths
+    from nodeflow.validate import validate
+
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "models" / "checkpoints" / "v1-5-pruned-emaonly.safetensors").write_bytes(b"")
+    paths = Paths(models_dirs=(tmp_path / "models",))
+    assert validate(load_workflow(DATA / name, registry), registry, paths) == []
+    # the edited graph's bypassed prompt leaves the sampler's negative input empty, as in ComfyUI
+    problems = validate(from_comfy_ui(EDITED, registry), registry)
+    assert [(p.node_id, p.input) for p in problems] == [("3", "negative")]
