@@ -183,3 +183,25 @@ def test_previews_older_than_an_hour_are_removed(ctx, tmp_path):
     preview_image(images(), ctx)
     assert not old.exists() and recent.exists()
     assert len(list(folder.glob("preview_*.png"))) == 2
+
+
+def test_weight_free_example_workflow_runs_and_reruns_from_its_png(tmp_path):
+    from nodeflow.executor import Executor
+    from nodeflow.workflow import load_workflow
+    from tests.project import ROOT
+
+    paths = Paths(output_dir=tmp_path / "out", input_dir=tmp_path / "in", temp_dir=tmp_path / "tmp",
+                  models_dirs=(tmp_path / "models",))
+    registry = Registry.load(paths)
+    workflow = load_workflow(ROOT / "workflows" / "shapes_no_model.json", registry)
+    [saved] = Executor(registry, paths).run(workflow).outputs["15"][0]["images"]
+    pixels = Image.open(saved).convert("RGB")
+    assert pixels.size == (160, 160)  # 128 + 2 * 16 padding
+    near = lambda got, want: all(abs(g - w) <= 1 for g, w in zip(got, want))  # noqa: E731
+    assert near(pixels.getpixel((80, 80)), (0xFF, 0x57, 0x22))  # orange square in the middle
+    assert near(pixels.getpixel((22, 80)), (0x11, 0x11, 0xAA))  # blue around it
+    assert near(pixels.getpixel((4, 4)), (127, 127, 127))  # grey outpainting border
+    again = load_workflow(saved, registry)
+    assert again == workflow
+    [second] = Executor(registry, paths).run(again).outputs["15"][0]["images"]
+    assert second != saved and Image.open(second).tobytes() == pixels.tobytes()
