@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-
 from nodeflow.errors import NodeInputError
+from nodeflow.sampling.conditioning import average, combine, concat_tokens, with_options, zero_out
 from nodeflow.spec import CLIP, CONDITIONING, MASK, Choice, Float, Input, Int, Output, String, node
 
 MAX_RESOLUTION = 16384
 
 
-def _with(conditioning: list, **options) -> list:
-    """A copy of every entry with ``options`` set (entries are never modified in place)."""
-    return [(cond, {**entry, **options}) for cond, entry in conditioning]
+def _check_not_empty(conditioning: list, name: str) -> None:
+    if not conditioning:
+        raise NodeInputError(name, "the conditioning is empty (no entries)")
 
 
 @node("CLIPTextEncode", display="CLIP Text Encode (Prompt)", category="conditioning",
@@ -30,7 +29,7 @@ def clip_text_encode(text: str, clip):
       outputs=[Output(CONDITIONING)])
 def conditioning_combine(conditioning_1: list, conditioning_2: list):
     """Use both conditionings: the sampler averages their predictions (weighted by area/mask)."""
-    return (list(conditioning_1) + list(conditioning_2),)
+    return (combine(conditioning_1, conditioning_2),)
 
 
 @node("ConditioningConcat", display="Conditioning (Concat)", category="conditioning",
@@ -38,9 +37,8 @@ def conditioning_combine(conditioning_1: list, conditioning_2: list):
       outputs=[Output(CONDITIONING)])
 def conditioning_concat(conditioning_to: list, conditioning_from: list):
     """Append the first entry of conditioning_from's tokens to every entry of conditioning_to."""
-    source = conditioning_from[0][0]
-    return ([(torch.cat([cond, source.to(cond)], dim=1), dict(options))
-             for cond, options in conditioning_to],)
+    _check_not_empty(conditioning_from, "conditioning_from")
+    return (concat_tokens(conditioning_to, conditioning_from),)
 
 
 @node("ConditioningAverage", display="Conditioning (Average)", category="conditioning",
@@ -49,20 +47,8 @@ def conditioning_concat(conditioning_to: list, conditioning_from: list):
       outputs=[Output(CONDITIONING)])
 def conditioning_average(conditioning_to: list, conditioning_from: list, conditioning_to_strength: float):
     """Blend conditioning_to with the first entry of conditioning_from (tokens padded with zeros)."""
-    source, source_options = conditioning_from[0]
-    source_pooled = source_options.get("pooled_output")
-    result = []
-    for cond, options in conditioning_to:
-        other = source.to(cond)[:, :cond.shape[1]]
-        if other.shape[1] < cond.shape[1]:
-            other = torch.cat([other, torch.zeros_like(cond[:, other.shape[1]:])], dim=1)
-        blended = cond * conditioning_to_strength + other * (1.0 - conditioning_to_strength)
-        new_options = dict(options)
-        pooled = options.get("pooled_output")
-        if pooled is not None and source_pooled is not None:
-            new_options["pooled_output"] = pooled * conditioning_to_strength + source_pooled * (1.0 - conditioning_to_strength)
-        result.append((blended, new_options))
-    return (result,)
+    _check_not_empty(conditioning_from, "conditioning_from")
+    return (average(conditioning_to, conditioning_from, conditioning_to_strength),)
 
 
 @node("ConditioningSetArea", display="Conditioning (Set Area)", category="conditioning",
@@ -75,7 +61,7 @@ def conditioning_average(conditioning_to: list, conditioning_from: list, conditi
       outputs=[Output(CONDITIONING)])
 def conditioning_set_area(conditioning: list, width: int, height: int, x: int, y: int, strength: float):
     """Apply the conditioning to a rectangle of the image (pixels)."""
-    return (_with(conditioning, area=(height // 8, width // 8, y // 8, x // 8), strength=strength,
+    return (with_options(conditioning, area=(height // 8, width // 8, y // 8, x // 8), strength=strength,
                   set_area_to_bounds=False),)
 
 
@@ -89,7 +75,7 @@ def conditioning_set_area(conditioning: list, width: int, height: int, x: int, y
 def conditioning_set_area_percentage(conditioning: list, width: float, height: float, x: float, y: float,
                                      strength: float):
     """Apply the conditioning to a rectangle given as fractions of the image."""
-    return (_with(conditioning, area=("percentage", height, width, y, x), strength=strength,
+    return (with_options(conditioning, area=("percentage", height, width, y, x), strength=strength,
                   set_area_to_bounds=False),)
 
 
@@ -98,7 +84,7 @@ def conditioning_set_area_percentage(conditioning: list, width: float, height: f
       outputs=[Output(CONDITIONING)])
 def conditioning_set_area_strength(conditioning: list, strength: float):
     """Change how strongly the conditioning weighs against others where they overlap."""
-    return (_with(conditioning, strength=strength),)
+    return (with_options(conditioning, strength=strength),)
 
 
 @node("ConditioningSetMask", display="Conditioning (Set Mask)", category="conditioning",
@@ -112,7 +98,7 @@ def conditioning_set_mask(conditioning: list, mask: torch.Tensor, strength: floa
         mask = mask[None]
     if mask.ndim != 3:
         raise NodeInputError("mask", f"expected a mask (B, H, W), got shape {tuple(mask.shape)}")
-    return (_with(conditioning, mask=mask, mask_strength=strength,
+    return (with_options(conditioning, mask=mask, mask_strength=strength,
                   set_area_to_bounds=set_cond_area != "default"),)
 
 
@@ -122,17 +108,11 @@ def conditioning_set_mask(conditioning: list, mask: torch.Tensor, strength: floa
       outputs=[Output(CONDITIONING)])
 def conditioning_set_timestep_range(conditioning: list, start: float, end: float):
     """Use the conditioning only from start to end (fractions of the sampling schedule)."""
-    return (_with(conditioning, timestep_start=start, timestep_end=end),)
+    return (with_options(conditioning, timestep_start=start, timestep_end=end),)
 
 
 @node("ConditioningZeroOut", display="Conditioning (Zero Out)", category="conditioning",
       inputs=[Input("conditioning", CONDITIONING)], outputs=[Output(CONDITIONING)])
 def conditioning_zero_out(conditioning: list):
     """Replace the conditioning's embeddings (and pooled output) by zeros."""
-    result = []
-    for cond, options in conditioning:
-        new_options = dict(options)
-        if options.get("pooled_output") is not None:
-            new_options["pooled_output"] = torch.zeros_like(options["pooled_output"])
-        result.append((torch.zeros_like(cond), new_options))
-    return (result,)
+    return (zero_out(conditioning),)

@@ -7,24 +7,22 @@ from nodeflow.sampling.samplers import SAMPLER_NAMES
 from nodeflow.sampling.schedulers import SCHEDULER_NAMES
 
 
-def _preview(model, denoised):
-    """A small RGB preview (B, h, w, 3) of a denoised latent, from the latent format's factors."""
-    import torch
-
-    factors = torch.tensor(model.latent_format.rgb_factors, dtype=torch.float32)  # (C, 3)
-    channels = min(denoised.shape[1], factors.shape[0])
-    rgb = torch.einsum("bchw,cr->bhwr", denoised[:, :channels].float().cpu(), factors[:channels])
-    return ((rgb + 1) / 2).clamp(0, 1)
+PREVIEW_EVERY = 1  # steps between live previews (the projection is cheap: a 4 x 3 matmul)
 
 
 def _run(ctx, model, **settings) -> dict:
+    """Sample with progress (and a latent preview) reported to ``ctx`` and cancellation checked
+    before every model evaluation."""
     from nodeflow.sampling.ksampler import sample
+    from nodeflow.sampling.preview import latent_preview
 
     def progress(step: int, total: int, denoised) -> None:
-        ctx.progress(step + 1, total, _preview(model, denoised))
+        done = step + 1
+        show = done % PREVIEW_EVERY == 0 or done == total
+        ctx.progress(done, total, latent_preview(denoised, model.latent_format.rgb_factors) if show else None)
 
     ctx.check_cancel()
-    return sample(model, callback=progress, **settings)
+    return sample(model, callback=progress, check_cancel=ctx.check_cancel, **settings)
 
 
 COMMON_HEAD = [Input("model", MODEL)]

@@ -1,21 +1,33 @@
-"""Classifier-free guidance and the combination of conditioning entries."""
+"""Classifier-free guidance and the combination of conditioning entries, against hand computation.
+
+Every expected value is built here from single ``predict_denoised`` calls on the toy model and
+weight maps written out by hand (ComfyUI's rules: strength x mask, or strength with feathered
+inner borders over min(8, size // 4) pixels; sum of weighted predictions / sum of weights).
+"""
 
 import torch
 
+from nodeflow.sampling.conditioning import mask_bounds, resize_mask
 from nodeflow.sampling.guidance import CFGDenoiser
-from tests.toy_models import cond, toy_model
+from tests.toy_models import ConstantHook, cond, context, toy_model
+
+
+def predict(model, x, sigma, value, area=None, tokens=77):
+    """D on the crop ``area`` (h, w, y, x) for a constant context ``value``."""
+    if area is not None:
+        h, w, y, x0 = area
+        x = x[:, :, y:y + h, x0:x0 + w]
+    return model.predict_denoised(x, sigma, context(value, x.shape[0], tokens))
 
 
 def test_cfg_formula_and_one_batched_forward():
     model = toy_model()
-    x = torch.randn(2, 4, 8, 8)
-    sigma = torch.full((2,), 3.0)
+    x, sigma = torch.randn(2, 4, 8, 8), torch.full((2,), 3.0)
     guided = CFGDenoiser(model, cond(1.0), cond(-1.0), cfg=7.5)
     out = guided(x, sigma)
-    positive = model.predict_denoised(x, sigma, torch.full((2, 77, 8), 1.0))
-    negative = model.predict_denoised(x, sigma, torch.full((2, 77, 8), -1.0))
-    assert torch.allclose(out, negative + (positive - negative) * 7.5, atol=1e-5)
-    assert guided.calls == 1 and model.unet.calls[0] == 4  # cond and uncond in one batch
+    positive, negative = predict(model, x, sigma, 1.0), predict(model, x, sigma, -1.0)
+    torch.testing.assert_close(out, negative + (positive - negative) * 7.5, atol=1e-5, rtol=0)
+    assert guided.calls == 1 and model.unet.calls[0] == 4  # cond and uncond in one batch of 2 x 2
 
 
 def test_cfg_one_skips_the_negative():
@@ -24,54 +36,181 @@ def test_cfg_one_skips_the_negative():
     x, sigma = torch.randn(1, 4, 8, 8), torch.full((1,), 2.0)
     out = guided(x, sigma)
     assert guided.calls == 1 and model.unet.calls == [1]
-    assert torch.allclose(out, model.predict_denoised(x, sigma, torch.full((1, 77, 8), 1.0)))
+    torch.testing.assert_close(out, predict(model, x, sigma, 1.0))
 
 
-def test_different_context_lengths_run_separately_and_combine():
+def test_77_and_154_tokens_batch_together_by_repetition():
     model = toy_model()
+    x, sigma = torch.randn(1, 4, 8, 8), torch.full((1,), 2.0)
     guided = CFGDenoiser(model, cond(1.0, tokens=154), cond(-1.0), cfg=2.0)
-    guided(torch.randn(1, 4, 8, 8), torch.full((1,), 2.0))
-    assert guided.calls == 2
-
-
-def test_area_entries_are_weighted_with_feathered_borders():
-    model = toy_model()
-    x, sigma = torch.randn(1, 4, 32, 32), torch.full((1,), 1.5)
-    whole = cond(0.0)
-    left = cond(2.0, area=(32, 16, 0, 0), strength=1.0)
-    guided = CFGDenoiser(model, whole + left, cond(0.0), cfg=1.0)
     out = guided(x, sigma)
-    d_whole = model.predict_denoised(x, sigma, torch.zeros(1, 77, 8))
-    d_left = model.predict_denoised(x[:, :, :, :16], sigma, torch.full((1, 77, 8), 2.0))
-    # the left area's inner border (x = 15) is ramped to 1/8, x = 0..7 inside: full weight
-    w = 1.0 / 8
-    expected_border = (d_whole[..., 15] + d_left[..., 15] * w) / (1 + w)
-    assert torch.allclose(out[..., 15], expected_border, atol=1e-5)
-    assert torch.allclose(out[..., 3], (d_whole[..., 3] + d_left[..., 3]) / 2, atol=1e-5)
-    assert torch.allclose(out[..., 20], d_whole[..., 20], atol=1e-5)
+    assert guided.calls == 1 and model.unet.calls == [2]
+    positive, negative = predict(model, x, sigma, 1.0, tokens=154), predict(model, x, sigma, -1.0)
+    torch.testing.assert_close(out, negative + (positive - negative) * 2.0, atol=1e-5, rtol=0)
 
 
-def test_mask_entries_weight_by_mask_and_strength():
+def test_lengths_too_far_apart_run_separately():
+    model = toy_model()
+    guided = CFGDenoiser(model, cond(1.0, tokens=77 * 5), cond(-1.0), cfg=2.0)
+    guided(torch.randn(1, 4, 8, 8), torch.full((1,), 2.0))
+    assert guided.calls == 2  # lcm / 77 = 5 > 4: ComfyUI does not pad that far
+
+
+def feathered(h, w, rows_ramp_start, rows_ramp_end, cols_ramp_start, cols_ramp_end, strength=1.0):
+    """The weight map of a plain area, written out with explicit loops."""
+    weight = torch.full((h, w), strength)
+    for size, at_start, at_end, axis in ((h, rows_ramp_start, rows_ramp_end, 0), (w, cols_ramp_start, cols_ramp_end, 1)):
+        r = min(8, size // 4)
+        for t in range(r):
+            f = (t + 1) / r
+            index_start, index_end = t, size - 1 - t
+            if axis == 0:
+                if at_start:
+                    weight[index_start, :] *= f
+                if at_end:
+                    weight[index_end, :] *= f
+            else:
+                if at_start:
+                    weight[:, index_start] *= f
+                if at_end:
+                    weight[:, index_end] *= f
+    return weight
+
+
+def test_area_entry_weighted_with_feathered_inner_borders():
+    model = toy_model()
+    x, sigma = torch.randn(1, 4, 32, 40), torch.full((1,), 1.5)
+    area = (20, 16, 4, 8)  # h, w, y, x: all four borders inside the latent
+    guided = CFGDenoiser(model, cond(0.0) + cond(2.0, area=area, strength=0.7), cond(0.0), cfg=1.0)
+    out = guided(x, sigma)
+    weight = feathered(20, 16, True, True, True, True, strength=0.7)  # ramps of 5 rows, 4 columns
+    assert abs(float(weight[0, 8]) - 0.7 / 5) < 1e-7 and abs(float(weight[10, 0]) - 0.7 / 4) < 1e-7
+    d_whole, d_area = predict(model, x, sigma, 0.0), predict(model, x, sigma, 2.0, area)
+    expected = d_whole.clone()
+    inside = d_whole[:, :, 4:24, 8:24]
+    expected[:, :, 4:24, 8:24] = (inside + d_area * weight) / (1 + weight)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_area_at_the_edge_is_clipped_and_not_feathered_there():
+    model = toy_model()
+    x, sigma = torch.randn(1, 4, 16, 16), torch.full((1,), 1.5)
+    guided = CFGDenoiser(model, cond(3.0, area=(64, 10, 0, 8)), cond(0.0), cfg=1.0)
+    out = guided(x, sigma)
+    # clipped to (16, 8, 0, 8); only its left border is inside: ramp over min(8, 8 // 4) = 2
+    d = predict(model, x, sigma, 3.0, (16, 8, 0, 8))
+    torch.testing.assert_close(out[..., 8:], d, atol=1e-5, rtol=0)  # sole entry: weights cancel
+    assert torch.all(out[..., :8] == 0)  # no entry covers the left half: ComfyUI predicts 0 there
+
+
+def test_negative_gets_an_entry_on_the_positive_area():
+    """ComfyUI adds, for a positive area without an equal negative one, a negative entry on that
+    area with the smallest enclosing negative entry's context."""
+    model = toy_model()
+    x, sigma = torch.randn(1, 4, 16, 16), torch.full((1,), 2.0)
+    area = (8, 8, 0, 0)
+    guided = CFGDenoiser(model, cond(0.5) + cond(2.0, area=area), cond(-1.0), cfg=3.0)
+    positive, negative = guided.entries(16, 16)
+    assert len(negative) == 2 and negative[1].area == area and float(negative[1].context.mean()) == -1.0
+    out = guided(x, sigma)
+    weight = feathered(8, 8, False, True, False, True)
+    cond_full, cond_area = predict(model, x, sigma, 0.5), predict(model, x, sigma, 2.0, area)
+    unc_full, unc_area = predict(model, x, sigma, -1.0), predict(model, x, sigma, -1.0, area)
+    c, u = cond_full.clone(), unc_full.clone()
+    c[:, :, :8, :8] = (cond_full[:, :, :8, :8] + cond_area * weight) / (1 + weight)
+    u[:, :, :8, :8] = (unc_full[:, :, :8, :8] + unc_area * weight) / (1 + weight)
+    torch.testing.assert_close(out, u + (c - u) * 3.0, atol=1e-5, rtol=0)
+
+
+def test_mask_entries_weight_by_mask_strength_and_strength():
     model = toy_model()
     x, sigma = torch.randn(1, 4, 8, 8), torch.full((1,), 1.0)
     mask = torch.zeros(1, 64, 64)
-    mask[:, :, :32] = 1.0  # left half, in pixels
-    guided = CFGDenoiser(model, cond(0.0) + cond(3.0, mask=mask, mask_strength=1.0, strength=0.5),
-                         cond(0.0), cfg=1.0)
+    mask[:, :, :32] = 1.0  # left half, in pixels: columns 0..3 of the latent exactly
+    masked = cond(3.0, mask=mask, mask_strength=2.0, strength=0.25)
+    guided = CFGDenoiser(model, cond(0.0) + masked, cond(0.0), cfg=1.0)
     out = guided(x, sigma)
-    d0 = model.predict_denoised(x, sigma, torch.zeros(1, 77, 8))
-    d3 = model.predict_denoised(x, sigma, torch.full((1, 77, 8), 3.0))
-    assert torch.allclose(out[..., 1], (d0[..., 1] + 0.5 * d3[..., 1]) / 1.5, atol=1e-5)
-    assert torch.allclose(out[..., 6], d0[..., 6], atol=1e-5)
+    d0, d3 = predict(model, x, sigma, 0.0), predict(model, x, sigma, 3.0)
+    torch.testing.assert_close(out[..., :4], (d0[..., :4] + 0.5 * d3[..., :4]) / 1.5, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[..., 4:], d0[..., 4:], atol=1e-5, rtol=0)
 
 
-def test_timestep_range_switches_entries():
+def test_mask_resized_bilinearly_and_bounds_at_least_8():
+    mask = torch.zeros(1, 4, 4)
+    mask[0, 1, 2] = 1.0
+    resized = resize_mask(mask, 8, 8)
+    assert resized.shape == (1, 8, 8)
+    torch.testing.assert_close(resized, torch.nn.functional.interpolate(
+        mask[:, None], size=(8, 8), mode="bilinear", align_corners=False)[:, 0])
+    small = torch.zeros(2, 32, 32)
+    small[0, 3:6, 4:20] = 1.0
+    small[1, 10, 25] = -0.5  # the bounds cover the whole batch, |mask| != 0
+    assert mask_bounds(small) == (8, 22, 3, 4)  # rows 3..10 (8), columns 4..25 (22)
+    assert mask_bounds(torch.zeros(1, 16, 16)) == (8, 8, 0, 0)
+
+
+def test_mask_bounds_area_crops_the_forward():
     model = toy_model()
+    x, sigma = torch.randn(1, 4, 32, 32), torch.full((1,), 1.0)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 4:20, 8:18] = 1.0
+    entry = cond(2.0, mask=mask, set_area_to_bounds=True)
+    guided = CFGDenoiser(model, cond(0.0) + entry, cond(0.0), cfg=1.0)
+    out = guided(x, sigma)
+    area = (16, 10, 4, 8)
+    d0, d2 = predict(model, x, sigma, 0.0), predict(model, x, sigma, 2.0, area)
+    torch.testing.assert_close(out[:, :, 4:20, 8:18], (d0[:, :, 4:20, 8:18] + d2) / 2, atol=1e-5, rtol=0)
+    assert guided.calls == 2 and model.unet.shapes[:2] == [(1, 4, 32, 32), (1, 4, 16, 10)]
+
+
+def test_timestep_range_switches_entries_at_the_percent_sigma():
+    model = toy_model()
+    boundary = model.sampling.percent_to_sigma(0.5)
     late_only = cond(5.0, timestep_start=0.5, timestep_end=1.0)
     guided = CFGDenoiser(model, cond(0.0) + late_only, cond(0.0), cfg=1.0)
     x = torch.randn(1, 4, 4, 4)
-    early, late = torch.full((1,), 14.0), torch.full((1,), 0.1)
-    d0_early = model.predict_denoised(x, early, torch.zeros(1, 77, 8))
-    assert torch.allclose(guided(x, early), d0_early, atol=1e-6)  # only the first entry
-    d0_late = model.predict_denoised(x, late, torch.zeros(1, 77, 8))
-    assert not torch.allclose(guided(x, late), d0_late, atol=1e-4)
+    before, after = torch.tensor([boundary * 1.01]), torch.tensor([boundary * 0.99])
+    torch.testing.assert_close(guided(x, before), predict(model, x, before, 0.0), atol=1e-6, rtol=0)
+    expected = (predict(model, x, after, 0.0) + predict(model, x, after, 5.0)) / 2
+    torch.testing.assert_close(guided(x, after), expected, atol=1e-6, rtol=0)
+
+
+def test_entries_are_not_modified():
+    positive = cond(1.0, area=(4, 4, 0, 0), mask=torch.ones(1, 8, 8), set_area_to_bounds=True)
+    before = dict(positive[0][1])
+    CFGDenoiser(toy_model(), positive, cond(0.0), cfg=2.0)(torch.randn(1, 4, 8, 8), torch.full((1,), 1.0))
+    assert positive[0][1].keys() == before.keys() and positive[0][1]["area"] == (4, 4, 0, 0)
+
+
+def control_effect(hook, sigma_value):
+    """Guided output minus the output without control: the residual the toy U-Net adds."""
+    model = toy_model()
+    x, sigma = torch.randn(1, 4, 4, 4), torch.tensor([sigma_value])
+    with_hook = CFGDenoiser(model, cond(1.0, control=hook), cond(0.0), cfg=1.0)(x, sigma)
+    plain = CFGDenoiser(model, cond(1.0), cond(0.0), cfg=1.0)(x, sigma)
+    # eps gains the residual; denoised = x - sigma * eps
+    return float(((plain - with_hook) / sigma_value).mean())
+
+
+def test_control_hooks_strength_range_and_stacking():
+    assert abs(control_effect(ConstantHook(0.3, strength=0.5), 2.0) - 0.15) < 1e-5
+    first = ConstantHook(0.3, strength=0.5)
+    second = ConstantHook(-0.05, strength=2.0, previous=first)
+    assert abs(control_effect(second, 2.0) - (0.15 - 0.1)) < 1e-5  # chained hooks add up
+    model = toy_model()
+    middle = model.sampling.percent_to_sigma(0.5)
+    late = ConstantHook(1.0, start_percent=0.5, end_percent=1.0)
+    assert control_effect(late, middle * 1.05) == 0.0  # before its start: no residual
+    assert abs(control_effect(late, middle * 0.95) - 1.0) < 1e-5
+    early = ConstantHook(1.0, start_percent=0.0, end_percent=0.5)
+    assert abs(control_effect(early, middle * 1.05) - 1.0) < 1e-5
+    assert control_effect(early, middle * 0.95) == 0.0  # after its end
+
+
+def test_control_applied_to_positive_only_is_shared_with_the_negative_when_asked():
+    hook = ConstantHook(0.2)
+    guided = CFGDenoiser(toy_model(), cond(1.0, control=hook, control_apply_to_uncond=True), cond(0.0), cfg=2.0)
+    _, negative = guided.entries(4, 4)
+    assert negative[0].control is hook
+    guided = CFGDenoiser(toy_model(), cond(1.0, control=hook, control_apply_to_uncond=False), cond(0.0), cfg=2.0)
+    assert guided.entries(4, 4)[1][0].control is None

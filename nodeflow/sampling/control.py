@@ -8,6 +8,7 @@ every hook of the chain for residuals and adds them up; a hook outside its
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
@@ -35,12 +36,20 @@ def in_range(hook: ControlHook, sigma: float, model) -> bool:
 
 def chain_residuals(hook: ControlHook | None, x: torch.Tensor, timesteps: torch.Tensor,
                     context: torch.Tensor, sigma: torch.Tensor, model) -> ControlResiduals | None:
-    """The sum of the residuals of ``hook`` and every hook before it."""
-    total = None
+    """The sum of the residuals of ``hook`` and every hook before it (each zero outside its
+    percent range, judged on the batch's largest sigma)."""
+    found = []
     while hook is not None:
         if in_range(hook, float(sigma.max()), model):
-            found = hook.residuals(x, timesteps, context, sigma, model)
-            if found is not None:
-                total = found if total is None else total + found
+            found.append(hook.residuals(x, timesteps, context, sigma, model))
         hook = hook.previous
+    return sum_residuals(found)
+
+
+def sum_residuals(items: Iterable[ControlResiduals | None]) -> ControlResiduals | None:
+    """The sum of the residuals given (None ones skipped); None when there are none."""
+    total = None
+    for item in items:
+        if item is not None:
+            total = item if total is None else total + item
     return total

@@ -1,14 +1,19 @@
-"""Classifier-free guidance over conditioning lists (Ho & Salimans 2022).
+"""Classifier-free guidance over conditioning lists (Ho & Salimans 2022, "Classifier-Free
+Diffusion Guidance"), combining entries the way ComfyUI does.
 
-CONDITIONING is a list of ``(cond (1, T, D), options)`` entries. For each list (positive,
-negative) every active entry predicts the denoised latent on its area, weighted by its strength,
-its mask and a feathered border (8 latent pixels on sides inside the image); the list's
-prediction is the weighted sum divided by the total weight, as ComfyUI combines them. Then
+For each list (positive, negative) every entry active at the current sigma predicts the denoised
+latent D_i on its area, with a weight map m_i: its strength times its mask (times mask_strength),
+or, for a plain area, the strength with its inner borders feathered linearly over
+min(8, size / 4) latent pixels. The list's prediction is
 
-    denoised = uncond + cfg * (cond - uncond),
+    D = sum_i m_i D_i / (1e-37 + sum_i m_i)      (pixels no entry covers predict 0)
 
-and cfg == 1 skips the negative list. Entries with the same area, context length and control
-run in one batched forward (positive before negative).
+and the guided prediction is  uncond + cfg * (cond - uncond);  cfg == 1 skips the negative list.
+
+Entries whose crops have the same size and share the same ControlNet chain run in one batched
+forward (positive and negative together); contexts of different token lengths (77 vs 154) are
+brought to their least common multiple by repeating the tokens, which leaves cross-attention
+unchanged, when that at most quadruples the shorter one (as ComfyUI); otherwise they run apart.
 """
 
 from __future__ import annotations
@@ -17,145 +22,154 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from nodeflow.sampling.conditioning import Area, Entry, pair_areas, resolve, share_control
 from nodeflow.sampling.model import DiffusionModel
 
-FEATHER = 8  # latent pixels of linear ramp at an area's inner borders
+FEATHER = 8  # at most this many latent pixels of linear ramp at an area's inner borders
+MAX_TOKEN_REPEAT = 4  # ComfyUI's limit on padding contexts by repetition
+EMPTY_WEIGHT = 1e-37  # the weight sum's start: uncovered pixels divide 0 by it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Job:
-    """One entry to evaluate: which list, the model input crop, its weight and context."""
+    """One active entry to evaluate this step."""
 
-    which: int  # 0 positive, 1 negative
-    area: tuple[int, int, int, int]  # (h, w, y, x) in latent pixels
-    weight: torch.Tensor  # (B, 1|C, h, w)
-    context: torch.Tensor  # (1, T, D)
-    control: object
-    concat: torch.Tensor | None
-
-
-def resolve_area(options: dict, height: int, width: int) -> tuple[int, int, int, int] | None:
-    """The entry's area (h, w, y, x) in latent pixels, or None for the whole latent."""
-    area = options.get("area")
-    if area is None:
-        return None
-    if area[0] == "percentage":
-        _, h, w, y, x = area
-        area = (max(1, round(h * height)), max(1, round(w * width)), round(y * height), round(x * width))
-    h, w, y, x = (int(v) for v in area)
-    y, x = min(y, height - 1), min(x, width - 1)
-    return (min(h, height - y), min(w, width - x), y, x)
-
-
-def entry_active(options: dict, sigma: float, model: DiffusionModel) -> bool:
-    """Whether the entry's timestep range (ConditioningSetTimestepRange) includes ``sigma``."""
-    if "timestep_start" in options and sigma > model.sampling.percent_to_sigma(options["timestep_start"]):
-        return False
-    if "timestep_end" in options and sigma < model.sampling.percent_to_sigma(options["timestep_end"]):
-        return False
-    return True
-
-
-def _weight(options: dict, x: torch.Tensor, area: tuple[int, int, int, int]) -> torch.Tensor:
-    h, w, y, x0 = area
-    batch, _, height, width = x.shape
-    weight = torch.full((batch, 1, h, w), float(options.get("strength", 1.0)), device=x.device)
-    mask = options.get("mask")
-    if mask is not None:
-        mask = mask.to(x.device, torch.float32)
-        mask = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1])
-        if mask.shape[-2:] != (height, width):
-            mask = F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)
-        mask = mask[:, :, y:y + h, x0:x0 + w] * float(options.get("mask_strength", 1.0))
-        return weight * _repeat_to(mask, batch)
-    ramp = [(t + 1) / FEATHER for t in range(FEATHER)]
-    for t, factor in enumerate(ramp):  # feather the borders that are inside the latent
-        if y != 0:
-            weight[:, :, t:t + 1, :] *= factor
-        if y + h < height:
-            weight[:, :, h - 1 - t:h - t, :] *= factor
-        if x0 != 0:
-            weight[:, :, :, t:t + 1] *= factor
-        if x0 + w < width:
-            weight[:, :, :, w - 1 - t:w - t] *= factor
-    return weight
-
-
-def _repeat_to(tensor: torch.Tensor, batch: int) -> torch.Tensor:
-    if tensor.shape[0] == batch:
-        return tensor
-    repeats = math.ceil(batch / tensor.shape[0])
-    return tensor.repeat(repeats, *([1] * (tensor.ndim - 1)))[:batch]
-
-
-def _mask_bounds(mask: torch.Tensor, height: int, width: int) -> tuple[int, int, int, int]:
-    """Bounding box (h, w, y, x) in latent pixels of a mask's non-zero part."""
-    mask = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float()
-    mask = F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)
-    rows = torch.nonzero(mask.amax(dim=(0, 1, 3)) > 0)
-    cols = torch.nonzero(mask.amax(dim=(0, 1, 2)) > 0)
-    if len(rows) == 0:
-        return (height, width, 0, 0)
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-    return (y1 - y0 + 1, x1 - x0 + 1, y0, x0)
+    which: int  # index of the list: 0 positive, 1 negative
+    area: Area  # clipped to the latent, (h, w, y, x)
+    weight: torch.Tensor  # (B, 1, h, w)
+    entry: Entry
 
 
 class CFGDenoiser:
-    """``denoise(x, sigma)`` for the samplers: guidance over positive/negative lists."""
+    """``denoise(x, sigma)`` for the samplers: guidance over positive and negative lists.
+
+    ``concat`` holds extra model input channels (the inpainting model's mask and masked latent),
+    (B, c, h, w) on the latent grid; it is cropped with each entry's area.
+    """
 
     def __init__(self, model: DiffusionModel, positive: list, negative: list, cfg: float,
                  concat: torch.Tensor | None = None) -> None:
-        self.model, self.positive, self.negative, self.cfg = model, positive, negative, cfg
-        self.concat = concat  # extra input channels (inpainting model), (B, c, h, w)
-        self.calls = 0  # model forwards, for tests and statistics
+        self.model, self.positive, self.negative, self.cfg = model, positive, negative, float(cfg)
+        self.concat = concat
+        self.calls = 0  # model forwards so far (tests, statistics)
+        self._entries: dict[tuple[int, int], list[list[Entry]]] = {}
+
+    def entries(self, height: int, width: int) -> list[list[Entry]]:
+        """The resolved positive and negative entries for a latent of this size (cached)."""
+        key = (height, width)
+        if key not in self._entries:
+            positive = resolve(self.positive, height, width, self.model)
+            negative = resolve(self.negative, height, width, self.model)
+            positive, negative = pair_areas([positive, negative])
+            self._entries[key] = [positive, share_control(positive, negative)]
+        return self._entries[key]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        lists = [self.positive] if math.isclose(self.cfg, 1.0) else [self.positive, self.negative]
-        predictions = self._predict(x, sigma, lists)
-        if len(predictions) == 1:
-            return predictions[0]
-        cond, uncond = predictions
+        lists = self.entries(*x.shape[-2:])
+        if math.isclose(self.cfg, 1.0):
+            return self.predict(x, sigma, lists[:1])[0]
+        cond, uncond = self.predict(x, sigma, lists)
         return uncond + (cond - uncond) * self.cfg
 
-    def _jobs(self, x: torch.Tensor, sigma: float, lists: list[list]) -> list[_Job]:
-        height, width = x.shape[-2:]
-        jobs = []
-        for which, conditioning in enumerate(lists):
-            for cond, options in conditioning:
-                if not entry_active(options, sigma, self.model):
-                    continue
-                area = resolve_area(options, height, width)
-                if area is None and options.get("set_area_to_bounds") and options.get("mask") is not None:
-                    area = _mask_bounds(options["mask"], height, width)
-                area = area or (height, width, 0, 0)
-                jobs.append(_Job(which, area, _weight(options, x, area), cond,
-                                 options.get("control"), self.concat))
-        return jobs
-
-    def _predict(self, x: torch.Tensor, sigma: torch.Tensor, lists: list[list]) -> list[torch.Tensor]:
-        sums = [torch.zeros_like(x) for _ in lists]
-        weights = [torch.full_like(x, 1e-37) for _ in lists]  # uncovered pixels predict 0 (as ComfyUI)
-        jobs = self._jobs(x, float(sigma.max()), lists)
-        groups: dict[tuple, list[_Job]] = {}
-        for job in jobs:
-            key = (job.area, tuple(job.context.shape), id(job.control))
-            groups.setdefault(key, []).append(job)
-        for (area, _, _), members in groups.items():
-            h, w, y, x0 = area
-            crop = x[:, :, y:y + h, x0:x0 + w]
-            batch = crop.shape[0]
-            model_x = torch.cat([crop] * len(members))  # (n B, C, h, w)
-            context = torch.cat([_repeat_to(job.context, batch) for job in members])
-            concat = None
-            if self.concat is not None:
-                concat = torch.cat([self.concat[:, :, y:y + h, x0:x0 + w]] * len(members))
-            sigmas = torch.cat([sigma] * len(members))
-            out = self.model.predict_denoised(model_x, sigmas, context, control=members[0].control,
-                                              concat=concat)
-            self.calls += 1
-            for job, prediction in zip(members, out.chunk(len(members))):
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, lists: list[list[Entry]]) -> list[torch.Tensor]:
+        """Each list's combined prediction for x (B, C, h, w) at sigma (B,)."""
+        sums = [torch.zeros_like(x) for _ in lists]  # (B, C, h, w)
+        counts = [torch.full_like(x, EMPTY_WEIGHT) for _ in lists]
+        for batch in _batches(_jobs(x, float(sigma[0]), lists)):
+            for job, prediction in zip(batch, self._forward(x, sigma, batch)):
+                h, w, y, x0 = job.area
                 sums[job.which][:, :, y:y + h, x0:x0 + w] += prediction * job.weight
-                weights[job.which][:, :, y:y + h, x0:x0 + w] += job.weight
-        return [s / w for s, w in zip(sums, weights)]
+                counts[job.which][:, :, y:y + h, x0:x0 + w] += job.weight
+        return [s / c for s, c in zip(sums, counts)]
+
+    def _forward(self, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job]) -> tuple[torch.Tensor, ...]:
+        """One model call for jobs with equal crop sizes; one prediction per job."""
+        size = x.shape[0]
+        crops = [x[:, :, y:y + h, x0:x0 + w] for h, w, y, x0 in (job.area for job in batch)]
+        tokens = math.lcm(*(job.entry.context.shape[1] for job in batch))
+        contexts = [_context(job.entry.context, size, tokens) for job in batch]  # (B, tokens, D) each
+        concat = None
+        if self.concat is not None:
+            concat = torch.cat([self.concat[:, :, y:y + h, x0:x0 + w] for h, w, y, x0 in (j.area for j in batch)])
+        out = self.model.predict_denoised(torch.cat(crops), sigma.repeat(len(batch)), torch.cat(contexts),
+                                          control=batch[0].entry.control, concat=concat)  # (n B, C, h, w)
+        self.calls += 1
+        return out.chunk(len(batch))
+
+
+def _jobs(x: torch.Tensor, sigma: float, lists: list[list[Entry]]) -> list[_Job]:
+    batch, _, height, width = x.shape
+    jobs = []
+    for which, entries in enumerate(lists):
+        for entry in entries:
+            if entry.active(sigma):
+                area = clip_area(entry.area, height, width)
+                weight = entry_weight(entry, area, batch, height, width).to(x.device)
+                jobs.append(_Job(which, area, weight, entry))
+    return jobs
+
+
+def _batches(jobs: list[_Job]) -> list[list[_Job]]:
+    """Jobs grouped for batched forwards: same crop size, same control chain, same context
+    width, and token lengths whose least common multiple repeats none more than 4 times."""
+    batches: list[list[_Job]] = []
+    for job in jobs:
+        for batch in batches:
+            first = batch[0]
+            lengths = [j.entry.context.shape[1] for j in batch] + [job.entry.context.shape[1]]
+            if (first.area[:2] == job.area[:2] and first.entry.control is job.entry.control
+                    and first.entry.context.shape[2] == job.entry.context.shape[2]
+                    and math.lcm(*lengths) // min(lengths) <= MAX_TOKEN_REPEAT):
+                batch.append(job)
+                break
+        else:
+            batches.append([job])
+    return batches
+
+
+def _context(context: torch.Tensor, batch: int, tokens: int) -> torch.Tensor:
+    """A (1|B', T, D) context as (batch, tokens, D): batch repeated or cut, tokens repeated."""
+    context = _repeat_to(context, batch)
+    return context.repeat(1, tokens // context.shape[1], 1)
+
+
+def _repeat_to(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    if tensor.shape[0] != batch:
+        repeats = math.ceil(batch / tensor.shape[0])
+        tensor = tensor.repeat(repeats, *([1] * (tensor.ndim - 1)))[:batch]
+    return tensor
+
+
+def clip_area(area: Area | None, height: int, width: int) -> Area:
+    """An area (h, w, y, x) cut to the latent; None means the whole latent."""
+    if area is None:
+        return (height, width, 0, 0)
+    h, w, y, x = area
+    y, x = min(max(y, 0), height - 1), min(max(x, 0), width - 1)
+    return (min(h, height - y), min(w, width - x), y, x)
+
+
+def entry_weight(entry: Entry, area: Area, batch: int, height: int, width: int) -> torch.Tensor:
+    """The entry's weight map (B, 1, h, w) over its (clipped) area."""
+    h, w, y, x = area
+    if entry.mask is not None:
+        mask = entry.mask[:batch, y:y + h, x:x + w] * entry.mask_strength  # (B', h, w)
+        return _repeat_to(mask, batch)[:, None] * entry.strength
+    weight = torch.full((batch, 1, h, w), entry.strength)
+    if entry.area is not None:
+        _feather(weight, 2, y != 0, y + h < height)
+        _feather(weight, 3, x != 0, x + w < width)
+    return weight
+
+
+def _feather(weight: torch.Tensor, dim: int, at_start: bool, at_end: bool) -> None:
+    """Linear ramps (1/r, 2/r, ... 1) over r = min(8, size / 4) pixels at inner borders."""
+    size = weight.shape[dim]
+    ramp = min(FEATHER, size // 4)
+    for t in range(ramp):
+        factor = (t + 1) / ramp
+        if at_start:
+            weight.narrow(dim, t, 1).mul_(factor)
+        if at_end:
+            weight.narrow(dim, size - 1 - t, 1).mul_(factor)

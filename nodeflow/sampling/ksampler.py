@@ -71,8 +71,13 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
            scheduler: str, positive: list, negative: list, latent: dict, denoise: float = 1.0,
            add_noise: bool = True, start_step: int | None = None, end_step: int | None = None,
            force_full_denoise: bool = True, callback: StepCallback | None = None,
-           concat: torch.Tensor | None = None) -> dict:
-    """Run a sampler; returns a new LATENT dict (the input's extra keys kept)."""
+           check_cancel: Callable[[], None] | None = None, concat: torch.Tensor | None = None) -> dict:
+    """Run a sampler; returns a new LATENT dict (the input's extra keys kept).
+
+    ``callback(step, total, denoised)`` follows every step (denoised: the model's clean-latent
+    estimate in the model's scaled space); ``check_cancel()`` runs before every model evaluation
+    and may raise to stop sampling.
+    """
     samples = latent["samples"].float()  # (B, C, h, w)
     sigmas = schedule(model, sampler_name, scheduler, steps, denoise)
     sigmas = cut_schedule(sigmas, start_step, end_step, force_full_denoise) if len(sigmas) else None
@@ -82,6 +87,7 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
         noise = initial_noise(samples.shape, seed, latent.get("batch_index"))
     else:
         noise = torch.zeros_like(samples)
+    noise = noise.to(samples.device)
     source = model.latent_format.process_in(samples)  # (B, C, h, w)
     max_denoise = math.isclose(float(sigmas[0]), float(model.sampling.sigma_max), rel_tol=1e-5) \
         or float(sigmas[0]) > float(model.sampling.sigma_max)
@@ -90,6 +96,8 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
     mask = latent.get("noise_mask")
     denoise_fn = denoiser if mask is None else _masked(denoiser, model, prepare_mask(mask, samples.shape),
                                                      source, noise)
+    if check_cancel is not None:
+        denoise_fn = _cancellable(denoise_fn, check_cancel)
 
     def report(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
         if callback is not None:
@@ -97,11 +105,20 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
 
     x = get_sampler(sampler_name)(denoise_fn, x, sigmas, noise=NoiseSource(seed + 1), callback=report)
     if mask is not None:
-        keep = prepare_mask(mask, samples.shape)
-        x = x * keep + source * (1 - keep)
+        keep = prepare_mask(mask, samples.shape)  # the source noised to the last sigma outside
+        x = x * keep + model.sampling.noise_scaling(sigmas[-1], noise, source, False) * (1 - keep)
     result = dict(latent)
     result["samples"] = model.latent_format.process_out(x)
     return result
+
+
+def _cancellable(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 check_cancel: Callable[[], None]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def checked(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        check_cancel()
+        return denoise(x, sigma)
+
+    return checked
 
 
 def _masked(denoiser: CFGDenoiser, model: DiffusionModel, mask: torch.Tensor, source: torch.Tensor,

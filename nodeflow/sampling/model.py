@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from nodeflow.sampling.control import chain_residuals
+from nodeflow.sampling.preview import SD1_RGB_FACTORS
 from nodeflow.sampling.schedules import ModelSampling
 
 
@@ -20,10 +21,8 @@ class LatentFormat:
 
     scale_factor: float = 0.18215
     channels: int = 4
-    #: latent -> RGB preview factors (channels x 3) and bias, for live previews
-    rgb_factors: tuple[tuple[float, float, float], ...] = (
-        (0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350),
-        (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
+    #: latent -> RGB preview factors (channels x 3), see nodeflow.sampling.preview
+    rgb_factors: tuple[tuple[float, float, float], ...] = SD1_RGB_FACTORS
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
         return latent * self.scale_factor

@@ -1,0 +1,37 @@
+"""Cheap live previews: a latent to a small RGB image by a fixed linear projection.
+
+Each RGB value is a linear combination of the latent channels, rgb = latent @ F (+ bias), mapped
+from -1..1 to 0..1. F for SD1.x latents (in the model's scaled space, i.e. after process_in) is
+the 4 x 3 matrix ComfyUI and A1111 use for their "latent2rgb" previews, fitted by least squares
+between latents and their decoded images:
+
+    channel 0:  0.3512  0.2297  0.3227
+    channel 1:  0.3250  0.4974  0.2350
+    channel 2: -0.2829  0.1762  0.2721
+    channel 3: -0.2120 -0.2616 -0.7177
+
+The preview is 1/8 of the image size (one pixel per latent pixel): no VAE decode needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+#: SD1.x latent -> RGB factors (rows: latent channels; columns: R, G, B).
+SD1_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
+    (0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
+
+
+def latent_preview(latent: torch.Tensor, factors: Sequence[Sequence[float]] = SD1_RGB_FACTORS,
+                   bias: Sequence[float] | None = None, max_images: int = 1) -> torch.Tensor:
+    """An IMAGE (N, h, w, 3) in 0..1 from a scaled latent (B, C, h, w); N = min(B, max_images)."""
+    matrix = torch.tensor(factors, dtype=torch.float32)  # (C, 3)
+    channels = min(latent.shape[1], matrix.shape[0])
+    samples = latent[:max_images, :channels].detach().float().cpu()  # (N, C, h, w)
+    rgb = torch.einsum("bchw,cr->bhwr", samples, matrix[:channels])  # (N, h, w, 3)
+    if bias is not None:
+        rgb = rgb + torch.tensor(bias, dtype=torch.float32)
+    return ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
