@@ -132,6 +132,9 @@ class VAEConfig:
         return 2 ** (len(self.ch_mult) - 1)
 
 
+VaeConfig = VAEConfig  # the spelling some briefs use
+
+
 class Encoder(nn.Module):
     def __init__(self, c: VAEConfig) -> None:
         super().__init__()
