@@ -40,10 +40,11 @@ class NodeInputError(NodeflowError):
 
 
 class ValidationError(NodeflowError):
-    """A workflow that cannot run; ``problems`` lists one line per problem."""
+    """A workflow that cannot run; ``problems`` holds ``nodeflow.validate.Problem`` records (or
+    strings), each naming its node, node type and input; ``str()`` shows one line per problem."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("workflow is not valid:\n  " + "\n  ".join(problems))
+    def __init__(self, problems: list) -> None:
+        super().__init__("workflow is not valid:\n  " + "\n  ".join(map(str, problems)))
         self.problems = list(problems)
 
 

@@ -11,6 +11,13 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class RunStarted:
+    """A run begins: ``node_ids`` will be run or taken from the cache, in this order."""
+
+    node_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class NodeStarted:
     node_id: str
     node_type: str
@@ -72,5 +79,5 @@ class RunFinished:
     seconds: float
 
 
-Event = (NodeStarted | NodeCached | NodeFinished | Progress | ImagesShown | FileSaved
+Event = (RunStarted | NodeStarted | NodeCached | NodeFinished | Progress | ImagesShown | FileSaved
          | NodeFailed | RunFinished)

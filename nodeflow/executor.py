@@ -39,6 +39,7 @@ class RunResult:
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    node_seconds: dict[str, float] = field(default_factory=dict)  # time of each node that ran
 
 
 class Executor:
@@ -62,6 +63,7 @@ class Executor:
                              registry=self.registry, on_event=on_event or (lambda event: None),
                              cancel_event=cancel_event or threading.Event())
         result = RunResult()
+        context.on_event(events.RunStarted(plan.order))
         values: dict[str, tuple] = {}
         signatures: dict[str, str] = {}
         remaining_uses = _count_uses(plan)
@@ -89,7 +91,8 @@ class Executor:
                 outputs = self._call(node_id, spec, arguments, context.for_node(node_id))
                 self.cache.put(key, outputs)
                 result.executed.append(node_id)
-                context.on_event(events.NodeFinished(node_id, spec.id, time.perf_counter() - node_started))
+                result.node_seconds[node_id] = time.perf_counter() - node_started
+                context.on_event(events.NodeFinished(node_id, spec.id, result.node_seconds[node_id]))
             values[node_id] = outputs
             if node_id in plan.output_nodes:
                 result.outputs[node_id] = outputs
@@ -100,6 +103,10 @@ class Executor:
         result.seconds = time.perf_counter() - started
         context.on_event(events.RunFinished(tuple(result.executed), tuple(result.cached), result.seconds))
         return result
+
+    def clear_cache(self) -> None:
+        """Forget every cached output (models included)."""
+        self.cache.clear()
 
     def _signature(self, node_id: str, spec: NodeSpec, literals: dict[str, Any], links: dict,
                    signatures: dict[str, str], run_token: str) -> str:
@@ -132,7 +139,11 @@ class Executor:
             message = f"{type(error).__name__}: {error}"
             context.on_event(events.NodeFailed(node_id, spec.id, message))
             raise NodeError(node_id, spec.id, message) from error
-        return _as_outputs(node_id, spec, returned)
+        try:
+            return _as_outputs(node_id, spec, returned)
+        except NodeError as error:
+            context.on_event(events.NodeFailed(node_id, spec.id, error.message))
+            raise
 
 
 def _as_outputs(node_id: str, spec: NodeSpec, returned: Any) -> tuple:

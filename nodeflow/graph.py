@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
@@ -24,17 +24,22 @@ class Plan:
     order: tuple[str, ...]
     links: tuple[Link, ...]
     output_nodes: tuple[str, ...]
+    inputs: dict[str, dict[str, Link]] = field(default_factory=dict, compare=False)
 
     def input_links(self, node_id: str) -> dict[str, Link]:
-        return {link.dst_input: link for link in self.links if link.dst == node_id}
+        """The links feeding ``node_id``, by input name."""
+        return self.inputs.get(node_id, {})
 
 
 def active_links(workflow: Workflow, registry) -> list[Link]:
     """Links after muted nodes are removed and bypassed ones are routed through."""
     links = []
     for link in workflow.links:
+        target = workflow.nodes.get(link.dst)
+        if target is None or target.mode != "normal":
+            continue
         source = _follow_bypass(workflow, registry, link, seen=set())
-        if source is None or workflow.nodes[link.dst].mode != "normal":
+        if source is None:
             continue
         links.append(source)
     return links
@@ -99,7 +104,10 @@ def plan(workflow: Workflow, registry) -> Plan:
     subgraph = graph.subgraph(needed)
     order = tuple(nx.lexicographical_topological_sort(subgraph, key=_sort_key))
     kept = tuple(link for link in links if link.src in needed and link.dst in needed)
-    return Plan(order, kept, tuple(outputs))
+    inputs: dict[str, dict[str, Link]] = {}
+    for link in kept:
+        inputs.setdefault(link.dst, {})[link.dst_input] = link
+    return Plan(order, kept, tuple(outputs), inputs)
 
 
 def _sort_key(node_id: str) -> str:

@@ -63,31 +63,36 @@ class Paths:
 
     def kind_dirs(self, kind: str) -> list[Path]:
         """Existing folders that hold models of ``kind``, user roots first, then assets."""
+        return [folder for folder, _ in self._model_folders(kind)]
+
+    def _model_folders(self, kind: str) -> list[tuple[Path, bool]]:
+        """(folder, is_assets) for each existing folder of ``kind``. Embedded models in assets/
+        are only the top-level ``*.safetensors`` of their folder."""
         if kind not in KIND_FOLDERS:
             raise ValueError(f"unknown model kind {kind!r}; kinds: {', '.join(KIND_FOLDERS)}")
-        found = [root / name for root in self.models_dirs for name in KIND_FOLDERS[kind]]
+        found = [(root / name, False) for root in self.models_dirs for name in KIND_FOLDERS[kind]]
         if kind in ASSET_FOLDERS:
-            found.append(self.assets_dir / ASSET_FOLDERS[kind])
-        return [folder for folder in found if folder.is_dir()]
+            found.append((self.assets_dir / ASSET_FOLDERS[kind], True))
+        return [(folder, is_assets) for folder, is_assets in found if folder.is_dir()]
 
     def list_models(self, kind: str) -> list[str]:
         """Model files of ``kind`` as names relative to their folder ('sub/x.safetensors'),
         sorted, without duplicates (the first folder wins)."""
         names: dict[str, None] = {}
-        for folder in self.kind_dirs(kind):
-            recursive = folder != self.assets_dir  # assets/ itself: only its top-level files
-            pattern = folder.rglob("*") if recursive else folder.glob("*")
-            for path in pattern:
+        for folder, is_assets in self._model_folders(kind):
+            for path in (folder.glob("*.safetensors") if is_assets else folder.rglob("*")):
                 if path.is_file() and path.suffix.lower() in MODEL_EXTENSIONS:
                     names.setdefault(path.relative_to(folder).as_posix(), None)
         return sorted(names, key=str.lower)
 
     def resolve_model(self, kind: str, name: str) -> Path:
         """The file for a model name from ``list_models``; never a path outside the folders."""
-        relative = Path(name)
-        if relative.is_absolute() or ".." in relative.parts:
+        relative = Path(name.replace("\\", "/"))  # Windows users' workflows: "sd15\\x.safetensors"
+        if not name or relative.is_absolute() or ".." in relative.parts:
             raise ModelFileError(f"model name {name!r} must be a file inside the {kind} folders")
-        for folder in self.kind_dirs(kind):
+        for folder, is_assets in self._model_folders(kind):
+            if is_assets and (len(relative.parts) != 1 or relative.suffix != ".safetensors"):
+                continue
             candidate = folder / relative
             if candidate.is_file():  # symlinked model files are fine (shared libraries)
                 return candidate

@@ -113,9 +113,10 @@ def _type_problem(spec: InputSpec, value: Any) -> str | None:
     return None
 
 
-def Input(name: str, socket_type: str, *, optional: bool = False, tooltip: str = "") -> InputSpec:
+def Input(name: str, socket_type: str, *, optional: bool = False, tooltip: str = "",
+          validate: Validator | None = None) -> InputSpec:
     """A linked input carrying ``socket_type`` (MODEL, IMAGE, ...)."""
-    return InputSpec(name, socket_type, optional=optional, tooltip=tooltip)
+    return InputSpec(name, socket_type, optional=optional, tooltip=tooltip, validate=validate)
 
 
 def Int(name: str, default: int, *, min: int | None = None, max: int | None = None, step: int = 1,
@@ -202,7 +203,7 @@ def node(id: str, *, display: str | None = None, category: str = "misc",
     """Declare ``function`` as node type ``id``; see the module docstring."""
 
     def declare(function: Callable[..., Any]) -> Callable[..., Any]:
-        wants_context = _check_signature(id, function, inputs)
+        wants_context = _check_signature(id, function, inputs, outputs)
         spec = NodeSpec(
             id=id,
             function=function,
@@ -230,10 +231,14 @@ def spec_of(obj: Any) -> NodeSpec | None:
     return spec if isinstance(spec, NodeSpec) else None
 
 
-def _check_signature(node_id: str, function: Callable[..., Any], inputs: Sequence[InputSpec]) -> bool:
+def _check_signature(node_id: str, function: Callable[..., Any], inputs: Sequence[InputSpec],
+                     outputs: Sequence[Output] = ()) -> bool:
     """Raise if the inputs and the parameters disagree; return whether ``ctx`` is wanted."""
+    problems = _declaration_problems(node_id, inputs)
+    problems += [f"{output!r} is not an output (use Output(type, name))" for output in outputs
+                 if not isinstance(output, Output)]
+    inputs = [spec for spec in inputs if isinstance(spec, InputSpec)]
     names = [spec.name for spec in inputs]
-    problems = []
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         problems.append(f"inputs declared twice: {', '.join(duplicates)}")
@@ -256,6 +261,21 @@ def _check_signature(node_id: str, function: Callable[..., Any], inputs: Sequenc
         where = getattr(function, "__qualname__", repr(function))
         raise NodeDeclarationError(f"node {node_id!r} ({where}): " + "; ".join(problems))
     return "ctx" in parameters
+
+
+def _declaration_problems(node_id: str, inputs: Sequence[InputSpec]) -> list[str]:
+    """Declarations that contradict themselves: a default out of its own range or choices."""
+    problems = []
+    if not isinstance(node_id, str) or not node_id:
+        problems.append("the id must be a non-empty string")
+    for spec in inputs:
+        if not isinstance(spec, InputSpec):
+            problems.append(f"{spec!r} is not an input (use Input, Int, Float, String, ...)")
+        elif spec.is_widget and spec.default is not None and not spec.has_computed_choices:
+            problem = spec.check_value(spec.default)
+            if problem:
+                problems.append(f"default of input {spec.name!r}: {problem}")
+    return problems
 
 
 def _first_paragraph(function: Callable[..., Any]) -> str:

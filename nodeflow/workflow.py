@@ -101,15 +101,20 @@ class Workflow:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise WorkflowFormatError(f"{source}: not a nodeflow workflow")
         version = data.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise WorkflowFormatError(f"{source}: bad format version {version!r}")
+        if version > FORMAT_VERSION:
             raise WorkflowFormatError(
                 f"{source}: format version {version!r} is newer than this nodeflow reads "
                 f"({FORMAT_VERSION}); update nodeflow")
         nodes = {}
         for node_id, entry in _mapping(data.get("nodes", {}), source, "nodes").items():
             nodes[str(node_id)] = _parse_node(str(node_id), entry, source)
-        links = [_parse_link(item, source) for item in data.get("links", [])]
-        workflow = cls(nodes, links, dict(data.get("ui") or {}))
+        raw_links = data.get("links", [])
+        if not isinstance(raw_links, list):
+            raise WorkflowFormatError(f"{source}: 'links' must be a list")
+        links = [_parse_link(item, source) for item in raw_links]
+        workflow = cls(nodes, links, dict(_mapping(data.get("ui") or {}, source, "ui")))
         for link in links:
             for end in (link.src, link.dst):
                 if end not in nodes:
@@ -137,16 +142,24 @@ def _parse_node(node_id: str, entry: Any, source: str) -> NodeInstance:
     if not isinstance(node_type, str) or not node_type:
         raise WorkflowFormatError(f"{source}: node {node_id} has no type")
     mode = entry.get("mode", "normal")
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise WorkflowFormatError(f"{source}: node {node_id} has an unknown mode {mode!r}")
     inputs = dict(_mapping(entry.get("inputs", {}), source, f"nodes.{node_id}.inputs"))
-    return NodeInstance(node_id, node_type, inputs, int(entry.get("version", 1)), mode,
-                        entry.get("title"))
+    version = entry.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise WorkflowFormatError(f"{source}: node {node_id} has a bad type version {version!r}")
+    title = entry.get("title")
+    if title is not None and not isinstance(title, str):
+        raise WorkflowFormatError(f"{source}: node {node_id} has a title that is not text")
+    return NodeInstance(node_id, node_type, inputs, version, mode, title)
 
 
 def _parse_link(item: Any, source: str) -> Link:
     try:
         (src, src_output), (dst, dst_input) = item["from"], item["to"]
+        if not all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                   for v in (src, src_output, dst, dst_input)):
+            raise TypeError("link ends must be ids, an output index and an input name")
         return Link(str(src), int(src_output), str(dst), str(dst_input))
     except (KeyError, TypeError, ValueError) as error:
         raise WorkflowFormatError(f"{source}: malformed link {item!r}") from error
@@ -207,6 +220,9 @@ def load_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:
         return read_png_workflow(path, registry)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise WorkflowFormatError(f"{path}: not valid JSON ({error})") from error
+    except UnicodeDecodeError as error:
+        raise WorkflowFormatError(f"{path}: not valid JSON (not UTF-8 text: {error})") from None
+    except json.JSONDecodeError as error:
+        raise WorkflowFormatError(f"{path}: not valid JSON: {error.msg} at line {error.lineno} "
+                                  f"column {error.colno}") from None
     return parse_workflow_data(data, registry, str(path))

@@ -40,4 +40,4 @@ def test_validate_reports_problems(tmp_path):
                                 "nodes": {"1": {"type": "NoSuchNode"}}, "links": []}))
     out = run_cli("validate", str(path))
     assert out.returncode == 2
-    assert "node 1: unknown node type 'NoSuchNode'" in out.stderr
+    assert "node 1 (NoSuchNode): unknown node type 'NoSuchNode'" in out.stderr
