@@ -16,6 +16,7 @@ import pytest
 
 
 def load_sampling():
+    """k_diffusion/sampling.py (sample_*, get_sigmas_*), imported under a stand-in package."""
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("k-diffusion is not installed (test reference)")
@@ -39,5 +40,19 @@ def load_sampling():
     module_spec = importlib.util.spec_from_file_location(f"{name}.sampling", path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[f"{name}.sampling"] = module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def load_external():
+    """k_diffusion/external.py (DiscreteSchedule: the discrete sigma table, t <-> sigma)."""
+    name = "_kdiffusion_reference"
+    load_sampling()
+    if f"{name}.external" in sys.modules:
+        return sys.modules[f"{name}.external"]
+    path = importlib.util.find_spec("k_diffusion").submodule_search_locations[0] + "/external.py"
+    module_spec = importlib.util.spec_from_file_location(f"{name}.external", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[f"{name}.external"] = module
     module_spec.loader.exec_module(module)
     return module

@@ -69,3 +69,66 @@ def test_batch_index_noise_equals_the_image_in_the_full_batch():
 
 def test_largest_seed_is_accepted():
     assert initial_noise((1, 4, 2, 2), 2**64 - 1).shape == (1, 4, 2, 2)
+
+
+def test_names_follow_comfyui_order():
+    from nodeflow.sampling.schedulers import SCHEDULER_NAMES
+
+    assert list(SCHEDULER_NAMES) == ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta",
+                                     "normal", "linear_quadratic", "kl_optimal"]
+
+
+@pytest.mark.parametrize("steps", [1, 7, 20, 50])
+def test_karras_and_exponential_equal_k_diffusion(sd1, steps):
+    from tests.kdiffusion_ref import load_sampling
+
+    k = load_sampling()
+    low, high = float(sd1.sigma_min), float(sd1.sigma_max)
+    assert torch.equal(compute_sigmas(sd1, "karras", steps), k.get_sigmas_karras(steps, low, high))
+    assert torch.equal(compute_sigmas(sd1, "exponential", steps), k.get_sigmas_exponential(steps, low, high))
+
+
+@pytest.mark.parametrize("steps", [2, 9, 20, 50])
+def test_normal_equals_k_diffusion_discrete_schedule(sd1, steps):
+    from tests.kdiffusion_ref import load_external
+
+    reference = load_external().DiscreteSchedule(sd1.sigmas, quantize=True)
+    assert torch.allclose(compute_sigmas(sd1, "normal", steps), reference.get_sigmas(steps), rtol=1e-6, atol=0)
+    sigmas = compute_sigmas(sd1, "karras", steps)[:-1]
+    assert torch.equal(sd1.timestep(sigmas), reference.sigma_to_t(sigmas).float())
+
+
+@pytest.mark.parametrize("steps", [3, 10, 20, 33, 100])
+def test_beta_picks_the_timesteps_of_scipys_beta_quantiles(sd1, steps):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    import numpy
+
+    quantiles = 1 - numpy.linspace(0, 1, steps, endpoint=False)
+    timesteps = numpy.rint(scipy_stats.beta.ppf(quantiles, 0.6, 0.6) * 999).astype(int)
+    picked = [int(t) for i, t in enumerate(timesteps) if i == 0 or t != timesteps[i - 1]]
+    expected = torch.cat([sd1.sigmas[picked], torch.zeros(1)])
+    assert torch.equal(compute_sigmas(sd1, "beta", steps), expected)
+
+
+def test_kl_optimal_spans_the_table_evenly_in_arctan(sd1):
+    sigmas = compute_sigmas(sd1, "kl_optimal", 10)
+    assert float(sigmas[0]) == pytest.approx(float(sd1.sigma_max), rel=1e-6)
+    assert float(sigmas[-2]) == pytest.approx(float(sd1.sigma_min), rel=1e-5)
+    steps = torch.diff(torch.atan(sigmas[:-1].double()))
+    assert torch.allclose(steps, steps.mean().expand_as(steps), rtol=1e-5)
+
+
+def test_linear_quadratic_shape(sd1):
+    sigmas = compute_sigmas(sd1, "linear_quadratic", 10)
+    sigma_max = float(sd1.sigma_max)
+    assert float(sigmas[0]) == pytest.approx(sigma_max) and sigmas[-1] == 0
+    first_half = (1 - sigmas[:6] / sigma_max).tolist()  # linear up to the threshold 0.025
+    assert first_half == pytest.approx([0.0, 0.005, 0.01, 0.015, 0.02, 0.025], abs=1e-6)
+
+
+def test_sigma_of_fractional_timestep_interpolates_log_sigma(sd1):
+    t = torch.tensor([0.0, 10.25, 998.5])
+    expected = torch.exp(torch.stack([sd1.log_sigmas[0], 0.75 * sd1.log_sigmas[10] + 0.25 * sd1.log_sigmas[11],
+                                      0.5 * (sd1.log_sigmas[998] + sd1.log_sigmas[999])]))
+    assert torch.allclose(sd1.sigma(t), expected, rtol=1e-6)
+    assert torch.equal(sd1.timestep(sd1.sigma(torch.tensor([5.0, 500.0]))), torch.tensor([5.0, 500.0]))

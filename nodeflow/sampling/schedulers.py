@@ -107,20 +107,22 @@ def linear_quadratic(ms: ModelSampling, steps: int, threshold_noise: float = 0.0
 
 
 def kl_optimal(ms: ModelSampling, steps: int) -> torch.Tensor:
-    """Evenly spaced in arctan(sigma) (Sabour et al. 2024, "Align Your Steps", KL-optimal)."""
-    t = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
+    """Evenly spaced in arctan(sigma), in float32 as ComfyUI computes it (Sabour et al. 2024,
+    "Align Your Steps", the KL-optimal schedule; A1111 PR 15608)."""
+    t = torch.arange(steps, dtype=torch.float32) / max(steps - 1, 1)
     lo, hi = math.atan(float(ms.sigma_min)), math.atan(float(ms.sigma_max))
     return _append_zero(torch.tan(t * lo + (1 - t) * hi))
 
 
+#: Name -> scheduler, in the order of ComfyUI's SCHEDULER_HANDLERS (its KSampler list).
 SCHEDULERS: dict[str, Callable[[ModelSampling, int], torch.Tensor]] = {
-    "normal": normal,
+    "simple": simple,
+    "sgm_uniform": sgm_uniform,
     "karras": karras,
     "exponential": exponential,
-    "sgm_uniform": sgm_uniform,
-    "simple": simple,
     "ddim_uniform": ddim_uniform,
     "beta": beta,
+    "normal": normal,
     "linear_quadratic": linear_quadratic,
     "kl_optimal": kl_optimal,
 }
@@ -128,6 +130,7 @@ SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
 
 
 def compute_sigmas(ms: ModelSampling, scheduler: str, steps: int) -> torch.Tensor:
+    """The sigmas (steps + 1 values, float32, ending in 0) of the scheduler called ``scheduler``."""
     try:
         return SCHEDULERS[scheduler](ms, steps)
     except KeyError:
