@@ -70,19 +70,28 @@ def _read_frames(frames) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return images, masks
 
 
-def expand_prefix(prefix: str, workflow=None, now: datetime | None = None) -> str:
-    """Replace ``%date:FORMAT%`` (yyyy, MM, dd, hh, mm, ss) and ``%NodeTypeOrTitle.input%``."""
+def expand_prefix(prefix: str, workflow=None, now: datetime | None = None,
+                  size: tuple[int, int] | None = None) -> str:
+    """Replace the placeholders ComfyUI users write in a filename prefix.
+
+    ``%date:FORMAT%`` (yyyy, yy, MM, dd, hh, mm, ss), ``%year%`` ``%month%`` ``%day%`` ``%hour%``
+    ``%minute%`` ``%second%``, ``%width%`` and ``%height%`` (``size`` of the image) and
+    ``%NodeTypeOrTitleOrId.input%`` (a literal input of a node in ``workflow``). Anything else,
+    ``%batch_num%`` included (see SaveImage), is left as it is."""
     now = now or datetime.now()
+    parts = {"yyyy": f"{now.year:04}", "yy": f"{now.year % 100:02}", "MM": f"{now.month:02}",
+             "dd": f"{now.day:02}", "hh": f"{now.hour:02}", "mm": f"{now.minute:02}", "ss": f"{now.second:02}"}
+    simple = {"year": parts["yyyy"], "month": parts["MM"], "day": parts["dd"], "hour": parts["hh"],
+              "minute": parts["mm"], "second": parts["ss"]}
+    if size is not None:
+        simple.update(width=str(size[0]), height=str(size[1]))
 
     def replace(match: re.Match) -> str:
         token = match.group(1)
         if token.startswith("date:"):
-            fmt = token[5:]
-            for key, value in (("yyyy", f"{now.year:04}"), ("yy", f"{now.year % 100:02}"),
-                               ("MM", f"{now.month:02}"), ("dd", f"{now.day:02}"),
-                               ("hh", f"{now.hour:02}"), ("mm", f"{now.minute:02}"), ("ss", f"{now.second:02}")):
-                fmt = fmt.replace(key, value)
-            return fmt
+            return re.sub("|".join(parts), lambda m: parts[m.group(0)], token[5:])
+        if token in simple:
+            return simple[token]
         if "." in token and workflow is not None:
             name, _, field = token.partition(".")
             for node in workflow.nodes.values():
@@ -90,7 +99,7 @@ def expand_prefix(prefix: str, workflow=None, now: datetime | None = None) -> st
                     return str(node.inputs[field])
         return match.group(0)
 
-    return re.sub(r"%([^%]+)%", replace, prefix)
+    return re.sub(r"%([^%/\\]+)%", replace, prefix)
 
 
 def check_prefix(prefix: str) -> None:

@@ -19,14 +19,16 @@ def _validate_prefix(prefix: str) -> None:
 
 
 def _save_all(images: torch.Tensor, folder, name: str, chunks: dict | None, ctx, compress_level: int = 4) -> list:
+    """Save each image of the batch; ``%batch_num%`` in ``name`` becomes its index in the batch."""
     from nodeflow.image_files import save_png, tensor_to_pil
 
     if images.ndim != 4:
         raise NodeInputError("images", f"expected images (B, H, W, C), got shape {tuple(images.shape)}")
     saved = []
-    for image in images:
+    for index, image in enumerate(images):
         ctx.check_cancel()
-        saved.append(save_png(tensor_to_pil(image), folder, name, chunks, compress_level))
+        file_name = name.replace("%batch_num%", str(index))
+        saved.append(save_png(tensor_to_pil(image), folder, file_name, chunks, compress_level))
     return saved
 
 
@@ -43,7 +45,9 @@ def save_image(images: torch.Tensor, filename_prefix: str, ctx, embed_workflow: 
     from nodeflow.image_files import expand_prefix, resolve_output_folder
     from nodeflow.png_metadata import workflow_text_chunks
 
-    prefix = expand_prefix(filename_prefix, ctx.workflow)
+    if images.ndim != 4:
+        raise NodeInputError("images", f"expected images (B, H, W, C), got shape {tuple(images.shape)}")
+    prefix = expand_prefix(filename_prefix, ctx.workflow, size=(images.shape[2], images.shape[1]))
     try:
         folder, name = resolve_output_folder(ctx.paths.output_dir, prefix)
     except ValueError as error:

@@ -205,3 +205,13 @@ def test_weight_free_example_workflow_runs_and_reruns_from_its_png(tmp_path):
     assert again == workflow
     [second] = Executor(registry, paths).run(again).outputs["15"][0]["images"]
     assert second != saved and Image.open(second).tobytes() == pixels.tobytes()
+
+
+def test_comfyui_size_date_and_batch_placeholders(ctx):
+    from datetime import datetime
+
+    saved = save_image(images(2), "%width%x%height%_b%batch_num%", ctx)["images"]
+    assert [p.rsplit("/", 1)[1] for p in saved] == ["16x8_b0_00001_.png", "16x8_b1_00001_.png"]
+    when = datetime(2026, 1, 2, 3, 4, 5)
+    assert expand_prefix("%date:yyyy-MM-dd hhmmss%/%year%%month%", now=when) == "2026-01-02 030405/202601"
+    assert expand_prefix("%unknown%") == "%unknown%"
