@@ -12,6 +12,8 @@
   and Note/MarkdownNote are frontend-only; mode 2 is muted, 4 bypassed. Positions, sizes,
   groups, seed modes and converted widgets go into our ``ui`` section.
 
+``to_comfy_api`` and ``to_comfy_ui`` write our workflows back out in either format.
+
 ComfyUI's constant nodes (PrimitiveInt, PrimitiveFloat, PrimitiveString(Multiline),
 PrimitiveBoolean), in either format, become literals of their targets unless a node pack
 provides them.
@@ -181,7 +183,8 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
         title = raw.get("title") if raw.get("title") != spec.display else None
         nodes[node_id] = NodeInstance(node_id, node_type, values, version=spec.version,
                                       mode=MODES.get(mode, "normal"), title=title or None)
-        ui["nodes"][node_id] = _layout(raw)
+        if _layout(raw):
+            ui["nodes"][node_id] = _layout(raw)
         if seed_modes:
             ui.setdefault("seed_control", {})[node_id] = seed_modes
     links = _resolve_links(raw_nodes, ui_links, nodes, registry, ui)
@@ -357,3 +360,90 @@ def _normalise(spec: Any, name: str, value: Any) -> Any:
         return float(value)
     return value
 
+
+
+# ----- UI format out ------------------------------------------------------------------------
+
+def to_comfy_ui(workflow: Workflow, registry: Any) -> dict:
+    """Our workflow as a ComfyUI UI-format (LiteGraph, schema 0.4) graph, layout included.
+
+    Node ids must be integers there: numeric ids are kept, others get the next free numbers.
+    Widget values are positional, with the "control after generate" value (our
+    ``ui["seed_control"]``, else "randomize") after each seed; linked or pinned widgets are
+    also listed as inputs with a ``widget`` field. Nodes without a position are laid out in
+    columns by depth.
+    """
+    if registry is None:
+        raise WorkflowFormatError("writing a ComfyUI UI workflow needs the node registry")
+    ids = _integer_ids(workflow)
+    specs = {node_id: registry.get(node.type, node_id) for node_id, node in workflow.nodes.items()}
+    ordered = sorted(workflow.links, key=_link_order)
+    link_ids = {link: index for index, link in enumerate(ordered, start=1)}
+    layout = workflow.ui.get("nodes", {})
+    nodes, sockets_of = [], {}
+    for order, (node_id, node) in enumerate(sorted(workflow.nodes.items(), key=lambda item: _id_order(item[0]))):
+        spec, pinned = specs[node_id], set(workflow.ui.get("pins", {}).get(node_id, []))
+        into = {link.dst_input: link for link in workflow.links if link.dst == node_id}
+        shown = [s for s in spec.inputs if not s.is_widget or s.name in into or s.name in pinned]
+        sockets_of[node_id] = [s.name for s in shown]
+        inputs = [_socket(s, link_ids.get(into.get(s.name))) for s in shown]
+        outputs = [{"name": out.label, "type": out.type, "slot_index": index,
+                    "links": [link_ids[l] for l in ordered if l.src == node_id and l.src_output == index]}
+                   for index, out in enumerate(spec.outputs)]
+        place = layout.get(node_id, {})
+        entry = {"id": ids[node_id], "type": node.type, "pos": place.get("pos") or _default_pos(workflow, node_id),
+                 "size": place.get("size") or [315, 60 + 26 * len(spec.inputs)],
+                 "flags": {"collapsed": True} if place.get("collapsed") else {}, "order": order,
+                 "mode": {v: k for k, v in MODES.items()}[node.mode], "inputs": inputs, "outputs": outputs,
+                 "properties": {"Node name for S&R": node.type},
+                 "widgets_values": _positional_widgets(workflow, node_id, spec)}
+        entry.update({key: place[key] for key in ("color", "bgcolor") if place.get(key)})
+        if node.title:
+            entry["title"] = node.title
+        nodes.append(entry)
+    links = [[index, ids[l.src], l.src_output, ids[l.dst], sockets_of[l.dst].index(l.dst_input),
+              specs[l.src].outputs[l.src_output].type if l.src_output < len(specs[l.src].outputs) else "*"]
+             for l, index in link_ids.items()]
+    return {"last_node_id": max(ids.values(), default=0), "last_link_id": len(links), "nodes": nodes,
+            "links": links, "groups": list(workflow.ui.get("groups", [])), "config": {},
+            "extra": {"ds": {"scale": 1, "offset": [0, 0]}}, "version": 0.4}
+
+
+def _socket(input_spec: Any, link_id: int | None) -> dict[str, Any]:
+    socket = {"name": input_spec.name, "type": "COMBO" if input_spec.type == CHOICE else input_spec.type,
+              "link": link_id}
+    if input_spec.is_widget:
+        socket["widget"] = {"name": input_spec.name}
+    return socket
+
+
+def _integer_ids(workflow: Workflow) -> dict[str, int]:
+    ids = {node_id: int(node_id) for node_id in workflow.nodes if node_id.isdigit()}
+    next_id = max(ids.values(), default=0) + 1
+    for node_id in sorted(set(workflow.nodes) - set(ids)):
+        ids[node_id], next_id = next_id, next_id + 1
+    return ids
+
+
+def _positional_widgets(workflow: Workflow, node_id: str, spec: Any) -> list[Any]:
+    values = []
+    for widget in spec.widget_inputs:
+        values.append(workflow.nodes[node_id].inputs.get(widget.name, widget.default))
+        if widget.seed:
+            values.append(workflow.ui.get("seed_control", {}).get(node_id, {}).get(widget.name, "randomize"))
+    return values
+
+
+def _default_pos(workflow: Workflow, node_id: str) -> list[float]:
+    """Columns by depth (longest chain of links from a source), rows by id within a column."""
+    depth: dict[str, int] = {}
+
+    def depth_of(current: str, seen: frozenset = frozenset()) -> int:
+        if current not in depth:
+            parents = [l.src for l in workflow.links if l.dst == current and l.src not in seen]
+            depth[current] = 1 + max((depth_of(p, seen | {current}) for p in parents), default=-1)
+        return depth[current]
+
+    column = depth_of(node_id)
+    row = sorted((n for n in workflow.nodes if depth_of(n) == column), key=_id_order).index(node_id)
+    return [50.0 + 400.0 * column, 50.0 + 250.0 * row]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeflow.comfy_format import from_comfy_api, from_comfy_ui, to_comfy_api
+from nodeflow.comfy_format import from_comfy_api, from_comfy_ui, to_comfy_api, to_comfy_ui
 from nodeflow.errors import UnknownNodeType, WorkflowFormatError
 from nodeflow.registry import Registry
 from nodeflow.workflow import Link, NodeInstance, Workflow, load_workflow
@@ -272,3 +272,30 @@ def test_comfyui_exports_validate_unchanged(tmp_path, registry, name):
     # the edited graph's bypassed prompt leaves the sampler's negative input empty, as in ComfyUI
     problems = validate(from_comfy_ui(EDITED, registry), registry)
     assert [(p.node_id, p.input) for p in problems] == [("3", "negative")]
+
+
+def test_ours_to_ui_to_ours_is_equal(registry):
+    """Widgets written positionally (seed modes after seeds), modes, titles, layout, groups."""
+    ours = from_comfy_ui(EDITED, registry)
+    ours.nodes["9"].inputs["embed_workflow"] = False  # complete: positional values hold every widget
+    for index, node_id in enumerate(ours.nodes):
+        ours.ui["nodes"].setdefault(node_id, {}).update(pos=[10.0 * index, 5.0], size=[300.0, 100.0])
+    exported = json.loads(json.dumps(to_comfy_ui(ours, registry)))
+    sampler = next(n for n in exported["nodes"] if n["id"] == 3)
+    assert sampler["widgets_values"] == [777, "increment", 20, 8.0, "euler", "normal", 1.0]
+    assert {n["id"]: n["mode"] for n in exported["nodes"]}[7] == 4
+    assert from_comfy_ui(exported, registry) == ours
+
+
+def test_ui_export_numbers_named_nodes_and_lays_them_out(registry):
+    ours = Workflow({"latent": NodeInstance("latent", "EmptyLatentImage", {"width": 64, "height": 64, "batch_size": 1}),
+                     "flip": NodeInstance("flip", "LatentFlip", {"flip_method": "x-axis: vertically"}),
+                     "2": NodeInstance("2", "VAEDecode")},
+                    [Link("latent", 0, "flip", "samples"), Link("flip", 0, "2", "samples")])
+    exported = to_comfy_ui(ours, registry)
+    by_type = {n["type"]: n for n in exported["nodes"]}
+    assert sorted(n["id"] for n in exported["nodes"]) == [2, 3, 4]
+    assert by_type["EmptyLatentImage"]["pos"][0] < by_type["LatentFlip"]["pos"][0] < by_type["VAEDecode"]["pos"][0]
+    back = from_comfy_ui(exported, registry)
+    assert {(back.nodes[l.src].type, back.nodes[l.dst].type, l.dst_input) for l in back.links} == \
+        {("EmptyLatentImage", "LatentFlip", "samples"), ("LatentFlip", "VAEDecode", "samples")}
