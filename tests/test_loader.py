@@ -1,13 +1,10 @@
 """Checkpoint files: strict loading, detection, safety, clear errors naming the file."""
 
-import pickle
-
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from nodeflow.errors import ModelFileError
-from nodeflow.models.detect import detect_kind
 from nodeflow.models.files import read_state_dict
 from nodeflow.models.loader import load_checkpoint, load_vae
 from tests.factories import tiny_state_dict, write_tiny_checkpoint
@@ -22,20 +19,20 @@ def test_round_trip_loads_all_three_models(checkpoint_path):
     checkpoint = load_checkpoint(checkpoint_path)
     assert checkpoint.kind == "sd1"
     sd = tiny_state_dict()
-    weight = checkpoint.model.unet.input_blocks[0][0].weight
-    assert torch.equal(weight, sd["model.diffusion_model.input_blocks.0.0.weight"].float())
+    parts = {"model.diffusion_model.": checkpoint.model.unet, "first_stage_model.": checkpoint.vae.model}
+    for prefix, module in parts.items():  # every tensor of the file, bit-exact, and nothing else
+        loaded = module.state_dict()
+        assert sorted(prefix + k for k in loaded) == sorted(k for k in sd if k.startswith(prefix))
+        assert all(torch.equal(v, sd[prefix + k].float()) for k, v in loaded.items())
+    text = {k.removeprefix("text_model."): v for k, v in checkpoint.clip.model.state_dict().items()
+            if not k.endswith("position_ids")}
+    prefix = "cond_stage_model.transformer.text_model."
+    assert sorted(text) == sorted(k.removeprefix(prefix) for k in sd if k.startswith(prefix))
+    assert all(torch.equal(v, sd[prefix + k].float()) for k, v in text.items())
     cond, pooled = checkpoint.clip.encode("a red circle")
     assert cond.shape == (1, 77, 32)
     image = checkpoint.vae.decode(torch.zeros(1, 4, 4, 4))
     assert image.shape == (1, 32, 32, 3) and 0 <= float(image.min()) and float(image.max()) <= 1
-
-
-def test_detection():
-    assert detect_kind(tiny_state_dict()) == "sd1"
-    assert detect_kind(tiny_state_dict(inpainting=True)) == "sd1-inpaint"
-    vae_only = {k: v for k, v in tiny_state_dict().items() if k.startswith("first_stage_model.")}
-    assert detect_kind(vae_only) == "vae"
-    assert detect_kind({"foo.weight": torch.zeros(1)}) == "unknown"
 
 
 def test_inpainting_checkpoint_loads(tmp_path):
@@ -72,42 +69,13 @@ def test_keys_without_text_model_segment(tmp_path):
     assert load_checkpoint(tmp_path / "old.safetensors").clip.encode("x")[0].shape == (1, 77, 32)
 
 
-def test_truncated_file_names_the_file(tmp_path, checkpoint_path):
-    data = checkpoint_path.read_bytes()
-    broken = tmp_path / "broken.safetensors"
-    broken.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelFileError, match="broken.safetensors: truncated"):
-        load_checkpoint(broken)
-    (tmp_path / "garbage.safetensors").write_bytes(b"not a model at all")
-    with pytest.raises(ModelFileError, match="garbage.safetensors"):
-        load_checkpoint(tmp_path / "garbage.safetensors")
-
-
-def test_unknown_file_is_explained(tmp_path):
-    save_file({"foo.weight": torch.zeros(2)}, str(tmp_path / "odd.safetensors"))
-    with pytest.raises(ModelFileError, match="not a Stable Diffusion 1.x checkpoint; found keys like foo.weight"):
-        load_checkpoint(tmp_path / "odd.safetensors")
-
-
-class Evil:
-    def __reduce__(self):
-        return (print, ("this must never run",))
-
-
-def test_pickles_needing_code_are_refused(tmp_path, capsys):
-    path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {"x": Evil()}}, path)
-    with pytest.raises(ModelFileError, match="evil.ckpt: refused"):
-        read_state_dict(path)
-    assert "must never run" not in capsys.readouterr().out
-
-
-def test_plain_tensor_pickles_load(tmp_path):
+def test_plain_tensor_ckpt_loads_like_safetensors(tmp_path, checkpoint_path):
     path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": tiny_state_dict()}, path)
-    sd, _ = read_state_dict(path)
-    assert detect_kind(sd) == "sd1"
-    assert pickle  # pickles are read only through torch.load(weights_only=True)
+    torch.save({"state_dict": tiny_state_dict(), "global_step": 1}, path)
+    ckpt, single = load_checkpoint(path), load_checkpoint(checkpoint_path)
+    assert ckpt.kind == "sd1"
+    for a, b in zip(ckpt.model.unet.state_dict().values(), single.model.unet.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_standalone_vae_with_and_without_prefix(tmp_path):

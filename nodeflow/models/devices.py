@@ -14,6 +14,24 @@ import torch
 NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA if available, else MPS, else CPU; an explicit device is checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but this PyTorch build sees no CUDA GPU")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} asked for, but MPS is not available here")
+    return device
+
+
 def model_dtype(device: torch.device | str, requested: str = "auto", part: str = "unet") -> torch.dtype:
     """The dtype for ``part`` ("unet", "text", "vae") on ``device``."""
     if requested != "auto":

@@ -130,13 +130,16 @@ def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
     return load_vae_state_dict(path, plain, torch.device(device), dtype, scale)
 
 
+FAMILY_NAMES = {"sd2": "SD2.x", "sd2-inpaint": "SD2.x inpainting", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner"}
+OTHER_KINDS = {"vae": "a standalone VAE (use VAELoader)", "lora": "a LoRA (use LoraLoader)",
+               "controlnet": "a ControlNet (use ControlNetLoader)", "t2i-adapter": "a T2I-Adapter",
+               "sd1": "an SD1.x checkpoint (use CheckpointLoaderSimple)",
+               "sd1-inpaint": "an SD1.x inpainting checkpoint (use CheckpointLoaderSimple)"}
+
+
 def _unsupported(path: Path, kind: str, sd: dict, wanted: str = "a Stable Diffusion 1.x checkpoint") -> str:
     if kind == "unknown":
         return f"{path}: not {wanted}; found keys like {describe_keys(sd)}"
-    names = {"sd2": "SD2.x", "sd2-inpaint": "SD2.x inpainting", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner",
-             "vae": "a standalone VAE (use VAELoader)", "lora": "a LoRA (use LoraLoader)",
-             "controlnet": "a ControlNet (use ControlNetLoader)", "t2i-adapter": "a T2I-Adapter",
-             "sd1": "an SD1.x checkpoint (use CheckpointLoaderSimple)",
-             "sd1-inpaint": "an SD1.x inpainting checkpoint (use CheckpointLoaderSimple)"}
-    return f"{path}: this is {names.get(kind, kind)}, not {wanted}" + (
-        "; this family is not supported yet" if kind.startswith(("sd2", "sdxl")) else "")
+    if kind in FAMILY_NAMES:
+        return f"{path}: {FAMILY_NAMES[kind]} checkpoints are not supported yet (nodeflow runs SD1.x)"
+    return f"{path}: this is {OTHER_KINDS.get(kind, kind)}, not {wanted}"

@@ -2,17 +2,33 @@
 
 Latents are the VAE's own (unscaled); the MODEL's latent format scales them inside the sampler.
 Encoding takes the posterior mean (no sampling), from 2v - 1; decoding returns
-clamp((y + 1) / 2, 0, 1). Tiled variants process overlapping tiles and blend them with linear
-ramps, for images larger than memory allows.
+clamp((y + 1) / 2, 0, 1). An image whose size is not a multiple of 8 is cropped to one, centred
+(as ComfyUI does). Tiled variants process overlapping tiles and blend them with linear ramps,
+for images larger than memory allows; ``encode``/``decode`` fall back to them by themselves when
+the untiled pass runs out of device memory.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from nodeflow.models.vae import AutoencoderKL
+
+logger = logging.getLogger(__name__)
+
+
+def crop_to_multiple(image: torch.Tensor, factor: int) -> torch.Tensor:
+    """IMAGE (B, H, W, C) centre-cropped to H, W multiples of ``factor`` (ComfyUI's rule)."""
+    height, width = image.shape[1] // factor * factor, image.shape[2] // factor * factor
+    top, left = (image.shape[1] % factor) // 2, (image.shape[2] % factor) // 2
+    return image[:, top:top + height, left:left + width]
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,20 +44,32 @@ class VAE:
         return self.model.config.downscale
 
     @torch.no_grad()
-    def encode(self, image: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
-        """IMAGE (B, H, W, C) 0..1 -> latent (B, 4, H/f, W/f) float32; H, W cropped to multiples of f."""
-        f = self.downscale
-        height, width = image.shape[1] // f * f, image.shape[2] // f * f
-        pixels = image[:, :height, :width, :3].movedim(-1, 1) * 2 - 1  # (B, 3, H, W)
-        outputs = [self.model.encode(chunk.to(self.device, self.dtype)).float().cpu()
-                   for chunk in pixels.split(batch_size)]
+    def encode(self, image: torch.Tensor, batch_size: int = 4, auto_tile: bool = True) -> torch.Tensor:
+        """IMAGE (B, H, W, C) 0..1 -> latent (B, 4, H/f, W/f) float32 on the CPU (posterior mean
+        of 2 image - 1); H, W centre-cropped to multiples of f. Out of memory: tiled instead."""
+        pixels = crop_to_multiple(image, self.downscale)[..., :3].movedim(-1, 1) * 2 - 1  # (B, 3, H, W)
+        try:
+            outputs = [self.model.encode(chunk.to(self.device, self.dtype)).float().cpu()
+                       for chunk in pixels.split(batch_size)]
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            if not (auto_tile and _out_of_memory(error)):
+                raise
+            logger.warning("VAE encode of %s ran out of memory; encoding in tiles", tuple(image.shape))
+            return self.encode_tiled(image)
         return torch.cat(outputs)
 
     @torch.no_grad()
-    def decode(self, latent: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
-        """latent (B, 4, h, w) -> IMAGE (B, h f, w f, 3) in 0..1, float32 on the CPU."""
-        outputs = [self.model.decode(chunk.to(self.device, self.dtype)).float().cpu()
-                   for chunk in latent.split(batch_size)]
+    def decode(self, latent: torch.Tensor, batch_size: int = 4, auto_tile: bool = True) -> torch.Tensor:
+        """latent (B, 4, h, w) -> IMAGE (B, h f, w f, 3) in 0..1, float32 on the CPU.
+        Out of memory: decoded in tiles instead."""
+        try:
+            outputs = [self.model.decode(chunk.to(self.device, self.dtype)).float().cpu()
+                       for chunk in latent.split(batch_size)]
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            if not (auto_tile and _out_of_memory(error)):
+                raise
+            logger.warning("VAE decode of %s ran out of memory; decoding in tiles", tuple(latent.shape))
+            return self.decode_tiled(latent)
         pixels = torch.cat(outputs)  # (B, 3, H, W)
         return ((pixels + 1) / 2).clamp(0, 1).movedim(1, -1)
 
@@ -49,14 +77,16 @@ class VAE:
     def decode_tiled(self, latent: torch.Tensor, tile: int = 64, overlap: int = 16) -> torch.Tensor:
         """Decode in overlapping latent tiles of ``tile`` (latent pixels), blended linearly."""
         f = self.downscale
-        return _tiled(latent, tile, overlap, f, lambda t: self.decode(t).movedim(-1, 1)).movedim(1, -1)
+        decode = lambda t: self.decode(t, auto_tile=False).movedim(-1, 1)  # noqa: E731
+        return _tiled(latent, tile, overlap, f, decode).movedim(1, -1)
 
     @torch.no_grad()
     def encode_tiled(self, image: torch.Tensor, tile: int = 512, overlap: int = 64) -> torch.Tensor:
         """Encode in overlapping pixel tiles of ``tile``, blended linearly."""
         f = self.downscale
-        pixels = image[:, :image.shape[1] // f * f, :image.shape[2] // f * f, :3].movedim(-1, 1)
-        return _tiled(pixels, tile, overlap, 1 / f, lambda t: self.encode(t.movedim(1, -1)))
+        pixels = crop_to_multiple(image, f)[..., :3].movedim(-1, 1)  # (B, 3, H, W)
+        tile, overlap = max(tile // f * f, f), overlap // f * f  # whole latent pixels per tile
+        return _tiled(pixels, tile, overlap, 1 / f, lambda t: self.encode(t.movedim(1, -1), auto_tile=False))
 
 
 def _tiled(x: torch.Tensor, tile: int, overlap: int, scale: float, fn) -> torch.Tensor:
