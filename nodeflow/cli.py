@@ -1,8 +1,9 @@
 """The ``nodeflow`` command: run, validate, list nodes, open the editor.
 
 Kept light: torch and dearpygui are imported only by the commands that need them, so
-``nodeflow --help`` starts at once. A user's mistake prints one line on stderr and exits with
-status 2; a bug prints its traceback and exits with status 1.
+``nodeflow --help`` starts at once. Exit codes: 0 ok, 2 invalid workflow or usage (one line on
+stderr, no traceback unless ``--debug``), 1 failure while running, 130 interrupted (Ctrl-C
+cancels the run between nodes or at the next sampler step; files already written stay).
 """
 
 from __future__ import annotations
@@ -11,65 +12,75 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
-EXIT_USER_ERROR = 2
+EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nodeflow", description="Node-graph Stable Diffusion: run workflows headless or edit them.")
-    parser.add_argument("--verbose", "-v", action="store_true", help="log details (and tracebacks)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def folders(command: argparse.ArgumentParser) -> None:
+    def common(command: argparse.ArgumentParser) -> None:
         command.add_argument("--models-dir", action="append", metavar="DIR",
                              help="a models folder (repeatable; default $NODEFLOW_MODELS_DIR or ./models)")
         command.add_argument("--output-dir", metavar="DIR", help="where images are saved (default ./output)")
         command.add_argument("--input-dir", metavar="DIR", help="where LoadImage looks (default ./input)")
-        command.add_argument("--custom-nodes", metavar="DIR", help="a folder of custom node modules")
+        command.add_argument("--custom-nodes", metavar="DIR",
+                             help="a folder of custom node modules (default $NODEFLOW_CUSTOM_NODES)")
+        command.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+        command.add_argument("--verbose", "-v", action="store_true", help="log details")
+        command.add_argument("--debug", action="store_true", help="log details and show tracebacks")
 
     run = commands.add_parser("run", help="run a workflow (JSON, ComfyUI JSON, or a PNG with one)")
     run.add_argument("workflow", type=Path)
-    folders(run)
+    common(run)
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     run.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
-                     help="override a literal input, e.g. --set 3.seed=42 (value parsed as JSON, else text)")
-    run.add_argument("--json", action="store_true", help="print a JSON summary (saved files) on stdout")
+                     help="override a literal input, e.g. --set 3.seed=42 (parsed by the input's type)")
+    run.add_argument("--json", action="store_true",
+                     help="print a JSON summary (files written, per-node time, cache hits) on stdout")
 
     check = commands.add_parser("validate", help="check a workflow without running it")
     check.add_argument("workflow", type=Path)
-    folders(check)
+    common(check)
 
     listing = commands.add_parser("nodes", help="list the available node types")
-    listing.add_argument("--json", action="store_true")
-    folders(listing)
+    listing.add_argument("--json", action="store_true", help="every node type with its inputs and outputs")
+    common(listing)
 
     gui = commands.add_parser("gui", help="open the node editor")
     gui.add_argument("workflow", type=Path, nargs="?")
-    folders(gui)
+    common(gui)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from nodeflow.errors import NodeflowError
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from nodeflow.errors import Cancelled, NodeError, NodeflowError
 
+    handler = {"run": command_run, "validate": command_validate, "nodes": command_nodes,
+               "gui": command_gui}[args.command]
     try:
-        return {"run": command_run, "validate": command_validate, "nodes": command_nodes,
-                "gui": command_gui}[args.command](args)
-    except NodeflowError as error:
-        if args.verbose:
-            logging.getLogger("nodeflow").exception("error")
-        print(f"nodeflow: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return handler(args)
+    except Cancelled:
+        print("nodeflow: cancelled", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("nodeflow: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except NodeflowError as error:
+        if args.debug:
+            logging.getLogger("nodeflow").exception("error")
+        print(f"nodeflow: {error}", file=sys.stderr)
+        return EXIT_FAILED if isinstance(error, NodeError) else EXIT_USER_ERROR
 
 
 def _paths(args: argparse.Namespace):
@@ -78,70 +89,114 @@ def _paths(args: argparse.Namespace):
     return Paths.from_environment(args.models_dir, args.output_dir, args.input_dir, args.custom_nodes)
 
 
-def _registry(paths):
+def _registry(paths, quiet: bool = False):
     from nodeflow.registry import Registry
 
     registry = Registry.load(paths)
-    for problem in registry.load_errors:
-        print(f"nodeflow: warning: node pack {problem.source} skipped: {problem.error}", file=sys.stderr)
+    if not quiet:
+        for problem in registry.load_errors:
+            print(f"nodeflow: warning: node pack {problem.source} skipped: {problem.error}", file=sys.stderr)
     return registry
-
-
-def _load(args: argparse.Namespace, registry):
-    from nodeflow.workflow import load_workflow
-
-    return load_workflow(args.workflow, registry)
 
 
 def command_run(args: argparse.Namespace) -> int:
     from nodeflow.executor import Executor
+    from nodeflow.workflow import load_workflow
 
     paths = _paths(args)
-    registry = _registry(paths)
-    workflow = _load(args, registry)
+    registry = _registry(paths, args.quiet)
+    workflow = load_workflow(args.workflow, registry)
     for assignment in args.set:
-        apply_override(workflow, assignment)
-    device = resolve_device(args.device)
-    saved: list[str] = []
-    result = Executor(registry, paths).run(workflow, device=device, dtype=args.dtype,
-                                           on_event=EventPrinter(saved))
-    summary = {"saved": saved, "executed": result.executed, "cached": result.cached,
-               "seconds": round(result.seconds, 3)}
+        apply_override(workflow, assignment, registry)
+    printer = EventPrinter(quiet=args.quiet)
+    result = run_interruptibly(Executor(registry, paths), workflow, device=resolve_device(args.device),
+                               dtype=args.dtype, on_event=printer)
     if args.json:
+        summary = {"files": printer.saved, "executed": result.executed, "cached": result.cached,
+                   "node_seconds": {k: round(v, 4) for k, v in result.node_seconds.items()},
+                   "seconds": round(result.seconds, 3)}
         print(json.dumps(summary, indent=2))
     else:
-        for path in saved:
+        for path in printer.saved:
             print(path)
+    if not args.quiet:
         print(f"done in {result.seconds:.1f} s ({len(result.executed)} nodes run, "
               f"{len(result.cached)} cached)", file=sys.stderr)
-    return 0
+    return EXIT_OK
+
+
+def run_interruptibly(executor, workflow, **options):
+    """Run on a worker thread so that Ctrl-C sets the cancel flag and the run stops cleanly
+    (between nodes, or at the next step of a long node) instead of dying mid-write."""
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = executor.run(workflow, cancel_event=cancel, **options)
+        except BaseException as error:  # handed to the main thread, raised there
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, name="nodeflow-run", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        print("\nnodeflow: stopping at the next safe point (Ctrl-C again to abort)", file=sys.stderr)
+        cancel.set()
+        worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def command_validate(args: argparse.Namespace) -> int:
     from nodeflow.validate import validate
+    from nodeflow.workflow import load_workflow
 
     paths = _paths(args)
-    registry = _registry(paths)
-    problems = validate(_load(args, registry), registry, paths)
+    registry = _registry(paths, args.quiet)
+    problems = validate(load_workflow(args.workflow, registry), registry, paths)
     for problem in problems:
         print(f"{args.workflow}: {problem}", file=sys.stderr)
-    if not problems:
+    if not problems and not args.quiet:
         print(f"{args.workflow}: ok", file=sys.stderr)
-    return EXIT_USER_ERROR if problems else 0
+    return EXIT_USER_ERROR if problems else EXIT_OK
 
 
 def command_nodes(args: argparse.Namespace) -> int:
-    registry = _registry(_paths(args))
+    paths = _paths(args)
+    registry = _registry(paths, args.quiet)
     if args.json:
-        print(json.dumps([{"id": s.id, "display": s.display, "category": s.category,
-                           "description": s.description,
-                           "inputs": [{"name": i.name, "type": i.type} for i in s.inputs],
-                           "outputs": [{"name": o.label, "type": o.type} for o in s.outputs]}
-                          for s in registry], indent=2))
+        print(json.dumps([describe_node(spec, paths) for spec in registry], indent=2, default=str))
     else:
         for spec in registry:
             print(f"{spec.category:<24} {spec.id:<32} {spec.description[:70]}")
-    return 0
+    return EXIT_OK
+
+
+def describe_node(spec, paths=None) -> dict[str, Any]:
+    """A node type as plain JSON data (``nodeflow nodes --json``)."""
+    inputs = []
+    for item in spec.inputs:
+        entry: dict[str, Any] = {"name": item.name, "type": item.type, "optional": item.optional}
+        if item.is_widget:
+            entry["default"] = item.default
+        for option in ("min", "max", "step", "round", "tooltip"):
+            if getattr(item, option) not in (None, ""):
+                entry[option] = getattr(item, option)
+        if item.multiline:
+            entry["multiline"] = True
+        if item.seed:
+            entry["seed"] = True
+        if item.options is not None:
+            entry["choices"] = item.choices(paths)
+        inputs.append(entry)
+    return {"id": spec.id, "display": spec.display, "category": spec.category,
+            "description": spec.description, "version": spec.version,
+            "output_node": spec.output_node, "inputs": inputs,
+            "outputs": [{"name": o.label, "type": o.type} for o in spec.outputs]}
 
 
 def command_gui(args: argparse.Namespace) -> int:
@@ -150,12 +205,13 @@ def command_gui(args: argparse.Namespace) -> int:
     try:
         from nodeflow.gui import app
     except ImportError as error:
-        raise NodeflowError(f"the editor is not available: {error}") from None
+        raise NodeflowError(f"the desktop editor is not available: {error}") from None
     return app.main(args.workflow, _paths(args))
 
 
-def apply_override(workflow, assignment: str) -> None:
-    """Apply ``NODE.INPUT=VALUE`` to a workflow's literal inputs."""
+def apply_override(workflow, assignment: str, registry=None) -> None:
+    """Apply ``NODE.INPUT=VALUE`` to a workflow's literal inputs. With a registry the value is
+    parsed by the input's type (the executor validates it); without one, as JSON, else text."""
     from nodeflow.errors import WorkflowFormatError
 
     target, sep, raw = assignment.partition("=")
@@ -164,10 +220,39 @@ def apply_override(workflow, assignment: str) -> None:
         raise WorkflowFormatError(f"--set {assignment!r}: expected NODE.INPUT=VALUE")
     if node_id not in workflow.nodes:
         raise WorkflowFormatError(f"--set {assignment!r}: no node {node_id!r} in the workflow")
-    workflow.nodes[node_id].inputs[input_name] = parse_value(raw)
+    node_type = workflow.nodes[node_id].type
+    input_spec = None
+    if registry is not None and node_type in registry:
+        input_spec = registry.get(node_type).input(input_name)
+        if input_spec is None:
+            known = ", ".join(s.name for s in registry.get(node_type).widget_inputs)
+            raise WorkflowFormatError(f"--set {assignment!r}: node {node_id} ({node_type}) has no "
+                                      f"input {input_name!r}; its values: {known or 'none'}")
+    try:
+        value = parse_value(raw, input_spec.type if input_spec else None)
+    except ValueError as error:
+        raise WorkflowFormatError(f"--set {assignment!r}: {error}") from None
+    workflow.nodes[node_id].inputs[input_name] = value
 
 
-def parse_value(raw: str) -> Any:
+def parse_value(raw: str, socket_type: str | None = None) -> Any:
+    """Text from the command line as a value of ``socket_type`` (INT, FLOAT, BOOLEAN, text)."""
+    if socket_type == "INT":
+        try:
+            return int(raw) if raw.strip().lstrip("+-").isdigit() else int(raw, 0)  # 42, 0x2a
+        except ValueError:
+            raise ValueError(f"{raw!r} is not an integer") from None
+    if socket_type == "FLOAT":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+    if socket_type == "BOOLEAN":
+        if raw.lower() not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError(f"{raw!r} is not true or false")
+        return raw.lower() in TRUE_WORDS
+    if socket_type in ("STRING", "CHOICE"):
+        return raw
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
@@ -175,6 +260,7 @@ def parse_value(raw: str) -> Any:
 
 
 def resolve_device(name: str) -> str:
+    """``auto`` -> the best available device (imports torch)."""
     if name != "auto":
         return name
     import torch
@@ -187,23 +273,31 @@ def resolve_device(name: str) -> str:
 
 
 class EventPrinter:
-    """Prints progress on stderr (the CLI is an application; the library logs)."""
+    """Prints progress on stderr (the CLI is an application; the library logs) and collects
+    the files written."""
 
-    def __init__(self, saved: list[str]) -> None:
-        self.saved = saved
+    BAR_WIDTH = 24
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.saved: list[str] = []
 
     def __call__(self, event) -> None:
         from nodeflow import events
 
+        if isinstance(event, events.FileSaved):
+            self.saved.append(str(event.path))
+        if self.quiet:
+            return
         if isinstance(event, events.NodeStarted):
             print(f"[{event.index}/{event.total}] {event.node_type} (node {event.node_id})", file=sys.stderr)
         elif isinstance(event, events.NodeCached):
             print(f"[cached] {event.node_type} (node {event.node_id})", file=sys.stderr)
         elif isinstance(event, events.Progress) and event.total:
+            done = round(self.BAR_WIDTH * min(event.step, event.total) / event.total)
+            bar = "#" * done + "." * (self.BAR_WIDTH - done)
             end = "\n" if event.step >= event.total else "\r"
-            print(f"    step {event.step}/{event.total}", end=end, file=sys.stderr, flush=True)
-        elif isinstance(event, events.FileSaved):
-            self.saved.append(str(event.path))
+            print(f"    [{bar}] {event.step}/{event.total}", end=end, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
