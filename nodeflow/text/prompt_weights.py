@@ -1,85 +1,146 @@
-"""Prompt emphasis as ComfyUI writes it: ``(words:1.3)`` sets a weight, ``(words)`` multiplies it
-by 1.1, groups nest (weights multiply), ``\\(`` and ``\\)`` are literal parentheses.
+"""Prompt emphasis and the 77-token windows of SD's CLIP, with ComfyUI's CLIPTextEncode semantics.
 
-Also the 75-token chunking of SD's CLIP: each chunk is wrapped as [49406] + ids + [49407] and
-padded with 49407 to 77 tokens; longer prompts give several chunks whose embeddings are
-concatenated (77 * k tokens).
+Emphasis (ComfyUI's rules, which differ from A1111's in places):
+
+- ``(words)`` multiplies the weight of ``words`` by 1.1; groups nest: ``((words))`` gives 1.21.
+- ``(words:1.3)`` sets the weight to 1.3, whatever the enclosing groups gave (ComfyUI's weights are
+  absolute: ``((words:1.3))`` is 1.3 and ``((words):1.3)`` is 1.3 * 1.1). The weight is what
+  follows the group's last ``:``, read like Python's ``float``; if that fails, the colon is text.
+- ``\\(`` and ``\\)`` are literal parentheses. Unbalanced parentheses are kept as text the way
+  ComfyUI's scanner leaves them.
+- ``[words]`` is plain text (A1111's de-emphasis is not part of ComfyUI's syntax).
+- ``embedding:name`` (textual inversion) is not supported yet: it raises ``PromptError``.
+
+Windows: each weighted segment's tokens form a group; groups fill windows of 75 tokens, each
+wrapped as [49406] + ids + [49407] and padded with 49407 to 77. A group of fewer than 8 tokens that
+does not fit in the current window moves whole to the next one; longer groups are cut at the
+window's end. An empty prompt gives one window [49406, 49407 x 76].
 """
 
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
+from nodeflow.errors import NodeflowError
 from nodeflow.text.tokenizer import END_TOKEN, START_TOKEN
 
-CHUNK_TOKENS = 75
-EMPHASIS = 1.1
-_WEIGHT_SUFFIX = re.compile(r"^(.*):\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*$", re.DOTALL)
+WINDOW = 77  # tokens per CLIP pass, start and end included
+EMPHASIS = 1.1  # factor of one level of parentheses
+SPLIT_WORD_TOKENS = 8  # token groups this long may be cut across windows
+_ESCAPED = {"\\(": "\0\2", "\\)": "\0\1"}  # placeholders no prompt contains
+_EMBEDDING = re.compile(r"(?:^|(?<=\s))embedding:")
 
 WeightedText = list[tuple[str, float]]
 WeightedTokens = list[tuple[int, float]]
 
 
-def parse_weights(prompt: str, weight: float = 1.0) -> WeightedText:
-    """Split ``prompt`` into (text, weight) segments."""
+class PromptError(NodeflowError, ValueError):
+    """A prompt that cannot be encoded (unsupported syntax)."""
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
+def parse_weights(prompt: str) -> WeightedText:
+    """Split ``prompt`` into (text, weight) segments, in order; escapes are resolved."""
+    for escape, placeholder in _ESCAPED.items():
+        prompt = prompt.replace(escape, placeholder)
+    return [(_unescape(text), weight) for text, weight in _weigh(prompt, 1.0)]
+
+
+def _weigh(text: str, weight: float) -> WeightedText:
     segments: WeightedText = []
-    text, i = [], 0
-    while i < len(prompt):
-        char = prompt[i]
-        if char == "\\" and i + 1 < len(prompt) and prompt[i + 1] in "()":
-            text.append(prompt[i + 1])
-            i += 2
+    for part in _top_level_parts(text):
+        if len(part) < 2 or not (part.startswith("(") and part.endswith(")")):
+            segments.append((part, weight))
             continue
+        inner, inner_weight = part[1:-1], weight * EMPHASIS
+        colon = inner.rfind(":")
+        if colon > 0:
+            try:
+                inner, inner_weight = inner[:colon], float(inner[colon + 1:])
+            except ValueError:
+                pass  # not a number: the colon is text
+        segments += _weigh(inner, inner_weight)
+    return segments
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """Cut ``text`` before each top-level "(" and after its matching ")". A ")" without its "("
+    sends the depth below zero, after which nothing more is cut (ComfyUI's scanner does the same)."""
+    parts, current, depth = [], "", 0
+    for char in text:
+        if char == "(" and depth == 0:
+            if current:
+                parts.append(current)
+            current = ""
         if char == "(":
-            end = _matching_parenthesis(prompt, i)
-            if end is not None:
-                if text:
-                    segments.append(("".join(text), weight))
-                    text = []
-                inner = prompt[i + 1:end]
-                match = _WEIGHT_SUFFIX.match(inner)
-                if match:
-                    segments += parse_weights(match.group(1), weight * float(match.group(2)))
-                else:
-                    segments += parse_weights(inner, weight * EMPHASIS)
-                i = end + 1
-                continue
-        text.append(char)
-        i += 1
-    if text:
-        segments.append(("".join(text), weight))
-    return [(t, w) for t, w in segments if t]
-
-
-def _matching_parenthesis(prompt: str, start: int) -> int | None:
-    depth, i = 0, start
-    while i < len(prompt):
-        if prompt[i] == "\\":
-            i += 2
-            continue
-        if prompt[i] == "(":
             depth += 1
-        elif prompt[i] == ")":
+        elif char == ")":
             depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
+        current += char
+        if char == ")" and depth == 0:
+            parts.append(current)
+            current = ""
+    if current:
+        parts.append(current)
+    return parts
 
 
-def weighted_tokens(tokenizer, prompt: str) -> WeightedTokens:
+def _unescape(text: str) -> str:
+    for escape, placeholder in _ESCAPED.items():
+        text = text.replace(placeholder, escape[1])
+    return text
+
+
+def weighted_token_groups(tokenizer: Tokenizer, prompt: str) -> list[WeightedTokens]:
+    """One list of (token id, weight) per weighted segment (no start/end tokens)."""
+    groups = []
+    for text, weight in parse_weights(prompt):
+        if _EMBEDDING.search(text):
+            raise PromptError(f"textual-inversion embeddings are not supported yet: {text.strip()!r} "
+                              "(remove 'embedding:' from the prompt)")
+        groups.append([(token, weight) for token in tokenizer.encode(text)])
+    return [group for group in groups if group]
+
+
+def weighted_tokens(tokenizer: Tokenizer, prompt: str) -> WeightedTokens:
     """(token id, weight) for every token of ``prompt`` (no start/end tokens)."""
-    return [(token, weight) for text, weight in parse_weights(prompt)
-            for token in tokenizer.encode(text)]
+    return [pair for group in weighted_token_groups(tokenizer, prompt) for pair in group]
+
+
+def windows(groups: list[WeightedTokens], pad_token: int = END_TOKEN) -> list[WeightedTokens]:
+    """Pack token groups into 77-token windows: [start] + up to 75 tokens + [end], padded.
+    Start, end and padding carry weight 1."""
+    capacity = WINDOW - 2
+    pieces: list[WeightedTokens] = [[]]
+    for group in groups:
+        while group:
+            room = capacity - len(pieces[-1])
+            if len(group) <= room:
+                pieces[-1] += group
+                group = []
+            elif len(group) >= SPLIT_WORD_TOKENS:  # long group: fill this window, go on in the next
+                pieces[-1] += group[:room]
+                group = group[room:]
+                pieces.append([])
+            else:  # short group: keep it whole in the next window
+                pieces.append([])
+    return [_wrap(piece, pad_token) for piece in pieces]
+
+
+def _wrap(piece: WeightedTokens, pad_token: int) -> WeightedTokens:
+    window = [(START_TOKEN, 1.0), *piece, (END_TOKEN, 1.0)]
+    return window + [(pad_token, 1.0)] * (WINDOW - len(window))
+
+
+def prompt_windows(tokenizer: Tokenizer, prompt: str, pad_token: int = END_TOKEN) -> list[WeightedTokens]:
+    """The 77-token windows of ``prompt``, as CLIPTextEncode feeds them to the text encoder."""
+    return windows(weighted_token_groups(tokenizer, prompt), pad_token)
 
 
 def chunks(tokens: WeightedTokens, pad_token: int = END_TOKEN) -> list[WeightedTokens]:
-    """75-token chunks, each wrapped in start/end tokens and padded to 77 (weight 1 outside the
-    prompt's own tokens). An empty prompt gives one chunk."""
-    pieces = [tokens[i:i + CHUNK_TOKENS] for i in range(0, len(tokens), CHUNK_TOKENS)] or [[]]
-    wrapped = []
-    for piece in pieces:
-        chunk = [(START_TOKEN, 1.0)] + piece + [(END_TOKEN, 1.0)]
-        chunk += [(pad_token, 1.0)] * (CHUNK_TOKENS + 2 - len(chunk))
-        wrapped.append(chunk)
-    return wrapped
+    """Windows of a flat token list, cut every 75 tokens (one group)."""
+    return windows([tokens] if tokens else [], pad_token)
