@@ -224,3 +224,39 @@ def test_callback_reports_every_step():
     SAMPLERS["heun"](toy_denoiser, torch.zeros(1, 4, 2, 2) + 3, sigmas,
                      callback=lambda step, total, x, d: seen.append((step, total)))
     assert seen == [(i, 5) for i in range(5)]
+
+
+def test_brownian_tree_is_a_brownian_motion():
+    """Increments over disjoint intervals: standard normal after scaling, uncorrelated; the same
+    value whatever the order of queries."""
+    from nodeflow.sampling.noise import BrownianTree
+
+    like = torch.zeros(10000)
+    tree = BrownianTree(like, 0.03, 14.6, seed=11)
+    points = [14.6, 9.0, 3.3, 1.0, 0.2, 0.031]
+    values = [tree(t) for t in points]
+    increments = [(values[i] - values[i + 1]) / (points[i] - points[i + 1]) ** 0.5 for i in range(len(points) - 1)]
+    for z in increments:
+        assert abs(float(z.mean())) < 0.04 and abs(float(z.std()) - 1) < 0.04  # 4 standard errors
+    for a, b in zip(increments[:-1], increments[1:]):
+        assert abs(float((a * b).mean())) < 0.04
+    again = BrownianTree(like, 0.03, 14.6, seed=11)
+    assert all(torch.equal(again(t), v) for t, v in reversed(list(zip(points, values))))
+    assert not torch.equal(BrownianTree(like, 0.03, 14.6, seed=12)(3.3), values[2])
+
+
+def test_brownian_increments_keep_their_variance_on_tiny_steps():
+    from nodeflow.sampling.noise import tree_depth
+
+    sigmas = torch.cat([torch.linspace(14.6, 0.0292, 2000), torch.zeros(1)])  # steps of ~0.007
+    source = NoiseSource(4)
+    x = torch.zeros(10000)
+    z = source.brownian(x, sigmas, float(sigmas[-3]), float(sigmas[-2]))
+    assert tree_depth(sigmas) > 16
+    assert abs(float(z.std()) - 1) < 0.04
+
+
+def test_seeds_wrap_modulo_2_64():
+    x = torch.zeros(8)
+    assert torch.equal(NoiseSource(2**64).step(x), NoiseSource(0).step(x))
+    assert torch.equal(NoiseSource(-1).step(x), NoiseSource(2**64 - 1).step(x))
