@@ -215,3 +215,25 @@ def test_comfyui_size_date_and_batch_placeholders(ctx):
     when = datetime(2026, 1, 2, 3, 4, 5)
     assert expand_prefix("%date:yyyy-MM-dd hhmmss%/%year%%month%", now=when) == "2026-01-02 030405/202601"
     assert expand_prefix("%unknown%") == "%unknown%"
+
+
+def test_parameters_carry_the_checkpoint_hash_cached_by_file(tmp_path):
+    import hashlib
+
+    from nodeflow.workflow import Link
+
+    models = tmp_path / "models" / "checkpoints"
+    models.mkdir(parents=True)
+    (models / "mine.safetensors").write_bytes(b"weights" * 100)
+    workflow = Workflow({"4": NodeInstance("4", "CheckpointLoaderSimple", {"ckpt_name": "mine.safetensors"}),
+                         "3": NodeInstance("3", "KSampler", {"seed": 1, "steps": 2, "cfg": 7.0,
+                                                             "sampler_name": "euler", "scheduler": "normal"})},
+                        [Link("4", 0, "3", "model")], {})
+    paths = Paths(models_dirs=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp",
+                  assets_dir=tmp_path / "none")
+    ctx = RunContext(paths=paths, workflow=workflow, registry=Registry.load())
+    saved = save_image(images(), "hash", ctx)["images"][0]
+    expected = hashlib.sha256(b"weights" * 100).hexdigest()[:10]
+    assert f"Model hash: {expected}" in read_text_chunks(saved)["parameters"]
+    assert "Model: mine" in read_text_chunks(saved)["parameters"]
+    assert expected in (tmp_path / "tmp" / "model_hashes.json").read_text()
