@@ -131,6 +131,58 @@ def parse_a1111_parameters(text: str) -> dict[str, str]:
 parse_parameters = parse_a1111_parameters  # the name the first version used
 
 
+def workflow_from_a1111(text: str, checkpoint_extension: str = ".safetensors") -> Workflow:
+    """A txt2img workflow (ComfyUI's default graph) with the settings of an A1111 text.
+
+    The sampler name is split back into ComfyUI's sampler and scheduler ("DPM++ 2M Karras" ->
+    dpmpp_2m, karras); "Clip skip: 2" adds a CLIPSetLastLayer (-2); "Model: name" becomes the
+    checkpoint ``name + checkpoint_extension``. A1111 weighs prompts and draws noise its own way,
+    so the image is alike, not identical. Raises ValueError when the text has no "Steps" field.
+    """
+    fields = parse_a1111_parameters(text)
+    if "Steps" not in fields:
+        raise ValueError("not A1111 generation parameters (no 'Steps' field)")
+    sampler, scheduler = _comfy_sampler(fields.get("Sampler", "Euler"), fields.get("Schedule type"))
+    width, height = (int(v) for v in fields.get("Size", "512x512").split("x"))
+    nodes = {
+        "3": NodeInstance("3", "KSampler", {"seed": int(fields.get("Seed", 0)), "steps": int(fields["Steps"]),
+                                            "cfg": float(fields.get("CFG scale", 7)), "sampler_name": sampler,
+                                            "scheduler": scheduler, "denoise": 1.0}),
+        "4": NodeInstance("4", "CheckpointLoaderSimple",
+                          {"ckpt_name": fields.get("Model", "model") + checkpoint_extension}),
+        "5": NodeInstance("5", "EmptyLatentImage", {"width": width, "height": height, "batch_size": 1}),
+        "6": NodeInstance("6", "CLIPTextEncode", {"text": fields["prompt"]}),
+        "7": NodeInstance("7", "CLIPTextEncode", {"text": fields["negative_prompt"]}),
+        "8": NodeInstance("8", "VAEDecode"),
+        "9": NodeInstance("9", "SaveImage", {"filename_prefix": "nodeflow"}),
+    }
+    clip = ("4", 1)
+    if int(fields.get("Clip skip", 1)) > 1:
+        nodes["10"] = NodeInstance("10", "CLIPSetLastLayer", {"stop_at_clip_layer": -int(fields["Clip skip"])})
+        clip = ("10", 0)
+    wiring = [("4", 0, "3", "model"), ("6", 0, "3", "positive"), ("7", 0, "3", "negative"),
+              ("5", 0, "3", "latent_image"), (*clip, "6", "clip"), (*clip, "7", "clip"),
+              ("3", 0, "8", "samples"), ("4", 2, "8", "vae"), ("8", 0, "9", "images")]
+    if "10" in nodes:
+        wiring.append(("4", 1, "10", "clip"))
+    return Workflow(nodes, [Link(*wire) for wire in wiring])
+
+
+def _comfy_sampler(name: str, schedule_type: str | None) -> tuple[str, str]:
+    """A1111 sampler (and A1111 >= 1.9 "Schedule type") -> ComfyUI sampler_name, scheduler."""
+    scheduler = "normal"
+    for comfy_scheduler, suffix in SCHEDULER_SUFFIX.items():
+        if name.endswith(suffix):
+            name, scheduler = name[: -len(suffix)], comfy_scheduler
+    if schedule_type:
+        scheduler = {"karras": "karras", "exponential": "exponential", "sgm uniform": "sgm_uniform"}.get(
+            schedule_type.lower(), "normal")
+    reverse = {}
+    for comfy_name, a1111_name in SAMPLER_NAMES.items():
+        reverse.setdefault(a1111_name, comfy_name)  # the first (non-GPU) variant wins
+    return reverse.get(name, name), scheduler
+
+
 def model_hash(path: str | os.PathLike) -> str:
     """A1111's "Model hash" (its "AutoV2" short hash): the first 10 hex digits of the file's SHA-256.
 

@@ -3,7 +3,8 @@
 Chunks written: ``nodeflow`` (our workflow JSON), ``prompt`` (ComfyUI API JSON) and
 ``parameters`` (AUTOMATIC1111 text), so ComfyUI, A1111 and tools reading either show the
 settings. Reading prefers ours, then ComfyUI's ``prompt`` (API JSON; node positions are taken
-from its ``workflow`` chunk when that one reads too), then ComfyUI's ``workflow`` (UI JSON).
+from its ``workflow`` chunk when that one reads too), then ComfyUI's ``workflow`` (UI JSON),
+then A1111's ``parameters`` (rebuilt as ComfyUI's default txt2img graph).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_png_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:
-    """The workflow embedded in a PNG: ours, else ComfyUI's ``prompt``, else its ``workflow``."""
+    """The workflow embedded in a PNG: ours, else ComfyUI's ``prompt``, else its ``workflow``,
+    else a txt2img graph rebuilt from A1111 ``parameters``."""
     from nodeflow.comfy_format import from_comfy_api, from_comfy_ui
 
     chunks = read_text_chunks(path)
@@ -113,9 +115,17 @@ def read_png_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow
         return workflow
     if COMFY_UI_CHUNK in chunks:
         return from_comfy_ui(_json(chunks, COMFY_UI_CHUNK, path), registry)
-    hint = " (only A1111 'parameters', which do not describe a graph)" if A1111_CHUNK in chunks else ""
-    raise WorkflowFormatError(f"{path}: this image has no embedded workflow{hint}; expected a "
-                              f"'{OUR_CHUNK}', '{COMFY_API_CHUNK}' or '{COMFY_UI_CHUNK}' text chunk")
+    if A1111_CHUNK in chunks:
+        from nodeflow.a1111 import workflow_from_a1111
+
+        try:
+            workflow = workflow_from_a1111(chunks[A1111_CHUNK])
+        except ValueError as error:
+            raise WorkflowFormatError(f"{path}: its A1111 'parameters' cannot be read ({error})") from None
+        log.info("%s: workflow rebuilt from A1111 parameters (a txt2img graph)", path)
+        return workflow
+    raise WorkflowFormatError(f"{path}: this image has no embedded workflow; expected a '{OUR_CHUNK}', "
+                              f"'{COMFY_API_CHUNK}', '{COMFY_UI_CHUNK}' or '{A1111_CHUNK}' text chunk")
 
 
 def _json(chunks: dict[str, str], key: str, path: str | os.PathLike) -> Any:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from nodeflow.a1111 import (format_a1111_parameters, model_hash, parameters_text,
-                            parse_a1111_parameters)
+                            parse_a1111_parameters, workflow_from_a1111)
 from nodeflow.comfy_format import from_comfy_api, to_comfy_api
 from nodeflow.errors import WorkflowFormatError
 from nodeflow.png_metadata import (read_png_workflow, read_text_chunks, save_png_with_metadata,
@@ -122,9 +122,9 @@ def test_missing_or_broken_metadata_names_the_file(tmp_path, registry):
     picture().save(plain)
     with pytest.raises(WorkflowFormatError, match="plain.png: this image has no embedded workflow"):
         read_png_workflow(plain, registry)
-    a1111 = write_plain_png(tmp_path / "a1111.png", {"parameters": "a cat\nSteps: 20, Sampler: Euler, Seed: 1"})
-    with pytest.raises(WorkflowFormatError, match="only A1111 'parameters'"):
-        read_png_workflow(a1111, registry)
+    odd = write_plain_png(tmp_path / "odd.png", {"parameters": "a cat"})
+    with pytest.raises(WorkflowFormatError, match="odd.png: its A1111 'parameters' cannot be read"):
+        read_png_workflow(odd, registry)
     broken = write_plain_png(tmp_path / "broken.png", {"prompt": "{not json"})
     with pytest.raises(WorkflowFormatError, match="broken.png: the 'prompt' chunk is not valid JSON"):
         read_png_workflow(broken, registry)
@@ -202,3 +202,29 @@ def test_model_hash_is_a1111_autov2(tmp_path):
     path.write_bytes(b"abc")
     # sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
     assert model_hash(path) == "ba7816bf8f"
+
+
+A1111_TEXT = ("masterpiece, a lighthouse at dusk\nNegative prompt: lowres, blurry\n"
+              "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 3620405043, Size: 512x768, "
+              "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Clip skip: 2, Version: v1.6.0")
+
+
+def test_an_a1111_png_becomes_a_txt2img_workflow_with_its_settings(tmp_path, registry):
+    from nodeflow.validate import validate
+
+    path = write_plain_png(tmp_path / "00001-3620405043.png", {"parameters": A1111_TEXT})
+    workflow = read_png_workflow(path, registry)
+    assert workflow.nodes["3"].inputs == {"seed": 3620405043, "steps": 28, "cfg": 6.5, "sampler_name": "dpmpp_2m",
+                                          "scheduler": "karras", "denoise": 1.0}
+    assert workflow.nodes["4"].inputs["ckpt_name"] == "v1-5-pruned-emaonly.safetensors"
+    assert validate(workflow, registry) == []
+    expected = {k: v for k, v in parse_a1111_parameters(A1111_TEXT).items() if k not in ("Model hash", "Version")}
+    assert parse_a1111_parameters(parameters_text(workflow)) == expected  # text -> graph -> text
+
+
+def test_a1111_schedule_type_field_of_newer_versions():
+    text = "a cat\nSteps: 20, Sampler: Euler a, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 64x64"
+    assert workflow_from_a1111(text).nodes["3"].inputs["scheduler"] == "karras"
+    assert workflow_from_a1111(text).nodes["3"].inputs["sampler_name"] == "euler_ancestral"
+    with pytest.raises(ValueError, match="no 'Steps' field"):
+        workflow_from_a1111("just a caption")
