@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 
 from nodeflow.errors import NodeInputError
 from nodeflow.spec import FLOAT, INT, Boolean, Float, Input, Int, Output, String, node
 
 CALLS: Counter = Counter()  # test-only: how often each stub ran (reset by the fixture)
+MADE: list = []  # test-only: weak references to the tensors Zeros made
 
 
 @node("Number", category="test", inputs=[Int("value", 1, min=0, max=100)], outputs=[Output(INT)])
@@ -58,3 +60,43 @@ def sink(value, label: str, flag: bool = False, ctx=None):
     CALLS["Sink"] += 1
     ctx.progress(1, 1)
     return {"value": value, "label": label}
+
+
+def _file_fingerprint(inputs: dict, paths) -> str:
+    return open(inputs["path"], encoding="utf-8").read()
+
+
+@node("ReadNumber", category="test", inputs=[String("path", "")], outputs=[Output(INT)],
+      fingerprint=_file_fingerprint)
+def read_number(path: str):
+    """An integer read from a text file; the file's content joins the signature."""
+    CALLS["ReadNumber"] += 1
+    with open(path, encoding="utf-8") as file:
+        return (int(file.read()),)
+
+
+@node("Zeros", category="test", inputs=[Int("count", 10, min=0, max=10**7)], outputs=[Output("TENSOR")])
+def zeros(count: int):
+    """A float32 tensor of ``count`` zeros (4 * count bytes)."""
+    import torch
+
+    CALLS["Zeros"] += 1
+    tensor = torch.zeros(count)
+    MADE.append(weakref.ref(tensor))
+    return (tensor,)
+
+
+@node("TensorSum", category="test", inputs=[Input("tensor", "TENSOR")], outputs=[Output(INT)])
+def tensor_sum(tensor):
+    """The sum of a tensor, as an int."""
+    return (int(tensor.sum()),)
+
+
+@node("Steps", category="test", inputs=[Input("x", INT), Int("steps", 5, min=1, max=1000)],
+      outputs=[Output(INT)])
+def steps(x: int, steps: int, ctx):
+    """Reports progress each step; stops when cancelled."""
+    for step in range(1, steps + 1):
+        CALLS["Steps"] += 1
+        ctx.progress(step, steps)
+    return (x,)

@@ -153,3 +153,97 @@ def test_muted_and_bypassed_nodes(stub_registry):
     result = Executor(stub_registry).run(muted)
     assert "5" not in result.executed and "4" not in result.executed
     assert result.outputs["6"] == ({"value": 8, "label": "other"},)
+
+
+def test_events_and_timings_describe_the_run(stub_registry):
+    seen = []
+    result = Executor(stub_registry).run(chain(), on_event=seen.append)
+    assert type(seen[0]).__name__ == "RunStarted" and seen[0].node_ids == ("1", "2", "3", "4", "5")
+    assert set(result.node_seconds) == set(result.executed)
+    assert all(seconds >= 0 for seconds in result.node_seconds.values())
+    progress = [e for e in seen if type(e).__name__ == "Progress"]
+    assert [(e.node_id, e.step, e.total) for e in progress] == [("5", 1, 1)]
+
+
+def test_cache_hits_are_reported_as_events(stub_registry):
+    executor = Executor(stub_registry)
+    executor.run(chain())
+    seen = []
+    executor.run(chain(label="other"), on_event=seen.append)
+    cached = [e.node_id for e in seen if type(e).__name__ == "NodeCached"]
+    started = [e.node_id for e in seen if type(e).__name__ == "NodeStarted"]
+    assert cached == ["1", "2", "3", "4"] and started == ["5"]
+
+
+def test_fingerprint_change_reruns_the_file_reader(stub_registry, tmp_path):
+    number_file = tmp_path / "n.txt"
+    number_file.write_text("4")
+    workflow = Workflow(nodes={"1": NodeInstance("1", "ReadNumber", {"path": str(number_file)}),
+                               "2": NodeInstance("2", "Sink", {"label": "n"})},
+                        links=[Link("1", 0, "2", "value")])
+    executor = Executor(stub_registry)
+    assert executor.run(workflow).outputs["2"][0]["value"] == 4
+    executor.run(workflow)
+    assert CALLS["ReadNumber"] == 1  # same content: cached
+    number_file.write_text("9")
+    assert executor.run(workflow).outputs["2"][0]["value"] == 9
+    assert CALLS["ReadNumber"] == 2
+
+
+def test_cache_is_bounded_by_bytes_across_runs(stub_registry):
+    def zeros(count):
+        return Workflow(nodes={"1": NodeInstance("1", "Zeros", {"count": count}),
+                               "2": NodeInstance("2", "TensorSum"),
+                               "3": NodeInstance("3", "Sink", {"label": "z"})},
+                        links=[Link("1", 0, "2", "tensor"), Link("2", 0, "3", "value")])
+
+    executor = Executor(stub_registry, cache=OutputCache({"cpu": 6000}))
+    executor.run(zeros(1000))  # 4000 bytes
+    executor.run(zeros(1000))
+    assert CALLS["Zeros"] == 1
+    executor.run(zeros(750))  # 3000 more bytes: over the budget, the oldest tensor goes
+    assert 3000 <= executor.cache.bytes_used()["cpu"] <= 6000
+    executor.run(zeros(1000))
+    assert CALLS["Zeros"] == 3  # the first tensor was evicted (LRU) to make room
+    executor.clear_cache()
+    assert len(executor.cache) == 0
+
+
+def test_cancel_inside_a_long_node_stops_at_the_next_step(stub_registry):
+    cancel = threading.Event()
+
+    def on_event(event):
+        if type(event).__name__ == "Progress" and event.step == 3:
+            cancel.set()
+
+    workflow = chain()
+    workflow.nodes["6"] = NodeInstance("6", "Steps", {"steps": 100})
+    workflow.nodes["7"] = NodeInstance("7", "Sink")
+    workflow.links += [Link("3", 0, "6", "x"), Link("6", 0, "7", "value")]
+    with pytest.raises(Cancelled):
+        Executor(stub_registry).run(workflow, on_event=on_event, cancel_event=cancel)
+    assert CALLS["Steps"] == 3
+
+
+def test_intermediates_are_released_when_no_longer_needed(stub_registry):
+    import gc
+
+    from tests.stub_nodes import MADE
+
+    MADE.clear()
+    alive_when_sink_starts = []
+
+    def on_event(event):
+        if type(event).__name__ == "NodeStarted" and event.node_id == "4":
+            gc.collect()
+            alive_when_sink_starts.append(MADE[0]() is not None)
+
+    workflow = Workflow(nodes={"1": NodeInstance("1", "Zeros", {"count": 1000}),
+                               "2": NodeInstance("2", "TensorSum"),
+                               "3": NodeInstance("3", "Steps", {"steps": 1}),
+                               "4": NodeInstance("4", "Sink")},
+                        links=[Link("1", 0, "2", "tensor"), Link("2", 0, "3", "x"),
+                               Link("3", 0, "4", "value")])
+    executor = Executor(stub_registry, cache=OutputCache({"cpu": 0}))  # the cache keeps nothing
+    executor.run(workflow, on_event=on_event)
+    assert alive_when_sink_starts == [False]
