@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="data worker processes (default: 0 on CPU, 6 on GPU)")
     parser.add_argument("--vae-from", type=Path, default=None,
                         help="skip stage 1: reuse a VAE state dict saved by an earlier run")
+    parser.add_argument("--controlnet-from", type=Path, default=None, metavar="CHECKPOINT",
+                        help="only stage 3: train the mask ControlNet for this exported checkpoint")
+    parser.add_argument("--controlnet-steps", type=int, default=1200)
     parser.add_argument("--estimate", action="store_true",
                         help="time a few steps of each stage, print the projected run time, exit")
     return parser.parse_args(argv)
@@ -59,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     device = run.pick_device(args.device)
     workers = args.workers if args.workers is not None else (6 if device.type == "cuda" else 0)
+    if args.controlnet_from is not None:
+        path = run.train_controlnet_stage(args.controlnet_from, args.out, device, args.controlnet_steps,
+                                          args.seed, workers)
+        logger.info("controlnet written: %s", path)
+        return 0
     if args.estimate:
         report = run.estimate(settings, device)
         sys.stderr.write(json.dumps(report, indent=2) + "\n")

@@ -85,3 +85,17 @@ def export_checkpoint(
     save_file(checkpoint_state_dict(unet, vae, text_encoder), str(temporary), metadata=metadata)
     os.replace(temporary, target)
     return target
+
+
+def export_controlnet(path: str | os.PathLike, controlnet: torch.nn.Module, *, name: str, description: str,
+                      unet_num_heads: int, settings: dict[str, Any], seed: int) -> Path:
+    """Save a ControlNet in the original layout (``control_model.*``), fp16, atomically."""
+    tensors = {"control_model." + key: _to_fp16(value) for key, value in controlnet.state_dict().items()}
+    metadata = {"name": name, "description": description, "nodeflow.training": json.dumps(settings, sort_keys=True),
+                "nodeflow.seed": str(seed), META_UNET_HEADS: str(unet_num_heads), "format": "pt"}
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + ".tmp")
+    save_file(tensors, str(temporary), metadata=metadata)
+    os.replace(temporary, target)
+    return target

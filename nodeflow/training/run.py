@@ -182,3 +182,32 @@ def _time_steps(step, count: int, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - started) / count
+
+
+CONTROLNET_NAME = "nodeflow-tiny-mask.safetensors"
+CONTROLNET_DESCRIPTION = (
+    "ControlNet for nodeflow's embedded model: the control image is the shape's mask (white shape on "
+    "black); the generated shape follows its position and size.")
+
+
+def train_controlnet_stage(checkpoint_path: Path, out: Path, device: torch.device, steps: int,
+                           seed: int = 0, workers: int = 0) -> Path:
+    """Stage 3 on an exported checkpoint: write ``out/controlnet/nodeflow-tiny-mask.safetensors``."""
+    from nodeflow.models.loader import load_checkpoint
+    from nodeflow.training.export import export_controlnet
+    from nodeflow.training.train_controlnet import ControlNetTraining, train_controlnet
+
+    started = time.perf_counter()
+    checkpoint = load_checkpoint(checkpoint_path, device="cpu", dtype="fp32")
+    unet, text, vae = checkpoint.model.unet, checkpoint.clip.model, checkpoint.vae.model
+    settings = ControlNetTraining(steps=steps)
+    dataset = ShapeDataset(resolution=DEFAULTS.resolution)
+    data = batches(dataset, seed + 3, settings.batch_size, workers)
+    tokens = architecture.tokenize(ALL_CAPTIONS)
+    controlnet = train_controlnet(unet, text, vae, data, tokens, checkpoint.vae.scaling_factor, settings,
+                                  device, seed, on_step=ProgressBar("controlnet"))
+    record = settings.to_dict() | {"device": str(device), "seconds": round(time.perf_counter() - started),
+                                   "checkpoint": checkpoint_path.name}
+    heads = int(checkpoint.metadata.get("nodeflow.unet.num_heads", DEFAULTS.architecture.unet_num_heads))
+    return export_controlnet(out / "controlnet" / CONTROLNET_NAME, controlnet, name="nodeflow-tiny-mask",
+                             description=CONTROLNET_DESCRIPTION, unet_num_heads=heads, settings=record, seed=seed)
