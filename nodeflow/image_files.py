@@ -25,6 +25,7 @@ MAX_COUNTER = 99999
 
 
 def file_hash(path: Path) -> str:
+    """SHA-256 of a file's content (hex): LoadImage's cache fingerprint."""
     digest = hashlib.sha256()
     with path.open("rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -117,12 +118,12 @@ def resolve_output_folder(output_dir: Path, prefix: str) -> tuple[Path, str]:
     """(folder, file name prefix) for ``prefix`` inside ``output_dir``; refuses escapes, symlinks
     included. Checked before any folder is created, and again after (a racing symlink)."""
     check_prefix(prefix)
-    relative = Path(prefix)
-    folder = (output_dir / relative).parent
+    subfolder, _, name = prefix.replace("\\", "/").rpartition("/")  # "sub/" names files "_00001_.png"
+    folder = output_dir / subfolder
     _check_inside(output_dir, folder, prefix)
     folder.mkdir(parents=True, exist_ok=True)
     _check_inside(output_dir, folder, prefix)
-    return folder, relative.name
+    return folder, name
 
 
 def _check_inside(output_dir: Path, folder: Path, prefix: str) -> None:

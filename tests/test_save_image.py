@@ -237,3 +237,8 @@ def test_parameters_carry_the_checkpoint_hash_cached_by_file(tmp_path):
     assert f"Model hash: {expected}" in read_text_chunks(saved)["parameters"]
     assert "Model: mine" in read_text_chunks(saved)["parameters"]
     assert expected in (tmp_path / "tmp" / "model_hashes.json").read_text()
+
+
+def test_prefix_naming_only_a_folder_saves_inside_it(ctx, tmp_path):
+    saved = save_image(images(), "only_folder/", ctx)["images"][0]
+    assert saved == str(tmp_path / "out" / "only_folder" / "_00001_.png")
