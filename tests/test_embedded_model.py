@@ -1,0 +1,69 @@
+"""What the embedded model draws, checked by an independent reader of the images.
+
+Over every shape x every foreground color (background rotating through the palette), three
+samples each, through the default workflow's graph and settings: the foreground color, the
+background color and the shape must be right in at least 90%, 90% and 80% of images.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from nodeflow.executor import Executor
+from nodeflow.paths import Paths
+from nodeflow.registry import Registry
+from nodeflow.training.palette import PALETTE, SHAPES, caption
+from nodeflow.workflow import Link, NodeInstance, load_workflow
+from tests.image_checker import read_image
+from tests.project import ROOT
+
+CHECKPOINT = ROOT / "assets" / "nodeflow-tiny.safetensors"
+pytestmark = pytest.mark.skipif(not CHECKPOINT.is_file(), reason="the embedded model is not in assets/ yet")
+
+COLORS = list(PALETTE)
+
+
+def prompts():
+    for (i, shape), (j, color) in itertools.product(enumerate(SHAPES), enumerate(COLORS)):
+        background = COLORS[(j + 1 + 2 * i) % len(COLORS)]
+        if background == color:
+            background = COLORS[(j + 2) % len(COLORS)]
+        yield shape, color, background
+
+
+@pytest.fixture(scope="module")
+def readings(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embedded")
+    paths = Paths(models_dirs=(root / "models",), output_dir=root / "out", temp_dir=root / "tmp")
+    registry = Registry.load(paths)
+    executor = Executor(registry, paths)
+    results = []
+    for index, (shape, color, background) in enumerate(prompts()):
+        workflow = load_workflow(ROOT / "workflows" / "txt2img.json")
+        workflow.nodes["6"].inputs["text"] = caption(shape, color, background)
+        workflow.nodes["5"].inputs["batch_size"] = 3
+        workflow.nodes["3"].inputs["seed"] = 1000 + index
+        workflow.nodes["9"] = NodeInstance("9", "PreviewImage")
+        workflow.links = [link for link in workflow.links if link.dst != "9"] + [Link("8", 0, "9", "images")]
+        shown = []
+        executor.run(workflow, on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None)
+        for image in shown[0].images:
+            results.append(((shape, color, background), read_image(np.asarray(image))))
+    return results
+
+
+def rate(readings, check) -> float:
+    return sum(check(expected, reading) for expected, reading in readings) / len(readings)
+
+
+def test_foreground_color(readings):
+    assert rate(readings, lambda e, r: r.foreground == e[1]) >= 0.9
+
+
+def test_background_color(readings):
+    assert rate(readings, lambda e, r: r.background == e[2]) >= 0.9
+
+
+def test_shape(readings):
+    assert rate(readings, lambda e, r: r.shape == e[0]) >= 0.8
