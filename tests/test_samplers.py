@@ -260,3 +260,32 @@ def test_seeds_wrap_modulo_2_64():
     x = torch.zeros(8)
     assert torch.equal(NoiseSource(2**64).step(x), NoiseSource(0).step(x))
     assert torch.equal(NoiseSource(-1).step(x), NoiseSource(2**64 - 1).step(x))
+
+
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize("steps", [2, 3, 12])
+def test_uni_pc_matches_diffusers(variant, steps):
+    """diffusers' UniPCMultistepScheduler (data prediction, lower-order final steps) run on our
+    sigmas (the final 0 replaced by 0.001, as ComfyUI does) and our denoiser, in its
+    variance-preserving space."""
+    diffusers = pytest.importorskip("diffusers")
+    sigmas = karras(ModelSampling.sd1(), steps)
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    name = "uni_pc" if variant == "bh1" else "uni_pc_bh2"
+    got = SAMPLERS[name](toy_denoiser, x.clone(), sigmas)
+
+    scheduler = diffusers.UniPCMultistepScheduler(solver_order=min(3, steps - 1), solver_type=variant,
+                                                  prediction_type="sample", predict_x0=True,
+                                                  lower_order_final=True)
+    scheduler.set_timesteps(steps)
+    reference_sigmas = sigmas.clone()
+    reference_sigmas[-1] = 0.001
+    scheduler.sigmas = reference_sigmas
+    scheduler.timesteps = torch.arange(steps - 1, -1, -1)
+    alphas = 1 / (1 + reference_sigmas.double() ** 2).sqrt()
+    sample = x * alphas[0]
+    for i, timestep in enumerate(scheduler.timesteps):
+        denoised = toy_denoiser(sample / alphas[i], sigmas[i] * torch.ones(2))
+        sample = scheduler.step(denoised, timestep, sample).prev_sample
+    expected = sample / alphas[-1]
+    assert relative_error(got, expected.float()) < 1e-5
