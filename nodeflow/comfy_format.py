@@ -48,7 +48,7 @@ def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
     With a registry, unknown node types raise ``UnknownNodeType`` naming the node, node type
     versions are filled in and a ``_meta`` title equal to the type's display name is dropped.
     """
-    if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data:
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]:
         data = data["prompt"]
     if not isinstance(data, dict):
         raise WorkflowFormatError("ComfyUI API workflow: expected an object of nodes by id")
@@ -113,7 +113,10 @@ def to_comfy_api(workflow: Workflow, registry: Any = None) -> dict:
     """
     from nodeflow.graph import active_links
 
-    links = active_links(workflow, registry) if registry is not None else workflow.links
+    if registry is not None:
+        links = active_links(workflow, registry)
+    else:  # without node specs bypassed nodes cannot be routed through: their links are dropped
+        links = [l for l in workflow.links if workflow.nodes[l.src].mode == "normal"]
     data: dict[str, Any] = {}
     for node_id, instance in workflow.nodes.items():
         if instance.mode != "normal":
@@ -166,7 +169,7 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
         raise WorkflowFormatError("ComfyUI UI workflow: subgraphs (group nodes) are not supported; "
                                   "export the workflow in API format instead")
     raw_nodes = {str(raw["id"]): raw for raw in data["nodes"] if isinstance(raw, dict) and "id" in raw}
-    ui_links = {link.id: link for link in map(_parse_ui_link, data.get("links") or []) if link}
+    ui_links = {link.id: link for link in map(_parse_ui_link, filter(None, data.get("links") or []))}
     nodes: dict[str, NodeInstance] = {}
     ui: dict[str, Any] = {"nodes": {}}
     for node_id, raw in raw_nodes.items():
@@ -197,7 +200,7 @@ def _is_virtual(node_type: Any, registry: Any) -> bool:
     return node_type in VIRTUAL_NODES or (node_type in CONSTANT_NODES and node_type not in registry)
 
 
-def _parse_ui_link(item: Any) -> _UILink | None:
+def _parse_ui_link(item: Any) -> _UILink:
     """A LiteGraph link, as a list (schema 0.4) or an object (schema 1)."""
     try:
         if isinstance(item, dict):
@@ -224,7 +227,7 @@ def _resolve_links(raw_nodes: dict, ui_links: dict[int, _UILink], nodes: dict[st
         src_raw = raw_nodes[source.src]
         if src_raw.get("type") == "PrimitiveNode" or (src_raw.get("type") in CONSTANT_NODES
                                                        and source.src not in nodes):
-            _apply_primitive(src_raw, nodes[ui_link.dst], name, ui)
+            _apply_primitive(src_raw, nodes[ui_link.dst], name, registry.get(nodes[ui_link.dst].type), ui)
             continue
         if source.src not in nodes:
             raise WorkflowFormatError(f"ComfyUI UI workflow: link {ui_link.id} into node {ui_link.dst} "
@@ -272,12 +275,12 @@ def _follow_reroutes(link: _UILink, raw_nodes: dict, ui_links: dict[int, _UILink
         link = upstream
 
 
-def _apply_primitive(primitive: dict, target: NodeInstance, name: str, ui: dict) -> None:
+def _apply_primitive(primitive: dict, target: NodeInstance, name: str, spec: Any, ui: dict) -> None:
     """A PrimitiveNode's value becomes a literal of its target (its seed mode travels along)."""
     values = primitive.get("widgets_values") or []
     if not values:
         return
-    target.inputs[name] = values[0]
+    target.inputs[name] = _normalise(spec, name, values[0])
     if len(values) > 1 and values[1] in CONTROL_AFTER_GENERATE:
         ui.setdefault("seed_control", {}).setdefault(target.id, {})[name] = values[1]
 
@@ -320,7 +323,7 @@ def _layout(raw: dict) -> dict[str, Any]:
         value = raw.get(key)
         if isinstance(value, dict):  # old exports: {"0": x, "1": y}
             value = [value.get("0"), value.get("1")]
-        if isinstance(value, list) and len(value) >= 2:
+        if isinstance(value, list) and len(value) >= 2 and all(isinstance(v, (int, float)) for v in value[:2]):
             layout[key] = [float(value[0]), float(value[1])]
     for key in ("color", "bgcolor"):
         if raw.get(key):

@@ -299,3 +299,16 @@ def test_ui_export_numbers_named_nodes_and_lays_them_out(registry):
     back = from_comfy_ui(exported, registry)
     assert {(back.nodes[l.src].type, back.nodes[l.dst].type, l.dst_input) for l in back.links} == \
         {("EmptyLatentImage", "LatentFlip", "samples"), ("LatentFlip", "VAEDecode", "samples")}
+
+
+def test_odd_but_real_files(registry):
+    """Deleted links left as null, broken sizes, a node with id "prompt", no registry on export."""
+    nodes = [{"id": 1, "type": "EmptyLatentImage", "size": {"0": 315}, "pos": [1, 2], "widgets_values": [8, 8, 1]},
+             {"id": 2, "type": "VAEDecode", "inputs": [{"name": "samples", "link": 3}]}]
+    workflow = from_comfy_ui(ui_graph(nodes, [None, [3, 1, 0, 2, 0, "LATENT"]]), registry)
+    assert workflow.ui["nodes"]["1"] == {"pos": [1.0, 2.0]} and len(workflow.links) == 1
+    odd_ids = {"prompt": {"class_type": "EmptyLatentImage", "inputs": {"width": 8}}}
+    assert set(from_comfy_api(odd_ids, registry).nodes) == {"prompt"}
+    muted = Workflow({"1": NodeInstance("1", "EmptyLatentImage", mode="muted"), "2": NodeInstance("2", "VAEDecode")},
+                     [Link("1", 0, "2", "samples")])
+    assert to_comfy_api(muted) == {"2": {"inputs": {}, "class_type": "VAEDecode"}}
