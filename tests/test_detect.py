@@ -69,3 +69,20 @@ def test_wrong_loader_and_unknown_files_are_explained(tmp_path):
         load_checkpoint(tmp_path / "llm.safetensors")
     with pytest.raises(ModelFileError, match=r"llm\.safetensors: not a VAE; found keys like lm_head"):
         load_vae(tmp_path / "llm.safetensors")
+
+
+def test_device_and_dtype_rule():
+    from nodeflow.models.devices import model_dtype, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else resolve_device("auto").type)
+    assert all(model_dtype("cpu", "auto", part) == torch.float32 for part in ("unet", "text", "vae"))
+    assert model_dtype("cpu", "bf16", "vae") == torch.bfloat16 and model_dtype("cuda", "fp32", "unet") == torch.float32
+    assert model_dtype("cuda", "auto", "unet") == torch.float16 and model_dtype("mps", "auto", "vae") == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        model_dtype("cpu", "fp8")
+    with pytest.raises(ValueError, match="unknown device 'tpu9'"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            resolve_device("cuda")

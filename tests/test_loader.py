@@ -164,3 +164,18 @@ def test_diffusers_folder_with_unknown_keys_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelFileError, match="empty: a folder, but not a diffusers model folder"):
         read_state_dict(tmp_path / "empty")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_dtype_rule(checkpoint_path):
+    checkpoint = load_checkpoint(checkpoint_path, device="cuda", dtype="auto")
+    assert checkpoint.model.unet.input_blocks[0][0].weight.dtype == torch.float16
+    expected_vae = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    assert next(checkpoint.vae.model.parameters()).dtype == expected_vae
+    assert next(checkpoint.clip.model.parameters()).dtype == torch.float16
+    image = checkpoint.vae.decode(torch.randn(1, 4, 8, 8))
+    assert image.device.type == "cpu" and torch.isfinite(image).all()
+    latent = checkpoint.vae.encode(image)
+    assert latent.dtype == torch.float32 and torch.isfinite(latent).all()
+    forced = load_checkpoint(checkpoint_path, device="cuda", dtype="fp32")
+    assert next(forced.vae.model.parameters()).dtype == torch.float32
