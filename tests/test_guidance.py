@@ -214,3 +214,47 @@ def test_control_applied_to_positive_only_is_shared_with_the_negative_when_asked
     assert negative[0].control is hook
     guided = CFGDenoiser(toy_model(), cond(1.0, control=hook, control_apply_to_uncond=False), cond(0.0), cfg=2.0)
     assert guided.entries(4, 4)[1][0].control is None
+
+
+class RecordingUNet(torch.nn.Module):
+    """Returns a constant output and records what it was given."""
+
+    def __init__(self, value: float, dtype=torch.float32):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor(value, dtype=dtype))
+        self.seen = []
+
+    def forward(self, x, timesteps, context, control=None):
+        self.seen.append((x, timesteps, context))
+        return torch.full_like(x, float(self.weight))
+
+
+def test_model_eps_and_v_parameterisations_and_casting():
+    from dataclasses import replace
+
+    from nodeflow.sampling.model import DiffusionModel, LatentFormat
+    from nodeflow.sampling.schedules import ModelSampling
+
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float32)
+    sigma = torch.tensor([2.0, 0.5])
+    s = sigma.view(2, 1, 1, 1)
+    eps_model = DiffusionModel(RecordingUNet(0.3), ModelSampling.sd1(), LatentFormat(), torch.device("cpu"),
+                               torch.float32)
+    out = eps_model.predict_denoised(x, sigma, torch.zeros(1, 77, 8).expand(2, -1, -1))
+    torch.testing.assert_close(out, x - 0.3 * s)  # Karras et al. 2022: D = x - sigma eps
+    given_x, given_t, _ = eps_model.unet.seen[0]
+    torch.testing.assert_close(given_x, x / (s**2 + 1) ** 0.5)  # c_in = 1 / sqrt(sigma^2 + 1)
+    assert torch.equal(given_t, eps_model.sampling.timestep(sigma))
+
+    v_sampling = replace(ModelSampling.sd1(), parameterization="v")
+    v_model = eps_model.clone_with(sampling=v_sampling, patches=("lora",))
+    assert v_model.unet is eps_model.unet and eps_model.patches == () and v_model.patches == ("lora",)
+    out = v_model.predict_denoised(x, sigma, torch.zeros(2, 77, 8))
+    torch.testing.assert_close(out, x / (s**2 + 1) - 0.3 * s / (s**2 + 1) ** 0.5)  # Salimans & Ho 2022
+
+    half = DiffusionModel(RecordingUNet(0.25, torch.bfloat16), ModelSampling.sd1(), LatentFormat(),
+                          torch.device("cpu"), torch.bfloat16)
+    out = half.predict_denoised(x, sigma, torch.zeros(2, 77, 8))
+    assert out.dtype == torch.float32 and half.unet.seen[0][0].dtype == torch.bfloat16
+    assert half.unet.seen[0][2].dtype == torch.bfloat16
+    torch.testing.assert_close(out, x - 0.25 * s)

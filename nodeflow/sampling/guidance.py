@@ -11,7 +11,7 @@ min(8, size / 4) latent pixels. The list's prediction is
 and the guided prediction is  uncond + cfg * (cond - uncond);  cfg == 1 skips the negative list.
 
 Entries whose crops have the same size and share the same ControlNet chain run in one batched
-forward (positive and negative together); contexts of different token lengths (77 vs 154) are
+forward (positive and negative together, negative first as in ComfyUI); contexts of different token lengths (77 vs 154) are
 brought to their least common multiple by repeating the tokens, which leaves cross-attention
 unchanged, when that at most quadruples the shorter one (as ComfyUI); otherwise they run apart.
 """
@@ -111,21 +111,23 @@ def _jobs(x: torch.Tensor, sigma: float, lists: list[list[Entry]]) -> list[_Job]
 
 
 def _batches(jobs: list[_Job]) -> list[list[_Job]]:
-    """Jobs grouped for batched forwards: same crop size, same control chain, same context
-    width, and token lengths whose least common multiple repeats none more than 4 times."""
-    batches: list[list[_Job]] = []
-    for job in jobs:
-        for batch in batches:
-            first = batch[0]
-            lengths = [j.entry.context.shape[1] for j in batch] + [job.entry.context.shape[1]]
-            if (first.area[:2] == job.area[:2] and first.entry.control is job.entry.control
-                    and first.entry.context.shape[2] == job.entry.context.shape[2]
-                    and math.lcm(*lengths) // min(lengths) <= MAX_TOKEN_REPEAT):
-                batch.append(job)
-                break
-        else:
-            batches.append([job])
+    """Jobs grouped for batched forwards, in ComfyUI's order: the first job left and every job
+    that can run with it (same crop size, same control chain, same context width, token lengths
+    whose least common multiple repeats the shorter at most 4 times), last first."""
+    batches, left = [], list(jobs)
+    while left:
+        first = left[0]
+        batch = [job for job in left if _can_batch(first, job)]
+        left = [job for job in left if not any(job is member for member in batch)]
+        batches.append(batch[::-1])
     return batches
+
+
+def _can_batch(a: _Job, b: _Job) -> bool:
+    ta, tb = a.entry.context.shape[1], b.entry.context.shape[1]
+    return (a.area[:2] == b.area[:2] and a.entry.control is b.entry.control
+            and a.entry.context.shape[2] == b.entry.context.shape[2]
+            and math.lcm(ta, tb) // min(ta, tb) <= MAX_TOKEN_REPEAT)
 
 
 def _context(context: torch.Tensor, batch: int, tokens: int) -> torch.Tensor:
