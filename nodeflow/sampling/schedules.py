@@ -50,6 +50,19 @@ class ModelSampling:
         """SD1.x: scaled_linear 0.00085..0.012, epsilon prediction."""
         return cls.from_betas(make_betas("scaled_linear"), "eps")
 
+    @classmethod
+    def from_schedule(cls, beta_schedule: str = "scaled_linear", linear_start: float = 0.00085,
+                      linear_end: float = 0.012, parameterization: str = "eps", steps: int = 1000) -> ModelSampling:
+        """From a checkpoint config's beta schedule (``make_betas``) and parameterisation."""
+        if parameterization not in ("eps", "v"):
+            raise ValueError(f"unknown parameterization {parameterization!r} (eps, v)")
+        return cls.from_betas(make_betas(beta_schedule, steps, linear_start, linear_end), parameterization)
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """abar_t = 1 / (1 + sigma_t^2), (T,) float32."""
+        return (1.0 / (1.0 + self.sigmas.double() ** 2)).float()
+
     @property
     def sigma_min(self) -> torch.Tensor:
         return self.sigmas[0]
@@ -100,6 +113,10 @@ class ModelSampling:
         if max_denoise:
             return latent + noise * (1.0 + s**2) ** 0.5
         return latent + noise * s
+
+    def inverse_noise_scaling(self, sigma: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The sampler's result as a latent: unchanged for eps and v models."""
+        return latent
 
 
 def _expand(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,64 @@
+"""The discrete training schedule (ModelSampling) against diffusers and closed forms."""
+
+import pytest
+import torch
+
+from nodeflow.sampling.schedules import ModelSampling, make_betas
+
+
+@pytest.mark.parametrize("schedule, diffusers_name", [("scaled_linear", "scaled_linear"), ("linear", "linear"),
+                                                      ("cosine", "squaredcos_cap_v2")])
+def test_alphas_cumprod_equal_diffusers(schedule, diffusers_name):
+    diffusers = pytest.importorskip("diffusers")
+    reference = diffusers.DDPMScheduler(beta_schedule=diffusers_name, beta_start=0.00085, beta_end=0.012)
+    ours = ModelSampling.from_schedule(schedule)
+    assert torch.allclose(ours.alphas_cumprod.double(), reference.alphas_cumprod.double(), rtol=1e-5, atol=1e-7)
+
+
+def test_sd1_table_is_computed_in_float64_then_stored_in_float32():
+    ms = ModelSampling.sd1()
+    alphas_cumprod = torch.cumprod(1 - make_betas("scaled_linear"), 0)  # float64
+    sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
+    assert ms.sigmas.dtype == torch.float32 and torch.equal(ms.sigmas, sigmas.float())
+    assert torch.equal(ms.log_sigmas, sigmas.log().float())
+
+
+def test_eps_input_and_denoised():
+    ms = ModelSampling.sd1()
+    x0, eps = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    sigma = torch.tensor([0.5, 7.0])
+    x = x0 + sigma[:, None, None, None] * eps
+    assert torch.allclose(ms.calculate_input(sigma, x), x / (sigma[:, None, None, None] ** 2 + 1).sqrt())
+    assert torch.allclose(ms.calculate_denoised(sigma, eps, x), x0, atol=1e-5)
+
+
+def test_v_prediction_recovers_the_clean_latent():
+    """v = alpha eps - sigma_vp x0 (Salimans & Ho 2022) with alpha = 1 / sqrt(1 + sigma^2)."""
+    ms = ModelSampling.from_schedule(parameterization="v")
+    x0, eps = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    sigma = torch.tensor([0.3, 9.0])
+    s = sigma[:, None, None, None]
+    alpha = 1 / (1 + s**2).sqrt()
+    v = alpha * eps - s * alpha * x0
+    assert torch.allclose(ms.calculate_denoised(sigma, v, x0 + s * eps), x0, atol=1e-5)
+
+
+def test_noise_scaling_at_the_top_and_below():
+    ms = ModelSampling.sd1()
+    noise, latent = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
+    top = ms.sigma_max
+    assert torch.allclose(ms.noise_scaling(top, noise, torch.zeros_like(latent), True), noise * (1 + top**2).sqrt())
+    assert torch.allclose(ms.noise_scaling(torch.tensor(2.0), noise, latent, False), latent + 2 * noise)
+    assert ms.inverse_noise_scaling(top, latent) is latent
+
+
+def test_percent_to_sigma():
+    ms = ModelSampling.sd1()
+    assert ms.percent_to_sigma(0.0) == 999999999.9 and ms.percent_to_sigma(1.0) == 0.0
+    assert ms.percent_to_sigma(0.5) == pytest.approx(float(ms.sigma(torch.tensor(499.5))), rel=1e-6)
+    assert ms.percent_to_sigma(0.001) < float(ms.sigma_max)
+
+
+def test_unknown_parameterization_is_rejected():
+    with pytest.raises(ValueError, match="parameterization"):
+        ModelSampling.from_schedule(parameterization="x0")
