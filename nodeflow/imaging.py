@@ -141,6 +141,18 @@ def bislerp(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return x.to(dtype)
 
 
+def match_channels(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give two IMAGEs (B, H, W, C) the same channel count: an RGB image next to an RGBA one gets
+    an opaque alpha channel (as ComfyUI's image_alpha_fix)."""
+    channels = max(a.shape[-1], b.shape[-1])
+
+    def widen(x: torch.Tensor) -> torch.Tensor:
+        missing = channels - x.shape[-1]
+        return torch.cat([x, torch.ones(*x.shape[:-1], missing, dtype=x.dtype, device=x.device)], -1) if missing else x
+
+    return widen(a), widen(b)
+
+
 def repeat_to_batch(x: torch.Tensor, batch: int) -> torch.Tensor:
     if x.shape[0] >= batch:
         return x[:batch]

@@ -7,7 +7,8 @@ import math
 import torch
 
 from nodeflow.errors import NodeInputError
-from nodeflow.imaging import UPSCALE_METHODS, blur, image_to_nchw, nchw_to_image, sharpen, upscale
+from nodeflow.imaging import (UPSCALE_METHODS, blur, image_to_nchw, match_channels, nchw_to_image, sharpen,
+                              upscale)
 from nodeflow.spec import IMAGE, MASK, Choice, Float, Input, Int, Output, node
 
 MAX_RESOLUTION = 16384
@@ -127,10 +128,11 @@ def image_invert(image: torch.Tensor):
 @node("ImageBatch", display="Batch Images", category="image",
       inputs=[Input("image1", IMAGE), Input("image2", IMAGE)], outputs=[Output(IMAGE)])
 def image_batch(image1: torch.Tensor, image2: torch.Tensor):
-    """Join two batches (image2 resized to image1's size if they differ)."""
+    """Join two batches (image2 resized to image1's size if they differ, bilinear, centre crop)."""
+    image1, image2 = match_channels(image1, image2)
     if image2.shape[1:3] != image1.shape[1:3]:
         image2 = nchw_to_image(upscale(image_to_nchw(image2), image1.shape[2], image1.shape[1], "bilinear", "center"))
-    return (torch.cat([image1, image2[..., :image1.shape[-1]]]),)
+    return (torch.cat([image1, image2.to(image1)]),)
 
 
 @node("ImageCrop", display="Image Crop", category="image/transform",
@@ -168,6 +170,7 @@ def _blend(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
       outputs=[Output(IMAGE)])
 def image_blend(image1: torch.Tensor, image2: torch.Tensor, blend_factor: float, blend_mode: str):
     """Blend image2 over image1 with a blend mode, by blend_factor."""
+    image1, image2 = match_channels(image1, image2)
     if image2.shape[1:3] != image1.shape[1:3]:
         image2 = nchw_to_image(upscale(image_to_nchw(image2), image1.shape[2], image1.shape[1], "bicubic", "center"))
     blended = _blend(image1, image2.to(image1), blend_mode)

@@ -107,6 +107,14 @@ def test_blend_resizes_the_second_image():
     assert out.shape == (1, 4, 4, 3) and torch.allclose(out, torch.full_like(out, 0.5))
 
 
+def test_rgb_next_to_rgba_gets_an_opaque_alpha():
+    rgba = torch.full((1, 2, 2, 4), 0.5)
+    (batch,) = image_batch(rgba, torch.zeros(1, 2, 2, 3))
+    assert batch.shape == (2, 2, 2, 4) and (batch[1, ..., 3] == 1).all() and not batch[1, ..., :3].any()
+    (blend,) = image_blend(torch.zeros(1, 2, 2, 3), rgba, 1.0, "normal")
+    assert blend.shape == (1, 2, 2, 4) and torch.allclose(blend[..., 3], torch.full((1, 2, 2), 0.5))
+
+
 def _impulse(value=1.0, background=0.0, size=7):
     image = torch.full((1, size, size, 3), background)
     image[0, size // 2, size // 2] = value
