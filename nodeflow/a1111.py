@@ -110,13 +110,13 @@ def format_a1111_parameters(settings: dict[str, str]) -> str:
 def parse_a1111_parameters(text: str) -> dict[str, str]:
     """A1111 "parameters" text back into ``{"prompt", "negative_prompt", field: value...}``.
 
-    The last line holds the ``Key: value`` fields when it has at least three of them (A1111's own
-    rule); lines before it are the prompt, up to a line starting "Negative prompt:", which starts
+    The last line holds the ``Key: value`` fields when it starts with one and has at least three
+    (A1111's own rule, stricter about the start); lines before it are the prompt, up to a line starting "Negative prompt:", which starts
     the negative prompt. Quoted values are unquoted.
     """
     lines = text.rstrip("\n").split("\n")
     fields: dict[str, str] = {}
-    if lines and len(_FIELD.findall(lines[-1])) >= 3:
+    if lines and _FIELD.match(lines[-1]) and len(_FIELD.findall(lines[-1])) >= 3:
         for key, value in _FIELD.findall(lines.pop()):
             fields[key.strip()] = _unquote(value.strip())
     prompt, negative, in_negative = [], [], False

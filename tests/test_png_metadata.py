@@ -178,6 +178,8 @@ def test_parse_real_a1111_text_with_quoted_values():
     assert fields["Lora hashes"] == "detail: 8e3d4ab4d2f1, style: 1f2e3d4c5b6a"
     assert fields["Seed"] == "3620405043" and fields["Version"] == "v1.6.0"
     assert parse_a1111_parameters(format_a1111_parameters(fields)) == fields
+    weighted = "(cat:1.2), (dog:0.8), (bird:1.1)"  # a prompt alone, not a line of fields
+    assert parse_a1111_parameters(weighted) == {"prompt": weighted, "negative_prompt": ""}
 
 
 _line = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=20).map(str.strip)
