@@ -64,10 +64,12 @@ class InputSpec:
     seed: bool = False
     options: ChoiceSource | None = None
     validate: Validator | None = None
+    link_only: bool = False  # declared with Input(): always linked, even for INT/FLOAT/...
 
     @property
     def is_widget(self) -> bool:
-        return self.type in WIDGET_TYPES
+        """Whether the input takes a literal value (it may still be linked instead)."""
+        return self.type in WIDGET_TYPES and not self.link_only
 
     def choices(self, paths: Any = None) -> list[str]:
         """The allowed values of a choice input (computed ones need ``paths``)."""
@@ -116,7 +118,8 @@ def _type_problem(spec: InputSpec, value: Any) -> str | None:
 def Input(name: str, socket_type: str, *, optional: bool = False, tooltip: str = "",
           validate: Validator | None = None) -> InputSpec:
     """A linked input carrying ``socket_type`` (MODEL, IMAGE, ...)."""
-    return InputSpec(name, socket_type, optional=optional, tooltip=tooltip, validate=validate)
+    return InputSpec(name, socket_type, optional=optional, tooltip=tooltip, validate=validate,
+                     link_only=True)
 
 
 def Int(name: str, default: int, *, min: int | None = None, max: int | None = None, step: int = 1,
