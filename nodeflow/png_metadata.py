@@ -69,7 +69,8 @@ def save_png_with_metadata(image: Image.Image, path: str | os.PathLike, chunks: 
     The PNG is written to a temporary file in the same folder, then hard-linked to ``path``
     (atomic and exclusive), so readers never see a partial file and two writers never share a
     name. Raises ``FileExistsError`` when ``path`` exists (callers pick the next free name).
-    On file systems without hard links the file is copied into a name created exclusively.
+    On file systems without hard links the file is copied into a name created exclusively
+    (still never overwriting; readers could then see it while it is copied).
     Returns ``Path(path)``.
     """
     path = Path(path)
