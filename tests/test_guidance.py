@@ -258,3 +258,12 @@ def test_model_eps_and_v_parameterisations_and_casting():
     assert out.dtype == torch.float32 and half.unet.seen[0][0].dtype == torch.bfloat16
     assert half.unet.seen[0][2].dtype == torch.bfloat16
     torch.testing.assert_close(out, x - 0.25 * s)
+
+
+def test_max_batch_splits_the_forward_with_the_same_result():
+    x, sigma = torch.randn(2, 4, 8, 8), torch.full((2,), 3.0)
+    together = CFGDenoiser(toy_model(), cond(1.0), cond(-1.0), cfg=5.0)
+    model = toy_model()
+    apart = CFGDenoiser(model, cond(1.0), cond(-1.0), cfg=5.0, max_batch=2)
+    torch.testing.assert_close(apart(x, sigma), together(x, sigma), atol=1e-6, rtol=0)
+    assert apart.calls == 2 and model.unet.calls == [2, 2]

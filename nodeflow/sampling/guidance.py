@@ -45,13 +45,14 @@ class CFGDenoiser:
     """``denoise(x, sigma)`` for the samplers: guidance over positive and negative lists.
 
     ``concat`` holds extra model input channels (the inpainting model's mask and masked latent),
-    (B, c, h, w) on the latent grid; it is cropped with each entry's area.
+    (B, c, h, w) on the latent grid; it is cropped with each entry's area. ``max_batch`` caps the
+    images per model call (memory); by default every compatible entry runs in one call.
     """
 
     def __init__(self, model: DiffusionModel, positive: list, negative: list, cfg: float,
-                 concat: torch.Tensor | None = None) -> None:
+                 concat: torch.Tensor | None = None, max_batch: int | None = None) -> None:
         self.model, self.positive, self.negative, self.cfg = model, positive, negative, float(cfg)
-        self.concat = concat
+        self.concat, self.max_batch = concat, max_batch
         self.calls = 0  # model forwards so far (tests, statistics)
         self._entries: dict[tuple[int, int], list[list[Entry]]] = {}
 
@@ -76,12 +77,19 @@ class CFGDenoiser:
         """Each list's combined prediction for x (B, C, h, w) at sigma (B,)."""
         sums = [torch.zeros_like(x) for _ in lists]  # (B, C, h, w)
         counts = [torch.full_like(x, EMPTY_WEIGHT) for _ in lists]
-        for batch in _batches(_jobs(x, float(sigma[0]), lists)):
-            for job, prediction in zip(batch, self._forward(x, sigma, batch)):
-                h, w, y, x0 = job.area
-                sums[job.which][:, :, y:y + h, x0:x0 + w] += prediction * job.weight
-                counts[job.which][:, :, y:y + h, x0:x0 + w] += job.weight
+        for group in _batches(_jobs(x, float(sigma[0]), lists)):
+            per_call = len(group) if self.max_batch is None else max(1, self.max_batch // len(x))  # jobs
+            for start in range(0, len(group), per_call):
+                self._accumulate(x, sigma, group[start:start + per_call], sums, counts)
         return [s / c for s, c in zip(sums, counts)]
+
+    def _accumulate(self, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job], sums: list[torch.Tensor],
+                    counts: list[torch.Tensor]) -> None:
+        """Run one batch and add its weighted predictions and weights into the lists' sums."""
+        for job, prediction in zip(batch, self._forward(x, sigma, batch)):
+            h, w, y, x0 = job.area
+            sums[job.which][:, :, y:y + h, x0:x0 + w] += prediction * job.weight
+            counts[job.which][:, :, y:y + h, x0:x0 + w] += job.weight
 
     def _forward(self, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job]) -> tuple[torch.Tensor, ...]:
         """One model call for jobs with equal crop sizes; one prediction per job."""

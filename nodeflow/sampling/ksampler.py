@@ -71,12 +71,14 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
            scheduler: str, positive: list, negative: list, latent: dict, denoise: float = 1.0,
            add_noise: bool = True, start_step: int | None = None, end_step: int | None = None,
            force_full_denoise: bool = True, callback: StepCallback | None = None,
-           check_cancel: Callable[[], None] | None = None, concat: torch.Tensor | None = None) -> dict:
+           check_cancel: Callable[[], None] | None = None, concat: torch.Tensor | None = None,
+           max_batch: int | None = None) -> dict:
     """Run a sampler; returns a new LATENT dict (the input's extra keys kept).
 
     ``callback(step, total, denoised)`` follows every step (denoised: the model's clean-latent
     estimate in the model's scaled space); ``check_cancel()`` runs before every model evaluation
-    and may raise to stop sampling.
+    and may raise to stop sampling. ``concat``: extra input channels (inpainting models);
+    ``max_batch``: at most this many images per model call.
     """
     samples = latent["samples"].float()  # (B, C, h, w)
     sigmas = schedule(model, sampler_name, scheduler, steps, denoise)
@@ -92,7 +94,7 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
     max_denoise = math.isclose(float(sigmas[0]), float(model.sampling.sigma_max), rel_tol=1e-5) \
         or float(sigmas[0]) > float(model.sampling.sigma_max)
     x = model.sampling.noise_scaling(sigmas[0], noise, source, max_denoise)
-    denoiser = CFGDenoiser(model, positive, negative, cfg, concat)
+    denoiser = CFGDenoiser(model, positive, negative, cfg, concat, max_batch)
     mask = latent.get("noise_mask")
     denoise_fn = denoiser if mask is None else _masked(denoiser, model, prepare_mask(mask, samples.shape),
                                                      source, noise)
