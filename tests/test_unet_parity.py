@@ -190,3 +190,21 @@ def test_meta_build_and_assign_load_shares_tensors():
     weight = model.input_blocks[0][0].weight
     assert weight.data_ptr() == sd["input_blocks.0.0.weight"].data_ptr()
     assert not any(p.is_meta for p in model.parameters())
+
+
+def test_tiny_checkpoint_factory_round_trips(tmp_path):
+    """tests/factories.py (used by the loading and end-to-end tests): its U-Net part is the
+    documented tiny config and loads strictly into ours."""
+    from safetensors.torch import load_file
+
+    from tests.factories import TINY_UNET, write_tiny_checkpoint
+
+    for inpainting in (False, True):
+        path = write_tiny_checkpoint(tmp_path / f"tiny{inpainting}.safetensors", inpainting=inpainting)
+        sd = {k[len(PREFIX):]: v for k, v in load_file(path).items() if k.startswith(PREFIX)}
+        expected = UNetConfig(**{**TINY_UNET.__dict__, "in_channels": 9 if inpainting else 4})
+        assert unet_config_from_state_dict(sd) == expected
+        model = unet_from_state_dict(sd, dtype=torch.float32)
+        with torch.no_grad():
+            out = model(torch.randn(1, expected.in_channels, 8, 8), torch.tensor([10.0]), torch.randn(1, 77, 32))
+        assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
