@@ -1,10 +1,16 @@
-"""The CLIP socket value: a transformers CLIPTextModel plus our tokenizer and the clip-skip layer.
+"""The CLIP socket value: a transformers CLIPTextModel, our tokenizer and the clip-skip layer.
 
-SD1.x conditions on the last layer's hidden states after the final layer norm, for 77 tokens
-(padding with 49407, causal mask only, no padding mask). ``layer_idx`` -2 ("clip skip 2") takes
-the penultimate layer's output, also through the final layer norm (as ComfyUI and A1111 do).
-Weighted tokens move their embedding away from the empty prompt's:
-z = z_empty + (z - z_empty) * weight, per token position (ComfyUI's rule).
+SD1.x conditions on CLIP's hidden states for 77-token windows ([49406] + ids + [49407], padded
+with 49407; causal mask only, no padding mask), taken after the final layer norm. ``layer_idx``
+follows ComfyUI's CLIPSetLastLayer: None (or any index beyond the depth) means the last layer;
+-1 is the last layer, -2 the penultimate ("clip skip 2"), ...; 0, 1, ... count from the first.
+Intermediate layers also go through the final layer norm, as in ComfyUI and A1111.
+
+Prompt weights act on the output, relative to the empty prompt's encoding (ComfyUI's rule): for
+every token position whose weight w is not 1, z = z_empty + (z - z_empty) * w, where z_empty is the
+encoding of [49406, 49407, 49407 ...] at the same position. Windows of long prompts are encoded in
+one batch and concatenated along the sequence axis; the pooled output is the first window's
+(the final state at its first end token).
 """
 
 from __future__ import annotations
@@ -14,91 +20,116 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from nodeflow.text.prompt_weights import chunks, weighted_tokens
-from nodeflow.text.tokenizer import ClipTokenizer
+from nodeflow.text.prompt_weights import WINDOW, WeightedTokens, prompt_windows, windows
+from nodeflow.text.tokenizer import END_TOKEN, START_TOKEN, ClipTokenizer
 
-IGNORED_KEYS = ("position_ids",)  # a constant buffer some files carry
+IGNORED_KEYS = ("position_ids",)  # a constant buffer some files carry; rebuilt, never loaded
+HEAD_DIM = 64  # CLIP's text towers all use 64-wide heads (ViT-L 12, ViT-H 16, ViT-bigG 20 heads)
 
 
 @dataclass(frozen=True)
 class TextEncoder:
     """Encodes prompts into CONDITIONING tensors. Immutable: ``clone_with`` returns a copy that
-    shares the model's weights."""
+    shares the model's weights (CLIPSetLastLayer, LoRA)."""
 
-    model: torch.nn.Module  # transformers CLIPTextModel
+    model: torch.nn.Module  # transformers CLIPTextModel (or a wrapper with the same call)
     tokenizer: ClipTokenizer
-    layer_idx: int | None = None  # None or -1: last layer; -2: penultimate ...
+    layer_idx: int | None = None  # None: last layer; -1 last, -2 penultimate ...
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     patches: tuple = ()
+    pad_token: int = END_TOKEN
 
     def clone_with(self, **changes) -> TextEncoder:
+        """A copy with some fields changed (``layer_idx=-2``, ``model=patched`` ...)."""
         return replace(self, **changes)
 
     @property
     def width(self) -> int:
+        """D, the width of the hidden states."""
         return self.model.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    def windows(self, text: str) -> list[WeightedTokens]:
+        """The (token, weight) windows of ``text``, 77 each."""
+        return prompt_windows(self.tokenizer, text, self.pad_token)
 
     @torch.no_grad()
     def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cond (1, 77 k, D), pooled (1, D)), float32, on the encoder's device."""
-        token_chunks = chunks(weighted_tokens(self.tokenizer, text))
-        weighted = any(weight != 1.0 for chunk in token_chunks for _, weight in chunk)
-        ids = [[token for token, _ in chunk] for chunk in token_chunks]
+        """(cond (1, 77 k, D), pooled (1, D)) in float32, on the encoder's device."""
+        return self.encode_windows(self.windows(text))
+
+    @torch.no_grad()
+    def encode_windows(self, token_windows: list[WeightedTokens]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode (token, weight) windows; see the module docstring for the weighting rule."""
+        k = len(token_windows)
+        ids = [[token for token, _ in window] for window in token_windows]
+        weights = torch.tensor([[w for _, w in window] for window in token_windows])  # (k, 77)
+        weighted = bool((weights != 1.0).any())
         if weighted:
-            ids.append([token for token, _ in chunks([])[0]])  # the empty prompt, for weights
+            ids.append([token for token, _ in windows([], self.pad_token)[0]])  # the empty prompt
         hidden, pooled = self.encode_ids(torch.tensor(ids, device=self.device))  # (k(+1), 77, D)
+        hidden = hidden.float()
         if weighted:
-            empty = hidden[-1]  # (77, D)
-            weights = torch.tensor([[w for _, w in chunk] for chunk in token_chunks],
-                                   device=hidden.device, dtype=hidden.dtype)[..., None]  # (k, 77, 1)
-            hidden = empty + (hidden[:-1] - empty) * weights
-        cond = hidden.reshape(1, -1, hidden.shape[-1])  # (1, 77 k, D)
-        return cond.float(), pooled[:1].float()
+            empty = hidden[k]  # (77, D)
+            w = weights.to(hidden.device)[..., None]  # (k, 77, 1)
+            moved = empty + (hidden[:k] - empty) * w  # (k, 77, D)
+            hidden = torch.where(w != 1.0, moved, hidden[:k])  # weight 1: untouched, bit for bit
+        cond = hidden.reshape(1, k * WINDOW, hidden.shape[-1])  # (1, 77 k, D)
+        return cond, pooled[:1].float()
 
     def encode_ids(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states (N, 77, D) at ``layer_idx`` after the final layer norm, and the pooled
-        output (N, D) (the final state at the end token)."""
-        output = self.model(input_ids=ids, output_hidden_states=self.layer_idx not in (None, -1))
-        if self.layer_idx in (None, -1):
-            hidden = output.last_hidden_state
-        else:
-            final_norm = _final_layer_norm(self.model)
-            hidden = final_norm(output.hidden_states[self.layer_idx])
-        return hidden, output.pooler_output
+        output (N, D): the last layer's final state at the first end token."""
+        index = hidden_state_index(self.layer_idx, self.num_layers)
+        output = self.model(input_ids=ids, output_hidden_states=index is not None)
+        if index is None:
+            return output.last_hidden_state, output.pooler_output
+        final_norm = getattr(self.model, "text_model", self.model).final_layer_norm
+        return final_norm(output.hidden_states[index]), output.pooler_output
 
 
-def _final_layer_norm(model: torch.nn.Module) -> torch.nn.Module:
-    inner = getattr(model, "text_model", model)
-    return inner.final_layer_norm
+def hidden_state_index(layer_idx: int | None, num_layers: int) -> int | None:
+    """Index into transformers' ``hidden_states`` (embeddings first, then each layer's output) for
+    ComfyUI's ``layer_idx``; None means the last layer's normalised output."""
+    if layer_idx is None or abs(layer_idx) > num_layers:
+        return None  # ComfyUI falls back to the last layer
+    layer = layer_idx % num_layers if layer_idx < 0 else layer_idx  # 0-based layer whose output
+    if layer >= num_layers:
+        raise ValueError(f"layer_idx {layer_idx} is beyond the text encoder's {num_layers} layers")
+    return None if layer == num_layers - 1 else layer + 1
 
 
 def clip_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None,
                                 hidden_act: str = "quick_gelu"):
-    """A CLIPTextConfig from tensor shapes (keys without ``text_model.``). Heads: hidden / 64."""
+    """A CLIPTextConfig from tensor shapes (keys without ``text_model.``). Heads: hidden / 64
+    unless given (they cannot be read from shapes)."""
     from transformers import CLIPTextConfig
 
-    vocab, hidden = sd["embeddings.token_embedding.weight"].shape
-    layers = {int(m.group(1)) for k in sd if (m := re.match(r"encoder\.layers\.(\d+)\.", k))}
+    try:
+        vocab, hidden = sd["embeddings.token_embedding.weight"].shape
+        positions = sd["embeddings.position_embedding.weight"].shape[0]
+        intermediate = sd["encoder.layers.0.mlp.fc1.weight"].shape[0]
+    except KeyError as error:
+        raise KeyError(f"not a CLIP text encoder state dict: missing {error}; "
+                       f"found keys like {sorted(sd)[:5]}") from error
+    layers = {int(m.group(1)) for key in sd if (m := re.match(r"encoder\.layers\.(\d+)\.", key))}
     return CLIPTextConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=sd["encoder.layers.0.mlp.fc1.weight"].shape[0],
-        num_hidden_layers=len(layers),
-        num_attention_heads=num_heads or max(1, hidden // 64),
-        max_position_embeddings=sd["embeddings.position_embedding.weight"].shape[0],
-        hidden_act=hidden_act,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+        num_hidden_layers=len(layers), num_attention_heads=num_heads or max(1, hidden // HEAD_DIM),
+        max_position_embeddings=positions, hidden_act=hidden_act,
+        bos_token_id=START_TOKEN, eos_token_id=END_TOKEN, pad_token_id=END_TOKEN,
     )
 
 
 def text_encoder_from_state_dict(sd: dict[str, torch.Tensor], tokenizer: ClipTokenizer, *,
                                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                                  num_heads: int | None = None) -> TextEncoder:
-    """Build the CLIPTextModel on the meta device and take the tensors (strict). Keys may carry
-    ``text_model.`` or not; ``position_ids`` is ignored."""
+    """Build the CLIPTextModel on the meta device and take the tensors (strict, no copy beyond the
+    device/dtype move). Keys may carry ``text_model.`` or not; ``position_ids`` is ignored."""
     from transformers import CLIPTextModel
 
     plain = {k.removeprefix("text_model."): v for k, v in sd.items() if not k.endswith(IGNORED_KEYS)}
@@ -106,13 +137,18 @@ def text_encoder_from_state_dict(sd: dict[str, torch.Tensor], tokenizer: ClipTok
     config._attn_implementation = "sdpa"
     with torch.device("meta"):
         model = CLIPTextModel(config)
-    prefix = "text_model." if any(k.startswith("text_model.") for k in model.state_dict()) else ""
+    prefix = "text_model." if hasattr(model, "text_model") else ""  # transformers 4.x nests, 5.x not
     tensors = {prefix + k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
                for k, v in plain.items()}
     model.load_state_dict(tensors, strict=True, assign=True)
+    _rebuild_position_ids(model, device)
+    return TextEncoder(model.eval().requires_grad_(False), tokenizer, None, torch.device(device), dtype)
+
+
+def _rebuild_position_ids(model: torch.nn.Module, device: torch.device | str) -> None:
+    """The non-persistent ``position_ids`` buffer is still on the meta device: make it 0..T-1."""
     for name, buffer in list(model.named_buffers()):
-        if buffer.is_meta and name.endswith("position_ids"):  # non-persistent: rebuild it
+        if buffer.is_meta and name.endswith("position_ids"):
             owner = model.get_submodule(name.rsplit(".", 1)[0])
             owner.register_buffer("position_ids", torch.arange(buffer.shape[-1], device=device)[None],
                                   persistent=False)
-    return TextEncoder(model.eval().requires_grad_(False), tokenizer, None, torch.device(device), dtype)
