@@ -15,8 +15,13 @@ def checkpoint_path(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny.safetensors")
 
 
-def test_round_trip_loads_all_three_models(checkpoint_path):
-    checkpoint = load_checkpoint(checkpoint_path)
+@pytest.fixture(scope="module")
+def single(checkpoint_path):
+    return load_checkpoint(checkpoint_path)
+
+
+def test_round_trip_loads_all_three_models(single):
+    checkpoint = single
     assert checkpoint.kind == "sd1"
     sd = tiny_state_dict()
     parts = {"model.diffusion_model.": checkpoint.model.unet, "first_stage_model.": checkpoint.vae.model}
@@ -69,10 +74,10 @@ def test_keys_without_text_model_segment(tmp_path):
     assert load_checkpoint(tmp_path / "old.safetensors").clip.encode("x")[0].shape == (1, 77, 32)
 
 
-def test_plain_tensor_ckpt_loads_like_safetensors(tmp_path, checkpoint_path):
+def test_plain_tensor_ckpt_loads_like_safetensors(tmp_path, single):
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": tiny_state_dict(), "global_step": 1}, path)
-    ckpt, single = load_checkpoint(path), load_checkpoint(checkpoint_path)
+    ckpt = load_checkpoint(path)
     assert ckpt.kind == "sd1"
     for a, b in zip(ckpt.model.unet.state_dict().values(), single.model.unet.state_dict().values()):
         assert torch.equal(a, b)
@@ -141,8 +146,8 @@ def test_diffusers_folder_converts_back_to_the_original_layout(diffusers_folder)
     assert metadata["nodeflow.unet.num_heads"] == "8" and float(metadata["nodeflow.vae.scaling_factor"]) == 0.18215
 
 
-def test_diffusers_folder_loads_equal_to_single_file(diffusers_folder, checkpoint_path):
-    folder, single = load_checkpoint(diffusers_folder), load_checkpoint(checkpoint_path)
+def test_diffusers_folder_loads_equal_to_single_file(diffusers_folder, single):
+    folder = load_checkpoint(diffusers_folder)
     assert folder.kind == "sd1"
     torch.manual_seed(0)
     x, t, context = torch.randn(1, 4, 8, 8), torch.tensor([500.0]), torch.randn(1, 77, 32)

@@ -58,8 +58,9 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)
 
 
-def _split(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+def _take(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Remove the keys under ``prefix`` from ``sd``; return them without the prefix."""
+    return {k[len(prefix):]: sd.pop(k) for k in [k for k in sd if k.startswith(prefix)]}
 
 
 def _check_unclaimed(path: Path, sd: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> None:
@@ -94,15 +95,20 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     device = torch.device(device)
     heads = int(metadata[META_UNET_HEADS]) if META_UNET_HEADS in metadata else None
     scale = float(metadata.get(META_VAE_SCALE, SD1_SCALING_FACTOR))
-    unet_sd = {k: v for k, v in _split(sd, UNET_PREFIX).items() if not IGNORED.match(k)}
-    unet = _build(path, "U-Net", lambda: unet_from_state_dict(
-        unet_sd, device=device, dtype=model_dtype(device, dtype, "unet"), num_heads=heads))
-    vae = load_vae_state_dict(path, _split(sd, VAE_PREFIX), device, dtype, scale)
-    text_sd = {k: v for k, v in _split(sd, TEXT_PREFIX).items() if not IGNORED.match(TEXT_PREFIX + k)}
+    unet_sd = {k: v for k, v in _take(sd, UNET_PREFIX).items() if not IGNORED.match(k)}
+    vae_sd = _take(sd, VAE_PREFIX)
+    text_sd = {k: v for k, v in _take(sd, TEXT_PREFIX).items() if not IGNORED.match(TEXT_PREFIX + k)}
+    sd.clear()  # each part's file tensors are released once that part is built (lower peak memory)
     if not text_sd:
         raise ModelFileError(f"{path}: no text encoder (cond_stage_model.transformer.*) in this checkpoint")
+    unet = _build(path, "U-Net", lambda: unet_from_state_dict(
+        unet_sd, device=device, dtype=model_dtype(device, dtype, "unet"), num_heads=heads))
+    del unet_sd
+    vae = load_vae_state_dict(path, vae_sd, device, dtype, scale)
+    del vae_sd
     clip = _build(path, "text encoder", lambda: text_encoder_from_state_dict(
         text_sd, tokenizer or load_tokenizer(), device=device, dtype=model_dtype(device, dtype, "text")))
+    del text_sd
     model = DiffusionModel(unet, ModelSampling.sd1(), LatentFormat(scale_factor=scale), device,
                            model_dtype(device, dtype, "unet"), name=path.name)
     logger.info("loaded %s (%s) on %s", path.name, kind, device)
