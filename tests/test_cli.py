@@ -1,43 +1,148 @@
-"""The command line: light start, clear errors, running a workflow end to end."""
+"""The command line: light start, exit codes, clear one-line errors, --set, --json, nodes."""
 
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
+
+from nodeflow import cli
+from nodeflow.errors import Cancelled
+from nodeflow.workflow import Link, NodeInstance, Workflow, save_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "nodeflow.cli", *args], capture_output=True,
-                          text=True, cwd=cwd or ROOT, timeout=300)
-
-
 def test_import_and_help_do_not_import_torch_or_dearpygui():
     code = ("import sys, nodeflow, nodeflow.cli\n"
-            "try:\n    nodeflow.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'dearpygui') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+            "for argv in (['--help'], ['run', '--help'], ['nodes', '--help']):\n"
+            "    try:\n        nodeflow.cli.main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'dearpygui', 'numpy', 'networkx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.stdout.strip().endswith("[]"), out.stdout + out.stderr
 
 
-def test_missing_file_is_one_line_without_traceback(tmp_path):
-    out = run_cli("run", str(tmp_path / "nope.json"))
-    assert out.returncode == 2
-    assert "nope.json" in out.stderr and "Traceback" not in out.stderr
+@pytest.fixture
+def stub_folder(tmp_path, monkeypatch):
+    """The stub pack as a user's custom-nodes folder; only it (no built-ins) is loaded."""
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "stubs.py").write_text((Path(__file__).parent / "stub_nodes.py").read_text())
+    from nodeflow.registry import Registry
+
+    real_load = Registry.load
+    monkeypatch.setattr(Registry, "load", classmethod(
+        lambda cls, paths=None, **kw: real_load.__func__(cls, paths, builtins=False, entry_point_packs=False)))
+    monkeypatch.chdir(tmp_path)
+    return folder
 
 
-def test_bad_override_is_explained(tmp_path):
-    path = tmp_path / "w.json"
-    path.write_text(json.dumps({"format": "nodeflow-workflow", "version": 1, "nodes": {}, "links": []}))
-    out = run_cli("run", str(path), "--set", "7.seed=1")
-    assert out.returncode == 2 and "no node '7'" in out.stderr
+def write(tmp_path, workflow, name="w.json"):
+    path = tmp_path / name
+    save_workflow(workflow, path)
+    return str(path)
 
 
-def test_validate_reports_problems(tmp_path):
-    path = tmp_path / "w.json"
-    path.write_text(json.dumps({"format": "nodeflow-workflow", "version": 1,
-                                "nodes": {"1": {"type": "NoSuchNode"}}, "links": []}))
-    out = run_cli("validate", str(path))
-    assert out.returncode == 2
-    assert "node 1 (NoSuchNode): unknown node type 'NoSuchNode'" in out.stderr
+def sample(value=3):
+    return Workflow({"1": NodeInstance("1", "Number", {"value": value}),
+                     "2": NodeInstance("2", "Sink", {"label": "x", "flag": False})},
+                    [Link("1", 0, "2", "value")])
+
+
+def test_run_prints_a_json_summary(stub_folder, tmp_path, capsys):
+    code = cli.main(["run", write(tmp_path, sample()), "--custom-nodes", str(stub_folder), "--json",
+                     "--device", "cpu", "--set", "1.value=7", "--set", "2.label=42", "--set", "2.flag=yes"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    summary = json.loads(out.out)
+    assert summary["executed"] == ["1", "2"] and summary["cached"] == [] and summary["files"] == []
+    assert set(summary["node_seconds"]) == {"1", "2"}
+    assert "[1/2] Number (node 1)" in out.err and "[####" in out.err  # progress on stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("1.value=seven", "'seven' is not an integer"),
+    ("1.valu=3", "node 1 (Number) has no input 'valu'; its values: value"),
+    ("7.value=1", "no node '7'"),
+    ("value=1", "expected NODE.INPUT=VALUE"),
+    ("1.value=500", "node 1 (Number), input 'value': 500 is above the maximum 100"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(stub_folder, tmp_path, capsys, override, message):
+    code = cli.main(["run", write(tmp_path, sample()), "--custom-nodes", str(stub_folder),
+                     "--device", "cpu", "--set", override])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_failing_node_exits_1_naming_it(stub_folder, tmp_path, capsys):
+    workflow = sample()
+    workflow.nodes["3"] = NodeInstance("3", "Fail")
+    workflow.links = [Link("1", 0, "3", "x"), Link("3", 0, "2", "value")]
+    code = cli.main(["run", write(tmp_path, workflow), "--custom-nodes", str(stub_folder), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "node 3 (Fail): input 'x': 3 is not acceptable" in err and "Traceback" not in err
+
+
+def test_validate_and_malformed_json(stub_folder, tmp_path, capsys):
+    assert cli.main(["validate", write(tmp_path, sample()), "--custom-nodes", str(stub_folder)]) == 0
+    assert ": ok" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "nodeflow-workflow",\n "nodes": {,}}')
+    assert cli.main(["validate", str(broken), "--custom-nodes", str(stub_folder)]) == 2
+    assert "not valid JSON" in (err := capsys.readouterr().err) and "line 2 column 12" in err
+    unknown = sample()
+    unknown.nodes["1"].type = "Numbr"
+    assert cli.main(["validate", write(tmp_path, unknown), "--custom-nodes", str(stub_folder)]) == 2
+    assert "node 1 (Numbr): unknown node type 'Numbr'; did you mean Number" in capsys.readouterr().err
+    assert cli.main(["run", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: no such file" in capsys.readouterr().err
+
+
+def test_nodes_lists_every_type_with_inputs(stub_folder, capsys):
+    assert cli.main(["nodes", "--json", "--custom-nodes", str(stub_folder)]) == 0
+    listing = {entry["id"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert {"Number", "Add", "Sink"} <= set(listing)
+    assert listing["Number"]["inputs"] == [{"name": "value", "type": "INT", "optional": False, "default": 1,
+                                            "min": 0, "max": 100, "step": 1}]
+    assert listing["Scale"]["outputs"] == [{"name": "scaled", "type": "FLOAT"}]
+    assert cli.main(["nodes", "--custom-nodes", str(stub_folder)]) == 0
+    assert "Number" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2():
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["run"])
+    assert caught.value.code == 2
+
+
+def test_ctrl_c_cancels_the_run_and_exits_130(monkeypatch):
+    started, stopped = threading.Event(), []
+
+    class SlowExecutor:
+        def run(self, workflow, *, cancel_event, **options):
+            started.set()
+            cancel_event.wait(10)
+            stopped.append(cancel_event.is_set())
+            raise Cancelled()
+
+    real_join = threading.Thread.join
+
+    def join_then_interrupt(thread, timeout=None):
+        if timeout is not None and started.is_set():
+            raise KeyboardInterrupt  # what Ctrl-C does to the main thread
+        return real_join(thread, timeout)
+
+    monkeypatch.setattr(threading.Thread, "join", join_then_interrupt)
+    with pytest.raises(Cancelled):
+        cli.run_interruptibly(SlowExecutor(), Workflow())
+    assert stopped == [True]
+
+
+@pytest.mark.parametrize("raw, kind, value", [("42", "INT", 42), ("0x10", "INT", 16), ("007", "INT", 7),
+                                              ("2.5", "FLOAT", 2.5), ("off", "BOOLEAN", False),
+                                              ("123", "STRING", "123"), ("[1, 2]", None, [1, 2]),
+                                              ("text", None, "text")])
+def test_values_are_parsed_by_the_input_type(raw, kind, value):
+    assert cli.parse_value(raw, kind) == value
