@@ -174,3 +174,34 @@ def test_latent_preview_is_the_linear_projection():
     expected = [(f + 1) / 2 for f in SD1_RGB_FACTORS[1]]
     torch.testing.assert_close(preview[0, 2, 4], torch.tensor(expected))
     assert float(preview.min()) >= 0.0 and float(preview.max()) <= 1.0
+
+
+def test_whole_run_equals_k_diffusion_with_a_hand_written_cfg_denoiser():
+    """img2img at denoise 0.6 with karras sigmas, CFG 6, batch of 2, Euler and Euler ancestral,
+    against k-diffusion's samplers and get_sigmas_karras driving a CFG function written here."""
+    from tests.kdiffusion_ref import load_sampling
+
+    k = load_sampling()
+    model = toy_model()
+    source = torch.randn(2, 4, 8, 8)
+    positive, negative = cond(1.0), cond(-0.5)
+
+    def reference_denoiser(x, sigma):
+        c = model.predict_denoised(x, sigma, torch.full((2, 77, 8), 1.0))
+        u = model.predict_denoised(x, sigma, torch.full((2, 77, 8), -0.5))
+        return u + (c - u) * 6.0
+
+    table = model.sampling.sigmas
+    sigmas = k.get_sigmas_karras(int(8 / 0.6), float(table[0]), float(table[-1]))[-9:]
+    for sampler_name in ("euler", "euler_ancestral"):
+        ours = run(model, {"samples": source}, seed=11, steps=8, cfg=6.0, sampler_name=sampler_name,
+                   scheduler="karras", positive=positive, negative=negative, denoise=0.6)
+        noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(11))
+        x = source * 0.18215 + noise * sigmas[0]
+        if sampler_name == "euler":
+            x = k.sample_euler(reference_denoiser, x, sigmas, disable=True)
+        else:
+            generator = torch.Generator().manual_seed(12)  # ancestral noise: seed + 1
+            x = k.sample_euler_ancestral(reference_denoiser, x, sigmas, disable=True,
+                                         noise_sampler=lambda s, t: torch.randn(x.shape, generator=generator))
+        torch.testing.assert_close(ours, x / 0.18215, atol=2e-5, rtol=1e-5)

@@ -22,11 +22,8 @@ import torch.nn.functional as F
 from nodeflow.sampling.guidance import CFGDenoiser
 from nodeflow.sampling.model import DiffusionModel
 from nodeflow.sampling.noise import NoiseSource, initial_noise
-from nodeflow.sampling.samplers import get_sampler
+from nodeflow.sampling.samplers import DISCARD_PENULTIMATE, get_sampler
 from nodeflow.sampling.schedulers import compute_sigmas
-
-#: Samplers whose schedule gets one extra step with the penultimate sigma dropped (ComfyUI).
-DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total, denoised latent)
 
@@ -80,23 +77,24 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
     and may raise to stop sampling. ``concat``: extra input channels (inpainting models);
     ``max_batch``: at most this many images per model call.
     """
-    samples = latent["samples"].float()  # (B, C, h, w)
+    samples = latent["samples"].float().to(model.device)  # (B, C, h, w); sampling runs on the model's device
     sigmas = schedule(model, sampler_name, scheduler, steps, denoise)
     sigmas = cut_schedule(sigmas, start_step, end_step, force_full_denoise) if len(sigmas) else None
     if sigmas is None or len(sigmas) < 2:
         return dict(latent)
+    sigmas = sigmas.to(samples.device)
     if add_noise:
         noise = initial_noise(samples.shape, seed, latent.get("batch_index"))
     else:
         noise = torch.zeros_like(samples)
-    noise = noise.to(samples.device)
+    noise = noise.to(samples.device)  # drawn on the CPU (same image on any device), then moved
     source = model.latent_format.process_in(samples)  # (B, C, h, w)
     max_denoise = math.isclose(float(sigmas[0]), float(model.sampling.sigma_max), rel_tol=1e-5) \
         or float(sigmas[0]) > float(model.sampling.sigma_max)
     x = model.sampling.noise_scaling(sigmas[0], noise, source, max_denoise)
     denoiser = CFGDenoiser(model, positive, negative, cfg, concat, max_batch)
     mask = latent.get("noise_mask")
-    denoise_fn = denoiser if mask is None else _masked(denoiser, model, prepare_mask(mask, samples.shape),
+    denoise_fn = denoiser if mask is None else _masked(denoiser, model, prepare_mask(mask.to(samples.device), samples.shape),
                                                      source, noise)
     if check_cancel is not None:
         denoise_fn = _cancellable(denoise_fn, check_cancel)
@@ -107,10 +105,10 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
 
     x = get_sampler(sampler_name)(denoise_fn, x, sigmas, noise=NoiseSource(seed + 1), callback=report)
     if mask is not None:
-        keep = prepare_mask(mask, samples.shape)  # the source noised to the last sigma outside
+        keep = prepare_mask(mask.to(samples.device), samples.shape)  # the source noised to the last sigma outside
         x = x * keep + model.sampling.noise_scaling(sigmas[-1], noise, source, False) * (1 - keep)
     result = dict(latent)
-    result["samples"] = model.latent_format.process_out(x)
+    result["samples"] = model.latent_format.process_out(x).to(latent["samples"].device)
     return result
 
 
