@@ -20,6 +20,8 @@ def _check_not_empty(conditioning: list, name: str) -> None:
       outputs=[Output(CONDITIONING)])
 def clip_text_encode(text: str, clip):
     """Encode a prompt with the CLIP text encoder into the conditioning a sampler follows."""
+    if clip is None:
+        raise NodeInputError("clip", "no text encoder: the checkpoint given has no CLIP model")
     cond, pooled = clip.encode(text)
     return ([(cond, {"pooled_output": pooled})],)
 

@@ -153,3 +153,12 @@ def test_ksampler_node_reports_progress_with_previews():
     assert latent["samples"].shape == (1, 4, 8, 8)
     assert ctx.progress_calls == [(i, 3, (1, 8, 8, 3)) for i in (1, 2, 3)]
     assert ctx.cancel_checks == 1 + 3  # before starting and before each model evaluation
+
+
+def test_clip_text_encode_without_clip_names_the_input():
+    import pytest
+
+    from nodeflow.errors import NodeInputError
+
+    with pytest.raises(NodeInputError, match="clip"):
+        nodes.clip_text_encode("a cat", None)

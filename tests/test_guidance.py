@@ -59,7 +59,8 @@ def test_lengths_too_far_apart_run_separately():
 def feathered(h, w, rows_ramp_start, rows_ramp_end, cols_ramp_start, cols_ramp_end, strength=1.0):
     """The weight map of a plain area, written out with explicit loops."""
     weight = torch.full((h, w), strength)
-    for size, at_start, at_end, axis in ((h, rows_ramp_start, rows_ramp_end, 0), (w, cols_ramp_start, cols_ramp_end, 1)):
+    sides = ((h, rows_ramp_start, rows_ramp_end, 0), (w, cols_ramp_start, cols_ramp_end, 1))
+    for size, at_start, at_end, axis in sides:
         r = min(8, size // 4)
         for t in range(r):
             f = (t + 1) / r

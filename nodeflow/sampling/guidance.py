@@ -11,9 +11,12 @@ min(8, size / 4) latent pixels. The list's prediction is
 and the guided prediction is  uncond + cfg * (cond - uncond);  cfg == 1 skips the negative list.
 
 Entries whose crops have the same size and share the same ControlNet chain run in one batched
-forward (positive and negative together, negative first as in ComfyUI); contexts of different token lengths (77 vs 154) are
-brought to their least common multiple by repeating the tokens, which leaves cross-attention
-unchanged, when that at most quadruples the shorter one (as ComfyUI); otherwise they run apart.
+forward (positive and negative together, negative first as in ComfyUI); contexts of different
+token lengths (77 vs 154) are brought to their least common multiple by repeating the tokens,
+which leaves cross-attention unchanged, when that at most quadruples the shorter one (as
+ComfyUI); otherwise they run apart. Area and mask entries are resolved once per latent size by
+nodeflow.sampling.conditioning (which also gives the negative a counterpart of each positive
+area, as ComfyUI does).
 """
 
 from __future__ import annotations

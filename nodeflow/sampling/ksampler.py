@@ -94,8 +94,8 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
     x = model.sampling.noise_scaling(sigmas[0], noise, source, max_denoise)
     denoiser = CFGDenoiser(model, positive, negative, cfg, concat, max_batch)
     mask = latent.get("noise_mask")
-    denoise_fn = denoiser if mask is None else _masked(denoiser, model, prepare_mask(mask.to(samples.device), samples.shape),
-                                                     source, noise)
+    keep = None if mask is None else prepare_mask(mask.to(samples.device), samples.shape)  # (B, C, h, w)
+    denoise_fn = denoiser if keep is None else _masked(denoiser, model, keep, source, noise)
     if check_cancel is not None:
         denoise_fn = _cancellable(denoise_fn, check_cancel)
 
@@ -104,8 +104,7 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
             callback(step, total, denoised)
 
     x = get_sampler(sampler_name)(denoise_fn, x, sigmas, noise=NoiseSource(seed + 1), callback=report)
-    if mask is not None:
-        keep = prepare_mask(mask.to(samples.device), samples.shape)  # the source noised to the last sigma outside
+    if keep is not None:  # outside the mask: the source noised to the last sigma
         x = x * keep + model.sampling.noise_scaling(sigmas[-1], noise, source, False) * (1 - keep)
     result = dict(latent)
     result["samples"] = model.latent_format.process_out(x).to(latent["samples"].device)
