@@ -182,3 +182,22 @@ def test_dtype_and_device_are_kept(setup):
     assert next(half.model.parameters()).dtype == torch.bfloat16 and half.dtype == torch.bfloat16
     cond, pooled = half.encode("a cat")
     assert cond.dtype == pooled.dtype == torch.float32 and half.device == torch.device("cpu")
+
+
+def test_full_sd1_key_set_builds_vit_l_on_meta(setup):
+    """The real SD1.5 text tower (ViT-L/14: 768 wide, 12 layers, 12 heads, 3072 MLP), shapes only:
+    the checkpoint's key layout and the config read from it."""
+    _, tokenizer, _ = setup
+    vit_l = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                           num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu")
+    with torch.device("meta"):
+        model = CLIPTextModel(vit_l)
+    sd = {"cond_stage_model.transformer.text_model." + k.removeprefix("text_model."): v
+          for k, v in model.state_dict().items()}
+    text_sd = {k.removeprefix("cond_stage_model.transformer."): v for k, v in sd.items()}
+    assert len(text_sd) == 196  # 16 tensors per layer, 2 embeddings, final norm (2)
+    encoder = text_encoder_from_state_dict(text_sd, tokenizer, device="meta")
+    config = encoder.model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+            config.intermediate_size, config.vocab_size) == (768, 12, 12, 3072, 49408)
+    assert encoder.width == 768 and encoder.num_layers == 12
