@@ -58,6 +58,7 @@ class CFGDenoiser:
         self.concat, self.max_batch = concat, max_batch
         self.calls = 0  # model forwards so far (tests, statistics)
         self._entries: dict[tuple[int, int], list[list[Entry]]] = {}
+        self._weights: dict[tuple, torch.Tensor] = {}  # weight maps per entry and latent shape
 
     def entries(self, height: int, width: int) -> list[list[Entry]]:
         """The resolved positive and negative entries for a latent of this size (cached)."""
@@ -80,11 +81,26 @@ class CFGDenoiser:
         """Each list's combined prediction for x (B, C, h, w) at sigma (B,)."""
         sums = [torch.zeros_like(x) for _ in lists]  # (B, C, h, w)
         counts = [torch.full_like(x, EMPTY_WEIGHT) for _ in lists]
-        for group in _batches(_jobs(x, float(sigma[0]), lists)):
+        for group in _batches(self._jobs(x, float(sigma[0]), lists)):
             per_call = len(group) if self.max_batch is None else max(1, self.max_batch // len(x))  # jobs
             for start in range(0, len(group), per_call):
                 self._accumulate(x, sigma, group[start:start + per_call], sums, counts)
         return [s / c for s, c in zip(sums, counts)]
+
+    def _jobs(self, x: torch.Tensor, sigma: float, lists: list[list[Entry]]) -> list[_Job]:
+        """The entries active at ``sigma``, with their clipped areas and (cached) weight maps."""
+        batch, _, height, width = x.shape
+        jobs = []
+        for which, entries in enumerate(lists):
+            for entry in entries:
+                if not entry.active(sigma):
+                    continue
+                area = clip_area(entry.area, height, width)
+                key = (id(entry), batch, height, width, x.device)
+                if key not in self._weights:
+                    self._weights[key] = entry_weight(entry, area, batch, height, width).to(x.device)
+                jobs.append(_Job(which, area, self._weights[key], entry))
+        return jobs
 
     def _accumulate(self, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job], sums: list[torch.Tensor],
                     counts: list[torch.Tensor]) -> None:
@@ -107,18 +123,6 @@ class CFGDenoiser:
                                           control=batch[0].entry.control, concat=concat)  # (n B, C, h, w)
         self.calls += 1
         return out.chunk(len(batch))
-
-
-def _jobs(x: torch.Tensor, sigma: float, lists: list[list[Entry]]) -> list[_Job]:
-    batch, _, height, width = x.shape
-    jobs = []
-    for which, entries in enumerate(lists):
-        for entry in entries:
-            if entry.active(sigma):
-                area = clip_area(entry.area, height, width)
-                weight = entry_weight(entry, area, batch, height, width).to(x.device)
-                jobs.append(_Job(which, area, weight, entry))
-    return jobs
 
 
 def _batches(jobs: list[_Job]) -> list[list[_Job]]:
