@@ -21,6 +21,7 @@ from typing import Any
 GIB = 1 << 30
 DEFAULT_BUDGETS = {"cpu": 8 * GIB, "cuda": 16 * GIB, "mps": 8 * GIB}
 OPAQUE_OBJECT_BYTES = 1024  # the size assumed for a value we cannot measure
+_ENCODER = json.JSONEncoder(sort_keys=True, default=repr, ensure_ascii=False)  # stateless
 
 
 def signature(node_type: str, version: int, literals: dict[str, Any], fingerprint: str | None,
@@ -33,7 +34,7 @@ def signature(node_type: str, version: int, literals: dict[str, Any], fingerprin
         "fingerprint": fingerprint,
         "upstream": {name: list(source) for name, source in upstream.items()},
     }
-    text = json.dumps(record, sort_keys=True, default=repr, ensure_ascii=False)
+    text = _ENCODER.encode(record)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -94,6 +95,7 @@ class OutputCache:
     def __init__(self, budgets: dict[str, int] | None = None) -> None:
         self.budgets = dict(DEFAULT_BUDGETS if budgets is None else budgets)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._used: dict[str, int] = {}  # bytes per device type, kept in step with _entries
         self._lock = threading.Lock()
 
     def get(self, key: str) -> tuple | None:
@@ -107,33 +109,35 @@ class OutputCache:
     def put(self, key: str, outputs: tuple) -> None:
         sizes = measure(outputs)
         with self._lock:
+            self._drop(key)
             if any(size > self.budgets.get(device, 0) for device, size in sizes.items()):
-                self._entries.pop(key, None)
                 return  # larger than the whole budget: not kept
             self._entries[key] = _Entry(outputs, sizes)
-            self._entries.move_to_end(key)
+            for device, size in sizes.items():
+                self._used[device] = self._used.get(device, 0) + size
             self._evict()
 
-    def _evict(self) -> None:
-        used = self.bytes_used()
-        for key in list(self._entries):
-            over = [device for device, size in used.items() if size > self.budgets.get(device, 0)]
-            if not over:
-                return
-            entry = self._entries.pop(key)
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
             for device, size in entry.sizes.items():
-                used[device] -= size
+                self._used[device] -= size
+
+    def _evict(self) -> None:
+        """Drop least recently used entries until every device is within its budget."""
+        while self._entries and any(size > self.budgets.get(device, 0)
+                                    for device, size in self._used.items()):
+            self._drop(next(iter(self._entries)))
 
     def bytes_used(self) -> dict[str, int]:
-        used: dict[str, int] = {}
-        for entry in self._entries.values():
-            for device, size in entry.sizes.items():
-                used[device] = used.get(device, 0) + size
-        return used
+        """Bytes held per device type (devices holding nothing are left out)."""
+        with self._lock:
+            return {device: size for device, size in self._used.items() if size}
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._used.clear()
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -72,15 +73,18 @@ def _input_position(spec):
     return lambda link: names.index(link.dst_input) if link.dst_input in names else len(names)
 
 
-def build_graph(workflow: Workflow, links: list[Link]) -> nx.MultiDiGraph:
-    graph = nx.MultiDiGraph()
+def build_graph(workflow: Workflow, links: list[Link]) -> nx.DiGraph:
+    """Normal nodes and the links between them (two links between one pair make one edge)."""
+    graph = nx.DiGraph()
     graph.add_nodes_from(node_id for node_id, node in workflow.nodes.items() if node.mode == "normal")
-    for link in links:
-        graph.add_edge(link.src, link.dst, key=link.dst_input, link=link)
+    graph.add_edges_from((link.src, link.dst) for link in links)
     return graph
 
 
-def find_cycle(graph: nx.MultiDiGraph) -> list[str] | None:
+def find_cycle(graph: nx.DiGraph) -> list[str] | None:
+    """The nodes of one cycle, in link order, or None for a DAG."""
+    if nx.is_directed_acyclic_graph(graph):  # fast path: find_cycle searches from every node
+        return None
     try:
         return [edge[0] for edge in nx.find_cycle(graph)]
     except nx.NetworkXNoCycle:
@@ -101,13 +105,35 @@ def plan(workflow: Workflow, registry) -> Plan:
     needed = set(outputs)
     for node_id in outputs:
         needed |= nx.ancestors(graph, node_id)
-    subgraph = graph.subgraph(needed)
-    order = tuple(nx.lexicographical_topological_sort(subgraph, key=_sort_key))
     kept = tuple(link for link in links if link.src in needed and link.dst in needed)
+    order = _topological_order(needed, kept)
     inputs: dict[str, dict[str, Link]] = {}
     for link in kept:
         inputs.setdefault(link.dst, {})[link.dst_input] = link
     return Plan(order, kept, tuple(outputs), inputs)
+
+
+def _topological_order(node_ids: set[str], links: tuple[Link, ...]) -> tuple[str, ...]:
+    """Kahn's algorithm, always taking the smallest ready id (numeric ids in numeric order), so
+    the order is deterministic. ``links`` must form a DAG (validation checked)."""
+    waiting = dict.fromkeys(node_ids, 0)
+    children: dict[str, list[str]] = {}
+    for link in links:
+        waiting[link.dst] += 1
+        children.setdefault(link.src, []).append(link.dst)
+    ready = [(_sort_key(node_id), node_id) for node_id, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, node_id = heapq.heappop(ready)
+        order.append(node_id)
+        for child in children.get(node_id, ()):
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, (_sort_key(child), child))
+    if len(order) != len(node_ids):
+        raise ValueError("the links form a cycle")  # unreachable after validation
+    return tuple(order)
 
 
 def _sort_key(node_id: str) -> str:
