@@ -268,3 +268,21 @@ def test_max_batch_splits_the_forward_with_the_same_result():
     apart = CFGDenoiser(model, cond(1.0), cond(-1.0), cfg=5.0, max_batch=2)
     torch.testing.assert_close(apart(x, sigma), together(x, sigma), atol=1e-6, rtol=0)
     assert apart.calls == 2 and model.unet.calls == [2, 2]
+
+
+def test_control_hooks_see_the_scaled_latent_without_concat_channels():
+    seen = []
+
+    class RecordingHook(ConstantHook):
+        def residuals(self, x, timesteps, context, sigma, model):
+            seen.append((x.clone(), timesteps.clone()))
+            return super().residuals(x, timesteps, context, sigma, model)
+
+    model = toy_model(in_channels=9)
+    x, sigma = torch.randn(1, 4, 4, 4), torch.tensor([2.0])
+    concat = torch.randn(1, 5, 4, 4)
+    model.predict_denoised(x, sigma, context(1.0), control=RecordingHook(0.1), concat=concat)
+    hook_x, hook_t = seen[0]
+    torch.testing.assert_close(hook_x, x / (2.0**2 + 1) ** 0.5)
+    assert torch.equal(hook_t, model.sampling.timestep(sigma))
+    assert model.unet.shapes == [(1, 9, 4, 4)]

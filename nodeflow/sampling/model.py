@@ -55,17 +55,20 @@ class DiffusionModel:
                          control=None, concat: torch.Tensor | None = None) -> torch.Tensor:
         """D(x; sigma): the clean-latent estimate for x (B, C, h, w) at sigma (B,), float32.
 
-        ``control`` is the last ``ControlHook`` of a chain (ControlNets); ``concat`` holds extra
-        input channels (the inpainting model's mask and masked latent).
+        The U-Net runs in the model's dtype on its device on c_in(sigma) x = x / sqrt(sigma^2 + 1)
+        and the nearest training timestep; its output is turned back into D in float32 on x's
+        device (eps or v, see ModelSampling). ``control`` is the last ``ControlHook`` of a chain
+        (ControlNets); ``concat`` holds extra input channels (the inpainting model's mask and
+        masked latent).
         """
-        model_input = self.sampling.calculate_input(sigma, x)  # (B, C, h, w)
-        if concat is not None:
-            model_input = torch.cat([model_input, concat.to(model_input)], dim=1)
-        model_input = model_input.to(self.device, self.dtype)
+        scaled = self.sampling.calculate_input(sigma, x).to(self.device, self.dtype)  # (B, C, h, w)
         context = context.to(self.device, self.dtype)
         timesteps = self.sampling.timestep(sigma).to(self.device)  # (B,)
         residuals = None
-        if control is not None:
-            residuals = chain_residuals(control, model_input, timesteps, context, sigma, self)
+        if control is not None:  # ControlNets see the scaled latent only, not the concat channels
+            residuals = chain_residuals(control, scaled, timesteps, context, sigma, self)
+        model_input = scaled
+        if concat is not None:
+            model_input = torch.cat([scaled, concat.to(scaled)], dim=1)  # (B, C + c, h, w)
         output = self.unet(model_input, timesteps, context, control=residuals)
         return self.sampling.calculate_denoised(sigma, output.float().to(x.device), x)
