@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import WorkflowFormatError
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "nodeflow-workflow"
 FORMAT_VERSION = 1
@@ -197,14 +200,23 @@ def parse_workflow_data(data: Any, registry: Any, source: str = "workflow") -> W
     if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:
         from nodeflow.comfy_format import from_comfy_ui  # lazily: only for foreign files
 
-        return from_comfy_ui(data, registry)
+        return _foreign(from_comfy_ui, data, registry, f"{source}: ComfyUI workflow")
     if isinstance(data, dict) and data and all(
             isinstance(v, dict) and "class_type" in v for v in data.values()):
         from nodeflow.comfy_format import from_comfy_api
 
-        return from_comfy_api(data, registry)
+        return _foreign(from_comfy_api, data, registry, f"{source}: ComfyUI API workflow")
     raise WorkflowFormatError(
         f"{source}: not a workflow (expected nodeflow JSON, ComfyUI API JSON or ComfyUI UI JSON)")
+
+
+def _foreign(parse: Any, data: dict, registry: Any, what: str) -> Workflow:
+    """Run a foreign-format parser; a malformed file is a ``WorkflowFormatError``, not a crash."""
+    try:
+        return parse(data, registry)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        logger.debug("%s could not be read", what, exc_info=True)
+        raise WorkflowFormatError(f"{what} is malformed ({type(error).__name__}: {error})") from None
 
 
 def load_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:

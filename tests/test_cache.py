@@ -48,3 +48,22 @@ def test_values_larger_than_the_budget_are_not_kept():
     cache = OutputCache({"cpu": 100})
     cache.put("big", (torch.zeros(1000),))
     assert "big" not in cache and cache.get("big") is None
+
+
+def test_budgets_are_per_device_and_clear_empties():
+    cache = OutputCache({"cpu": 1000, "meta": 100})
+    cache.put("cpu", (torch.zeros(200),))                      # 800 cpu bytes
+    cache.put("meta", (torch.zeros(10, device="meta"),))       # 40 meta bytes, other budget
+    assert "cpu" in cache and "meta" in cache
+    assert cache.bytes_used() == {"cpu": 800, "meta": 40}
+    cache.put("cpu", (torch.zeros(100),))                      # replacing a key frees its bytes
+    assert cache.bytes_used() == {"cpu": 400, "meta": 40}
+    cache.clear()
+    assert len(cache) == 0 and cache.bytes_used() == {}
+
+
+def test_unmeasurable_objects_cost_a_fixed_amount():
+    from nodeflow.cache import OPAQUE_OBJECT_BYTES
+
+    assert measure((len,)) == {"cpu": OPAQUE_OBJECT_BYTES}
+    assert measure((1, "text", None)) == {}

@@ -57,3 +57,35 @@ def test_optional_inputs_need_defaults():
 def test_builtin_packs_load_without_errors():
     registry = Registry.load(Paths(), entry_point_packs=False)
     assert registry.load_errors == []
+
+
+def test_entry_point_packs_are_loaded_and_broken_ones_reported(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import nodeflow.registry as registry_module
+
+    packs = [EntryPoint("stubs", "tests.stub_nodes", "nodeflow.nodes"),
+             EntryPoint("broken", "no_such_pack_module:nodes", "nodeflow.nodes")]
+    monkeypatch.setattr(registry_module, "entry_points",
+                        lambda group: [p for p in packs if p.group == group])
+    registry = Registry.load(Paths(), builtins=False)
+    assert "Number" in registry and "Sink" in registry
+    [problem] = registry.load_errors
+    assert "'broken'" in problem.source and "no_such_pack_module" in problem.error
+
+
+def test_extra_modules_and_listing_order(stub_registry):
+    from tests import stub_nodes
+
+    registry = Registry.load(Paths(), builtins=False, entry_point_packs=False,
+                             extra_modules=["tests.stub_nodes", stub_nodes])  # twice: same functions
+    assert set(registry.specs) == set(stub_registry.specs)
+    listed = [(spec.category, spec.display) for spec in registry]
+    assert listed == sorted(listed)
+
+
+def test_a_pack_with_a_bad_declaration_is_skipped_naming_the_node(tmp_path):
+    (tmp_path / "bad.py").write_text(CUSTOM.replace("def my_constant(value)", "def my_constant(other)"))
+    registry = Registry.load(Paths(custom_nodes_dir=tmp_path), builtins=False, entry_point_packs=False)
+    assert registry.specs == {}
+    assert "'MyConstant'" in registry.load_errors[0].error

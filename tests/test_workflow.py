@@ -3,9 +3,12 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nodeflow.errors import WorkflowFormatError
-from nodeflow.workflow import Link, NodeInstance, Workflow, dumps, load_workflow, save_workflow
+from nodeflow.workflow import (Link, NodeInstance, Workflow, dumps, load_workflow, parse_workflow_data,
+                               save_workflow)
 
 
 def sample():
@@ -64,3 +67,47 @@ def test_bad_files_name_the_file(tmp_path, text, message):
     with pytest.raises(WorkflowFormatError) as caught:
         load_workflow(path)
     assert str(path) in str(caught.value) and message in str(caught.value)
+
+
+def test_comfy_api_json_is_sniffed_and_mapped_onto_the_same_ids(tmp_path, stub_registry):
+    path = tmp_path / "api.json"
+    path.write_text(json.dumps({
+        "7": {"class_type": "Number", "inputs": {"value": 3}, "_meta": {"title": "three"}},
+        "9": {"class_type": "Sink", "inputs": {"value": ["7", 0], "label": "x"}}}))
+    workflow = load_workflow(path, stub_registry)
+    assert {k: v.type for k, v in workflow.nodes.items()} == {"7": "Number", "9": "Sink"}
+    assert workflow.links == [Link("7", 0, "9", "value")]
+    assert workflow.nodes["7"].inputs["value"] == 3
+
+
+@given(st.dictionaries(st.sampled_from(["1", "2"]), st.fixed_dictionaries(
+    {"class_type": st.sampled_from(["Number", "Sink", 3])},
+    optional={"inputs": st.one_of(st.none(), st.integers(), st.dictionaries(
+        st.sampled_from(["value", "label"]), st.one_of(st.integers(), st.text(max_size=3),
+                                                       st.lists(st.integers(-1, 3) | st.text(max_size=2),
+                                                                max_size=3))))}),
+    min_size=1))
+@settings(max_examples=100, deadline=None)
+def test_malformed_comfy_json_is_a_format_error_or_a_workflow(data):
+    from nodeflow.registry import Registry
+    from nodeflow.validate import validate
+    from tests import stub_nodes
+
+    registry = Registry.from_modules(stub_nodes)
+    try:
+        workflow = parse_workflow_data(data, registry, "w.json")
+    except WorkflowFormatError as error:
+        assert "w.json" in str(error) or "ComfyUI" in str(error)
+        return
+    validate(workflow, registry)
+
+
+def test_png_with_a_workflow_is_read(tmp_path, stub_registry):
+    from PIL import Image
+
+    from nodeflow.png_metadata import save_png_with_metadata, workflow_text_chunks
+
+    path = tmp_path / "image.png"
+    save_png_with_metadata(Image.new("RGB", (4, 4)), path, workflow_text_chunks(sample(), stub_registry))
+    loaded = load_workflow(path, stub_registry)
+    assert {k: v.type for k, v in loaded.nodes.items()} == {"10": "Number", "2": "Sink"}
