@@ -49,13 +49,14 @@ class ValidationError(NodeflowError):
 
 
 class NodeError(NodeflowError):
-    """A node failed while running."""
+    """A node failed while running; ``input_name`` is set when one input was at fault."""
 
-    def __init__(self, node_id: str, node_type: str, message: str) -> None:
+    def __init__(self, node_id: str, node_type: str, message: str, input_name: str | None = None) -> None:
         super().__init__(f"node {node_id} ({node_type}): {message}")
         self.node_id = node_id
         self.node_type = node_type
         self.message = message
+        self.input_name = input_name
 
 
 class ModelFileError(NodeflowError):

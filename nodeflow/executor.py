@@ -70,15 +70,15 @@ class Executor:
         run_token = uuid.uuid4().hex  # makes non-idempotent nodes' signatures unique to this run
         for index, node_id in enumerate(plan.order, start=1):
             context.check_cancel()
-            instance = workflow.nodes[node_id]
-            spec = self.registry.get(instance.type, node_id)
+            spec = self.registry.get(workflow.nodes[node_id].type, node_id)
             links = plan.input_links(node_id)
-            literals = {s.name: instance.inputs.get(s.name, s.default) for s in spec.inputs
-                        if s.is_widget and s.name not in links and (s.name in instance.inputs
-                                                                     or not s.optional)}
-            key = self._signature(node_id, spec, literals, links, signatures, run_token)
-            signatures[node_id] = key
-            outputs = self.cache.get(key)
+            literals = _literals(spec, workflow.nodes[node_id].inputs, links)
+            try:
+                signatures[node_id] = self._signature(node_id, spec, literals, links, signatures, run_token)
+            except NodeError as error:
+                context.on_event(events.NodeFailed(node_id, spec.id, error.message))
+                raise
+            outputs = self.cache.get(signatures[node_id])
             if outputs is not None:
                 result.cached.append(node_id)
                 context.on_event(events.NodeCached(node_id, spec.id))
@@ -89,7 +89,7 @@ class Executor:
                     arguments[name] = values[link.src][link.src_output]
                 node_started = time.perf_counter()
                 outputs = self._call(node_id, spec, arguments, context.for_node(node_id))
-                self.cache.put(key, outputs)
+                self.cache.put(signatures[node_id], outputs)
                 result.executed.append(node_id)
                 result.node_seconds[node_id] = time.perf_counter() - node_started
                 context.on_event(events.NodeFinished(node_id, spec.id, result.node_seconds[node_id]))
@@ -118,6 +118,9 @@ class Executor:
                 raise NodeError(node_id, spec.id, str(error)) from None
             except OSError as error:
                 raise NodeError(node_id, spec.id, f"cannot read its file: {error}") from None
+            except Exception as error:  # a bug in the fingerprint function
+                logger.exception("fingerprint of node %s (%s) failed", node_id, spec.id)
+                raise NodeError(node_id, spec.id, f"{type(error).__name__}: {error}") from error
         if not spec.idempotent:
             fingerprint = f"{fingerprint}:{run_token}"
         upstream = {name: (signatures[link.src], link.src_output) for name, link in links.items()}
@@ -133,7 +136,7 @@ class Executor:
             raise
         except NodeflowError as error:
             context.on_event(events.NodeFailed(node_id, spec.id, str(error)))
-            raise NodeError(node_id, spec.id, str(error)) from None
+            raise NodeError(node_id, spec.id, str(error), getattr(error, "input_name", None)) from None
         except Exception as error:
             logger.exception("node %s (%s) failed", node_id, spec.id)
             message = f"{type(error).__name__}: {error}"
@@ -144,6 +147,13 @@ class Executor:
         except NodeError as error:
             context.on_event(events.NodeFailed(node_id, spec.id, error.message))
             raise
+
+
+def _literals(spec: NodeSpec, values: dict[str, Any], links: dict) -> dict[str, Any]:
+    """The literal values a node is called with: widgets not linked, given or required (an
+    optional widget left out takes the function's own default)."""
+    return {s.name: values.get(s.name, s.default) for s in spec.inputs
+            if s.is_widget and s.name not in links and (s.name in values or not s.optional)}
 
 
 def _as_outputs(node_id: str, spec: NodeSpec, returned: Any) -> tuple:

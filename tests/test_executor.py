@@ -105,7 +105,7 @@ def test_user_error_names_node_and_input(stub_registry):
     with pytest.raises(NodeError) as caught:
         Executor(stub_registry).run(workflow)
     assert "node 6 (Fail)" in str(caught.value) and "'x'" in str(caught.value)
-    assert caught.value.__cause__ is None
+    assert caught.value.__cause__ is None and caught.value.input_name == "x"
 
 
 def test_unexpected_exception_names_node_and_keeps_cause(stub_registry):
