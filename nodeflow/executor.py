@@ -54,11 +54,13 @@ class Executor:
             on_event: Callable[[events.Event], None] | None = None,
             cancel_event: threading.Event | None = None) -> RunResult:
         """Validate and run ``workflow``; raises ``ValidationError``, ``NodeError``, ``Cancelled``."""
-        problems = validate(workflow, self.registry, self.paths)
+        started = time.perf_counter()
+        links = graphs.active_links(workflow, self.registry)
+        graph = graphs.build_graph(workflow, links)
+        problems = validate(workflow, self.registry, self.paths, links=links, graph=graph)
         if problems:
             raise ValidationError(problems)
-        started = time.perf_counter()
-        plan = graphs.plan(workflow, self.registry)
+        plan = graphs.plan(workflow, self.registry, links, graph)
         context = RunContext(device=device, dtype=dtype, paths=self.paths, workflow=workflow,
                              registry=self.registry, on_event=on_event or (lambda event: None),
                              cancel_event=cancel_event or threading.Event())

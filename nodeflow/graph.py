@@ -91,10 +91,12 @@ def find_cycle(graph: nx.DiGraph) -> list[str] | None:
         return None
 
 
-def plan(workflow: Workflow, registry) -> Plan:
-    """The nodes to run (output nodes and their ancestors) in a deterministic topological order."""
-    links = active_links(workflow, registry)
-    graph = build_graph(workflow, links)
+def plan(workflow: Workflow, registry, links: list[Link] | None = None,
+         graph: nx.DiGraph | None = None) -> Plan:
+    """The nodes to run (output nodes and their ancestors) in a deterministic topological order.
+    ``links`` and ``graph``: from ``active_links`` and ``build_graph`` when already made."""
+    links = active_links(workflow, registry) if links is None else links
+    graph = build_graph(workflow, links) if graph is None else graph
     outputs = []
     for node_id in sorted(graph.nodes, key=_sort_key):
         node_type = workflow.nodes[node_id].type

@@ -36,16 +36,18 @@ class Problem:
         return text in str(self)
 
 
-def validate(workflow: Workflow, registry, paths=None) -> list[Problem]:
+def validate(workflow: Workflow, registry, paths=None, *, links: list[Link] | None = None,
+             graph=None) -> list[Problem]:
     """Problems that stop ``workflow`` from running (empty when it can run).
 
     ``paths`` is needed to check choices computed from files on disk (model names); without it
-    those values are not checked.
+    those values are not checked. ``links``/``graph``: from ``nodeflow.graph`` when already made.
     """
     specs, problems = _known_specs(workflow, registry)
     problems += _check_links(workflow, specs)
-    links = graphs.active_links(workflow, registry)
-    cycle = graphs.find_cycle(graphs.build_graph(workflow, links))
+    links = graphs.active_links(workflow, registry) if links is None else links
+    graph = graphs.build_graph(workflow, links) if graph is None else graph
+    cycle = graphs.find_cycle(graph)
     if cycle:
         problems.append(Problem("the links form a cycle: " + " -> ".join(cycle + cycle[:1])))
     linked = {(link.dst, link.dst_input) for link in links}
