@@ -25,6 +25,7 @@ VAE_KEYS = {"encoder.conv_in.weight": torch.empty(1), "decoder.conv_out.weight":
     (unet(context=1024), "sd2"),
     (unet() | {"cond_stage_model.model.ln_final.weight": torch.empty(1)}, "sd2"),
     (unet(in_channels=9, context=1024), "sd2-inpaint"),
+    (unet(context=1024) | {"v_pred": torch.empty(0)}, "sd2-v"),
     (unet(context=2048) | {U + "label_emb.0.0.weight": torch.empty(1)}, "sdxl"),
     (unet(context=1280) | {"conditioner.embedders.0.model.ln_final.weight": torch.empty(1)}, "sdxl-refiner"),
     ({"first_stage_model." + k: v for k, v in VAE_KEYS.items()}, "vae"),

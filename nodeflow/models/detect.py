@@ -1,8 +1,9 @@
 """What is this file? Fingerprint keys and shapes -> a kind, before anything is built.
 
-Kinds: ``sd1``, ``sd1-inpaint``, ``sd2``, ``sd2-inpaint``, ``sdxl``, ``sdxl-refiner``, ``vae``,
-``controlnet``, ``controlnet-diff`` is not distinguishable from shapes alone, ``t2i-adapter``,
-``lora``, ``unknown``. Only the families nodeflow can run are accepted by the loaders; others
+Kinds: ``sd1``, ``sd1-inpaint``, ``sd2``, ``sd2-v``, ``sd2-inpaint``, ``sdxl``, ``sdxl-refiner``,
+``vae``, ``controlnet``, ``t2i-adapter``, ``lora``, ``unknown``. SD2's v-prediction models have
+the same shapes as its epsilon ones: ``sd2-v`` is reported only when the file says so with a
+``v_pred`` key (as some trainers write it); otherwise ``sd2``. Only the families nodeflow can run are accepted by the loaders; others
 get a clear message.
 """
 
@@ -29,7 +30,7 @@ def detect_kind(sd: dict[str, torch.Tensor]) -> str:
             return "sdxl-refiner" if any(k.startswith(SDXL_TEXT + "0.model.") for k in keys) else "sdxl"
         inpaint = conv_in.shape[1] == 9
         if any(k.startswith(SD2_TEXT) for k in keys) or _context_dim(sd) == 1024:
-            return "sd2-inpaint" if inpaint else "sd2"
+            return "sd2-inpaint" if inpaint else "sd2-v" if "v_pred" in sd else "sd2"
         return "sd1-inpaint" if inpaint else "sd1"
     if _is_controlnet(sd):
         return "controlnet"

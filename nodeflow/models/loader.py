@@ -136,7 +136,7 @@ def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
     return load_vae_state_dict(path, plain, torch.device(device), dtype, scale)
 
 
-FAMILY_NAMES = {"sd2": "SD2.x", "sd2-inpaint": "SD2.x inpainting", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner"}
+FAMILY_NAMES = {"sd2": "SD2.x", "sd2-v": "SD2.x (v-prediction)", "sd2-inpaint": "SD2.x inpainting", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner"}
 OTHER_KINDS = {"vae": "a standalone VAE (use VAELoader)", "lora": "a LoRA (use LoraLoader)",
                "controlnet": "a ControlNet (use ControlNetLoader)", "t2i-adapter": "a T2I-Adapter",
                "sd1": "an SD1.x checkpoint (use CheckpointLoaderSimple)",
