@@ -184,3 +184,16 @@ def test_cuda_dtype_rule(checkpoint_path):
     assert latent.dtype == torch.float32 and torch.isfinite(latent).all()
     forced = load_checkpoint(checkpoint_path, device="cuda", dtype="fp32")
     assert next(forced.vae.model.parameters()).dtype == torch.float32
+
+
+def test_diffusers_vae_file_and_folder_load_like_the_original(diffusers_folder, tmp_path):
+    vae_sd = {k.removeprefix("first_stage_model."): v for k, v in tiny_state_dict().items()
+              if k.startswith("first_stage_model.")}
+    save_file(vae_sd, str(tmp_path / "original.safetensors"))
+    original = load_vae(tmp_path / "original.safetensors")
+    z = torch.randn(1, 4, 3, 2)
+    for source in (diffusers_folder / "vae" / "diffusion_pytorch_model.safetensors", diffusers_folder / "vae"):
+        vae = load_vae(source)
+        assert all(torch.equal(a, b) for a, b in zip(vae.model.state_dict().values(), original.model.state_dict().values()))
+        torch.testing.assert_close(vae.decode(z), original.decode(z), rtol=1e-6, atol=1e-6)
+    assert load_vae(diffusers_folder / "vae").scaling_factor == 0.18215

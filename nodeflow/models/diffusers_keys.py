@@ -66,6 +66,11 @@ def read_diffusers_folder(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     return sd, metadata
 
 
+def read_diffusers_vae(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(diffusers-layout VAE tensors, metadata) of a diffusers AutoencoderKL folder."""
+    return _read_part(folder), _part_metadata("vae", _read_config(folder))
+
+
 def _read_part(folder: Path) -> dict[str, torch.Tensor]:
     from nodeflow.models.files import read_state_dict
 

@@ -126,12 +126,18 @@ def load_vae_state_dict(path: Path, sd: dict[str, torch.Tensor], device: torch.d
 
 
 def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: str = "auto") -> VAE:
-    """A standalone VAE file (e.g. vae-ft-mse-840000), keys with or without ``first_stage_model.``."""
+    """A standalone VAE (e.g. vae-ft-mse-840000): a file in the original layout, keys with or
+    without ``first_stage_model.``; or in diffusers' layout (``diffusion_pytorch_model.safetensors``
+    of an AutoencoderKL, or its folder with ``config.json``)."""
+    from nodeflow.models.diffusers_keys import read_diffusers_vae, vae_to_original
+
     path = Path(path)
-    sd, metadata = read_state_dict(path)
+    sd, metadata = read_diffusers_vae(path) if path.is_dir() else read_state_dict(path)
     if detect_kind(sd) != "vae":
         raise ModelFileError(_unsupported(path, detect_kind(sd), sd, wanted="a VAE"))
     plain = {k.removeprefix(VAE_PREFIX): v for k, v in sd.items()}
+    if any(k.startswith("decoder.up_blocks.") for k in plain):  # diffusers' key layout
+        plain = vae_to_original(plain, path)
     scale = float(metadata.get(META_VAE_SCALE, SD1_SCALING_FACTOR))
     return load_vae_state_dict(path, plain, torch.device(device), dtype, scale)
 
