@@ -194,7 +194,7 @@ def vae_to_original(sd: dict[str, torch.Tensor], where: Path = Path("vae")) -> d
                   (f"decoder.up_blocks.{level}.upsamplers.0.", f"decoder.up.{levels - 1 - level}.upsample.", ())]
     out = _rename(sd, table, where, "VAE")
     for key, value in out.items():
-        if ".mid.attn_1." in key and key.endswith("weight") and value.ndim == 2 and not key.split(".")[-2] == "norm":
+        if ".mid.attn_1." in key and value.ndim == 2:  # q, k, v, proj_out weights
             out[key] = value[:, :, None, None]  # linear (C, C) -> 1x1 conv (C, C, 1, 1)
     return out
 
