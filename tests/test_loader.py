@@ -197,3 +197,50 @@ def test_diffusers_vae_file_and_folder_load_like_the_original(diffusers_folder, 
         assert all(torch.equal(a, b) for a, b in zip(vae.model.state_dict().values(), original.model.state_dict().values()))
         torch.testing.assert_close(vae.decode(z), original.decode(z), rtol=1e-6, atol=1e-6)
     assert load_vae(diffusers_folder / "vae").scaling_factor == 0.18215
+
+
+@pytest.mark.parametrize("levels, blocks, depth", [
+    ((1, 2, 4, 4), 2, (1, 1, 1, 0)),  # SD1.5's layout (channels scaled down): upsamplers after attention
+    ((1, 2), 1, (0, 1)),
+    ((1, 2, 2), 3, (1, 0, 1)),
+])
+def test_unet_key_mapping_inverts_diffusers_conversion(levels, blocks, depth):
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    from nodeflow.models.diffusers_keys import unet_to_original
+    from nodeflow.models.unet import UNetConfig, UNetModel
+
+    config = UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=levels, num_res_blocks=blocks,
+                        transformer_depth=depth, middle_transformer_depth=1, context_dim=32, num_heads=8)
+    with torch.device("meta"):
+        original = UNetModel(config).state_dict()
+    original = {k: torch.arange(v.numel(), dtype=torch.float32).reshape(v.shape) + i for i, (k, v) in enumerate(original.items())}
+    reference = diffusers.UNet2DConditionModel(
+        sample_size=8, down_block_types=["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in depth],
+        up_block_types=["CrossAttnUpBlock2D" if d else "UpBlock2D" for d in reversed(depth)],
+        block_out_channels=[32 * m for m in levels], layers_per_block=blocks, cross_attention_dim=32, attention_head_dim=8)
+    converted = convert_ldm_unet_checkpoint({"model.diffusion_model." + k: v for k, v in original.items()}, reference.config)
+    assert sorted(converted) == sorted(reference.state_dict())  # a valid diffusers state dict
+    back = unet_to_original(converted)
+    assert sorted(back) == sorted(original)
+    assert all(torch.equal(back[k], v) for k, v in original.items())
+
+
+def test_vae_key_mapping_inverts_diffusers_conversion():
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    from nodeflow.models.diffusers_keys import vae_to_original
+    from nodeflow.models.vae import AutoencoderKL, VAEConfig
+
+    with torch.device("meta"):
+        shapes = AutoencoderKL(VAEConfig(ch=32, ch_mult=(1, 2, 4, 4), num_res_blocks=2)).state_dict()
+    original = {k: torch.randn(v.shape) for k, v in shapes.items()}
+    reference = diffusers.AutoencoderKL(down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                                       block_out_channels=[32, 64, 128, 128], layers_per_block=2, latent_channels=4)
+    converted = convert_ldm_vae_checkpoint(original, reference.config)
+    assert sorted(converted) == sorted(reference.state_dict())
+    back = vae_to_original(converted)
+    assert sorted(back) == sorted(original)
+    assert all(torch.equal(back[k], v) for k, v in original.items())
