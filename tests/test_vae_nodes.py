@@ -53,7 +53,8 @@ def tiny_vae() -> VAE:
 def test_encode_is_posterior_mean_of_2v_minus_1_and_decode_clamps(tiny_vae):
     image = torch.rand(2, 16, 24, 3)
     expected = tiny_vae.model.encode(image.movedim(-1, 1) * 2 - 1)
-    torch.testing.assert_close(tiny_vae.encode(image, batch_size=1), expected, rtol=1e-5, atol=1e-6)
+    # batch 1 vs batch 2 convolutions differ in float rounding (thread/blocking dependent): 1e-5
+    torch.testing.assert_close(tiny_vae.encode(image, batch_size=1), expected, rtol=1e-4, atol=1e-5)
     latent = torch.randn(2, 4, 2, 3) * 3
     y = tiny_vae.model.decode(latent)
     torch.testing.assert_close(tiny_vae.decode(latent), ((y + 1) / 2).clamp(0, 1).movedim(1, -1), rtol=1e-5, atol=1e-6)
