@@ -1,0 +1,69 @@
+"""What the embedded model draws: rates measured by the independent image checker.
+
+    python tests/bench/bench_embedded_quality.py [--samples 3]
+
+Every shape x every foreground color (backgrounds rotating through the palette), ``--samples``
+images each, through the default workflow's graph and settings. Prints the rates of right
+foreground color, background color and shape, and writes a grid of the images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--grid", type=Path, default=None, help="write the images as a grid PNG here")
+    args = parser.parse_args()
+    import tempfile
+
+    from PIL import Image
+
+    from nodeflow.executor import Executor
+    from nodeflow.paths import Paths
+    from nodeflow.registry import Registry
+    from nodeflow.training.palette import caption
+    from nodeflow.workflow import Link, NodeInstance, load_workflow
+    from tests.image_checker import read_image
+    from tests.test_embedded_model import prompts
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = Paths(output_dir=Path(folder) / "out", temp_dir=Path(folder) / "tmp")
+        registry = Registry.load(paths)
+        executor = Executor(registry, paths)
+        rows, hits = [], {"foreground": 0, "background": 0, "shape": 0}
+        total = 0
+        for index, (shape, color, background) in enumerate(prompts()):
+            workflow = load_workflow(ROOT / "workflows" / "txt2img.json")
+            workflow.nodes["6"].inputs["text"] = caption(shape, color, background)
+            workflow.nodes["5"].inputs["batch_size"] = args.samples
+            workflow.nodes["3"].inputs["seed"] = 1000 + index
+            workflow.nodes["9"] = NodeInstance("9", "PreviewImage")
+            workflow.links = [l for l in workflow.links if l.dst != "9"] + [Link("8", 0, "9", "images")]
+            shown = []
+            executor.run(workflow, on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None)
+            images = np.asarray(shown[0].images)
+            for image in images:
+                reading = read_image(image)
+                hits["foreground"] += reading.foreground == color
+                hits["background"] += reading.background == background
+                hits["shape"] += reading.shape == shape
+                total += 1
+            rows.append(np.concatenate(list((images * 255).astype(np.uint8)), axis=1))
+    for key, value in hits.items():
+        print(f"{key:>10}: {value}/{total} = {value / total:.1%}")
+    if args.grid is not None:
+        Image.fromarray(np.concatenate([np.concatenate(rows[i::8], axis=0) for i in range(8)], axis=1)).save(args.grid)
+
+
+if __name__ == "__main__":
+    main()
