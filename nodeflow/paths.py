@@ -102,20 +102,27 @@ class Paths:
         raise ModelFileError(f"{kind} model {name!r} not found in {folders}; "
                              f"available: {shown or 'none'}")
 
+    def input_dirs(self) -> list[Path]:
+        """The input folder, then the example inputs shipped in assets/inputs."""
+        return [folder for folder in (self.input_dir, self.assets_dir / "inputs") if folder.is_dir()]
+
     def list_inputs(self) -> list[str]:
-        """Image files in the input folder (for LoadImage)."""
-        if not self.input_dir.is_dir():
-            return []
-        return sorted(p.relative_to(self.input_dir).as_posix() for p in self.input_dir.rglob("*")
-                      if p.is_file() and not p.name.startswith("."))
+        """Image files in the input folders (for LoadImage); the user's first."""
+        names: dict[str, None] = {}
+        for folder in self.input_dirs():
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    names.setdefault(path.relative_to(folder).as_posix(), None)
+        return sorted(names)
 
     def resolve_input(self, name: str) -> Path:
-        """A file in the input folder, or an existing path given directly."""
+        """A file in the input folders, or an existing path given directly."""
         direct = Path(name).expanduser()
         if direct.is_absolute() and direct.is_file():
             return direct
-        candidate = self.input_dir / name
-        if ".." not in Path(name).parts and candidate.is_file():
-            return candidate
+        if ".." not in Path(name).parts:
+            for folder in self.input_dirs():
+                if (folder / name).is_file():
+                    return folder / name
         raise ModelFileError(f"input file {name!r} not found in {self.input_dir}")
 
