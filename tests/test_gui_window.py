@@ -85,3 +85,79 @@ def test_run_in_the_window(display, tmp_path):
     finally:
         app.worker.stop()
         dpg.destroy_context()
+
+
+
+DRAG_SCENARIO = r"""
+import json, subprocess, sys, threading, time
+from pathlib import Path
+import dearpygui.dearpygui as dpg
+from nodeflow.executor import Executor
+from nodeflow.gui.app import EditorApp
+from nodeflow.gui.document import Document
+from nodeflow.paths import Paths
+from nodeflow.registry import Registry
+
+tmp = Path(sys.argv[1])
+paths = Paths(output_dir=tmp / "out", temp_dir=tmp / "tmp")
+registry = Registry.load(paths)
+document = Document(registry)
+latent = document.add_node("EmptyLatentImage", (40, 60))
+decode = document.add_node("VAEDecode", (420, 60))
+app = EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json")
+dpg.create_context()
+dpg.create_viewport(title="nodeflow", width=1000, height=700, x_pos=0, y_pos=0)
+app.build()
+dpg.setup_dearpygui()
+dpg.show_viewport()
+for _ in range(10):
+    app.frame()
+    dpg.render_dearpygui_frame()
+
+def text_center_y(attribute):
+    state = dpg.get_item_state(dpg.get_item_children(attribute, 1)[0])
+    return (state["rect_min"][1] + state["rect_max"][1]) / 2
+
+vx, vy = dpg.get_viewport_pos()
+source = dpg.get_item_state(app.node_items[latent])
+target = dpg.get_item_state(app.node_items[decode])
+start = (int(vx + source["rect_max"][0]), int(vy + text_center_y(app.port_to_pin[(latent, "out", 0)])))
+end = (int(vx + target["rect_min"][0]), int(vy + text_center_y(app.port_to_pin[(decode, "in", "samples")])))
+
+def drag():
+    for command in (["mousemove", *map(str, start)], ["mousedown", "1"],
+                    ["mousemove", str((start[0] + end[0]) // 2), str(start[1])],
+                    ["mousemove", *map(str, end)], ["mouseup", "1"]):
+        subprocess.run(["xdotool", *command], check=True)
+        time.sleep(0.3)
+
+mover = threading.Thread(target=drag)
+mover.start()
+while mover.is_alive():
+    app.frame()
+    dpg.render_dearpygui_frame()
+for _ in range(3):
+    app.frame()
+    dpg.render_dearpygui_frame()
+print(json.dumps({"links": [[l.src, l.src_output, l.dst, l.dst_input] for l in document.workflow.links],
+                  "drawn": len(app.link_items), "latent": latent, "decode": decode}))
+dpg.destroy_context()
+"""
+
+
+def test_real_mouse_drag_wires_an_output_to_an_input(display, tmp_path):
+    """xdotool drags from EmptyLatentImage's LATENT pin to VAEDecode's samples pin; the model
+    gets the link and the canvas draws it. (Own process: dearpygui allows one context per process.)"""
+    import json
+    import sys
+
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed")
+    script = tmp_path / "drag.py"
+    script.write_text(DRAG_SCENARIO)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["links"] == [[result["latent"], 0, result["decode"], "samples"]]
+    assert result["drawn"] == 1
