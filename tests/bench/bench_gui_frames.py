@@ -1,0 +1,76 @@
+"""Editor frame times: a 200-node graph idle, and the default workflow while it runs.
+
+    xvfb-run -a python tests/bench/bench_gui_frames.py      (or with DISPLAY set)
+
+Goal (issue 8): under 33 ms per frame under Xvfb on the 2-core CPU machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    import dearpygui.dearpygui as dpg
+
+    from nodeflow.executor import Executor
+    from nodeflow.gui.app import EditorApp
+    from nodeflow.gui.document import Document
+    from nodeflow.paths import Paths
+    from nodeflow.registry import Registry
+
+    folder = Path(tempfile.mkdtemp())
+    paths = Paths(output_dir=folder / "out", temp_dir=folder / "tmp")
+    registry = Registry.load(paths)
+    document = Document(registry)
+    previous = None
+    for i in range(200):  # chains of latent nodes, 10 per row
+        kind = "EmptyLatentImage" if i % 10 == 0 else "LatentFlip"
+        node_id = document.add_node(kind, (40 + (i % 10) * 260, 40 + (i // 10) * 160))
+        if kind == "LatentFlip":
+            document.connect(previous, 0, node_id, "samples")
+        previous = node_id
+    app = EditorApp(document, Executor(registry, paths), paths, folder / "recovery.json")
+    dpg.create_context()
+    dpg.create_viewport(title="nodeflow", width=1400, height=860)
+    app.build()
+    dpg.setup_dearpygui()
+    dpg.show_viewport()
+    times, ours = [], []
+    for _ in range(120):
+        started = time.perf_counter()
+        app.frame()
+        middle = time.perf_counter()
+        dpg.render_dearpygui_frame()
+        times.append(time.perf_counter() - started)
+        ours.append(middle - started)
+    idle = sorted(times[20:])
+    run_times = []
+    if (ROOT / "assets" / "nodeflow-tiny.safetensors").is_file():
+        app.document = Document.open(registry, ROOT / "workflows" / "txt2img.json")
+        app.rebuild()
+        app.run()
+        while app.worker.busy or not app.worker.events.empty():
+            started = time.perf_counter()
+            app.frame()
+            dpg.render_dearpygui_frame()
+            run_times.append(time.perf_counter() - started)
+    dpg.destroy_context()
+    print(f"200-node graph idle: median {statistics.median(idle) * 1000:.1f} ms/frame, "
+          f"95th percentile {idle[int(len(idle) * 0.95)] * 1000:.1f} ms "
+          f"(of which the editor's own per-frame work {statistics.median(ours[20:]) * 1000:.2f} ms)")
+    if run_times:
+        run_times.sort()
+        print(f"while the default workflow runs: median {statistics.median(run_times) * 1000:.1f} ms/frame, "
+              f"95th percentile {run_times[int(len(run_times) * 0.95)] * 1000:.1f} ms ({len(run_times)} frames)")
+
+
+if __name__ == "__main__":
+    main()
