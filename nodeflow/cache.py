@@ -19,6 +19,7 @@ from typing import Any
 
 GIB = 1 << 30
 DEFAULT_BUDGETS = {"cpu": 8 * GIB, "cuda": 16 * GIB, "mps": 8 * GIB}
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 OPAQUE_OBJECT_BYTES = 1024  # the size assumed for a value we cannot measure
 
 
@@ -34,6 +35,8 @@ def signature(node_type: str, version: int, literals: dict[str, Any], fingerprin
 def measure(value: Any) -> dict[str, int]:
     """Bytes per device type held by ``value``: tensors (shared storage counted once),
     containers, modules and plain objects (their attributes)."""
+    if isinstance(value, tuple) and all(type(item) in _SCALARS for item in value):
+        return {}  # plain numbers and strings: nothing worth counting (the common fast path)
     sizes: dict[str, int] = {}
     _measure(value, sizes, seen=set(), depth=0)
     return sizes
@@ -101,6 +104,11 @@ class OutputCache:
 
     def put(self, key: str, outputs: tuple) -> None:
         sizes = measure(outputs)
+        if not sizes:  # nothing measurable: no budget to check
+            with self._lock:
+                self._drop(key)
+                self._entries[key] = _Entry(outputs, sizes)
+            return
         with self._lock:
             self._drop(key)
             if any(size > self.budgets.get(device, 0) for device, size in sizes.items()):

@@ -90,7 +90,8 @@ class Executor:
                 for name, link in links.items():
                     arguments[name] = values[link.src][link.src_output]
                 node_started = time.perf_counter()
-                outputs = self._call(node_id, spec, arguments, context.for_node(node_id))
+                outputs = self._call(node_id, spec, arguments,
+                                     context.for_node(node_id) if spec.wants_context else context)
                 self.cache.put(signatures[node_id], outputs)
                 result.executed.append(node_id)
                 result.node_seconds[node_id] = time.perf_counter() - node_started

@@ -15,6 +15,7 @@ function's signature when it is made, so a mismatch fails at import, naming the 
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -191,7 +192,11 @@ class NodeSpec:
     module: str = field(default="", compare=False)
 
     def input(self, name: str) -> InputSpec | None:
-        return next((spec for spec in self.inputs if spec.name == name), None)
+        return self._inputs_by_name.get(name)
+
+    @functools.cached_property
+    def _inputs_by_name(self) -> dict[str, InputSpec]:
+        return {spec.name: spec for spec in self.inputs}
 
     @property
     def widget_inputs(self) -> tuple[InputSpec, ...]:
