@@ -128,3 +128,17 @@ def test_worker_runs_in_background_and_reports(doc):
     worker.join(30)
     names = [type(e).__name__ for e in worker.drain()]
     assert names[-1] == "RunFinished" and "NodeStarted" in names
+
+
+def test_worker_reports_validation_problems_with_their_nodes(doc):
+    from nodeflow.gui.worker import RunInvalid
+
+    a, scale, sink = doc.add_node("Number"), doc.add_node("Scale"), doc.add_node("Sink")
+    doc.connect(a, 0, scale, "x")
+    doc.connect(scale, 0, sink, "value")
+    doc.set_value(scale, "factor", 99.0)  # above the maximum
+    worker = Worker(Executor(doc.registry))
+    worker.start(doc.workflow)
+    worker.join(30)
+    [event] = [e for e in worker.drain() if isinstance(e, RunInvalid)]
+    assert [p.node_id for p in event.problems] == [scale]

@@ -19,7 +19,7 @@ from nodeflow import events
 from nodeflow.gui.document import Document, EditRefused
 from nodeflow.gui.seed_control import MODES as SEED_MODES
 from nodeflow.gui.seed_control import seed_mode, seeds_after_run, set_seed_mode
-from nodeflow.gui.worker import RunCancelled, RunFailed, Worker
+from nodeflow.gui.worker import RunCancelled, RunFailed, RunInvalid, Worker
 from nodeflow.gui.theme import Themes
 from nodeflow.spec import BOOLEAN, CHOICE, FLOAT, INT, STRING
 
@@ -46,6 +46,7 @@ class EditorApp:
         self.textures: dict[str, int] = {}
         self.running_node: str | None = None
         self.failed_node: str | None = None
+        self.invalid_nodes: set[str] = set()
         self.cached_nodes: set[str] = set()
         self.shown_images: dict[str, object] = {}  # node id -> IMAGE last shown (kept across rebuilds)
 
@@ -409,7 +410,7 @@ class EditorApp:
         if not self.worker.start(self.document.workflow):
             self._status("a run is already going", error=True)
             return
-        self.failed_node, self.cached_nodes = None, set()
+        self.failed_node, self.cached_nodes, self.invalid_nodes = None, set(), set()
         for node_id in self.node_items:
             self._apply_node_theme(node_id)
         self._status("running...")
@@ -451,6 +452,16 @@ class EditorApp:
             self._log(event.message, error=True)
             self._status("run failed (see the log)", error=True)
             dpg.configure_item("progress", overlay="failed")
+        elif isinstance(event, RunInvalid):
+            self._set_running(None)
+            for problem in event.problems:
+                self._log(str(problem), error=True)
+                node_id = getattr(problem, "node_id", None)
+                if node_id is not None:
+                    self.invalid_nodes.add(node_id)
+                    self._apply_node_theme(node_id)
+            self._status(f"not run: {len(event.problems)} problem(s), marked on their nodes", error=True)
+            dpg.configure_item("progress", overlay="invalid")
         elif isinstance(event, RunCancelled):
             self._set_running(None)
             self._status("stopped")
@@ -467,7 +478,7 @@ class EditorApp:
         if item is None or not dpg.does_item_exist(item):
             return
         mode = self.document.workflow.nodes[node_id].mode if node_id in self.document.workflow.nodes else "normal"
-        if node_id == self.failed_node:
+        if node_id == self.failed_node or node_id in self.invalid_nodes:
             state = "failed"
         elif node_id == self.running_node:
             state = "running"
@@ -503,7 +514,19 @@ class EditorApp:
         dpg.delete_item(group, children_only=True)
         for index, image in enumerate(images[:4]):
             texture, width, height = self._texture(f"{node_id}:{index}", image)
-            dpg.add_image(texture, width=width, height=height, parent=group)
+            dpg.add_image_button(texture, width=width, height=height, parent=group,
+                                 callback=lambda s, a, u: self._open_viewer(*u), user_data=(node_id, index))
+
+    def _open_viewer(self, node_id: str, index: int) -> None:
+        """A larger view of a shown image (click a node's image)."""
+        image = self.shown_images[node_id][index]
+        height, width = image.shape[0], image.shape[1]
+        scale = max(1, 512 // max(height, width))
+        texture, _, _ = self._texture(f"{node_id}:{index}", image)
+        if dpg.does_item_exist("viewer"):
+            dpg.delete_item("viewer")
+        with dpg.window(label=f"Image {index + 1} of node {node_id}", tag="viewer", autosize=True, pos=(200, 120)):
+            dpg.add_image(texture, width=width * scale, height=height * scale)
 
     def _show_preview(self, node_id: str, preview) -> None:
         self._show_live(node_id, preview[0])

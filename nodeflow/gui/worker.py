@@ -10,7 +10,7 @@ import queue
 import threading
 from dataclasses import dataclass
 
-from nodeflow.errors import Cancelled, NodeflowError
+from nodeflow.errors import Cancelled, NodeflowError, ValidationError
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,13 @@ class RunFailed:
 @dataclass(frozen=True)
 class RunCancelled:
     pass
+
+
+@dataclass(frozen=True)
+class RunInvalid:
+    """Validation refused the workflow; each problem names its node (shown on the node)."""
+
+    problems: tuple
 
 
 class Worker:
@@ -54,6 +61,8 @@ class Worker:
                               on_event=self.events.put, cancel_event=self._cancel)
         except Cancelled:
             self.events.put(RunCancelled())
+        except ValidationError as error:
+            self.events.put(RunInvalid(tuple(error.problems)))
         except NodeflowError as error:
             self.events.put(RunFailed(str(error), getattr(error, "node_id", None)))
         except Exception as error:  # a bug: keep the window alive and show it
