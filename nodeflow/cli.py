@@ -260,16 +260,14 @@ def parse_value(raw: str, socket_type: str | None = None) -> Any:
 
 
 def resolve_device(name: str) -> str:
-    """``auto`` -> the best available device (imports torch)."""
-    if name != "auto":
-        return name
-    import torch
+    """``auto`` -> the best available device; an explicit one is checked to exist (imports torch)."""
+    from nodeflow.errors import NodeflowError
+    from nodeflow.models.devices import resolve_device as resolve
 
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    try:
+        return str(resolve(name))
+    except ValueError as error:
+        raise NodeflowError(str(error)) from None
 
 
 class EventPrinter:

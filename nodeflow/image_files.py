@@ -11,15 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
+from PIL import Image, ImageOps, ImageSequence
 
 from nodeflow.errors import ModelFileError
+from nodeflow.png_metadata import claim, create_temporary, png_info
 
 MAX_COUNTER = 99999
 
@@ -139,48 +139,19 @@ def next_counter(folder: Path, name: str) -> int:
     return max(found, default=0) + 1
 
 
-def _create_temporary(folder: Path) -> Path:
-    """A new empty hidden file in ``folder``, with the usual permissions (umask applies, unlike
-    ``tempfile.mkstemp``'s 0600)."""
-    while True:
-        path = folder / f".saving-{secrets.token_hex(8)}.png"
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return path
-        except FileExistsError:
-            continue
-
-
-def _claim(temporary: Path, target: Path) -> None:
-    """Give ``target`` the content of ``temporary``; FileExistsError when ``target`` exists.
-
-    A hard link is atomic and exclusive; where the file system has none (FAT, some network
-    shares) the target is created exclusively (O_EXCL) and the bytes are copied."""
-    try:
-        os.link(temporary, target)
-    except FileExistsError:
-        raise
-    except OSError:
-        with open(target, "xb") as file:  # "x": exclusive creation
-            file.write(temporary.read_bytes())
-
-
 def save_png(image: Image.Image, folder: Path, name: str, chunks: dict[str, str] | None = None,
              compress_level: int = 4) -> Path:
     """Write ``image`` as ``name_NNNNN_.png`` in ``folder`` without overwriting anything: the PNG
     is written to a temporary file there, then hard-linked to the first free name (``os.link``
     fails when the name exists, so a concurrent writer that took it makes us try the next)."""
-    info = PngImagePlugin.PngInfo()
-    for key, value in (chunks or {}).items():
-        info.add_text(key, value)
-    temporary = _create_temporary(folder)
+    temporary = create_temporary(folder)
     try:
-        image.save(temporary, pnginfo=info, compress_level=compress_level)
+        image.save(temporary, pnginfo=png_info(chunks), compress_level=compress_level)
         counter = next_counter(folder, name)
         while counter <= MAX_COUNTER:
             target = folder / f"{name}_{counter:05}_.png"
             try:
-                _claim(temporary, target)
+                claim(temporary, target)
                 return target
             except FileExistsError:
                 counter += 1

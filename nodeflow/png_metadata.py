@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -62,32 +62,45 @@ def png_info(chunks: dict[str, str] | None) -> PngImagePlugin.PngInfo:
     return info
 
 
+def create_temporary(folder: Path) -> Path:
+    """A new empty hidden file in ``folder``, with the usual permissions (umask applies, unlike
+    ``tempfile.mkstemp``'s 0600)."""
+    while True:
+        path = folder / f".saving-{secrets.token_hex(8)}.png"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:
+            continue
+
+
+def claim(temporary: Path, target: Path) -> None:
+    """Give ``target`` the content of ``temporary``; FileExistsError when ``target`` exists.
+
+    A hard link is atomic and exclusive; where the file system has none (FAT, some network
+    shares) the target is created exclusively (O_EXCL) and the bytes are copied."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        with open(target, "xb") as file:  # "x": exclusive creation
+            file.write(temporary.read_bytes())
+
+
 def save_png_with_metadata(image: Image.Image, path: str | os.PathLike, chunks: dict[str, str] | None,
                            *, compress_level: int = 4) -> Path:
-    """Write ``image`` as a PNG at ``path`` with ``chunks``; never overwrites, never half-written.
-
-    The PNG is written to a temporary file in the same folder, then hard-linked to ``path``
-    (atomic and exclusive), so readers never see a partial file and two writers never share a
-    name. Raises ``FileExistsError`` when ``path`` exists (callers pick the next free name).
-    On file systems without hard links the file is copied into a name created exclusively
-    (still never overwriting; readers could then see it while it is copied).
-    Returns ``Path(path)``.
-    """
+    """Write ``image`` as a PNG at ``path`` with ``chunks``; never overwrites, never half-written
+    (a temporary file in the same folder, then ``claim``). Raises ``FileExistsError`` when
+    ``path`` exists (callers pick the next free name). Returns ``Path(path)``."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    os.close(handle)
+    temporary = create_temporary(path.parent)
     try:
         image.save(temporary, format="PNG", pnginfo=png_info(chunks), compress_level=compress_level)
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links on this file system (FAT, some network shares)
-            with open(temporary, "rb") as source, open(path, "xb") as target:
-                target.write(source.read())
+        claim(temporary, path)
         return path
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
 
 
 def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:

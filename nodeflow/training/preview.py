@@ -6,7 +6,6 @@ denoised values, ComfyUI's CPU noise), so the grids show what users will get.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,10 @@ from PIL import Image
 
 from nodeflow.training.architecture import tokenize
 from nodeflow.training.palette import PALETTE, SHAPES, caption
-from nodeflow.training.train_text_unet import encode_text, scaled_linear_alphas_cumprod
+from nodeflow.sampling.samplers import sample_euler
+from nodeflow.sampling.schedulers import SCHEDULERS
+from nodeflow.sampling.schedules import ModelSampling
+from nodeflow.training.train_text_unet import encode_text
 
 #: 32 prompts: every shape with every foreground color, on rotating backgrounds.
 PREVIEW_CAPTIONS: tuple[str, ...] = tuple(
@@ -23,18 +25,6 @@ PREVIEW_CAPTIONS: tuple[str, ...] = tuple(
     for j, shape in enumerate(SHAPES)
     for i, fg in enumerate(PALETTE)
 )
-
-
-def normal_sigmas(steps: int) -> torch.Tensor:
-    """The ``normal`` schedule: timesteps linspace(999, 0, steps), sigma interpolated in
-    log-sigma over SD's table, then 0. Shape (steps + 1,)."""
-    alphas_cumprod = scaled_linear_alphas_cumprod()
-    log_sigmas = (((1 - alphas_cumprod) / alphas_cumprod).sqrt()).log().float()  # (1000,)
-    t = torch.linspace(999, 0, steps)
-    low, high = t.floor().long(), t.ceil().long()
-    w = t - low
-    sigmas = ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
-    return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
 @torch.no_grad()
@@ -52,28 +42,25 @@ def sample_images(
     """Images (N, H, W, 3) uint8 for the captions, one per caption, noise from ``seed``."""
     device = next(unet.parameters()).device
     unet.eval(), text_encoder.eval(), vae.eval()
-    log_sigmas = ((1 - scaled_linear_alphas_cumprod()) / scaled_linear_alphas_cumprod()).sqrt().log()
-    log_sigmas = log_sigmas.float().to(device)  # (1000,)
+    sampling = ModelSampling.sd1()
     n = len(captions)
     tokens = tokenize(list(captions) + [""]).to(device)  # (N + 1, 77)
     context = encode_text(text_encoder, tokens)  # (N + 1, 77, D)
     cond, uncond = context[:n], context[n:].expand(n, -1, -1)
     generator = torch.Generator("cpu").manual_seed(seed)
     shape = (n, 4, resolution // 8, resolution // 8)
-    sigmas = normal_sigmas(steps).to(device)
+    sigmas = SCHEDULERS["normal"](sampling, steps).to(device)
     x = torch.randn(shape, generator=generator).to(device) * (1 + sigmas[0] ** 2).sqrt()
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        t = (log_sigmas - sigma.log()).abs().argmin().float().expand(2 * n)  # nearest timestep
-        model_in = torch.cat([x, x]) / (sigma**2 + 1).sqrt()  # (2N, 4, h, w)
-        eps = unet(model_in, t, torch.cat([cond, uncond]))
-        denoised = torch.cat([x, x]) - sigma * eps
-        good, base = denoised.chunk(2)
+        """CFG on the denoised values, cond and uncond in one batch. sigma: (N,)."""
+        x2, sigma2 = torch.cat([x, x]), torch.cat([sigma, sigma])  # (2N, 4, h, w), (2N,)
+        t = sampling.timestep(sigma2.cpu()).to(device)  # nearest timestep
+        eps = unet(sampling.calculate_input(sigma2, x2), t, torch.cat([cond, uncond]))
+        good, base = sampling.calculate_denoised(sigma2, eps, x2).chunk(2)
         return base + (good - base) * cfg
 
-    for sigma, sigma_next in itertools.pairwise(sigmas):
-        d = (x - denoise(x, sigma)) / sigma  # Euler step (Karras et al. 2022, algorithm 2)
-        x = x + d * (sigma_next - sigma)
+    x = sample_euler(denoise, x, sigmas)  # Karras et al. 2022, algorithm 2
     pixels = vae.decode(x / scaling_factor)  # (N, 3, H, W)
     pixels = ((pixels + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     return (pixels * 255).astype(np.uint8)

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from nodeflow.sampling.schedules import make_betas
 from nodeflow.training.data import TensorBatch
 from nodeflow.training.optim import EMA, adamw, warmup_cosine
 from nodeflow.training.train_vae import encode_posterior
@@ -80,7 +81,7 @@ def scaled_linear_alphas_cumprod(
     steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
 ) -> torch.Tensor:
     """abar_t of SD's ``scaled_linear`` schedule, float64, shape (steps,)."""
-    betas = torch.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=torch.float64) ** 2
+    betas = make_betas("scaled_linear", steps, beta_start, beta_end)
     return torch.cumprod(1.0 - betas, dim=0)
 
 
