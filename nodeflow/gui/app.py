@@ -43,7 +43,7 @@ class EditorApp:
         self.clipboard = None
         self.built_structure = -1
         self.last_autosave = time.monotonic()
-        self.textures: dict[str, int] = {}
+        self.textures: dict[str, tuple[int, tuple[int, int]]] = {}  # key -> (texture, (w, h))
         self.running_node: str | None = None
         self.failed_node: str | None = None
         self.invalid_nodes: set[str] = set()
@@ -432,7 +432,7 @@ class EditorApp:
             dpg.set_value("progress", event.step / max(event.total, 1))
             dpg.configure_item("progress", overlay=f"step {event.step}/{event.total}")
             if event.preview is not None:
-                self._show_preview(event.node_id, event.preview)
+                self._show_live(event.preview[0])
         elif isinstance(event, events.ImagesShown):
             self._show_images(event.node_id, event.images)
         elif isinstance(event, events.FileSaved):
@@ -490,21 +490,21 @@ class EditorApp:
             state = "normal"
         dpg.bind_item_theme(item, self.themes.nodes[state])
 
-    def _texture(self, key: str, image) -> int:
-        """A dynamic texture holding ``image`` (H, W, C) in 0..1, fitted to PREVIEW_SIZE."""
-        array = np.asarray(image.detach().cpu().float().clamp(0, 1).numpy() if hasattr(image, "numpy") else image)
+    def _texture(self, key: str, image) -> tuple[int, int, int]:
+        """(texture, shown width, shown height): a dynamic texture holding ``image`` (H, W, C)
+        tensor in 0..1, reused for ``key`` while the size stays; fitted to PREVIEW_SIZE."""
+        array = image.detach().cpu().float().clamp(0, 1).numpy()
         height, width = array.shape[:2]
-        scale = PREVIEW_SIZE / max(height, width)
         rgba = np.ones((height, width, 4), dtype=np.float32)
         rgba[..., :3] = array[..., :3]
-        existing = self.textures.get(key)
-        if existing is not None and dpg.does_item_exist(existing) and dpg.get_item_configuration(existing)["width"] == width \
-                and dpg.get_item_configuration(existing)["height"] == height:
-            dpg.set_value(existing, rgba.flatten())
+        item, size = self.textures.get(key, (None, None))
+        if item is not None and size == (width, height) and dpg.does_item_exist(item):
+            dpg.set_value(item, rgba.ravel())
         else:
-            existing = dpg.add_dynamic_texture(width, height, rgba.flatten(), parent="textures")
-            self.textures[key] = existing
-        return existing, int(width * scale), int(height * scale)
+            item = dpg.add_dynamic_texture(width, height, rgba.ravel(), parent="textures")
+            self.textures[key] = (item, (width, height))
+        scale = PREVIEW_SIZE / max(height, width)
+        return item, int(width * scale), int(height * scale)
 
     def _show_images(self, node_id: str, images) -> None:
         self.shown_images[node_id] = images
@@ -528,10 +528,7 @@ class EditorApp:
         with dpg.window(label=f"Image {index + 1} of node {node_id}", tag="viewer", autosize=True, pos=(200, 120)):
             dpg.add_image(texture, width=width * scale, height=height * scale)
 
-    def _show_preview(self, node_id: str, preview) -> None:
-        self._show_live(node_id, preview[0])
-
-    def _show_live(self, node_id: str, image) -> None:
+    def _show_live(self, image) -> None:
         texture, width, height = self._texture("live", image)
         if not dpg.does_item_exist("live_preview"):
             with dpg.window(label="Live preview", tag="live_preview", pos=(20, 80), autosize=True):
