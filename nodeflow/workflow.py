@@ -20,7 +20,7 @@ import copy
 import json
 import logging
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,10 +179,15 @@ def save_workflow(workflow: Workflow, path: str | os.PathLike) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
+    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``.
+
+    The file keeps the permissions of the one it replaces (a new file gets the usual ones, the
+    umask applied), not ``mkstemp``'s private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temporary = _create_temporary(path)
     try:
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o7777)
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
@@ -191,6 +196,16 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new hidden file beside ``path``, opened for writing, mode 0666 less the umask."""
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), str(temporary)
+        except FileExistsError:
+            continue
 
 
 def parse_workflow_data(data: Any, registry: Any, source: str = "workflow") -> Workflow:

@@ -57,3 +57,15 @@ def write_tiny_checkpoint(path: str | Path, seed: int = 0, inpainting: bool = Fa
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tiny_state_dict(seed, inpainting), str(path), metadata=metadata or {"format": "pt"})
     return path
+
+
+def write_tiny_controlnet(path: str | Path, seed: int = 0) -> Path:
+    """A random ControlNet in the original layout that fits ``write_tiny_checkpoint``'s U-Net."""
+    from nodeflow.models.controlnet import ControlNetConfig, ControlNetModel
+
+    torch.manual_seed(seed)
+    controlnet = _randomize(ControlNetModel(ControlNetConfig(TINY_UNET)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"control_model." + k: v.contiguous() for k, v in controlnet.state_dict().items()}, str(path))
+    return path

@@ -118,3 +118,15 @@ def test_scribble_turns_dark_strokes_white():
     drawing[:, 8, :] = 0.0
     (out,) = scribble(drawing, 0.5, 1)
     assert out[0, 7:10, :, 0].eq(1).all() and out[0, 0, :, 0].eq(0).all()
+
+
+def test_a_controlnet_for_another_architecture_is_a_clear_error(parts):
+    from dataclasses import replace
+
+    from nodeflow.errors import NodeflowError
+
+    model, _, _ = parts
+    other = random_controlnet(ControlNetConfig(replace(tiny_config(), context_dim=64)))
+    (applied,) = controlnet_apply(conditioning(), other, torch.rand(1, 64, 64, 3), 1.0)
+    with pytest.raises(NodeflowError, match="the ControlNet does not fit this model: .*text context 64.*text context 48"):
+        denoise(model, applied, torch.randn(1, 4, 8, 8))

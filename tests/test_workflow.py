@@ -1,6 +1,7 @@
 """Our workflow format: round trip, determinism, atomic save, clear errors."""
 
 import json
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -111,3 +112,16 @@ def test_png_with_a_workflow_is_read(tmp_path, stub_registry):
     save_png_with_metadata(Image.new("RGB", (4, 4)), path, workflow_text_chunks(sample(), stub_registry))
     loaded = load_workflow(path, stub_registry)
     assert {k: v.type for k, v in loaded.nodes.items()} == {"10": "Number", "2": "Sink"}
+
+
+def test_saved_workflow_has_the_usual_permissions_and_keeps_an_existing_files_mode(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        path = tmp_path / "new.json"
+        save_workflow(sample(), path)
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.chmod(path, 0o640)
+        save_workflow(sample(), path)
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old_umask)

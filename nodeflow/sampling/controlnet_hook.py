@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from nodeflow.errors import NodeflowError
 from nodeflow.imaging import repeat_to_batch, upscale
 from nodeflow.models.unet import ControlResiduals
 
@@ -38,7 +39,27 @@ class ControlNetHook:
                   sigma: torch.Tensor, model) -> ControlResiduals | None:
         if self.strength == 0:
             return None
+        check_fits(self.controlnet, model)
         dtype = next(self.controlnet.parameters()).dtype
         hint = self.hint(x.shape[0], x.shape[2], x.shape[3], x.device, dtype)
         out = self.controlnet(x, hint, timesteps, context)
         return out.scaled(self.strength)
+
+
+def _shape_of(config) -> tuple:
+    return config.model_channels, tuple(config.channel_mult), config.num_res_blocks, config.context_dim
+
+
+def check_fits(controlnet: torch.nn.Module, model) -> None:
+    """A ControlNet adds residuals to one U-Net architecture; any other is a user's mistake that
+    would otherwise surface as a matrix-shape error deep in a forward pass."""
+    ours = getattr(getattr(controlnet, "config", None), "unet", None)
+    theirs = getattr(getattr(model, "unet", None), "config", None)
+    if ours is None or theirs is None or _shape_of(ours) == _shape_of(theirs):
+        return
+    def describe(config) -> str:
+        channels, mult, blocks, context = _shape_of(config)
+        return f"{channels} channels x {mult}, {blocks} res blocks per level, text context {context}"
+    raise NodeflowError(f"the ControlNet does not fit this model: it was made for a U-Net with {describe(ours)}, "
+                        f"the model {getattr(model, 'name', '') or ''} has {describe(theirs)} "
+                        "(use a ControlNet made for this model's family, e.g. SD1.x with SD1.x)")

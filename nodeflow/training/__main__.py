@@ -30,8 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
     parser.add_argument("--vae-steps", type=int, default=DEFAULTS.vae.steps)
     parser.add_argument("--vae-batch-size", type=int, default=DEFAULTS.vae.batch_size)
+    parser.add_argument("--vae-crop", type=int, default=DEFAULTS.vae.crop,
+                        help="side of the random training windows (64: whole images)")
     parser.add_argument("--unet-steps", type=int, default=DEFAULTS.diffusion.steps)
     parser.add_argument("--unet-batch-size", type=int, default=DEFAULTS.diffusion.batch_size)
+    parser.add_argument("--pool-size", type=int, default=DEFAULTS.diffusion.pool_size,
+                        help="images encoded once for the U-Net stage")
     parser.add_argument("--lr", type=float, default=DEFAULTS.diffusion.lr,
                         help="U-Net/text encoder learning rate")
     parser.add_argument("--snapshot-every", type=int, default=DEFAULTS.diffusion.snapshot_every)
@@ -42,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--controlnet-from", type=Path, default=None, metavar="CHECKPOINT",
                         help="only stage 3: train the mask ControlNet for this exported checkpoint")
     parser.add_argument("--controlnet-steps", type=int, default=1200)
+    parser.add_argument("--controlnet-batch-size", type=int, default=32)
     parser.add_argument("--estimate", action="store_true",
                         help="time a few steps of each stage, print the projected run time, exit")
     return parser.parse_args(argv)
@@ -55,16 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     settings = replace(
         run.DEFAULTS,
         seed=args.seed,
-        vae=replace(run.DEFAULTS.vae, steps=args.vae_steps, batch_size=args.vae_batch_size),
+        vae=replace(run.DEFAULTS.vae, steps=args.vae_steps, batch_size=args.vae_batch_size,
+                    crop=args.vae_crop),
         diffusion=replace(run.DEFAULTS.diffusion, steps=args.unet_steps,
-                          batch_size=args.unet_batch_size, lr=args.lr,
+                          batch_size=args.unet_batch_size, lr=args.lr, pool_size=args.pool_size,
                           snapshot_every=args.snapshot_every),
     )
     device = run.pick_device(args.device)
     workers = args.workers if args.workers is not None else (6 if device.type == "cuda" else 0)
     if args.controlnet_from is not None:
         path = run.train_controlnet_stage(args.controlnet_from, args.out, device, args.controlnet_steps,
-                                          args.seed, workers)
+                                          args.seed, workers, batch_size=args.controlnet_batch_size)
         logger.info("controlnet written: %s", path)
         return 0
     if args.estimate:

@@ -83,6 +83,7 @@ def export_checkpoint(
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(target.name + ".tmp")
     save_file(checkpoint_state_dict(unet, vae, text_encoder), str(temporary), metadata=metadata)
+    os.chmod(temporary, 0o644)  # safetensors writes 0600; the file is meant to be shared
     os.replace(temporary, target)
     return target
 
@@ -97,5 +98,6 @@ def export_controlnet(path: str | os.PathLike, controlnet: torch.nn.Module, *, n
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(target.name + ".tmp")
     save_file(tensors, str(temporary), metadata=metadata)
+    os.chmod(temporary, 0o644)  # safetensors writes 0600; the file is meant to be shared
     os.replace(temporary, target)
     return target

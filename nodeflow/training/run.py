@@ -191,7 +191,7 @@ CONTROLNET_DESCRIPTION = (
 
 
 def train_controlnet_stage(checkpoint_path: Path, out: Path, device: torch.device, steps: int,
-                           seed: int = 0, workers: int = 0) -> Path:
+                           seed: int = 0, workers: int = 0, batch_size: int = 32) -> Path:
     """Stage 3 on an exported checkpoint: write ``out/controlnet/nodeflow-tiny-mask.safetensors``."""
     from nodeflow.models.loader import load_checkpoint
     from nodeflow.training.export import export_controlnet
@@ -200,7 +200,7 @@ def train_controlnet_stage(checkpoint_path: Path, out: Path, device: torch.devic
     started = time.perf_counter()
     checkpoint = load_checkpoint(checkpoint_path, device="cpu", dtype="fp32")
     unet, text, vae = checkpoint.model.unet, checkpoint.clip.model, checkpoint.vae.model
-    settings = ControlNetTraining(steps=steps)
+    settings = ControlNetTraining(steps=steps, batch_size=batch_size)
     dataset = ShapeDataset(resolution=DEFAULTS.resolution)
     data = batches(dataset, seed + 3, settings.batch_size, workers)
     tokens = architecture.tokenize(ALL_CAPTIONS)

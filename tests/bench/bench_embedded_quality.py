@@ -1,6 +1,6 @@
 """What the embedded model draws: rates measured by the independent image checker.
 
-    python tests/bench/bench_embedded_quality.py [--samples 3]
+    python tests/bench/bench_embedded_quality.py [--samples 3] [--device cuda] [--controlnet]
 
 Every shape x every foreground color (backgrounds rotating through the palette), ``--samples``
 images each, through the default workflow's graph and settings. Prints the rates of right
@@ -22,8 +22,13 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu (the default workflow's setting) or cuda")
+    parser.add_argument("--controlnet", action="store_true",
+                        help="instead: IoU of the shape with the control mask, through workflows/controlnet.json")
     parser.add_argument("--grid", type=Path, default=None, help="write the images as a grid PNG here")
     args = parser.parse_args()
+    if args.controlnet:
+        return controlnet_rates(args.device)
     import tempfile
 
     from PIL import Image
@@ -50,7 +55,7 @@ def main() -> None:
             workflow.nodes["9"] = NodeInstance("9", "PreviewImage")
             workflow.links = [l for l in workflow.links if l.dst != "9"] + [Link("8", 0, "9", "images")]
             shown = []
-            executor.run(workflow, on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None)
+            executor.run(workflow, device=args.device, on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None)
             images = np.asarray(shown[0].images)
             for image in images:
                 reading = read_image(image)
@@ -63,6 +68,19 @@ def main() -> None:
         print(f"{key:>10}: {value}/{total} = {value / total:.1%}")
     if args.grid is not None:
         Image.fromarray(np.concatenate([np.concatenate(rows[i::8], axis=0) for i in range(8)], axis=1)).save(args.grid)
+
+
+def controlnet_rates(device: str) -> None:
+    import tempfile
+
+    from tests.test_embedded_controlnet import IOU, make_executor, measure_ious
+
+    with tempfile.TemporaryDirectory() as folder:
+        executor, input_dir = make_executor(Path(folder))
+        for strength in (1.0, 0.0):
+            ious = np.array(measure_ious(executor, input_dir, strength=strength, device=device))
+            print(f"strength {strength}: IoU >= {IOU} in {np.mean(ious >= IOU):.1%} of {len(ious)} images "
+                  f"(median IoU {np.median(ious):.3f})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""What only a CUDA GPU can show; every test here skips cleanly without one.
+
+The default workflow on the embedded model runs on the GPU (fp16 U-Net and text encoder, bf16 or
+fp32 VAE by the rule in nodeflow/models/devices.py) and draws what the CPU draws for the same seed;
+in fp32 the two agree to float rounding. Cached models and conditioning stay on the GPU between
+runs, so a new seed re-runs only the sampler and what follows it.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from nodeflow.executor import Executor
+from nodeflow.paths import Paths
+from nodeflow.registry import Registry
+from nodeflow.workflow import Link, NodeInstance, load_workflow
+from tests.image_checker import read_image
+from tests.project import ROOT
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CHECKPOINT = ROOT / "assets" / "nodeflow-tiny.safetensors"
+
+
+@pytest.fixture(scope="module")
+def executor(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cuda")
+    paths = Paths(models_dirs=(root / "models",), output_dir=root / "out", temp_dir=root / "tmp")
+    return Executor(Registry.load(paths), paths)
+
+
+def preview_workflow(seed: int = 7, sampler: str = "euler", batch: int = 4):
+    """txt2img with its SaveImage replaced by a PreviewImage, so the images come back in memory."""
+    workflow = load_workflow(ROOT / "workflows" / "txt2img.json")
+    workflow.nodes["3"].inputs.update(seed=seed, sampler_name=sampler)
+    workflow.nodes["5"].inputs["batch_size"] = batch
+    workflow.nodes["9"] = NodeInstance("9", "PreviewImage")
+    workflow.links = [link for link in workflow.links if link.dst != "9"] + [Link("8", 0, "9", "images")]
+    return workflow
+
+
+def images_of(executor, workflow, **run_options) -> np.ndarray:
+    shown = []
+    executor.run(workflow, on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None,
+                 **run_options)
+    return np.asarray(shown[0].images, dtype=np.float32)  # (B, H, W, 3)
+
+
+@pytest.fixture(autouse=True)
+def exact_float32_matmuls():
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.mark.skipif(not CHECKPOINT.is_file(), reason="the embedded model is not in assets/")
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde"])
+def test_gpu_fp32_equals_cpu(executor, sampler):
+    """Same seed, same image: the noise is drawn on the CPU, so only float rounding differs."""
+    cpu = images_of(executor, preview_workflow(sampler=sampler), device="cpu")
+    executor.clear_cache()
+    gpu = images_of(executor, preview_workflow(sampler=sampler), device="cuda", dtype="fp32")
+    executor.clear_cache()
+    assert np.abs(cpu - gpu).max() < 2e-3, sampler
+
+
+@pytest.mark.skipif(not CHECKPOINT.is_file(), reason="the embedded model is not in assets/")
+def test_gpu_half_precision_draws_what_the_cpu_draws(executor):
+    cpu = images_of(executor, preview_workflow(batch=8), device="cpu")
+    executor.clear_cache()
+    gpu = images_of(executor, preview_workflow(batch=8), device="cuda", dtype="auto")
+    executor.clear_cache()
+    assert np.isfinite(gpu).all()
+    assert np.abs(cpu - gpu).mean() < 0.02
+    same = [read_image(a).foreground == read_image(b).foreground and read_image(a).shape == read_image(b).shape
+            for a, b in zip(cpu, gpu)]
+    assert sum(same) >= 7
+
+
+@pytest.mark.skipif(not CHECKPOINT.is_file(), reason="the embedded model is not in assets/")
+def test_cached_models_stay_on_the_gpu_and_a_new_seed_reruns_only_the_sampler(executor):
+    first = executor.run(preview_workflow(seed=1), device="cuda")
+    assert executor.cache.bytes_used().get("cuda", 0) > 4 * 2**20  # the models, kept on the GPU
+    second = executor.run(preview_workflow(seed=2), device="cuda")
+    assert set(second.executed) == {"3", "8", "9"}
+    assert {"4", "5", "6", "7"} <= set(second.cached)
+    assert second.node_seconds["3"] < first.seconds
+    executor.clear_cache()
+    assert torch.cuda.memory_allocated() < 64 * 2**20
+
+
+def test_noise_is_drawn_on_the_cpu_whatever_the_device():
+    from nodeflow.sampling.noise import initial_noise
+
+    expected = torch.randn((2, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(123))
+    noise = initial_noise((2, 4, 8, 8), 123)
+    assert noise.device.type == "cpu" and torch.equal(noise, expected)
