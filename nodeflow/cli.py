@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--config", metavar="FILE",
+                             help="settings file (default $NODEFLOW_CONFIG, ./nodeflow.toml, "
+                                  "~/.config/nodeflow/config.toml)")
         command.add_argument("--models-dir", action="append", metavar="DIR",
                              help="a models folder (repeatable; default $NODEFLOW_MODELS_DIR or ./models)")
         command.add_argument("--output-dir", metavar="DIR", help="where images are saved (default ./output)")
@@ -83,10 +86,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED if isinstance(error, NodeError) else EXIT_USER_ERROR
 
 
-def _paths(args: argparse.Namespace):
+def _settings(args: argparse.Namespace):
+    from nodeflow.config import load_config
+
+    return load_config(args.config)
+
+
+def _paths(args: argparse.Namespace, config=None):
     from nodeflow.paths import Paths
 
-    return Paths.from_environment(args.models_dir, args.output_dir, args.input_dir, args.custom_nodes)
+    return Paths.from_environment(args.models_dir, args.output_dir, args.input_dir, args.custom_nodes,
+                                  config=config if config is not None else _settings(args))
+
+
+def _cache(config):
+    """The output cache with the settings file's budgets (GiB per device) over the defaults."""
+    from nodeflow.cache import DEFAULT_BUDGETS, OutputCache
+
+    return OutputCache({**DEFAULT_BUDGETS, **config.cache_bytes})
 
 
 def _registry(paths, quiet: bool = False):
@@ -103,13 +120,14 @@ def command_run(args: argparse.Namespace) -> int:
     from nodeflow.executor import Executor
     from nodeflow.workflow import load_workflow
 
-    paths = _paths(args)
+    config = _settings(args)
+    paths = _paths(args, config)
     registry = _registry(paths, args.quiet)
     workflow = load_workflow(args.workflow, registry)
     for assignment in args.set:
         apply_override(workflow, assignment, registry)
     printer = EventPrinter(quiet=args.quiet)
-    result = run_interruptibly(Executor(registry, paths), workflow, device=resolve_device(args.device),
+    result = run_interruptibly(Executor(registry, paths, _cache(config)), workflow, device=resolve_device(args.device),
                                dtype=args.dtype, on_event=printer)
     if args.json:
         summary = {"files": printer.saved, "executed": result.executed, "cached": result.cached,
@@ -206,7 +224,8 @@ def command_gui(args: argparse.Namespace) -> int:
         from nodeflow.gui import app
     except ImportError as error:
         raise NodeflowError(f"the desktop editor is not available: {error}") from None
-    return app.main(args.workflow, _paths(args))
+    config = _settings(args)
+    return app.main(args.workflow, _paths(args, config), cache=_cache(config))
 
 
 def apply_override(workflow, assignment: str, registry=None) -> None:

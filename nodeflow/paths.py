@@ -48,17 +48,26 @@ class Paths:
 
     @classmethod
     def from_environment(cls, models_dirs: list[str] | None = None, output_dir: str | None = None,
-                         input_dir: str | None = None, custom_nodes_dir: str | None = None) -> Paths:
-        """Folders from command-line values, then environment variables, then defaults."""
-        roots = list(models_dirs or [])
+                         input_dir: str | None = None, custom_nodes_dir: str | None = None,
+                         config=None) -> Paths:
+        """Folders from command-line values, then environment variables, then the settings file
+        (a ``nodeflow.config.Config``), then defaults."""
+        roots = [Path(p) for p in models_dirs or []]
         if not roots and os.environ.get("NODEFLOW_MODELS_DIR"):
-            roots = [p for p in os.environ["NODEFLOW_MODELS_DIR"].split(os.pathsep) if p]
-        custom = custom_nodes_dir or os.environ.get("NODEFLOW_CUSTOM_NODES")
+            roots = [Path(p) for p in os.environ["NODEFLOW_MODELS_DIR"].split(os.pathsep) if p]
+        if not roots and config is not None:
+            roots = list(config.models)
+
+        def pick(given: str | None, variable: str, configured: Path | None, default: str | None) -> Path | None:
+            value = given or os.environ.get(variable) or configured or default
+            return Path(value).expanduser() if value else None
+
         return cls(
-            models_dirs=tuple(Path(p).expanduser() for p in (roots or ["models"])),
-            output_dir=Path(output_dir or os.environ.get("NODEFLOW_OUTPUT_DIR", "output")).expanduser(),
-            input_dir=Path(input_dir or os.environ.get("NODEFLOW_INPUT_DIR", "input")).expanduser(),
-            custom_nodes_dir=Path(custom).expanduser() if custom else None,
+            models_dirs=tuple(root.expanduser() for root in (roots or [Path("models")])),
+            output_dir=pick(output_dir, "NODEFLOW_OUTPUT_DIR", getattr(config, "output", None), "output"),
+            input_dir=pick(input_dir, "NODEFLOW_INPUT_DIR", getattr(config, "input", None), "input"),
+            custom_nodes_dir=pick(custom_nodes_dir, "NODEFLOW_CUSTOM_NODES",
+                                  getattr(config, "custom_nodes", None), None),
         )
 
     def kind_dirs(self, kind: str) -> list[Path]:

@@ -545,7 +545,8 @@ class EditorApp:
         self.autosave(time.monotonic())
 
 
-def main(workflow_path: Path | None, paths, screenshot: Path | None = None, frames: int | None = None) -> int:
+def main(workflow_path: Path | None, paths, screenshot: Path | None = None, frames: int | None = None,
+         cache=None) -> int:
     """Open the editor (``frames``/``screenshot``: render that many frames, save one and quit;
     for tests and documentation)."""
     from nodeflow.executor import Executor
@@ -555,7 +556,7 @@ def main(workflow_path: Path | None, paths, screenshot: Path | None = None, fram
     recovery = paths.temp_dir / "recovery.json"
     recovery.parent.mkdir(parents=True, exist_ok=True)
     document = Document.open(registry, workflow_path) if workflow_path else Document(registry)
-    app = EditorApp(document, Executor(registry, paths), paths, recovery)
+    app = EditorApp(document, Executor(registry, paths, cache), paths, recovery)
     dpg.create_context()
     dpg.create_viewport(title="nodeflow", width=1400, height=860)
     app.build()
