@@ -14,15 +14,40 @@ def _check_not_empty(conditioning: list, name: str) -> None:
         raise NodeInputError(name, "the conditioning is empty (no entries)")
 
 
+def embedding_files_fingerprint(inputs: dict, paths) -> str:
+    """Cache fingerprint of the embedding files a prompt names (size and modification time), so
+    replacing one re-encodes the prompt."""
+    from nodeflow.text.embeddings import find_embedding_file
+    from nodeflow.text.prompt_weights import EMBEDDING_PREFIX
+
+    text = inputs.get("text")
+    if not isinstance(text, str) or EMBEDDING_PREFIX not in text:
+        return ""
+    folders = paths.kind_dirs("embeddings")
+    found = []
+    for word in text.replace("\n", " ").replace("(", " ").split(" "):
+        if word.startswith(EMBEDDING_PREFIX):
+            name = word[len(EMBEDDING_PREFIX):].split(":")[0].rstrip(",.;)")
+            path = find_embedding_file(folders, name)
+            if path is not None:
+                stat = path.stat()
+                found.append(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(found)
+
+
 @node("CLIPTextEncode", display="CLIP Text Encode (Prompt)", category="conditioning",
-      inputs=[String("text", "", multiline=True, tooltip="The prompt; (word:1.2) changes a word's weight"),
+      inputs=[String("text", "", multiline=True,
+                     tooltip="The prompt; (word:1.2) changes a word's weight, embedding:name uses a "
+                             "textual-inversion embedding from the embeddings folder"),
               Input("clip", CLIP)],
-      outputs=[Output(CONDITIONING)])
-def clip_text_encode(text: str, clip):
+      outputs=[Output(CONDITIONING)], fingerprint=embedding_files_fingerprint)
+def clip_text_encode(text: str, clip, ctx):
     """Encode a prompt with the CLIP text encoder into the conditioning a sampler follows."""
+    from nodeflow.text.embeddings import EmbeddingFinder
+
     if clip is None:
         raise NodeInputError("clip", "no text encoder: the checkpoint given has no CLIP model")
-    cond, pooled = clip.encode(text)
+    cond, pooled = clip.encode(text, EmbeddingFinder(ctx.paths.kind_dirs("embeddings")))
     return ([(cond, {"pooled_output": pooled})],)
 
 

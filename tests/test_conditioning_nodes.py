@@ -27,13 +27,21 @@ def assert_unchanged(conditioning, before):
 
 
 class FakeClip:
-    def encode(self, text):
+    def encode(self, text, embeddings=None):
         cond = torch.full((1, 77, 4), float(len(text)))
         return cond, cond[:, 0]
 
 
+def run_context():
+    from types import SimpleNamespace
+
+    from nodeflow.paths import Paths
+
+    return SimpleNamespace(paths=Paths(models_dirs=()))
+
+
 def test_clip_text_encode_keeps_pooled_output():
-    (conditioning,) = nodes.clip_text_encode("a cat", FakeClip())
+    (conditioning,) = nodes.clip_text_encode("a cat", FakeClip(), run_context())
     assert len(conditioning) == 1
     cond, options = conditioning[0]
     assert cond.shape == (1, 77, 4) and float(cond[0, 0, 0]) == 5.0
@@ -161,4 +169,4 @@ def test_clip_text_encode_without_clip_names_the_input():
     from nodeflow.errors import NodeInputError
 
     with pytest.raises(NodeInputError, match="clip"):
-        nodes.clip_text_encode("a cat", None)
+        nodes.clip_text_encode("a cat", None, run_context())

@@ -138,8 +138,8 @@ def test_weighted_tokens_follow_the_segments(ours):
     assert weighted_tokens(ours, "a (red:1.5) cat") == [(320, 1.0), (RED, 1.5), (CAT, 1.0)]
 
 
-def test_embeddings_are_refused_clearly(ours):
-    with pytest.raises(PromptError, match="embedding"):
+def test_embeddings_without_a_lookup_are_refused_clearly(ours):
+    with pytest.raises(PromptError, match="embedding:easynegative: textual-inversion embeddings cannot be used"):
         prompt_windows(ours, "a cat, embedding:easynegative")
     assert weighted_tokens(ours, "no_embedding:here")  # not an embedding reference: text
 
@@ -169,14 +169,26 @@ def test_long_prompt_is_cut_every_75_tokens(ours):
     assert chunks(weighted_tokens(ours, "cat " * 100)) == [first, second]
 
 
-def test_short_weighted_group_moves_whole_to_the_next_window(ours):
-    """ComfyUI keeps a group under 8 tokens together: 72 + 5 tokens -> the 5 start window 2."""
+def test_words_are_the_groups_that_fill_windows(ours):
+    """ComfyUI packs word by word: 72 + 5 one-token words -> 3 end window 1, 2 start window 2."""
     first, second = prompt_windows(ours, "cat " * 72 + "(red red red red red:1.2)")
-    assert tokens_of(first) == [49406] + [CAT] * 72 + [49407] * 4
-    assert second[:7] == [(49406, 1.0)] + [(RED, 1.2)] * 5 + [(49407, 1.0)]
-
-
-def test_long_weighted_group_is_cut_at_the_window_end(ours):
-    first, second = prompt_windows(ours, "cat " * 72 + "(" + "red " * 10 + ":1.2)")
     assert first[73:] == [(RED, 1.2)] * 3 + [(49407, 1.0)]
-    assert second[:9] == [(49406, 1.0)] + [(RED, 1.2)] * 7 + [(49407, 1.0)]
+    assert second[:4] == [(49406, 1.0)] + [(RED, 1.2)] * 2 + [(49407, 1.0)]
+
+
+def test_short_word_moves_whole_to_the_next_window(ours):
+    word = "supercalifragilistic"  # 5 tokens: under 8, kept together
+    tokens = ours.encode(word)
+    assert len(tokens) == 5
+    first, second = prompt_windows(ours, "cat " * 72 + word)
+    assert tokens_of(first) == [49406] + [CAT] * 72 + [49407] * 4
+    assert tokens_of(second)[:7] == [49406, *tokens, 49407]
+
+
+def test_long_word_is_cut_at_the_window_end(ours):
+    word = "qwertyuiopasdfghjklzxcvbnm"
+    tokens = ours.encode(word)
+    assert len(tokens) >= 8
+    first, second = prompt_windows(ours, "cat " * 72 + word)
+    assert tokens_of(first)[73:] == tokens[:3] + [49407]
+    assert tokens_of(second)[:len(tokens) - 2] == [49406, *tokens[3:]]

@@ -9,18 +9,20 @@ Emphasis (ComfyUI's rules, which differ from A1111's in places):
 - ``\\(`` and ``\\)`` are literal parentheses. Unbalanced parentheses are kept as text the way
   ComfyUI's scanner leaves them.
 - ``[words]`` is plain text (A1111's de-emphasis is not part of ComfyUI's syntax).
-- ``embedding:name`` (textual inversion) is not supported yet: it raises ``PromptError``.
+- A word ``embedding:name`` (textual inversion) stands for the vectors of the embedding file
+  ``name`` (see ``nodeflow.text.embeddings``), with the weight of its segment. Trailing
+  punctuation that is not part of a file name (``embedding:name,``) is read as text.
 
-Windows: each weighted segment's tokens form a group; groups fill windows of 75 tokens, each
-wrapped as [49406] + ids + [49407] and padded with 49407 to 77. A group of fewer than 8 tokens that
-does not fit in the current window moves whole to the next one; longer groups are cut at the
-window's end. An empty prompt gives one window [49406, 49407 x 76].
+Windows (ComfyUI's packing): each word (text split at spaces) is a group of tokens, an embedding a
+group of vectors; groups fill windows of 75 tokens, each wrapped as [49406] + ids + [49407] and
+padded with 49407 to 77. A group of fewer than 8 tokens that does not fit in the current window
+moves whole to the next one; longer groups are cut at the window's end. An empty prompt gives one
+window [49406, 49407 x 76]. A token is an id (int) or, for embeddings, a vector (torch.Tensor).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Protocol
+from typing import Any, Protocol
 
 from nodeflow.errors import NodeflowError
 from nodeflow.text.tokenizer import END_TOKEN, START_TOKEN
@@ -29,10 +31,10 @@ WINDOW = 77  # tokens per CLIP pass, start and end included
 EMPHASIS = 1.1  # factor of one level of parentheses
 SPLIT_WORD_TOKENS = 8  # token groups this long may be cut across windows
 _ESCAPED = {"\\(": "\0\2", "\\)": "\0\1"}  # placeholders no prompt contains
-_EMBEDDING = re.compile(r"(?:^|(?<=\s))embedding:")
+EMBEDDING_PREFIX = "embedding:"
 
 WeightedText = list[tuple[str, float]]
-WeightedTokens = list[tuple[int, float]]
+WeightedTokens = list[tuple[Any, float]]  # (token id, or an embedding's vector (D,), weight)
 
 
 class PromptError(NodeflowError, ValueError):
@@ -95,15 +97,37 @@ def _unescape(text: str) -> str:
     return text
 
 
-def weighted_token_groups(tokenizer: Tokenizer, prompt: str) -> list[WeightedTokens]:
-    """One list of (token id, weight) per weighted segment (no start/end tokens)."""
+def weighted_token_groups(tokenizer: Tokenizer, prompt: str, embeddings=None) -> list[WeightedTokens]:
+    """One list of (token, weight) per word or embedding (no start/end tokens). ``embeddings``:
+    a callable name -> vectors (n, D) or None (``nodeflow.text.embeddings.EmbeddingFinder``)."""
     groups = []
     for text, weight in parse_weights(prompt):
-        if _EMBEDDING.search(text):
-            raise PromptError(f"textual-inversion embeddings are not supported yet: {text.strip()!r} "
-                              "(remove 'embedding:' from the prompt)")
-        groups.append([(token, weight) for token in tokenizer.encode(text)])
+        for word in text.replace("\n", " ").split(" "):
+            if word.startswith(EMBEDDING_PREFIX):
+                vectors, word = _embedding(word[len(EMBEDDING_PREFIX):], embeddings)
+                groups.append([(vector, weight) for vector in vectors])
+            if word:
+                groups.append([(token, weight) for token in tokenizer.encode(word)])
     return [group for group in groups if group]
+
+
+def _embedding(reference: str, embeddings) -> tuple[list, str]:
+    """The vectors of ``embedding:reference`` and the text left over after the name: the longest
+    prefix of ``reference`` that names a file, trailing punctuation left as text."""
+    if embeddings is None:
+        raise PromptError(f"{EMBEDDING_PREFIX}{reference}: textual-inversion embeddings cannot be used here")
+    name = reference
+    while name:
+        vectors = embeddings(name)
+        if vectors is not None:
+            return list(vectors), reference[len(name):]
+        if name[-1].isalnum():
+            break
+        name = name[:-1]
+    folders = ", ".join(str(folder) for folder in getattr(embeddings, "folders", [])) or "none"
+    available = ", ".join(embeddings.available()[:10]) if hasattr(embeddings, "available") else ""
+    raise PromptError(f"embedding {reference!r} not found in the embeddings folders ({folders}); "
+                      f"available: {available or 'none'}")
 
 
 def weighted_tokens(tokenizer: Tokenizer, prompt: str) -> WeightedTokens:
@@ -136,9 +160,10 @@ def _wrap(piece: WeightedTokens, pad_token: int) -> WeightedTokens:
     return window + [(pad_token, 1.0)] * (WINDOW - len(window))
 
 
-def prompt_windows(tokenizer: Tokenizer, prompt: str, pad_token: int = END_TOKEN) -> list[WeightedTokens]:
+def prompt_windows(tokenizer: Tokenizer, prompt: str, pad_token: int = END_TOKEN,
+                   embeddings=None) -> list[WeightedTokens]:
     """The 77-token windows of ``prompt``, as CLIPTextEncode feeds them to the text encoder."""
-    return windows(weighted_token_groups(tokenizer, prompt), pad_token)
+    return windows(weighted_token_groups(tokenizer, prompt, embeddings), pad_token)
 
 
 def chunks(tokens: WeightedTokens, pad_token: int = END_TOKEN) -> list[WeightedTokens]:

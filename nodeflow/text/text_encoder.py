@@ -6,6 +6,9 @@ follows ComfyUI's CLIPSetLastLayer: None (or any index beyond the depth) means t
 -1 is the last layer, -2 the penultimate ("clip skip 2"), ...; 0, 1, ... count from the first.
 Intermediate layers also go through the final layer norm, as in ComfyUI and A1111.
 
+Textual-inversion embeddings (``embedding:name`` in a prompt) put their vectors in place of token
+embeddings, at their positions in the window, before the position embeddings are added.
+
 Prompt weights act on the output, relative to the empty prompt's encoding (ComfyUI's rule): for
 every token position whose weight w is not 1, z = z_empty + (z - z_empty) * w, where z_empty is the
 encoding of [49406, 49407, 49407 ...] at the same position. Windows of long prompts are encoded in
@@ -16,11 +19,12 @@ one batch and concatenated along the sequence axis; the pooled output is the fir
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
 
-from nodeflow.text.prompt_weights import WINDOW, WeightedTokens, prompt_windows, windows
+from nodeflow.text.prompt_weights import WINDOW, PromptError, WeightedTokens, prompt_windows, windows
 from nodeflow.text.tokenizer import END_TOKEN, START_TOKEN, ClipTokenizer
 
 IGNORED_KEYS = ("position_ids",)  # a constant buffer some files carry; rebuilt, never loaded
@@ -53,25 +57,25 @@ class TextEncoder:
     def num_layers(self) -> int:
         return self.model.config.num_hidden_layers
 
-    def windows(self, text: str) -> list[WeightedTokens]:
-        """The (token, weight) windows of ``text``, 77 each."""
-        return prompt_windows(self.tokenizer, text, self.pad_token)
+    def windows(self, text: str, embeddings=None) -> list[WeightedTokens]:
+        """The (token, weight) windows of ``text``, 77 each (``embeddings``: see prompt_weights)."""
+        return prompt_windows(self.tokenizer, text, self.pad_token, embeddings)
 
     @torch.no_grad()
-    def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, text: str, embeddings=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond (1, 77 k, D), pooled (1, D)) in float32, on the encoder's device."""
-        return self.encode_windows(self.windows(text))
+        return self.encode_windows(self.windows(text, embeddings))
 
     @torch.no_grad()
     def encode_windows(self, token_windows: list[WeightedTokens]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode (token, weight) windows; see the module docstring for the weighting rule."""
         k = len(token_windows)
-        ids = [[token for token, _ in window] for window in token_windows]
+        ids, vectors = self._ids_and_vectors(token_windows)
         weights = torch.tensor([[w for _, w in window] for window in token_windows])  # (k, 77)
         weighted = bool((weights != 1.0).any())
         if weighted:
             ids.append([token for token, _ in windows([], self.pad_token)[0]])  # the empty prompt
-        hidden, pooled = self.encode_ids(torch.tensor(ids, device=self.device))  # (k(+1), 77, D)
+        hidden, pooled = self.encode_ids(torch.tensor(ids, device=self.device), vectors)  # (k(+1), 77, D)
         hidden = hidden.float()
         if weighted:
             empty = hidden[k]  # (77, D)
@@ -81,15 +85,55 @@ class TextEncoder:
         cond = hidden.reshape(1, k * WINDOW, hidden.shape[-1])  # (1, 77 k, D)
         return cond, pooled[:1].float()
 
-    def encode_ids(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ids_and_vectors(self, token_windows: list[WeightedTokens]) -> tuple[list[list[int]], dict]:
+        """Token ids per window, embedding vectors standing in for id 0: {(window, position): vector}."""
+        ids, vectors = [], {}
+        for row, window in enumerate(token_windows):
+            ids.append([])
+            for position, (token, _) in enumerate(window):
+                if isinstance(token, torch.Tensor):
+                    if token.shape != (self.width,):
+                        raise PromptError(f"an embedding's vectors are {tuple(token.shape)[-1]} wide, but this text "
+                                          f"encoder's tokens are {self.width} (made for another model family?)")
+                    vectors[(row, position)] = token
+                    token = 0
+                ids[-1].append(token)
+        return ids, vectors
+
+    def encode_ids(self, ids: torch.Tensor, vectors: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states (N, 77, D) at ``layer_idx`` after the final layer norm, and the pooled
-        output (N, D): the last layer's final state at the first end token."""
+        output (N, D): the last layer's final state at the first end token. ``vectors``
+        {(row, position): (D,)} replace the token embeddings at those places (textual inversion)."""
         index = hidden_state_index(self.layer_idx, self.num_layers)
-        output = self.model(input_ids=ids, output_hidden_states=index is not None)
+        with _token_vectors(self.model, vectors or {}):
+            output = self.model(input_ids=ids, output_hidden_states=index is not None)
         if index is None:
             return output.last_hidden_state, output.pooler_output
         final_norm = getattr(self.model, "text_model", self.model).final_layer_norm
         return final_norm(output.hidden_states[index]), output.pooler_output
+
+
+@contextmanager
+def _token_vectors(model: torch.nn.Module, vectors: dict):
+    """While active, the token embedding's output holds ``vectors`` at their (row, position).
+    A forward hook on the shared model, removed on exit: encodes of one model must not overlap
+    (the executor runs one node at a time)."""
+    if not vectors:
+        yield
+        return
+    embedding = model.get_input_embeddings()
+
+    def replace_rows(module, inputs, output):
+        output = output.clone()
+        for (row, position), vector in vectors.items():
+            output[row, position] = vector.to(device=output.device, dtype=output.dtype)
+        return output
+
+    handle = embedding.register_forward_hook(replace_rows)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def hidden_state_index(layer_idx: int | None, num_layers: int) -> int | None:
