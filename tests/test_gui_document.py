@@ -142,3 +142,25 @@ def test_worker_reports_validation_problems_with_their_nodes(doc):
     worker.join(30)
     [event] = [e for e in worker.drain() if isinstance(e, RunInvalid)]
     assert [p.node_id for p in event.problems] == [scale]
+
+
+def test_recent_files_newest_first_without_duplicates_or_missing_files(tmp_path):
+    from nodeflow.gui.recent import RecentFiles
+
+    files = [tmp_path / f"w{i}.json" for i in range(4)]
+    for file in files:
+        file.write_text("{}")
+    recent = RecentFiles(tmp_path / "config" / "recent.json", limit=3)
+    assert recent.paths() == []
+    for file in files[:3]:
+        recent.add(file)
+    recent.add(files[0])
+    assert recent.paths() == [files[0], files[2], files[1]]
+    recent.add(files[3])
+    assert recent.paths() == [files[3], files[0], files[2]]  # the limit drops the oldest
+    files[0].unlink()
+    assert recent.paths() == [files[3], files[2]]
+    (tmp_path / "config" / "recent.json").write_text("not json")
+    assert recent.paths() == []  # a damaged list is an empty one, not an error
+    recent.clear()
+    assert recent.paths() == []

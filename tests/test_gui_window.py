@@ -40,6 +40,7 @@ def test_run_in_the_window(display, tmp_path):
     from nodeflow.executor import Executor
     from nodeflow.gui.app import EditorApp
     from nodeflow.gui.document import Document
+    from nodeflow.gui.recent import RecentFiles
     from nodeflow.paths import Paths
     from nodeflow.registry import Registry
 
@@ -50,7 +51,8 @@ def test_run_in_the_window(display, tmp_path):
     document = Document.open(registry, ROOT / "workflows" / "txt2img.json")
     document.set_value("4", "ckpt_name", "tiny.safetensors")
     document.set_value("3", "steps", 4)
-    app = EditorApp(document, Executor(registry, paths), paths, tmp_path / "recovery.json")
+    app = EditorApp(document, Executor(registry, paths), paths, tmp_path / "recovery.json",
+                    RecentFiles(tmp_path / "recent.json"))
     dpg.create_context()
     try:
         dpg.create_viewport(title="nodeflow", width=1400, height=860)
@@ -82,6 +84,11 @@ def test_run_in_the_window(display, tmp_path):
             dpg.render_dearpygui_frame()
         pixels = np.asarray(Image.open(shot).convert("RGB"))
         assert pixels.std() > 10  # a drawn window, not a blank frame
+        app.document.path = tmp_path / "mine.json"
+        app.save()
+        recent = [dpg.get_item_label(item) for item in dpg.get_item_children("recent_menu", 1)]
+        assert recent[0] == str((tmp_path / "mine.json").resolve()) and "Clear list" in recent
+        assert "* " not in dpg.get_viewport_title()
     finally:
         app.worker.stop()
         dpg.destroy_context()

@@ -17,6 +17,7 @@ import numpy as np
 
 from nodeflow import events
 from nodeflow.gui.document import Document, EditRefused
+from nodeflow.gui.recent import RecentFiles, default_recent_file
 from nodeflow.gui.seed_control import MODES as SEED_MODES
 from nodeflow.gui.seed_control import seed_mode, seeds_after_run, set_seed_mode
 from nodeflow.gui.worker import RunCancelled, RunFailed, RunInvalid, Worker
@@ -32,8 +33,10 @@ PREVIEW_SIZE = 160
 class EditorApp:
     """Owns the window, the document, the worker and the maps between dearpygui items and ports."""
 
-    def __init__(self, document: Document, executor, paths, recovery_file: Path) -> None:
+    def __init__(self, document: Document, executor, paths, recovery_file: Path,
+                 recent: RecentFiles | None = None) -> None:
         self.document, self.executor, self.paths = document, executor, paths
+        self.recent = recent or RecentFiles(default_recent_file())
         self.worker = Worker(executor)
         self.recovery_file = recovery_file
         self.pin_to_port: dict[int, tuple[str, str, object]] = {}  # attribute -> (node, "in"/"out", name|index)
@@ -88,6 +91,7 @@ class EditorApp:
                 dpg.add_menu_item(label="Open...", shortcut="Ctrl+O", callback=lambda: self.confirm_discard(self.open_dialog))
                 with dpg.menu(label="Open Recent", tag="recent_menu"):
                     pass
+                self._fill_recent_menu()
                 dpg.add_menu_item(label="Save", shortcut="Ctrl+S", callback=lambda: self.save())
                 dpg.add_menu_item(label="Save As...", callback=lambda: self.save_dialog())
             with dpg.menu(label="Edit"):
@@ -338,6 +342,22 @@ class EditorApp:
         dpg.configure_item("search_results", show=False)
 
     # ----- files ---------------------------------------------------------------------------
+    def _fill_recent_menu(self, paths: list[Path] | None = None) -> None:
+        dpg.delete_item("recent_menu", children_only=True)
+        paths = self.recent.paths() if paths is None else paths
+        for path in paths:
+            dpg.add_menu_item(label=str(path), parent="recent_menu", user_data=path,
+                              callback=lambda s, a, u: self.confirm_discard(lambda: self.open_path(u)))
+        if paths:
+            dpg.add_separator(parent="recent_menu")
+            dpg.add_menu_item(label="Clear list", parent="recent_menu",
+                              callback=lambda: (self.recent.clear(), self._fill_recent_menu([])))
+        else:
+            dpg.add_menu_item(label="(none yet)", parent="recent_menu", enabled=False)
+
+    def _remember(self, path: Path) -> None:
+        self._fill_recent_menu(self.recent.add(path))
+
     def _refresh_title(self) -> None:
         name = self.document.path.name if self.document.path else "untitled"
         dpg.set_viewport_title(f"{'* ' if self.document.dirty else ''}{name} - nodeflow")
@@ -353,6 +373,7 @@ class EditorApp:
             self._status(f"cannot open {path}: {error}", error=True)
             return
         self.rebuild()
+        self._remember(path)
         self._status(f"opened {path}")
 
     def open_dialog(self) -> None:
@@ -362,12 +383,16 @@ class EditorApp:
         if self.document.path is None:
             self.save_dialog()
             return
-        self._status(f"saved {self.document.save()}")
+        saved = self.document.save()
+        self._remember(saved)
+        self._status(f"saved {saved}")
         self._refresh_title()
 
     def save_dialog(self) -> None:
         def chosen(path: str) -> None:
-            self._status(f"saved {self.document.save(Path(path))}")
+            saved = self.document.save(Path(path))
+            self._remember(saved)
+            self._status(f"saved {saved}")
             self._refresh_title()
 
         self._file_dialog("Save workflow as", chosen, save=True)
