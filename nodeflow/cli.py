@@ -126,9 +126,12 @@ def command_run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow, registry)
     for assignment in args.set:
         apply_override(workflow, assignment, registry)
+    from nodeflow.previews import preview_session
+
     printer = EventPrinter(quiet=args.quiet)
-    result = run_interruptibly(Executor(registry, paths, _cache(config)), workflow, device=resolve_device(args.device),
-                               dtype=args.dtype, on_event=printer)
+    with preview_session(paths) as session_paths:  # PreviewImage files last as long as the run
+        result = run_interruptibly(Executor(registry, session_paths, _cache(config)), workflow,
+                                   device=resolve_device(args.device), dtype=args.dtype, on_event=printer)
     if args.json:
         summary = {"files": printer.saved, "executed": result.executed, "cached": result.cached,
                    "node_seconds": {k: round(v, 4) for k, v in result.node_seconds.items()},

@@ -45,6 +45,11 @@ class Paths:
     temp_dir: Path = field(default_factory=lambda: Path(os.environ.get("TMPDIR", "/tmp")) / "nodeflow")
     custom_nodes_dir: Path | None = None
     assets_dir: Path = field(default_factory=project_assets_dir)
+    previews_dir: Path | None = None  # this session's preview folder (nodeflow.previews.preview_session)
+
+    def preview_folder(self) -> Path:
+        """Where PreviewImage writes: the session's folder, else ``temp_dir/previews``."""
+        return self.previews_dir or self.temp_dir / "previews"
 
     @classmethod
     def from_environment(cls, models_dirs: list[str] | None = None, output_dir: str | None = None,

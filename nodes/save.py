@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import uuid
 from pathlib import Path
 
@@ -99,27 +98,12 @@ def _checkpoint_hash(ctx) -> str | None:
     return cache[key]
 
 
-PREVIEW_LIFETIME_S = 3600.0
-
-
-def _remove_stale_previews(folder: Path, now: float | None = None) -> None:
-    """Delete preview files older than an hour (those of earlier runs and sessions)."""
-    limit = (now or time.time()) - PREVIEW_LIFETIME_S
-    for path in folder.glob("preview_*.png"):
-        try:
-            if path.stat().st_mtime < limit:
-                path.unlink()
-        except FileNotFoundError:  # removed by a concurrent run
-            pass
-
-
 @node("PreviewImage", display="Preview Image", category="image", output_node=True,
       inputs=[Input("images", IMAGE)], outputs=[], idempotent=False)
 def preview_image(images: torch.Tensor, ctx):
-    """Show images in the editor without keeping them (temporary files, removed later)."""
-    folder = ctx.paths.temp_dir / "previews"
+    """Show images in the editor without keeping them (temporary files, removed when the session ends)."""
+    folder = ctx.paths.preview_folder()
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale_previews(folder)
     saved = _save_all(images, folder, f"preview_{uuid.uuid4().hex[:8]}", None, ctx, compress_level=1)
     ctx.show_images(images, tuple(saved))
     return {"images": [str(p) for p in saved]}

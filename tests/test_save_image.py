@@ -2,6 +2,7 @@
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,19 +171,27 @@ def test_saved_files_get_the_usual_permissions(ctx):
     assert os.stat(saved).st_mode & 0o777 == 0o666 & ~mask
 
 
-def test_previews_older_than_an_hour_are_removed(ctx, tmp_path):
+def test_a_preview_session_removes_its_previews_and_what_crashed_sessions_left(tmp_path):
     import os
     import time
 
-    folder = tmp_path / "tmp" / "previews"
-    folder.mkdir(parents=True)
-    old, recent = folder / "preview_old_00001_.png", folder / "preview_new_00001_.png"
-    old.write_bytes(b"x")
-    recent.write_bytes(b"y")
-    os.utime(old, (time.time() - 7200, time.time() - 7200))
-    preview_image(images(), ctx)
-    assert not old.exists() and recent.exists()
-    assert len(list(folder.glob("preview_*.png"))) == 2
+    from nodeflow.previews import preview_session
+
+    root = tmp_path / "tmp" / "previews"
+    crashed, recent = root / "session-crashed", root / "session-other"
+    for folder in (crashed, recent):
+        folder.mkdir(parents=True)
+        (folder / "preview_x_00001_.png").write_bytes(b"x")
+    os.utime(crashed, (time.time() - 7200, time.time() - 7200))
+    paths = Paths(models_dirs=(), output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp")
+    with preview_session(paths) as session:
+        context = RunContext(paths=session)
+        (report,) = (preview_image(images(), context),)
+        written = [Path(p) for p in report["images"]]
+        assert written and all(p.parent == session.previews_dir and p.is_file() for p in written)
+        assert not crashed.exists() and recent.exists()  # another live session's folder stays
+    assert not session.previews_dir.exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_weight_free_example_workflow_runs_and_reruns_from_its_png(tmp_path):

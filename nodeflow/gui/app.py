@@ -366,14 +366,15 @@ class EditorApp:
         self.document = Document(self.document.registry)
         self.rebuild()
 
-    def open_path(self, path: Path) -> None:
+    def open_path(self, path: Path, remember: bool = True) -> None:
         try:
             self.document = Document.open(self.document.registry, path)
         except Exception as error:  # shown to the user; the current document stays
             self._status(f"cannot open {path}: {error}", error=True)
             return
         self.rebuild()
-        self._remember(path)
+        if remember:
+            self._remember(path)
         self._status(f"opened {path}")
 
     def open_dialog(self) -> None:
@@ -574,6 +575,13 @@ def main(workflow_path: Path | None, paths, screenshot: Path | None = None, fram
          cache=None) -> int:
     """Open the editor (``frames``/``screenshot``: render that many frames, save one and quit;
     for tests and documentation)."""
+    from nodeflow.previews import preview_session
+
+    with preview_session(paths) as session_paths:  # preview files go when the window closes
+        return _run_window(workflow_path, session_paths, screenshot, frames, cache)
+
+
+def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, frames: int | None, cache) -> int:
     from nodeflow.executor import Executor
     from nodeflow.registry import Registry
 
@@ -610,7 +618,7 @@ def main(workflow_path: Path | None, paths, screenshot: Path | None = None, fram
 def _offer_recovery(app: EditorApp, recovery: Path) -> None:
     def restore() -> None:
         dpg.delete_item("recover")
-        app.open_path(recovery)
+        app.open_path(recovery, remember=False)
         app.document.path = None
         app.document.dirty = True
 
