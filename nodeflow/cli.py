@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gui = commands.add_parser("gui", help="open the node editor")
     gui.add_argument("workflow", type=Path, nargs="?")
+    gui.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    gui.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     common(gui)
     return parser
 
@@ -131,7 +133,8 @@ def command_run(args: argparse.Namespace) -> int:
     printer = EventPrinter(quiet=args.quiet)
     with preview_session(paths) as session_paths:  # PreviewImage files last as long as the run
         result = run_interruptibly(Executor(registry, session_paths, _cache(config)), workflow,
-                                   device=resolve_device(args.device), dtype=args.dtype, on_event=printer)
+                                   device=resolve_device(args.device), dtype=args.dtype, on_event=printer,
+                                   preview_every=0)  # nothing shows previews on a terminal
     if args.json:
         summary = {"files": printer.saved, "executed": result.executed, "cached": result.cached,
                    "node_seconds": {k: round(v, 4) for k, v in result.node_seconds.items()},
@@ -228,7 +231,8 @@ def command_gui(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise NodeflowError(f"the desktop editor is not available: {error}") from None
     config = _settings(args)
-    return app.main(args.workflow, _paths(args, config), cache=_cache(config))
+    return app.main(args.workflow, _paths(args, config), cache=_cache(config), device=resolve_device(args.device),
+                    dtype=args.dtype, preview_every=config.preview_every)
 
 
 def apply_override(workflow, assignment: str, registry=None) -> None:

@@ -7,6 +7,7 @@ A TOML file, found at the first of: ``--config FILE``, ``$NODEFLOW_CONFIG``, ``.
     output = "~/Pictures/nodeflow"
     input = "~/Pictures/inputs"
     custom_nodes = "~/nodeflow-nodes"
+    preview_every = 1  # the editor's live sampler preview: every N steps (0: off)
 
     [cache]          # GiB of node outputs (models included) kept per device
     cpu = 8
@@ -50,6 +51,7 @@ class Config:
     input: Path | None = None
     custom_nodes: Path | None = None
     cache_bytes: dict[str, int] = field(default_factory=dict)
+    preview_every: int = 1
 
 
 def default_locations() -> list[Path]:
@@ -86,10 +88,13 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
 
 
 def parse_config(data: dict, path: Path) -> Config:
-    unknown = sorted(set(data) - {"models", "cache", *PATH_KEYS})
+    unknown = sorted(set(data) - {"models", "cache", "preview_every", *PATH_KEYS})
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; known: models, output, input, "
-                          "custom_nodes, [cache]")
+                          "custom_nodes, preview_every, [cache]")
+    preview_every = data.get("preview_every", 1)
+    if isinstance(preview_every, bool) or not isinstance(preview_every, int) or preview_every < 0:
+        raise ConfigError(f"{path}: preview_every must be a whole number of steps (0: off), got {preview_every!r}")
     base = path.parent
 
     def folder(key: str, value) -> Path:
@@ -104,7 +109,7 @@ def parse_config(data: dict, path: Path) -> Config:
         raise ConfigError(f"{path}: models must be a list of folder paths, got {models!r}")
     paths = {key: folder(key, data[key]) for key in PATH_KEYS if key in data}
     return Config(source=path, models=tuple(folder("models", value) for value in models),
-                  cache_bytes=_cache_budgets(data.get("cache", {}), path), **paths)
+                  cache_bytes=_cache_budgets(data.get("cache", {}), path), preview_every=preview_every, **paths)
 
 
 def _cache_budgets(table, path: Path) -> dict[str, int]:

@@ -33,11 +33,16 @@ class RunContext:
     registry: Any = None
     on_event: Callable[[events.Event], None] = _ignore
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    preview_every: int = 1  # steps between live previews of long nodes (0: none)
 
     def for_node(self, node_id: str) -> RunContext:
         """The same services, reporting as ``node_id``."""
         return RunContext(self.device, self.dtype, self.paths, node_id, self.workflow,
-                          self.registry, self.on_event, self.cancel_event)
+                          self.registry, self.on_event, self.cancel_event, self.preview_every)
+
+    def wants_preview(self, step: int, total: int) -> bool:
+        """Whether step ``step`` (1-based) of ``total`` should carry a preview."""
+        return self.preview_every > 0 and (step % self.preview_every == 0 or step == total)
 
     def progress(self, step: int, total: int, preview: Any = None) -> None:
         """Report step ``step`` of ``total``; also the point where a cancel takes effect."""

@@ -52,8 +52,9 @@ class Executor:
 
     def run(self, workflow: Workflow, *, device: str = "cpu", dtype: str = "auto",
             on_event: Callable[[events.Event], None] | None = None,
-            cancel_event: threading.Event | None = None) -> RunResult:
-        """Validate and run ``workflow``; raises ``ValidationError``, ``NodeError``, ``Cancelled``."""
+            cancel_event: threading.Event | None = None, preview_every: int = 1) -> RunResult:
+        """Validate and run ``workflow``; raises ``ValidationError``, ``NodeError``, ``Cancelled``.
+        ``preview_every``: steps between the live previews long nodes report (0: none)."""
         started = time.perf_counter()
         links = graphs.active_links(workflow, self.registry)
         graph = graphs.build_graph(workflow, links)
@@ -63,7 +64,7 @@ class Executor:
         plan = graphs.plan(workflow, self.registry, links, graph)
         context = RunContext(device=device, dtype=dtype, paths=self.paths, workflow=workflow,
                              registry=self.registry, on_event=on_event or (lambda event: None),
-                             cancel_event=cancel_event or threading.Event())
+                             cancel_event=cancel_event or threading.Event(), preview_every=preview_every)
         result = RunResult()
         context.on_event(events.RunStarted(plan.order))
         values: dict[str, tuple] = {}

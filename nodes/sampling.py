@@ -7,18 +7,16 @@ from nodeflow.sampling.samplers import SAMPLER_NAMES
 from nodeflow.sampling.schedulers import SCHEDULER_NAMES
 
 
-PREVIEW_EVERY = 1  # steps between live previews (the projection is cheap: a 4 x 3 matmul)
-
-
 def _run(ctx, model, **settings) -> dict:
-    """Sample with progress (and a latent preview) reported to ``ctx`` and cancellation checked
-    before every model evaluation."""
+    """Sample with progress (and a latent preview every ``ctx.preview_every`` steps; the projection
+    is cheap, a 4 x 3 matmul) reported to ``ctx`` and cancellation checked before every model
+    evaluation."""
     from nodeflow.sampling.ksampler import sample
     from nodeflow.sampling.preview import latent_preview
 
     def progress(step: int, total: int, denoised) -> None:
         done = step + 1
-        show = done % PREVIEW_EVERY == 0 or done == total
+        show = ctx.wants_preview(done, total)
         ctx.progress(done, total, latent_preview(denoised, model.latent_format.rgb_factors) if show else None)
 
     ctx.check_cancel()

@@ -151,6 +151,9 @@ class FakeContext:
     def check_cancel(self):
         self.cancel_checks += 1
 
+    def wants_preview(self, step, total):
+        return True
+
 
 def test_ksampler_node_reports_progress_with_previews():
     ctx = FakeContext()

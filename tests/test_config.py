@@ -80,3 +80,12 @@ def test_cli_uses_the_models_folder_from_the_file(tmp_path, capsys):
     write(tmp_path / "nodeflow.toml", 'models = ["elsewhere"]\n')
     assert main(["nodes", "--json"]) == 0
     assert "mine.safetensors" in capsys.readouterr().out
+
+
+def test_preview_interval_setting(tmp_path):
+    assert load_config().preview_every == 1
+    write(tmp_path / "nodeflow.toml", "preview_every = 4\n")
+    assert load_config().preview_every == 4
+    write(tmp_path / "bad.toml", "preview_every = -1\n")
+    with pytest.raises(ConfigError, match="preview_every must be a whole number"):
+        load_config(tmp_path / "bad.toml")

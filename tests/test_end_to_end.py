@@ -73,3 +73,17 @@ def test_img2img_and_inpainting_graphs(setup):
     apply_override(workflow, "3.denoise=0.6")
     result = executor.run(workflow)
     assert len(result.outputs["9"][0]["images"]) == 1
+
+
+@pytest.mark.parametrize("every, shown", [(1, [1, 2, 3, 4, 5]), (2, [2, 4, 5]), (0, [])])
+def test_sampler_reports_every_step_and_previews_at_the_chosen_interval(setup, every, shown):
+    from nodeflow.events import Progress
+
+    _, _, executor = setup
+    events = []
+    executor.run(txt2img(steps=5, seed=100 + every), on_event=events.append, preview_every=every)
+    progress = [event for event in events if isinstance(event, Progress)]
+    assert [event.step for event in progress] == [1, 2, 3, 4, 5]
+    assert [event.step for event in progress if event.preview is not None] == shown
+    previews = [event.preview for event in progress if event.preview is not None]
+    assert all(preview.shape[-1] == 3 for preview in previews)  # an RGB IMAGE from the latent

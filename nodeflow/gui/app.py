@@ -34,10 +34,11 @@ class EditorApp:
     """Owns the window, the document, the worker and the maps between dearpygui items and ports."""
 
     def __init__(self, document: Document, executor, paths, recovery_file: Path,
-                 recent: RecentFiles | None = None) -> None:
+                 recent: RecentFiles | None = None, device: str = "cpu", dtype: str = "auto",
+                 preview_every: int = 1) -> None:
         self.document, self.executor, self.paths = document, executor, paths
         self.recent = recent or RecentFiles(default_recent_file())
-        self.worker = Worker(executor)
+        self.worker = Worker(executor, device, dtype, preview_every)
         self.recovery_file = recovery_file
         self.pin_to_port: dict[int, tuple[str, str, object]] = {}  # attribute -> (node, "in"/"out", name|index)
         self.port_to_pin: dict[tuple[str, str, object], int] = {}
@@ -572,16 +573,20 @@ class EditorApp:
 
 
 def main(workflow_path: Path | None, paths, screenshot: Path | None = None, frames: int | None = None,
-         cache=None) -> int:
+         cache=None, device: str = "cpu", dtype: str = "auto", preview_every: int = 1) -> int:
     """Open the editor (``frames``/``screenshot``: render that many frames, save one and quit;
     for tests and documentation)."""
     from nodeflow.previews import preview_session
 
     with preview_session(paths) as session_paths:  # preview files go when the window closes
-        return _run_window(workflow_path, session_paths, screenshot, frames, cache)
+        return _run_window(workflow_path, session_paths, screenshot, frames,
+                           lambda document, executor, recovery: EditorApp(
+                               document, executor, session_paths, recovery, device=device, dtype=dtype,
+                               preview_every=preview_every), cache)
 
 
-def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, frames: int | None, cache) -> int:
+def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, frames: int | None, make_app,
+                cache) -> int:
     from nodeflow.executor import Executor
     from nodeflow.registry import Registry
 
@@ -589,7 +594,7 @@ def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, fram
     recovery = paths.temp_dir / "recovery.json"
     recovery.parent.mkdir(parents=True, exist_ok=True)
     document = Document.open(registry, workflow_path) if workflow_path else Document(registry)
-    app = EditorApp(document, Executor(registry, paths, cache), paths, recovery)
+    app = make_app(document, Executor(registry, paths, cache), recovery)
     dpg.create_context()
     dpg.create_viewport(title="nodeflow", width=1400, height=860)
     app.build()

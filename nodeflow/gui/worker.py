@@ -32,8 +32,9 @@ class RunInvalid:
 
 
 class Worker:
-    def __init__(self, executor, device: str = "cpu", dtype: str = "auto") -> None:
+    def __init__(self, executor, device: str = "cpu", dtype: str = "auto", preview_every: int = 1) -> None:
         self.executor, self.device, self.dtype = executor, device, dtype
+        self.preview_every = preview_every
         self.events: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,7 +59,8 @@ class Worker:
     def _run(self, workflow) -> None:
         try:
             self.executor.run(workflow, device=self.device, dtype=self.dtype,
-                              on_event=self.events.put, cancel_event=self._cancel)
+                              on_event=self.events.put, cancel_event=self._cancel,
+                              preview_every=self.preview_every)
         except Cancelled:
             self.events.put(RunCancelled())
         except ValidationError as error:
