@@ -26,6 +26,39 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "embeddings": ("embeddings",),
 }
 
+#: Weight files of a diffusers model folder (config.json beside one of them).
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def is_model_folder(kind: str, path: Path) -> bool:
+    """A diffusers-format model that is a folder: a pipeline (``model_index.json`` or ``unet/``)
+    for checkpoints; ``config.json`` plus ``diffusion_pytorch_model.*`` for VAEs and ControlNets."""
+    if not path.is_dir():
+        return False
+    if kind == "checkpoints":
+        return (path / "model_index.json").is_file() or (path / "unet").is_dir()
+    if kind in ("vae", "controlnet"):
+        return (path / "config.json").is_file() and any((path / name).is_file() for name in DIFFUSERS_WEIGHTS)
+    return False
+
+
+def _model_entries(folder: Path, kind: str):
+    """Every file under ``folder`` and every diffusers model folder, without descending into
+    those (their part files are not models of their own)."""
+    visited: set[str] = set()  # real paths: a symlink loop is walked once
+    for current, subfolders, files in os.walk(folder, followlinks=True):
+        base = Path(current)
+        visited.add(os.path.realpath(base))
+        kept = []
+        for name in sorted(subfolders):
+            if is_model_folder(kind, base / name):
+                yield base / name
+            elif not name.startswith(".") and os.path.realpath(base / name) not in visited:
+                kept.append(name)
+        subfolders[:] = kept
+        yield from (base / name for name in sorted(files))
+
+
 #: Sub-folders of assets/ holding embedded models of each kind ("" = assets/ itself).
 ASSET_FOLDERS: dict[str, str] = {"checkpoints": "", "controlnet": "controlnet"}
 
@@ -90,12 +123,13 @@ class Paths:
         return [(folder, is_assets) for folder, is_assets in found if folder.is_dir()]
 
     def list_models(self, kind: str) -> list[str]:
-        """Model files of ``kind`` as names relative to their folder ('sub/x.safetensors'),
-        sorted, without duplicates (the first folder wins)."""
+        """Models of ``kind`` as names relative to their folder ('sub/x.safetensors'; a diffusers
+        folder by its folder name), sorted, without duplicates (the first folder wins)."""
         names: dict[str, None] = {}
         for folder, is_assets in self._model_folders(kind):
-            for path in (folder.glob("*.safetensors") if is_assets else folder.rglob("*")):
-                if path.is_file() and path.suffix.lower() in MODEL_EXTENSIONS:
+            found = folder.glob("*.safetensors") if is_assets else _model_entries(folder, kind)
+            for path in found:
+                if is_model_folder(kind, path) or (path.is_file() and path.suffix.lower() in MODEL_EXTENSIONS):
                     names.setdefault(path.relative_to(folder).as_posix(), None)
         return sorted(names, key=str.lower)
 
@@ -108,8 +142,8 @@ class Paths:
             if is_assets and (len(relative.parts) != 1 or relative.suffix != ".safetensors"):
                 continue
             candidate = folder / relative
-            if candidate.is_file():  # symlinked model files are fine (shared libraries)
-                return candidate
+            if candidate.is_file() or (not is_assets and is_model_folder(kind, candidate)):
+                return candidate  # symlinked model files are fine (shared libraries)
         available = self.list_models(kind)
         shown = ", ".join(available[:10]) + (" ..." if len(available) > 10 else "")
         folders = ", ".join(str(root / KIND_FOLDERS[kind][0]) for root in self.models_dirs)

@@ -6,12 +6,13 @@ from nodeflow.spec import CLIP, MODEL, VAE, Choice, Input, Int, Output, node
 
 
 def file_fingerprint(kind: str, input_name: str):
-    """Cache fingerprint of a model file: its size and modification time."""
+    """Cache fingerprint of a model file (or of each file of a diffusers folder): size and
+    modification time."""
 
     def fingerprint(inputs: dict, paths) -> str:
         path = paths.resolve_model(kind, inputs[input_name])
-        stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]  # diffusers folders
+        return "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
     return fingerprint
 

@@ -79,6 +79,8 @@ def _checkpoint_hash(ctx) -> str | None:
         return None
     try:
         path = ctx.paths.resolve_model("checkpoints", names.pop())
+        if path.is_dir():  # a diffusers folder: A1111's hash is of a single file
+            return None
         stat = path.stat()
     except (OSError, ValueError, ModelFileError) as error:  # its loader reports a missing model
         log.debug("no model hash: %s", error)

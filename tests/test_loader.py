@@ -244,3 +244,22 @@ def test_vae_key_mapping_inverts_diffusers_conversion():
     back = vae_to_original(converted)
     assert sorted(back) == sorted(original)
     assert all(torch.equal(back[k], v) for k, v in original.items())
+
+
+def test_a_diffusers_folder_runs_from_the_checkpoint_loader_by_its_name(tmp_path):
+    from nodeflow.executor import Executor
+    from nodeflow.paths import Paths
+    from nodeflow.registry import Registry
+    from nodeflow.workflow import load_workflow
+    from tests.project import ROOT
+
+    write_diffusers_folder(tmp_path / "models" / "checkpoints" / "my-diffusers-model", tiny_state_dict())
+    paths = Paths(models_dirs=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp",
+                  assets_dir=tmp_path / "no-assets")
+    registry = Registry.load(paths)
+    assert paths.list_models("checkpoints") == ["my-diffusers-model"]
+    workflow = load_workflow(ROOT / "workflows" / "txt2img.json", registry)
+    workflow.nodes["4"].inputs["ckpt_name"] = "my-diffusers-model"
+    workflow.nodes["3"].inputs["steps"] = 2
+    result = Executor(registry, paths).run(workflow)
+    assert result.outputs["9"][0]["images"][0].endswith(".png")

@@ -71,3 +71,33 @@ def test_roots_from_arguments_then_environment_then_default(monkeypatch, tmp_pat
     assert Paths.from_environment([str(tmp_path / "c")]).models_dirs == (tmp_path / "c",)
     monkeypatch.delenv("NODEFLOW_MODELS_DIR")
     assert [p.name for p in Paths.from_environment().models_dirs] == ["models"]
+
+
+def test_diffusers_folders_are_listed_and_resolved_by_name_without_their_part_files(tmp_path):
+    from nodeflow.paths import Paths
+
+    root = tmp_path / "models"
+    pipeline = root / "checkpoints" / "sd15-diffusers"
+    for part in ("unet", "vae", "text_encoder"):
+        (pipeline / part).mkdir(parents=True)
+        (pipeline / part / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    (pipeline / "model_index.json").write_text("{}")
+    (root / "checkpoints" / "single.safetensors").write_bytes(b"x")
+    vae = root / "vae" / "ft-mse"
+    vae.mkdir(parents=True)
+    (vae / "config.json").write_text("{}")
+    (vae / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    (root / "vae" / "not-a-model").mkdir()
+    (root / "checkpoints" / "loop").symlink_to(root / "checkpoints")  # a symlink loop is walked once
+    paths = Paths(models_dirs=(root,), assets_dir=tmp_path / "no-assets")
+    listed = paths.list_models("checkpoints")
+    assert "sd15-diffusers" in listed and "single.safetensors" in listed
+    assert not any("diffusion_pytorch_model" in name for name in listed)
+    assert paths.resolve_model("checkpoints", "sd15-diffusers") == pipeline
+    assert paths.list_models("vae") == ["ft-mse"]
+    assert paths.resolve_model("vae", "ft-mse") == vae
+    import pytest
+
+    from nodeflow.errors import ModelFileError
+    with pytest.raises(ModelFileError, match="not found"):
+        paths.resolve_model("vae", "not-a-model")
