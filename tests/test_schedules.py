@@ -62,3 +62,33 @@ def test_percent_to_sigma():
 def test_unknown_parameterization_is_rejected():
     with pytest.raises(ValueError, match="parameterization"):
         ModelSampling.from_schedule(parameterization="x0")
+
+
+def test_fractional_timestep_equals_k_diffusion_sigma_to_t():
+    """k-diffusion's DiscreteSchedule.sigma_to_t(quantize=False) on our table. Its own table takes
+    float32 logs of float32 sigmas, which differ from ours (float32 of the float64 log) by up to
+    one ulp; at the table's finest spacing that alone moves t by ~1e-4, so the reference is given
+    our log-sigmas to compare the interpolation itself."""
+    from tests.kdiffusion_ref import load_external
+
+    ms = ModelSampling.sd1()
+    reference = load_external().DiscreteSchedule(ms.sigmas, quantize=False)
+    reference.log_sigmas = ms.log_sigmas.clone()
+    generator = torch.Generator().manual_seed(0)
+    sigmas = torch.empty(4000).uniform_(-4.5, 3.5, generator=generator).exp()  # beyond both table ends
+    sigmas = torch.cat([sigmas, ms.sigmas[[0, 1, 500, 998, 999]]])
+    got = ms.fractional_timestep(sigmas)
+    expected = reference.sigma_to_t(sigmas)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-5)
+    assert got.min() == 0 and got.max() == 999 and got.dtype == torch.float32
+    assert not torch.equal(got, got.round())  # really fractional, unlike ModelSampling.timestep
+
+
+def test_fractional_timestep_inverts_sigma():
+    """Up to float32 rounding through exp and log (~1e-4 of a step where the table is densest)."""
+    ms = ModelSampling.sd1()
+    t = torch.linspace(0, 999, 4001).reshape(-1, 1)  # (N, 1): shape kept
+    assert torch.allclose(ms.fractional_timestep(ms.sigma(t)), t, rtol=0, atol=2e-4)
+    assert ms.fractional_timestep(ms.sigma(t)).shape == t.shape
+    assert float(ms.fractional_timestep(torch.tensor(float(ms.sigmas[321])))) == 321.0
+    assert torch.equal(ms.timestep(ms.sigma(torch.tensor([10.25, 10.75]))), torch.tensor([10.0, 11.0]))

@@ -5,7 +5,8 @@ sqrt(1 - abar_t) eps. Dividing by sqrt(abar_t) gives x = z0 + sigma_t eps with
 sigma_t = sqrt((1 - abar_t) / abar_t): the variance-exploding view the samplers work in. The
 network sees x / sqrt(sigma^2 + 1) (= z_t) and its timestep, and predicts eps (or v); the
 "denoised" estimate of z0 follows. Timesteps and sigmas convert through interpolation in
-log-sigma.
+log-sigma (``sigma``, ``fractional_timestep``); the network itself is given the nearest table
+index (``timestep``), as ComfyUI gives it.
 """
 
 from __future__ import annotations
@@ -72,10 +73,33 @@ class ModelSampling:
         return self.sigmas[-1]
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The nearest training timestep in log-sigma, as a float (what the U-Net is given)."""
+        """The nearest training timestep in log-sigma, as a float: what the U-Net is given.
+
+        The model call uses this rounded index, not ``fractional_timestep``, because that is what
+        ComfyUI's discrete model sampling feeds an SD1.x U-Net (k-diffusion's DiscreteSchedule
+        with quantize=True does the same). The network was trained on integer timesteps only, and
+        its sinusoidal embedding of a fractional one is a different input: the images would no
+        longer match ComfyUI's (shared/reference/comfyui-conventions.md, point 5).
+        """
         log_sigma = sigma.float().log().to(self.log_sigmas.device)
         distance = (log_sigma[..., None] - self.log_sigmas).abs()  # (..., T)
         return distance.argmin(dim=-1).float().to(sigma.device).reshape(sigma.shape)
+
+    def fractional_timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The continuous timestep of ``sigma``: linear interpolation in log-sigma between the two
+        table entries around it, the inverse of ``sigma`` (Karras et al. 2022, "Elucidating the
+        Design Space of Diffusion-Based Generative Models", which treats a discrete model as a
+        continuous one; k-diffusion's DiscreteSchedule.sigma_to_t with quantize=False).
+
+        Sigmas outside the table clamp to timestep 0 or T - 1. For schedules and reporting; the
+        U-Net itself is given ``timestep`` (the nearest index), see there why.
+        """
+        log_sigma = sigma.float().log().to(self.log_sigmas.device).reshape(-1)  # (N,)
+        table = self.log_sigmas  # (T,) increasing
+        low = (torch.searchsorted(table, log_sigma, right=True) - 1).clamp(0, len(table) - 2)  # (N,)
+        low_log, high_log = table[low], table[low + 1]
+        w = ((low_log - log_sigma) / (low_log - high_log)).clamp(0, 1)
+        return ((1 - w) * low + w * (low + 1)).to(sigma.device).reshape(sigma.shape)
 
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
         """Sigma at a (fractional) timestep, interpolated in log-sigma."""
