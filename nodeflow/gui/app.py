@@ -3,11 +3,14 @@
 The document is the source of truth. Every edit goes through a document command (so it can be
 undone and is checked: link types, cycles); the canvas is rebuilt from the document when its
 structure changes. Runs happen on a ``Worker`` thread; its events are drained once per frame, so
-dearpygui is only used from this thread and frames keep rendering while the sampler runs.
+dearpygui is only used from this thread and frames keep rendering while the sampler runs. Widget
+callbacks are queued by dearpygui and run by ``frame`` on this thread too (manual callback
+management), never concurrently with a rebuild.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -56,6 +59,7 @@ class EditorApp:
 
     # ----- building ------------------------------------------------------------------------
     def build(self) -> None:
+        dpg.configure_app(manual_callback_management=True)  # callbacks run in frame(), on this thread
         with dpg.texture_registry(tag="textures"):
             pass
         self.themes = Themes()
@@ -565,11 +569,23 @@ class EditorApp:
 
     # ----- frame loop ----------------------------------------------------------------------
     def frame(self) -> None:
+        self._run_callbacks(dpg.get_callback_queue() or [])
         for event in self.worker.drain():
             self.handle(event)
         if self.document.structure != self.built_structure:
             self.rebuild()
         self.autosave(time.monotonic())
+
+    def _run_callbacks(self, jobs) -> None:
+        """Run dearpygui's queued callbacks; a failing one is logged, the window stays up."""
+        for callback, *args in jobs:
+            if callback is None:
+                continue
+            try:
+                callback(*args[:len(inspect.signature(callback).parameters)])
+            except Exception as error:  # a bug in a callback: show it, keep the user's work
+                logger.exception("callback failed")
+                self._log(f"internal error: {type(error).__name__}: {error}", error=True)
 
 
 def main(workflow_path: Path | None, paths, screenshot: Path | None = None, frames: int | None = None,
