@@ -132,3 +132,78 @@ def test_sigma_of_fractional_timestep_interpolates_log_sigma(sd1):
                                       0.5 * (sd1.log_sigmas[998] + sd1.log_sigmas[999])]))
     assert torch.allclose(sd1.sigma(t), expected, rtol=1e-6)
     assert torch.equal(sd1.timestep(sd1.sigma(torch.tensor([5.0, 500.0]))), torch.tensor([5.0, 500.0]))
+
+
+@pytest.mark.parametrize("steps", [1, 3, 7, 20, 33, 50])
+def test_sgm_uniform_equals_k_diffusion_over_one_more_step(sd1, steps):
+    """sgm_uniform spaces steps + 1 timesteps from 999 to 0 and drops the last: k-diffusion's
+    DiscreteSchedule.get_sigmas(steps + 1) without its sigma at t = 0 (diffusers has no
+    counterpart: it interpolates fractional timesteps linearly in sigma, not in log-sigma)."""
+    from tests.kdiffusion_ref import load_external
+
+    reference = load_external().DiscreteSchedule(sd1.sigmas, quantize=True).get_sigmas(steps + 1)
+    expected = torch.cat([reference[:-2], torch.zeros(1)])
+    assert torch.allclose(compute_sigmas(sd1, "sgm_uniform", steps), expected, rtol=1e-6, atol=0)
+
+
+def diffusers_euler_sigmas(spacing, steps, own_table=False, **options):
+    """diffusers' EulerDiscreteScheduler sigmas for SD1's schedule. Unless ``own_table``, it is given
+    our float64 alphas_cumprod: its own is a float32 cumprod whose sigmas are off by up to 1.3e-5
+    relative at the small end (the tables are compared in test_schedules), which would blur the
+    comparison of the step choice."""
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                                 timestep_spacing=spacing, **options)
+    if not own_table:
+        scheduler.alphas_cumprod = torch.cumprod(1 - make_betas("scaled_linear"), 0)
+    scheduler.set_timesteps(steps)
+    return scheduler.sigmas, scheduler.timesteps
+
+
+# simple takes table index 999 - floor(i T / n); diffusers' "trailing" 999 - round(i T / n). They
+# agree for every i exactly when n divides T = 1000 (otherwise some i has a fractional part of at
+# least a half: i T mod n runs over all multiples of gcd(T, n) below n).
+SIMPLE_AGREES = [1, 2, 4, 5, 8, 10, 20, 25, 40, 50, 100, 125, 200, 250, 500, 1000]
+
+
+@pytest.mark.parametrize("steps", SIMPLE_AGREES)
+def test_simple_equals_diffusers_trailing_when_steps_divide_1000(sd1, steps):
+    expected, _ = diffusers_euler_sigmas("trailing", steps)
+    assert torch.allclose(compute_sigmas(sd1, "simple", steps), expected, rtol=1e-6, atol=0)
+    with_its_table, _ = diffusers_euler_sigmas("trailing", steps, own_table=True)  # float32: 1.3e-5 at t = 0
+    assert torch.allclose(compute_sigmas(sd1, "simple", steps), with_its_table, rtol=2e-5, atol=0)
+
+
+@pytest.mark.parametrize("steps", [7, 16, 30, 33, 64])
+def test_simple_differs_from_diffusers_trailing_only_by_rounding(sd1, steps):
+    """Otherwise diffusers' timestep is one lower exactly where i T / n has a fractional part over
+    a half (at exactly a half numpy rounds to even, either way). diffusers also builds its
+    timesteps with a float arange, which gives n - 1 or n + 1 of them for some n (61, 103, ...)."""
+    _, theirs = diffusers_euler_sigmas("trailing", steps)
+    ours = sd1.timestep(compute_sigmas(sd1, "simple", steps)[:-1])
+    assert len(theirs) == len(ours) == steps
+    remainder = torch.tensor([i * 1000 % steps for i in range(steps)])
+    difference = ours - theirs.float()
+    assert torch.equal(difference[2 * remainder < steps], torch.zeros_like(difference[2 * remainder < steps]))
+    assert torch.equal(difference[2 * remainder > steps], torch.ones_like(difference[2 * remainder > steps]))
+    assert difference.abs().max() == 1
+
+
+# ddim_uniform takes indices 1, 1 + c, 1 + 2c, ... below T with c = T // n: more than n of them
+# unless T mod n <= 1; diffusers' "leading" (steps_offset 1) takes the first n of the same.
+DDIM_UNIFORM_AGREES = [1, 2, 3, 4, 5, 8, 9, 10, 20, 25, 27, 37, 40, 50, 100, 111, 125, 200, 250, 333, 500, 999]
+
+
+@pytest.mark.parametrize("steps", DDIM_UNIFORM_AGREES)
+def test_ddim_uniform_equals_diffusers_leading_when_1000_mod_steps_is_at_most_1(sd1, steps):
+    expected, _ = diffusers_euler_sigmas("leading", steps, steps_offset=1)
+    assert torch.allclose(compute_sigmas(sd1, "ddim_uniform", steps), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("steps", [6, 7, 30, 33, 64, 300])
+def test_ddim_uniform_is_diffusers_leading_with_extra_steps_in_front(sd1, steps):
+    expected, _ = diffusers_euler_sigmas("leading", steps, steps_offset=1)
+    ours = compute_sigmas(sd1, "ddim_uniform", steps)
+    stride = 1000 // steps
+    assert len(ours) - 1 == len(range(1, 1000, stride)) > steps
+    assert torch.allclose(ours[-(steps + 1):], expected, rtol=1e-6, atol=0)

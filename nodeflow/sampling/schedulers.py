@@ -26,7 +26,8 @@ def normal(ms: ModelSampling, steps: int) -> torch.Tensor:
 
 
 def sgm_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
-    """As ``normal`` but over steps + 1 points with the last dropped (SGM / SDXL-turbo style)."""
+    """As ``normal`` but over steps + 1 points with the last dropped (SGM / SDXL-turbo style):
+    k-diffusion's DiscreteSchedule.get_sigmas(steps + 1) without its sigma at t = 0."""
     start, end = ms.timestep(ms.sigma_max), ms.timestep(ms.sigma_min)
     timesteps = torch.linspace(float(start), float(end), steps + 1)[:-1]
     return _append_zero(ms.sigma(timesteps))
@@ -47,13 +48,19 @@ def exponential(ms: ModelSampling, steps: int) -> torch.Tensor:
 
 
 def simple(ms: ModelSampling, steps: int) -> torch.Tensor:
-    """Every (T / steps)-th entry of the sigma table, from the top."""
+    """Every (T / steps)-th entry of the sigma table, from the top: index T - 1 - floor(i T / steps).
+
+    diffusers' "trailing" spacing takes T - 1 - round(i T / steps): the same sigmas exactly when
+    steps divides T (1000); otherwise one index lower wherever the fraction is over a half.
+    """
     stride = len(ms.sigmas) / steps
     return _append_zero(torch.stack([ms.sigmas[-(1 + int(i * stride))] for i in range(steps)]))
 
 
 def ddim_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
-    """DDIM's uniform timesteps (Song et al. 2021): table entries 1, 1 + c, 1 + 2c, ... reversed."""
+    """DDIM's uniform timesteps (Song et al. 2021): table entries 1, 1 + c, 1 + 2c, ... (c = T //
+    steps) below T, reversed. That is more than ``steps`` of them unless T mod steps <= 1;
+    diffusers' "leading" spacing with steps_offset=1 keeps only the last ``steps`` (the lowest)."""
     stride = max(len(ms.sigmas) // steps, 1)
     picked = [float(ms.sigmas[i]) for i in range(1, len(ms.sigmas), stride)]
     return torch.tensor(picked[::-1] + [0.0], dtype=torch.float32)
