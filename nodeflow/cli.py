@@ -151,8 +151,12 @@ def command_run(args: argparse.Namespace) -> int:
 
 def run_interruptibly(executor, workflow, **options):
     """Run on a worker thread so that Ctrl-C sets the cancel flag and the run stops cleanly
-    (between nodes, or at the next step of a long node) instead of dying mid-write."""
-    cancel = threading.Event()
+    (between nodes, or at the next step of a long node) instead of dying mid-write. A second
+    Ctrl-C aborts at once.
+
+    The main thread waits on an Event, not ``Thread.join``: a KeyboardInterrupt inside ``join``
+    can leave the thread looking finished while it still runs (CPython 3.11)."""
+    cancel, done = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -160,16 +164,18 @@ def run_interruptibly(executor, workflow, **options):
             outcome["result"] = executor.run(workflow, cancel_event=cancel, **options)
         except BaseException as error:  # handed to the main thread, raised there
             outcome["error"] = error
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=work, name="nodeflow-run", daemon=True)
-    worker.start()
+    threading.Thread(target=work, name="nodeflow-run", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.1)
+        while not done.wait(0.1):
+            pass
     except KeyboardInterrupt:
         print("\nnodeflow: stopping at the next safe point (Ctrl-C again to abort)", file=sys.stderr)
         cancel.set()
-        worker.join()
+        while not done.wait(0.1):
+            pass
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
