@@ -16,7 +16,7 @@ CONTROLNETS = lambda paths: paths.list_models("controlnet")  # noqa: E731
       inputs=[Choice("control_net_name", CONTROLNETS)], outputs=[Output(CONTROL_NET)],
       fingerprint=file_fingerprint("controlnet", "control_net_name"))
 def controlnet_loader(control_net_name: str, ctx):
-    """Load a ControlNet (original layout .safetensors/.pth)."""
+    """Load a ControlNet: original layout (.safetensors/.pth) or diffusers (a ControlNetModel folder or its file)."""
     from nodeflow.models.controlnet_loader import load_controlnet
 
     return (load_controlnet(ctx.paths.resolve_model("controlnet", control_net_name),

@@ -5,7 +5,8 @@ Original key names (``control_model.`` prefix optional): ``input_hint_block.{0,2
 hint encoder: 8 3x3 convolutions with SiLU, three of stride 2, from the control image at pixel
 resolution down to the latent grid), ``time_embed``, ``input_blocks`` (as the U-Net's),
 ``zero_convs.N.0`` (one 1x1 convolution per input block output), ``middle_block`` and
-``middle_block_out.0``.
+``middle_block_out.0``. Diffusers-format ControlNets are renamed into this layout by
+``nodeflow.models.diffusers_keys.controlnet_to_original``.
 
 forward: h = conv_in(x) + hint_encoder(hint); each input block's output goes through its zero
 conv into the residual list; the middle block's output through middle_block_out. The residuals
@@ -42,7 +43,8 @@ class ControlNetModel(nn.Module):
         widths = (config.hint_channels,) + config.hint_widths + (mc,)
         hint: list[nn.Module] = []
         for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
-            stride = 2 if 0 < i < len(widths) - 2 and w_in != w_out else 1
+            # every second hidden conv halves the size (both layouts), whatever its widths
+            stride = 2 if 0 < i < len(widths) - 2 and i % 2 == 0 else 1
             hint.append(nn.Conv2d(w_in, w_out, 3, padding=1, stride=stride))
             if i < len(widths) - 2:
                 hint.append(nn.SiLU())
@@ -95,20 +97,21 @@ class ControlNetModel(nn.Module):
         return ControlResiduals(skips, self.middle_block_out(h))
 
 
-def controlnet_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None) -> ControlNetConfig:
-    """Read the configuration from shapes (keys without ``control_model.``)."""
+def controlnet_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None,
+                                      head_channels: int | None = None) -> ControlNetConfig:
+    """Read the configuration from shapes (keys without ``control_model.``); heads as for the U-Net."""
     unet_like = dict(sd)
     in_channels = sd["input_blocks.0.0.weight"].shape[1]
     unet_like["out.2.weight"] = torch.empty(in_channels, 1, 1, 1, device="meta")
-    unet = unet_config_from_state_dict(unet_like, num_heads)
+    unet = unet_config_from_state_dict(unet_like, num_heads, head_channels)
     indices = sorted(int(m.group(1)) for k in sd if (m := re.match(r"input_hint_block\.(\d+)\.weight", k)))
     widths = tuple(sd[f"input_hint_block.{i}.weight"].shape[0] for i in indices[:-1])
     return ControlNetConfig(unet, sd[f"input_hint_block.{indices[0]}.weight"].shape[1], widths)
 
 
 def controlnet_from_state_dict(sd: dict[str, torch.Tensor], *, device="cpu", dtype=torch.float32,
-                               num_heads: int | None = None) -> ControlNetModel:
-    config = controlnet_config_from_state_dict(sd, num_heads)
+                               num_heads: int | None = None, head_channels: int | None = None) -> ControlNetModel:
+    config = controlnet_config_from_state_dict(sd, num_heads, head_channels)
     with torch.device("meta"):
         model = ControlNetModel(config)
     converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in sd.items()}

@@ -208,3 +208,77 @@ def text_encoder_to_original(sd: dict[str, torch.Tensor], where: Path = Path("te
         raise ModelFileError(f"{where}: not a transformers CLIPTextModel (no embeddings.* keys)")
     return {(k if k.startswith("text_model.") else "text_model." + k): v
             for k, v in sd.items() if not k.endswith("position_ids")}
+
+
+# ----- ControlNets ---------------------------------------------------------------------------
+# A diffusers ControlNetModel is the U-Net's encoder (time_embedding, conv_in, down_blocks,
+# mid_block: renamed by unet_to_original) plus its own parts, renamed by the table below.
+
+CONTROLNET_HINT_KEY = "controlnet_cond_embedding.conv_in.weight"
+CONTROLNET_ENCODER_PREFIXES = ("time_embedding.", "conv_in.", "down_blocks.", "mid_block.")
+CONTROLNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                      "diffusion_pytorch_model.bin")
+
+
+def is_diffusers_controlnet(sd: dict[str, torch.Tensor]) -> bool:
+    """Whether a state dict has diffusers' ControlNetModel key layout."""
+    return CONTROLNET_HINT_KEY in sd
+
+
+def read_diffusers_controlnet(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(diffusers-layout tensors, metadata) of a ControlNetModel folder (``save_pretrained``)."""
+    if not (folder / "config.json").is_file():
+        raise ModelFileError(f"{folder}: a folder, but not a diffusers ControlNet folder (needs config.json "
+                             f"and one of {', '.join(CONTROLNET_WEIGHTS)})")
+    config = _read_config(folder)
+    if config.get("_class_name", "ControlNetModel") != "ControlNetModel":
+        raise ModelFileError(f"{folder / 'config.json'}: describes a {config['_class_name']}, not a ControlNetModel")
+    return _read_part(folder), controlnet_metadata(config, folder)
+
+
+def controlnet_metadata(config: dict, where: Path) -> dict[str, str]:
+    """Heads from a ControlNetModel config.json, as the metadata keys single files use; options
+    nodeflow's ControlNet does not implement are refused rather than silently ignored."""
+    if config.get("global_pool_conditions"):
+        raise ModelFileError(f"{where}: a ControlNet with global_pool_conditions (shuffle-style); "
+                             "nodeflow does not support those yet")
+    if config.get("controlnet_conditioning_channel_order", "rgb") != "rgb":
+        raise ModelFileError(f"{where}: a ControlNet reading its control image as "
+                             f"{config['controlnet_conditioning_channel_order']}; nodeflow supports rgb only")
+    # diffusers' attention_head_dim is, despite its name, the number of heads (num_attention_heads wins)
+    heads = config.get("num_attention_heads") or config.get("attention_head_dim")
+    if isinstance(heads, list) and len(set(heads)) == 1:
+        heads = heads[0]
+    if isinstance(heads, int):
+        return {"nodeflow.unet.num_heads": str(heads)}
+    widths = config.get("block_out_channels")
+    if isinstance(heads, list) and isinstance(widths, list) and len(widths) == len(heads):
+        per_head = {width // count for width, count in zip(widths, heads)}
+        if len(per_head) == 1:  # SD2-style: the same channels per head at every level
+            return {"nodeflow.unet.head_channels": str(per_head.pop())}
+    return {}
+
+
+def controlnet_to_original(sd: dict[str, torch.Tensor], where: Path = Path("controlnet")) -> dict[str, torch.Tensor]:
+    """diffusers ControlNetModel keys -> original ControlNet keys (without ``control_model.``).
+
+    The hint encoder's ``conv_in``, ``blocks.k`` and ``conv_out`` are ``input_hint_block``
+    0, 2(k+1) and the last (odd indices are the SiLUs of the original nn.Sequential);
+    ``controlnet_down_blocks.i`` is ``zero_convs.i.0`` and ``controlnet_mid_block`` is
+    ``middle_block_out.0``. Any other key outside the encoder is an error listing it.
+    """
+    encoder = {k: v for k, v in sd.items() if k.startswith(CONTROLNET_ENCODER_PREFIXES)}
+    own = {k: v for k, v in sd.items() if k not in encoder}
+    if CONTROLNET_HINT_KEY not in own or not encoder:
+        raise ModelFileError(f"{where}: not a diffusers ControlNetModel (needs controlnet_cond_embedding.* "
+                             "and the U-Net encoder's down_blocks.*)")
+    blocks = _indices(own, r"controlnet_cond_embedding\.blocks\.(\d+)\.")
+    if blocks != list(range(len(blocks))):
+        raise ModelFileError(f"{where}: the hint encoder's blocks are not numbered 0..{len(blocks) - 1}: {blocks}")
+    table = [("controlnet_cond_embedding.conv_in.", "input_hint_block.0.", ()),
+             ("controlnet_cond_embedding.conv_out.", f"input_hint_block.{2 * (len(blocks) + 1)}.", ()),
+             ("controlnet_mid_block.", "middle_block_out.0.", ())]
+    table += [(f"controlnet_cond_embedding.blocks.{k}.", f"input_hint_block.{2 * (k + 1)}.", ()) for k in blocks]
+    table += [(f"controlnet_down_blocks.{i}.", f"zero_convs.{i}.0.", ())
+              for i in _indices(own, r"controlnet_down_blocks\.(\d+)\.")]
+    return {**_rename(own, table, where, "ControlNet"), **unet_to_original(encoder, where)}
