@@ -141,6 +141,11 @@ class Executor:
         except NodeflowError as error:
             context.on_event(events.NodeFailed(node_id, spec.id, str(error)))
             raise NodeError(node_id, spec.id, str(error), getattr(error, "input_name", None)) from None
+        except OSError as error:  # the machine's answer (no such folder, no permission, disk full): no traceback
+            logger.debug("node %s (%s) failed", node_id, spec.id, exc_info=True)
+            message = f"{error.strerror or type(error).__name__}: {error.filename or error}"
+            context.on_event(events.NodeFailed(node_id, spec.id, message))
+            raise NodeError(node_id, spec.id, message) from error
         except Exception as error:
             logger.exception("node %s (%s) failed", node_id, spec.id)
             message = f"{type(error).__name__}: {error}"

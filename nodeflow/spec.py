@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,10 @@ def _type_problem(spec: InputSpec, value: Any) -> str | None:
         return f"expected a number, got {value!r}"
     if not isinstance(value, expected):
         return f"expected {spec.type.lower()}, got {type(value).__name__} {value!r}"
+    if spec.type == FLOAT and not math.isfinite(value):  # JSON readers accept NaN and Infinity
+        return f"expected a finite number, got {value!r}"
+    if spec.type == STRING and "\0" in value:
+        return "a NUL character is not allowed in text"
     return None
 
 

@@ -153,3 +153,15 @@ def test_ctrl_c_cancels_the_run_and_exits_130(tmp_path, moment):
                                               ("text", None, "text")])
 def test_values_are_parsed_by_the_input_type(raw, kind, value):
     assert cli.parse_value(raw, kind) == value
+
+
+def test_an_unwritable_output_folder_is_one_line_without_traceback(tmp_path, capsys):
+    from tests.project import ROOT
+
+    blocker = tmp_path / "output-is-a-file"
+    blocker.write_text("")
+    code = cli.main(["run", str(ROOT / "workflows" / "shapes_no_model.json"), "--output-dir", str(blocker), "-q"])
+    errors = capsys.readouterr().err
+    assert code == 1
+    assert "SaveImage" in errors and str(blocker) in errors and "Traceback" not in errors
+    assert len(errors.strip().splitlines()) == 1

@@ -87,3 +87,17 @@ def test_kwargs_functions_and_optional_defaults_are_accepted():
         return None
 
     assert spec_of(flexible).wants_context
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_floats_are_refused(value):
+    from nodeflow.spec import Float
+
+    assert "finite" in Float("cfg", 8.0, min=0.0, max=100.0).check_value(value)
+
+
+def test_nul_characters_in_text_are_refused():
+    from nodeflow.spec import String
+
+    assert "NUL" in String("filename_prefix", "x").check_value("a\0b")
+    assert String("filename_prefix", "x").check_value("ab") is None
