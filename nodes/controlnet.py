@@ -34,12 +34,14 @@ def diff_controlnet_loader(model, control_net_name: str, ctx):
                             dtype=ctx.dtype, base_unet=model.unet),)
 
 
-def _apply(conditioning: list, hook_for) -> list:
+def _apply(conditioning: list, hook_for, to_uncond: bool) -> list:
+    """Copies of the entries with the ControlNet chained on. ``to_uncond``: the sampler also
+    applies it to the negative prompt (ControlNetApply has no negative input; as in ComfyUI)."""
     result = []
     for cond, options in conditioning:
         new = dict(options)
         new["control"] = hook_for(options.get("control"))
-        new["control_apply_to_uncond"] = False
+        new["control_apply_to_uncond"] = to_uncond
         result.append((cond, new))
     return result
 
@@ -68,11 +70,12 @@ def _check_image(image: torch.Tensor) -> None:
               Float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
       outputs=[Output(CONDITIONING)])
 def controlnet_apply(conditioning: list, control_net, image: torch.Tensor, strength: float):
-    """Guide generation with a control image through a ControlNet (applied to this conditioning)."""
+    """Guide generation with a control image through a ControlNet (this conditioning's, and the
+    negative's at sampling time, as ComfyUI's old node does)."""
     if strength == 0:
         return (conditioning,)
     _check_image(image)
-    return (_apply(conditioning, _hook_factory(control_net, image, strength, 0.0, 1.0)),)
+    return (_apply(conditioning, _hook_factory(control_net, image, strength, 0.0, 1.0), to_uncond=True),)
 
 
 @node("ControlNetApplyAdvanced", display="Apply ControlNet", category="conditioning/controlnet",
@@ -89,7 +92,7 @@ def controlnet_apply_advanced(positive: list, negative: list, control_net, image
         return (positive, negative)
     _check_image(image)
     hook_for = _hook_factory(control_net, image, strength, start_percent, end_percent)
-    return (_apply(positive, hook_for), _apply(negative, hook_for))
+    return (_apply(positive, hook_for, to_uncond=False), _apply(negative, hook_for, to_uncond=False))
 
 
 # ----- preprocessors ---------------------------------------------------------------------------

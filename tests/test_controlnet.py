@@ -80,9 +80,40 @@ def test_hint_is_resized_once_and_cached(parts):
     hook = applied[0][1]["control"]
     for _ in range(3):
         denoise(model, applied, torch.randn(2, 4, 8, 8))
-    # only the positive prompt carries the hook (ControlNetApply), so it sees the batch of 2
-    assert list(hook._hints) == [(2, 8, 8, "cpu", torch.float32)]
-    assert hook._hints[(2, 8, 8, "cpu", torch.float32)].shape == (2, 3, 64, 64)
+    # ControlNetApply guides the negative too: one forward of both halves, a batch of 2 x 2
+    assert list(hook._hints) == [(4, 8, 8, "cpu", torch.float32)]
+    assert hook._hints[(4, 8, 8, "cpu", torch.float32)].shape == (4, 3, 64, 64)
+
+
+def halves(model, positive, negative, x, sigma=5.0):
+    """(conditional, unconditional) predictions of the guidance for x."""
+    denoiser = CFGDenoiser(model, positive, negative, cfg=3.0)
+    return denoiser.predict(x, torch.full((x.shape[0],), sigma), denoiser.entries(*x.shape[-2:]))
+
+
+def test_controlnet_apply_guides_the_unconditional_half_too(parts):
+    """ComfyUI's old ControlNetApply sets control_apply_to_uncond: the negative prompt gets the
+    same residuals, though the node never saw it."""
+    model, controlnet, _ = parts
+    x, image = torch.randn(1, 4, 8, 8), torch.rand(1, 64, 64, 3)
+    (applied,) = controlnet_apply(conditioning(), controlnet, image, 1.0)
+    assert applied[0][1]["control_apply_to_uncond"] is True
+    cond, uncond = halves(model, applied, conditioning(-0.5), x)
+    _, plain_uncond = halves(model, conditioning(), conditioning(-0.5), x)
+    expected = model.predict_denoised(x, torch.tensor([5.0]), torch.full((1, 77, 48), -0.5),
+                                      control=applied[0][1]["control"])
+    assert not torch.allclose(uncond, plain_uncond, atol=1e-4)
+    torch.testing.assert_close(uncond, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_controlnet_apply_advanced_guides_only_what_it_is_given(parts):
+    model, controlnet, _ = parts
+    x, image = torch.randn(1, 4, 8, 8), torch.rand(1, 64, 64, 3)
+    positive, _ = controlnet_apply_advanced(conditioning(), conditioning(-0.5), controlnet, image, 1.0, 0.0, 1.0)
+    assert positive[0][1]["control_apply_to_uncond"] is False
+    _, uncond = halves(model, positive, conditioning(-0.5), x)  # the original negative: no ControlNet
+    _, plain_uncond = halves(model, conditioning(), conditioning(-0.5), x)
+    torch.testing.assert_close(uncond, plain_uncond)
 
 
 def test_loading_prefixes_difference_and_refusals(parts, tmp_path):
