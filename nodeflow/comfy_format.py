@@ -45,8 +45,9 @@ def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
     """Read a ComfyUI API-format workflow; node ids are kept.
 
     Also accepts the body of a ``/prompt`` request (``{"prompt": {...}, "client_id": ...}``).
-    With a registry, unknown node types raise ``UnknownNodeType`` naming the node, node type
-    versions are filled in and a ``_meta`` title equal to the type's display name is dropped.
+    With a registry, node type versions are filled in and a ``_meta`` title equal to the type's
+    display name is dropped. Unknown node types and links to missing nodes are kept for
+    validation to report, with every other problem.
     """
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]:
         data = data["prompt"]
@@ -61,7 +62,7 @@ def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
             raise WorkflowFormatError(f"ComfyUI API workflow: node {node_id} has no class_type")
         if node_id in constants:
             continue
-        spec = _spec(registry, entry["class_type"], node_id)
+        spec = _spec(registry, entry["class_type"], node_id, unknown_ok=True)
         inputs = entry.get("inputs") or {}
         if not isinstance(inputs, dict):
             raise WorkflowFormatError(f"ComfyUI API workflow: node {node_id}: 'inputs' must be an object")
@@ -78,10 +79,7 @@ def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
             title = None
         nodes[node_id] = NodeInstance(node_id, entry["class_type"], literals,
                                       version=spec.version if spec else 1, title=title)
-    for link in links:
-        if link.src not in nodes:
-            raise WorkflowFormatError(f"ComfyUI API workflow: node {link.dst} input {link.dst_input!r} "
-                                      f"links to a missing node {link.src}")
+    # Dangling links and unknown node types stay: validation reports them with every other problem.
     return Workflow(nodes, sorted(links, key=_link_order))
 
 
@@ -335,13 +333,17 @@ def _layout(raw: dict) -> dict[str, Any]:
 
 # ----- shared -------------------------------------------------------------------------------
 
-def _spec(registry: Any, node_type: str, node_id: str) -> Any:
+def _spec(registry: Any, node_type: str, node_id: str, unknown_ok: bool = False) -> Any:
+    """The node type's spec; None without a registry, or for an unknown type when ``unknown_ok``
+    (the API format names inputs, so such a node can be kept for validation to report)."""
     if registry is None:
         return None
     if node_type.startswith(("workflow/", "workflow>")):
         raise WorkflowFormatError(f"ComfyUI workflow: node {node_id} is a group node ({node_type!r}); "
                                   "convert it back to nodes in ComfyUI first")
     if node_type not in registry:
+        if unknown_ok:
+            return None
         raise UnknownNodeType(node_type, node_id)
     return registry.get(node_type, node_id)
 

@@ -89,11 +89,20 @@ def test_api_accepts_a_prompt_request_body_and_int_ids(registry):
     assert workflow.input_link("2", "samples") == Link("1", 0, "2", "samples")
 
 
-def test_api_unknown_type_and_dangling_link_name_the_node(registry):
-    with pytest.raises(UnknownNodeType, match="node 12: unknown node type 'FancyNode'"):
-        from_comfy_api({"12": {"class_type": "FancyNode", "inputs": {}}}, registry)
-    with pytest.raises(WorkflowFormatError, match="node 8 input 'samples' links to a missing node 3"):
-        from_comfy_api({"8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0]}}}, registry)
+def test_api_unknown_types_and_dangling_links_are_reported_with_every_other_problem(registry):
+    from nodeflow.paths import Paths
+    from nodeflow.validate import validate
+
+    workflow = from_comfy_api({
+        "12": {"class_type": "FancyNode", "inputs": {"x": 1}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["12", 0]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 7, "height": 64, "batch_size": 1}},
+        "9": {"class_type": "SaveImag", "inputs": {"images": ["8", 0]}}}, registry)
+    text = "\n".join(str(problem) for problem in validate(workflow, registry, Paths(models_dirs=())))
+    assert "node 12 (FancyNode): unknown node type 'FancyNode'" in text
+    assert "did you mean SaveImage" in text
+    assert "node 8 (VAEDecode), input 'samples': a link refers to a missing node '3'" in text
+    assert "node 5 (EmptyLatentImage), input 'width'" in text
     with pytest.raises(WorkflowFormatError, match="node 1 has no class_type"):
         from_comfy_api({"1": {"inputs": {}}}, registry)
 

@@ -58,8 +58,8 @@ def test_unserialisable_value_keeps_the_old_file(tmp_path):
     ("{", "not valid JSON"),
     ('{"format": "nodeflow-workflow", "version": 99, "nodes": {}}', "newer"),
     ('{"format": "nodeflow-workflow", "version": 1, "nodes": {"1": {}}}', "node 1 has no type"),
-    ('{"format": "nodeflow-workflow", "version": 1, "nodes": {}, "links": [{"from": ["1", 0], '
-     '"to": ["2", "x"]}]}', "missing node"),
+    ('{"format": "nodeflow-workflow", "version": 1, "nodes": {}, "links": [{"from": ["1"], '
+     '"to": ["2", "x"]}]}', "malformed link"),
     ('[1, 2]', "not a workflow"),
 ])
 def test_bad_files_name_the_file(tmp_path, text, message):
