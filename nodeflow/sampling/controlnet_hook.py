@@ -1,9 +1,10 @@
 """A ControlNet attached to conditioning: the ``ControlHook`` that ControlNetApply nodes add.
 
 The control image (IMAGE, 0..1) is resized once per latent size to 8x the latent grid
-(nearest-exact, centre crop, as ComfyUI), repeated to the batch and moved to the model's device
-and dtype; the result is cached in the hook. Residuals are the ControlNet's outputs times the
-strength; outside [start_percent, end_percent] of the schedule the hook gives none.
+(nearest-exact, centre crop, as ComfyUI), batched per half (see ``broadcast_hint``) and moved to
+the model's device and dtype; the result is cached in the hook. Residuals are the ControlNet's
+outputs times the strength; outside [start_percent, end_percent] of the schedule the hook gives
+none.
 """
 
 from __future__ import annotations
@@ -27,23 +28,40 @@ class ControlNetHook:
     previous: object = None  # the hook this one chains onto
     _hints: dict = field(default_factory=dict, repr=False)
 
-    def hint(self, batch: int, height: int, width: int, device, dtype) -> torch.Tensor:
-        key = (batch, height, width, str(device), dtype)
+    def hint(self, batch: int, height: int, width: int, device, dtype, halves: int = 1) -> torch.Tensor:
+        """The control image for a model batch of ``batch`` latents (h, w) made of ``halves``
+        equal parts (cached per size, device and dtype)."""
+        key = (batch, halves, height, width, str(device), dtype)
         if key not in self._hints:
             pixels = self.image[..., :3].movedim(-1, 1).float()  # (B, 3, H, W)
             pixels = upscale(pixels, width * 8, height * 8, "nearest-exact", "center")
-            self._hints[key] = repeat_to_batch(pixels, batch).to(device=device, dtype=dtype)
+            self._hints[key] = broadcast_hint(pixels, batch, halves).to(device=device, dtype=dtype)
         return self._hints[key]
 
     def residuals(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                  sigma: torch.Tensor, model) -> ControlResiduals | None:
+                  sigma: torch.Tensor, model, halves: int = 1) -> ControlResiduals | None:
+        """Residuals for x; ``halves``: how many equal parts (conditional, unconditional, area
+        entries) the guidance batched into x, each the latent batch in order."""
         if self.strength == 0:
             return None
         check_fits(self.controlnet, model)
         dtype = next(self.controlnet.parameters()).dtype
-        hint = self.hint(x.shape[0], x.shape[2], x.shape[3], x.device, dtype)
+        hint = self.hint(x.shape[0], x.shape[2], x.shape[3], x.device, dtype, halves)
         out = self.controlnet(x, hint, timesteps, context)
         return out.scaled(self.strength)
+
+
+def broadcast_hint(pixels: torch.Tensor, batch: int, halves: int = 1) -> torch.Tensor:
+    """Control images (N, 3, H, W) for a model batch of ``batch`` rows made of ``halves`` parts.
+
+    As ComfyUI: each part gets the images repeated (or cut) to its own size, so latent row i is
+    guided by image row i in the conditional and the unconditional part alike; repeating over
+    the whole batch would shift the images of the second part when N is neither 1 nor the
+    latent batch (N=2, latent batch 3: rows 0,1,0 | 0,1,0, not 0,1,0 | 1,0,1).
+    """
+    if halves < 1 or batch % halves:
+        raise ValueError(f"a model batch of {batch} cannot be split into {halves} equal parts")
+    return repeat_to_batch(repeat_to_batch(pixels, batch // halves), batch)
 
 
 def _shape_of(config) -> tuple:
