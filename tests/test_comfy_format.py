@@ -321,3 +321,22 @@ def test_odd_but_real_files(registry):
     muted = Workflow({"1": NodeInstance("1", "EmptyLatentImage", mode="muted"), "2": NodeInstance("2", "VAEDecode")},
                      [Link("1", 0, "2", "samples")])
     assert to_comfy_api(muted) == {"2": {"inputs": {}, "class_type": "VAEDecode"}}
+
+
+def test_comfyui_api_export_runs_unchanged(tmp_path):
+    """The API file as ComfyUI writes it, only the checkpoint name pointing at a stand-in model."""
+    from nodeflow.executor import Executor
+    from nodeflow.paths import Paths
+    from nodeflow.registry import Registry
+    from tests.factories import write_tiny_checkpoint
+
+    write_tiny_checkpoint(tmp_path / "models" / "checkpoints" / "v1-5-pruned-emaonly.safetensors")
+    paths = Paths(models_dirs=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp",
+                  assets_dir=tmp_path / "no-assets")
+    registry = Registry.load(paths)
+    workflow = load_workflow(DATA / "txt2img_api.json", registry)
+    sampler = next(node for node in workflow.nodes.values() if node.type == "KSampler")
+    sampler.inputs["steps"] = 2  # keep the test fast; everything else as exported
+    result = Executor(registry, paths).run(workflow)
+    saved = [p for outputs in result.outputs.values() for report in outputs for p in report.get("images", [])]
+    assert len(saved) == 1 and saved[0].endswith(".png")

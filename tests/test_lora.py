@@ -112,3 +112,36 @@ def test_lora_nodes_patch_copies(models, tmp_path):
     assert stacked.unet.base is ours and len(stacked.unet.patches) == 2 * len(new_model.unet.patches)
     same = lora_loader(model, clip, "style.safetensors", 0.0, 0.0, ctx)
     assert same[0] is model and same[1] is clip
+
+
+def test_text_encoder_lora_equals_merged_weights_and_model_only_leaves_clip_alone(models, tmp_path):
+    import copy
+
+    from nodeflow_nodes.lora import lora_loader, lora_loader_model_only
+    from nodeflow.text.text_encoder import text_encoder_from_state_dict
+    from nodeflow.text.tokenizer import load_tokenizer
+    from tests.test_text_encoder import original_layout, tiny_clip
+
+    config, ours, _ = models
+    model = DiffusionModel(ours, ModelSampling.sd1(), LatentFormat(), torch.device("cpu"), torch.float32)
+    base = tiny_clip()
+    clip = text_encoder_from_state_dict(original_layout(base), load_tokenizer())
+    names = {n: m for n, m in clip.model.named_modules() if n.endswith(("q_proj", "fc1"))}
+    kohya = {("text_model." + n if not n.startswith("text_model.") else n): m for n, m in names.items()}
+    lora = random_lora(kohya, seed=6, prefix="lora_te_") | random_lora(layers(ours, ("input_blocks.1.1",)), seed=7)
+    (tmp_path / "loras").mkdir()
+    save_file({k: v.contiguous() for k, v in lora.items()}, str(tmp_path / "loras" / "te.safetensors"))
+    ctx = RunContext(paths=Paths(models_dirs=(tmp_path,)))
+    _, patched = lora_loader(model, clip, "te.safetensors", 1.0, 0.7, ctx)
+    merged_model = copy.deepcopy(base)
+    apply_directly(merged_model, {k.replace("lora_te_text_model_", "lora_te_"): v for k, v in lora.items()},
+                   0.7, prefix="lora_te_")
+    merged = text_encoder_from_state_dict(original_layout(merged_model), load_tokenizer())
+    torch.testing.assert_close(patched.encode("a red circle")[0], merged.encode("a red circle")[0],
+                               rtol=1e-5, atol=1e-5)
+    (model_only,) = lora_loader_model_only(model, "te.safetensors", 1.0, ctx)
+    assert isinstance(model_only.unet, PatchedModule) and model_only.unet.base is ours
+    x, t, context = torch.randn(1, 4, 8, 8), torch.tensor([500.0]), torch.randn(1, 77, config.context_dim)
+    reference = copy.deepcopy(ours)
+    apply_directly(reference, lora, 1.0)
+    torch.testing.assert_close(model_only.unet(x, t, context), reference(x, t, context), rtol=1e-5, atol=1e-5)
