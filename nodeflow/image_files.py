@@ -114,6 +114,14 @@ def check_prefix(prefix: str) -> None:
         raise ValueError(f"the filename prefix {prefix!r} must not contain '..'")
 
 
+def check_prefix_folder(output_dir: Path, prefix: str) -> None:
+    """Raise ValueError when the prefix's sub-folder, as it exists now, leads out of
+    ``output_dir`` (a symlink); creates nothing."""
+    subfolder = prefix.replace("\\", "/").rpartition("/")[0]
+    if subfolder:
+        _check_inside(Path(output_dir), Path(output_dir) / subfolder, prefix)
+
+
 def resolve_output_folder(output_dir: Path, prefix: str) -> tuple[Path, str]:
     """(folder, file name prefix) for ``prefix`` inside ``output_dir``; refuses escapes, symlinks
     included. Checked before any folder is created, and again after (a racing symlink)."""

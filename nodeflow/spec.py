@@ -45,7 +45,7 @@ SOCKET_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK, CONTROL_NET
 WIDGET_TYPES = (INT, FLOAT, STRING, BOOLEAN, CHOICE)
 
 SEED_MAX = 2**64 - 1
-Validator = Callable[[Any], None]
+Validator = Callable[..., None]  # (value) or (value, paths); raises ValueError with the problem
 ChoiceSource = Sequence[str] | Callable[[Any], list[str]]
 
 
@@ -100,10 +100,19 @@ class InputSpec:
                 problem = f"{value!r} is not one of: {shown or '(none available)'}"
         if problem is None and self.validate is not None:
             try:
-                self.validate(value)
+                if _takes_paths(self.validate):
+                    self.validate(value, paths)
+                else:
+                    self.validate(value)
             except ValueError as error:
                 problem = str(error)
         return problem
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_paths(validator: Validator) -> bool:
+    """A validator may take ``(value, paths)`` to check against the folders (None when unknown)."""
+    return len(inspect.signature(validator).parameters) >= 2
 
 
 def _type_problem(spec: InputSpec, value: Any) -> str | None:

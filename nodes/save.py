@@ -16,10 +16,14 @@ from nodeflow.spec import IMAGE, Boolean, Input, String, node
 log = logging.getLogger(__name__)
 
 
-def _validate_prefix(prefix: str) -> None:
-    from nodeflow.image_files import check_prefix
+def _validate_prefix(prefix: str, paths=None) -> None:
+    """Before anything runs: no absolute paths, no '..', and (with the folders known) no
+    sub-folder that leads out of the output folder through a symlink."""
+    from nodeflow.image_files import check_prefix, check_prefix_folder
 
     check_prefix(prefix)
+    if paths is not None:
+        check_prefix_folder(paths.output_dir, prefix)
 
 
 def _save_all(images: torch.Tensor, folder, name: str, chunks: dict | None, ctx, compress_level: int = 4) -> list:

@@ -251,3 +251,23 @@ def test_parameters_carry_the_checkpoint_hash_cached_by_file(tmp_path):
 def test_prefix_naming_only_a_folder_saves_inside_it(ctx, tmp_path):
     saved = save_image(images(), "only_folder/", ctx)["images"][0]
     assert saved == str(tmp_path / "out" / "only_folder" / "_00001_.png")
+
+
+def test_a_prefix_through_a_symlink_out_of_the_output_folder_is_a_validation_error(tmp_path):
+    from nodeflow.registry import Registry
+    from nodeflow.validate import validate
+    from nodeflow.workflow import load_workflow
+    from tests.project import ROOT
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path / "elsewhere")
+    paths = Paths(models_dirs=(), output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp")
+    registry = Registry.load(paths)
+    workflow = load_workflow(ROOT / "workflows" / "shapes_no_model.json", registry)
+    workflow.nodes["15"].inputs["filename_prefix"] = "link/x"
+    [problem] = validate(workflow, registry, paths)
+    assert problem.node_id == "15" and "leads outside the output folder" in str(problem)
+    workflow.nodes["15"].inputs["filename_prefix"] = "inside/x"
+    assert validate(workflow, registry, paths) == []
+    assert not (tmp_path / "out" / "inside").exists()  # validation creates nothing
