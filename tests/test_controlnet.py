@@ -185,6 +185,39 @@ def test_canny_finds_the_square_outline():
     assert not e[16, 12:20].any() and not e[2, :].any()  # not inside, not far away
 
 
+def inner_outline(shape: torch.Tensor) -> torch.Tensor:
+    """The hand-made edge map of a filled shape (H, W): its pixels with a 4-neighbour outside."""
+    inside = shape.bool()
+    padded = torch.nn.functional.pad(inside, (1, 1, 1, 1))
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return inside & ~interior
+
+
+def within_one_pixel(found: torch.Tensor, of: torch.Tensor) -> float:
+    """The fraction of ``found``'s pixels that lie within one pixel (8-neighbourhood) of ``of``."""
+    near = torch.nn.functional.max_pool2d(of[None, None].float(), 3, stride=1, padding=1)[0, 0].bool()
+    return float((found & near).sum() / found.sum())
+
+
+def test_canny_edge_maps_match_hand_made_outlines():
+    """Whole edge maps against the shapes' outlines, with one pixel of tolerance each way: a
+    boundary lies between the last pixel inside and the first outside, and Canny may mark either
+    (it does, on the circle's diagonals). Precision: found edges lie on the outline; recall: the
+    outline is found everywhere, not only in spots."""
+    size = 48
+    square = torch.zeros(size, size)
+    square[12:36, 10:34] = 1.0
+    yy, xx = torch.meshgrid(torch.arange(size * 1.0), torch.arange(size * 1.0), indexing="ij")
+    circle = (((yy - 23.5) ** 2 + (xx - 22.0) ** 2) <= 14.0**2).float()
+    images = torch.stack([square, circle])[..., None].expand(-1, -1, -1, 3)
+    (edges,) = canny_node(images, 0.2, 0.5)
+    for found, shape in zip(edges[..., 0].bool(), (square, circle)):
+        expected = inner_outline(shape)
+        assert within_one_pixel(found, expected) >= 0.95  # nothing inside, outside or far away
+        assert within_one_pixel(expected, found) >= 0.95  # every side and arc found
+        assert found.sum() <= 1.5 * expected.sum()  # a thin line, not a band
+
+
 def test_scribble_turns_dark_strokes_white():
     drawing = torch.ones(1, 16, 16, 3)
     drawing[:, 8, :] = 0.0
