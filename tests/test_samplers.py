@@ -129,31 +129,74 @@ def exact_ode_solution(x_start, sigma_start, sigma_end=0.0):
     return MU + (x_start - MU) * math.sqrt(S**2 + sigma_end**2) / math.sqrt(S**2 + sigma_start**2)
 
 
+def consistency_denoiser(x, sigma):
+    """The exact consistency function of N(MU, S^2) data (Song et al. 2023, "Consistency Models"):
+    the end at sigma = 0 of the ODE trajectory through x, which is what LCM's sampler expects of
+    its model (the posterior mean E[x0 | x] is not: see test_lcm_follows_its_variance_recursion)."""
+    s2 = sigma.reshape(-1, *([1] * (x.ndim - 1))) ** 2
+    return MU + (x - MU) * S / (S**2 + s2) ** 0.5
+
+
 DETERMINISTIC = sorted(set(SAMPLERS) - STOCHASTIC)
 END_SIGMA = {"dpm_fast": "sigma_min", "dpm_adaptive": "sigma_min", "uni_pc": 0.001, "uni_pc_bh2": 0.001}
+FIRST_ORDER = ["euler", "ddim", "heunpp2"]  # Heun++'s weights tend to Euler's as sigma falls
+ODE_TOLERANCE = {**dict.fromkeys(FIRST_ORDER, 0.08), "dpm_adaptive": 0.1}  # others 0.005
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_deterministic_samplers_solve_the_ode(name):
-    sigmas = karras(ModelSampling.sd1(), 60)
+    """At 50 karras steps, pointwise against the exact trajectory (to sigma_min for dpm_fast and
+    dpm_adaptive, which stop there; to 0.001 for UniPC). Measured: 0.070 for Euler/DDIM, 0.061
+    Heun++, 0.078 dpm_adaptive at its default tolerances, at most 0.0024 for the others."""
+    sigmas = karras(ModelSampling.sd1(), 50)
     x = torch.linspace(-3, 3, 11) * float(sigmas[0])
     got = SAMPLERS[name](gaussian_denoiser, x.clone(), sigmas, noise=None)
     end = END_SIGMA.get(name, 0.0)
     end = float(sigmas[-2]) if end == "sigma_min" else end
     expected = exact_ode_solution(x, float(sigmas[0]), end)
-    # first order (Heun++'s weights tend to Euler's as sigma falls), loose adaptive tolerance, higher orders
-    tolerance = 0.1 if name in ("euler", "ddim", "heunpp2", "dpm_adaptive") else 0.01
-    assert float((got - expected).abs().max()) < tolerance
+    assert float((got - expected).abs().max()) < ODE_TOLERANCE.get(name, 0.005)
 
 
-HIGHER_ORDER = ["heun", "dpm_2", "lms", "dpmpp_2m", "ipndm", "deis", "uni_pc", "uni_pc_bh2",
-                "dpm_fast"]
+SAMPLES = 200_000  # independent draws (one per element), from one seed for the start, one for the noise
+MONTE_CARLO = 4.5 / SAMPLES**0.5  # 4.5 standard errors, times S for the mean, S^2 sqrt(2) for the variance
+# Bound on the bias of the variance at 50 karras steps (measured value in brackets). Every sampler
+# here either stops at sigma_min (dpm_fast, dpm_adaptive: sigma_min^2 = 8.5e-4 of noise left, as
+# in ComfyUI) or takes the last step sigma_min -> 0 as one denoising step (losing about
+# sigma_min^2 of variance), whatever the step count: hence 2e-3 for the higher-order solvers.
+VARIANCE_BIAS = {
+    **dict.fromkeys(["euler", "ddim"], 0.04),  # first order: error ~1.6 / steps (-0.032)
+    "heunpp2": 0.04,  # Euler-like at small sigma (-0.028)
+    **dict.fromkeys(["euler_ancestral", "ddpm"], 0.07),  # first-order ancestral step (-0.063)
+    "dpm_adaptive": 0.05,  # bounded by its rtol 0.05 / atol 0.0078, not by the steps (+0.037)
+    **dict.fromkeys(["dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"],
+                    0.006),  # second/third order stochastic (+-0.005 over five seeds)
+    "lcm": 0.0,  # exact with the exact consistency function
+}  # the higher-order deterministic solvers: 0.002 (at most 0.0011)
 
 
-@pytest.mark.parametrize("name", HIGHER_ORDER)
-def test_error_shrinks_at_least_quadratically(name):
-    """Between 10 and 40 steps (down to sigma_min, so no final denoising jump), the error of a
-    method of order >= 2 falls by far more than Euler's factor 4."""
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_samples_have_the_data_mean_and_variance_at_50_steps(name):
+    """Many samples of N(MU, S^2) from the exact Gaussian denoiser. The start is drawn from the
+    exact marginal N(MU, S^2 + sigma_max^2), standardised to its exact sample mean and variance
+    (moment matching) so that a deterministic sampler's result, affine in its start, carries no
+    Monte Carlo error; the stochastic ones add their own noise, covered by 4.5 standard errors."""
+    sigmas = karras(ModelSampling.sd1(), 50)
+    z = torch.randn(SAMPLES, generator=torch.Generator().manual_seed(1))
+    x = MU + (z - z.mean()) / z.std() * math.sqrt(S**2 + float(sigmas[0]) ** 2)
+    denoiser = consistency_denoiser if name == "lcm" else gaussian_denoiser
+    got = SAMPLERS[name](denoiser, x, sigmas, noise=NoiseSource(5))
+    stochastic = name in STOCHASTIC
+    mean_tolerance = MONTE_CARLO * S if stochastic else 1e-4
+    variance_tolerance = VARIANCE_BIAS.get(name, 0.002) + (MONTE_CARLO * S**2 * 2**0.5 if stochastic else 0)
+    assert abs(float(got.mean()) - MU) < mean_tolerance
+    assert abs(float(got.var()) - S**2) < variance_tolerance
+
+
+@pytest.mark.parametrize("name", sorted(set(DETERMINISTIC) - {"dpm_adaptive"}))
+def test_error_shrinks_with_steps(name):
+    """Between 10 and 40 steps (down to sigma_min, so no final denoising jump) the error of a
+    first-order method falls by about 4 (asked: over 3), of a method of order >= 2 by far more
+    (asked: over 8)."""
     ms = ModelSampling.sd1()
     errors = []
     for steps in (10, 40):
@@ -161,7 +204,20 @@ def test_error_shrinks_at_least_quadratically(name):
         x = torch.linspace(-3, 3, 11, dtype=torch.float64) * float(sigmas[0])
         got = SAMPLERS[name](gaussian_denoiser, x.clone(), sigmas.double(), noise=None)
         errors.append(float((got - exact_ode_solution(x, float(sigmas[0]), float(sigmas[-1]))).abs().max()))
-    assert errors[1] < errors[0] / 8, errors
+    assert errors[1] < errors[0] / (3 if name in FIRST_ORDER else 8), errors
+
+
+def test_dpm_adaptive_reaches_its_tolerance():
+    """dpm_adaptive picks its own steps: the error falls as its rtol/atol tighten, and at rtol 1e-4
+    it is within 1e-3 of the exact trajectory (measured 4e-4, in 29 steps)."""
+    sigmas = karras(ModelSampling.sd1(), 50).double()
+    x = torch.linspace(-3, 3, 11, dtype=torch.float64) * float(sigmas[0])
+    expected = exact_ode_solution(x, float(sigmas[0]), float(sigmas[-2]))
+    errors = []
+    for rtol, atol in [(1e-2, 1e-3), (1e-3, 1e-4), (1e-4, 1e-5)]:
+        got = SAMPLERS["dpm_adaptive"](gaussian_denoiser, x.clone(), sigmas, rtol=rtol, atol=atol)
+        errors.append(float((got - expected).abs().max()))
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3, errors
 
 
 def test_deis_weights_integrate_dsigma():
@@ -183,16 +239,6 @@ def test_names_follow_comfyui_order():
                    "ipndm", "ipndm_v", "deis", "ddim", "uni_pc", "uni_pc_bh2"]
     assert list(SAMPLER_NAMES) == [name for name in comfy_order if name in SAMPLERS]
     assert len(SAMPLER_NAMES) == 21
-
-
-@pytest.mark.parametrize("name", sorted(STOCHASTIC - {"lcm"}))
-def test_stochastic_samplers_reach_the_data_distribution(name):
-    first_order = name in ("euler_ancestral", "ddpm")
-    sigmas = karras(ModelSampling.sd1(), 120 if first_order else 30)
-    x = torch.randn(20000, generator=torch.Generator().manual_seed(1)) * float(sigmas[0])
-    got = SAMPLERS[name](gaussian_denoiser, x, sigmas, noise=NoiseSource(5))
-    assert abs(float(got.mean()) - MU) < 0.03
-    assert abs(float(got.std()) - S) < 0.05
 
 
 def test_lcm_follows_its_variance_recursion():
