@@ -335,3 +335,20 @@ def test_uni_pc_matches_diffusers(variant, steps):
         sample = scheduler.step(denoised, timestep, sample).prev_sample
     expected = sample / alphas[-1]
     assert relative_error(got, expected.float()) < 1e-5
+
+
+def test_ddim_is_song_et_al_update_with_eta_0():
+    """DDIM's own update in the variance-preserving space (Song et al. 2021, eq. 12, eta = 0),
+    z_s = sqrt(abar_s) D + sqrt(1 - abar_s) eps with eps = (z_t - sqrt(abar_t) D) / sqrt(1 - abar_t),
+    run on the same denoiser, equals our ddim (the Euler step in sigma)."""
+    assert "DDIM" in SAMPLERS["ddim"].__doc__ and "Song et al. 2021" in SAMPLERS["ddim"].__doc__
+    sigmas = karras(ModelSampling.sd1(), 12).double()
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * sigmas[0]
+    got = SAMPLERS["ddim"](toy_denoiser, x.clone(), sigmas)
+    abar = 1 / (1 + sigmas**2)  # 1 at sigma = 0
+    z = x * abar[0].sqrt()
+    for i in range(len(sigmas) - 1):
+        denoised = toy_denoiser(z / abar[i].sqrt(), sigmas[i].expand(2))
+        eps = (z - abar[i].sqrt() * denoised) / (1 - abar[i]).sqrt()
+        z = abar[i + 1].sqrt() * denoised + (1 - abar[i + 1]).sqrt() * eps
+    assert relative_error(got, z) < 1e-10

@@ -19,7 +19,7 @@ import torch
 from nodeflow.sampling.samplers_common import ancestral_step  # noqa: F401  (re-exported)
 from nodeflow.sampling.samplers_dpm_solver import sample_dpm_adaptive, sample_dpm_fast
 from nodeflow.sampling.samplers_multistep import sample_deis, sample_dpmpp_2m, sample_ipndm, sample_lms
-from nodeflow.sampling.samplers_ode import sample_dpm_2, sample_euler, sample_heun, sample_heunpp2
+from nodeflow.sampling.samplers_ode import sample_ddim, sample_dpm_2, sample_euler, sample_heun, sample_heunpp2
 from nodeflow.sampling.samplers_stochastic import (sample_ddpm, sample_dpm_2_ancestral, sample_dpmpp_2m_sde,
                                                    sample_dpmpp_2s_ancestral, sample_dpmpp_3m_sde,
                                                    sample_dpmpp_sde, sample_euler_ancestral, sample_lcm)
@@ -48,7 +48,7 @@ SAMPLERS: dict[str, Sampler] = {
     "lcm": sample_lcm,
     "ipndm": sample_ipndm,
     "deis": sample_deis,
-    "ddim": sample_euler,  # ComfyUI's ddim is its Euler sampler (deterministic DDIM = Euler in sigma)
+    "ddim": sample_ddim,  # deterministic DDIM: the Euler step in sigma, as in ComfyUI
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
 }

@@ -12,14 +12,32 @@ from nodeflow.sampling.samplers_common import Callback, Denoiser, derivative, re
 def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                  noise: NoiseSource | None = None, callback: Callback = None) -> torch.Tensor:
     """Euler's method on the probability-flow ODE (Karras et al. 2022, "Elucidating the Design
-    Space of Diffusion-Based Generative Models", algorithm 2 without churn). Also ComfyUI's
-    ``ddim``: deterministic DDIM (Song et al. 2021) is exactly this step in the sigma view."""
+    Space of Diffusion-Based Generative Models", algorithm 2 without churn). ``sample_ddim`` is the
+    same step (see there why)."""
     total = len(sigmas) - 1
     for i in range(total):
         denoised = denoise(x, sigma_batch(x, sigmas[i]))
         report(callback, i, total, x, denoised)
         x = x + derivative(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
     return x
+
+
+@torch.no_grad()
+def sample_ddim(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                noise: NoiseSource | None = None, callback: Callback = None) -> torch.Tensor:
+    """Deterministic DDIM, eta = 0 (Song et al. 2021, "Denoising Diffusion Implicit Models",
+    eq. 12), computed as the Euler step in the Karras sigma parameterisation, as ComfyUI and
+    k-diffusion do for their ``ddim``.
+
+    DDIM's update on z_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, given the model's x0 estimate
+    D and the eps it implies, is z_s = sqrt(abar_s) D + sqrt(1 - abar_s) eps. Divide by sqrt(abar_s)
+    and write sigma = sqrt((1 - abar) / abar), x = z / sqrt(abar): then x_s = D + sigma_s eps and
+    eps = (x_t - D) / sigma_t, so x_s = x_t + (x_t - D) / sigma_t * (sigma_s - sigma_t): Euler's
+    step on dx/dsigma = (x - D) / sigma, exactly (Karras et al. 2022, section 3, and Song et al.'s
+    own remark that DDIM discretises this ODE). With eta > 0 DDIM would add noise; ComfyUI's
+    ``ddim`` has none.
+    """
+    return sample_euler(denoise, x, sigmas, noise=noise, callback=callback)
 
 
 @torch.no_grad()
