@@ -164,3 +164,13 @@ def test_recent_files_newest_first_without_duplicates_or_missing_files(tmp_path)
     assert recent.paths() == []  # a damaged list is an empty one, not an error
     recent.clear()
     assert recent.paths() == []
+
+
+def test_search_ranks_name_prefixes_then_names_then_descriptions(doc):
+    from nodeflow.gui.app import search_nodes
+
+    assert [s.id for s in search_nodes(doc.registry, "  ADD ")][0] == "Add"
+    assert [s.id for s in search_nodes(doc.registry, "constant")] == ["Number"]  # its description
+    found = [s.id for s in search_nodes(doc.registry, "a")]
+    assert found[0] == "Add" and "Scale" in found and found.index("Add") < found.index("Scale")
+    assert search_nodes(doc.registry, "") == [] and search_nodes(doc.registry, "no such thing") == []

@@ -95,7 +95,10 @@ def test_run_in_the_window(display, tmp_path):
 
 
 
-DRAG_SCENARIO = r"""
+# Each scenario runs in its own process (dearpygui allows one context per process) under the
+# module's Xvfb display; SCENARIO_HEAD gives it a 1000x700 window at the screen's corner and
+# helpers to render, drive the real mouse and keyboard with xdotool, and report JSON.
+SCENARIO_HEAD = r"""
 import json, subprocess, sys, threading, time
 from pathlib import Path
 import dearpygui.dearpygui as dpg
@@ -109,62 +112,122 @@ tmp = Path(sys.argv[1])
 paths = Paths(output_dir=tmp / "out", temp_dir=tmp / "tmp")
 registry = Registry.load(paths)
 document = Document(registry)
-latent = document.add_node("EmptyLatentImage", (40, 60))
-decode = document.add_node("VAEDecode", (420, 60))
-app = EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json")
-dpg.create_context()
-dpg.create_viewport(title="nodeflow", width=1000, height=700, x_pos=0, y_pos=0)
-app.build()
-dpg.setup_dearpygui()
-dpg.show_viewport()
-for _ in range(10):
-    app.frame()
-    dpg.render_dearpygui_frame()
+app = None
 
-def text_center_y(attribute):
-    state = dpg.get_item_state(dpg.get_item_children(attribute, 1)[0])
-    return (state["rect_min"][1] + state["rect_max"][1]) / 2
+def open_window(editor):
+    global app
+    app = editor
+    dpg.create_context()
+    dpg.create_viewport(title="nodeflow", width=1000, height=700, x_pos=0, y_pos=0)
+    app.build()
+    dpg.setup_dearpygui()
+    dpg.show_viewport()
+    frames(10)
 
-vx, vy = dpg.get_viewport_pos()
-source = dpg.get_item_state(app.node_items[latent])
-target = dpg.get_item_state(app.node_items[decode])
-start = (int(vx + source["rect_max"][0]), int(vy + text_center_y(app.port_to_pin[(latent, "out", 0)])))
-end = (int(vx + target["rect_min"][0]), int(vy + text_center_y(app.port_to_pin[(decode, "in", "samples")])))
+def frames(count):
+    for _ in range(count):
+        app.frame()
+        dpg.render_dearpygui_frame()
 
-def drag():
-    for command in (["mousemove", *map(str, start)], ["mousedown", "1"],
-                    ["mousemove", str((start[0] + end[0]) // 2), str(start[1])],
-                    ["mousemove", *map(str, end)], ["mouseup", "1"]):
-        subprocess.run(["xdotool", *command], check=True)
-        time.sleep(0.3)
+def drive(*commands):
+    # xdotool commands on a thread while this thread keeps rendering (the viewport is at 0, 0)
+    def run():
+        for command in commands:
+            subprocess.run(["xdotool", *map(str, command)], check=True)
+            time.sleep(0.3)
+    mover = threading.Thread(target=run)
+    mover.start()
+    while mover.is_alive():
+        frames(1)
+    frames(5)
 
-mover = threading.Thread(target=drag)
-mover.start()
-while mover.is_alive():
-    app.frame()
-    dpg.render_dearpygui_frame()
-for _ in range(3):
-    app.frame()
-    dpg.render_dearpygui_frame()
-print(json.dumps({"links": [[l.src, l.src_output, l.dst, l.dst_input] for l in document.workflow.links],
-                  "drawn": len(app.link_items), "latent": latent, "decode": decode}))
-dpg.destroy_context()
+def centre(item):
+    (x0, y0), (x1, y1) = dpg.get_item_rect_min(item), dpg.get_item_rect_max(item)
+    return int((x0 + x1) / 2), int((y0 + y1) / 2)
+
+def report(**values):
+    print(json.dumps(values))
+    dpg.destroy_context()
 """
 
 
-def test_real_mouse_drag_wires_an_output_to_an_input(display, tmp_path):
-    """xdotool drags from EmptyLatentImage's LATENT pin to VAEDecode's samples pin; the model
-    gets the link and the canvas draws it. (Own process: dearpygui allows one context per process.)"""
+def run_scenario(tmp_path, body: str) -> dict:
+    """Run SCENARIO_HEAD + ``body`` in a new process; returns what it reported."""
     import json
     import sys
 
     if shutil.which("xdotool") is None:
         pytest.skip("xdotool is not installed")
-    script = tmp_path / "drag.py"
-    script.write_text(DRAG_SCENARIO)
+    script = tmp_path / "scenario.py"
+    script.write_text(SCENARIO_HEAD + body)
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+DRAG = r"""
+latent = document.add_node("EmptyLatentImage", (40, 60))
+decode = document.add_node("VAEDecode", (420, 60))
+open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+
+def text_center_y(attribute):
+    state = dpg.get_item_state(dpg.get_item_children(attribute, 1)[0])
+    return (state["rect_min"][1] + state["rect_max"][1]) / 2
+
+source = dpg.get_item_state(app.node_items[latent])
+target = dpg.get_item_state(app.node_items[decode])
+start = (int(source["rect_max"][0]), int(text_center_y(app.port_to_pin[(latent, "out", 0)])))
+end = (int(target["rect_min"][0]), int(text_center_y(app.port_to_pin[(decode, "in", "samples")])))
+drive(["mousemove", *start], ["mousedown", 1], ["mousemove", (start[0] + end[0]) // 2, start[1]],
+      ["mousemove", *end], ["mouseup", 1])
+report(links=[[l.src, l.src_output, l.dst, l.dst_input] for l in document.workflow.links],
+       drawn=len(app.link_items), latent=latent, decode=decode)
+"""
+
+
+def test_real_mouse_drag_wires_an_output_to_an_input(display, tmp_path):
+    """xdotool drags from EmptyLatentImage's LATENT pin to VAEDecode's samples pin; the model
+    gets the link and the canvas draws it."""
+    result = run_scenario(tmp_path, DRAG)
     assert result["links"] == [[result["latent"], 0, result["decode"], "samples"]]
     assert result["drawn"] == 1
+
+
+SEARCH = r"""
+document.add_node("EmptyLatentImage", (40, 60))
+open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+
+def added(before):
+    [node_id] = set(document.workflow.nodes) - before
+    corner = dpg.get_item_rect_min(app.node_items[node_id])  # content corner: NODE_PADDING inside
+    return {"id": node_id, "type": document.workflow.nodes[node_id].type, "corner": corner}
+
+before = set(document.workflow.nodes)
+search = centre("search")
+drive(["mousemove", *search], ["click", 1], ["type", "flip"], ["key", "Return"])
+first = added(before)  # the mouse was on the search box: the node goes to the canvas's centre
+canvas = centre("canvas")
+drive(["mousemove", 500, 450], ["mousedown", 2], ["mousemove", 560, 480], ["mousemove", 620, 510],
+      ["mouseup", 2])  # pan the canvas (middle button)
+panned = dpg.get_item_rect_min(app.node_items[first["id"]])
+before = set(document.workflow.nodes)
+drive(["mousemove", *search], ["click", 1], ["type", "empty latent"], ["mousemove", 700, 300],
+      ["key", "Return"])
+second = added(before)  # the mouse was on the canvas: the node goes under it
+report(first=first, canvas=canvas, panned=panned, second=second, search=dpg.get_value("search"),
+       count=len(document.workflow.nodes), undo=document.undo())
+"""
+
+
+def test_search_enter_places_the_first_match(display, tmp_path):
+    """Type in the search box and press Enter: the first match is added at the canvas's centre
+    (mouse elsewhere) or under the mouse (mouse on the canvas, also after panning)."""
+    result = run_scenario(tmp_path, SEARCH)
+    assert result["first"]["type"] == "LatentFlip" and result["second"]["type"] == "EmptyLatentImage"
+    assert result["count"] == 3 and result["search"] == ""
+    padding = 8
+    assert [b - a for a, b in zip(result["first"]["corner"], result["panned"])] == [120, 60]
+    for got, want in ((result["first"]["corner"], result["canvas"]), (result["second"]["corner"], (700, 300))):
+        assert abs(got[0] - padding - want[0]) <= 2 and abs(got[1] - padding - want[1]) <= 2, (got, want)
+    assert result["undo"] == "add Empty Latent Image"

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 AUTOSAVE_SECONDS = 5.0
 PREVIEW_SIZE = 160
+NODE_PADDING = 8.0  # imnodes' default: a node's content (its reported rect) starts this far inside it
 
 
 class EditorApp:
@@ -69,18 +70,18 @@ class EditorApp:
                 dpg.add_button(label="Run (Ctrl+Enter)", callback=lambda: self.run())
                 dpg.add_button(label="Stop", callback=lambda: self.worker.stop())
                 dpg.add_input_text(tag="search", hint="add node: type to search, Enter to place", width=320,
-                                   callback=self._search_changed, on_enter=False)
+                                   callback=self._search_changed)  # Enter: _on_key
                 dpg.add_progress_bar(tag="progress", default_value=0.0, width=240, overlay="idle")
                 dpg.add_text("", tag="status")
-            dpg.add_listbox(tag="search_results", items=[], num_items=6, width=560, show=False,
-                            callback=lambda s, a: self._place_from_search(a))
-            with dpg.node_editor(tag="editor", callback=self._on_link, delink_callback=self._on_delink,
-                                 minimap=True, minimap_location=dpg.mvNodeMiniMap_Location_BottomRight,
-                                 height=-140):
-                pass
+            with dpg.group(tag="canvas"):  # the editor reports no rect; this group's rect is the editor's
+                with dpg.node_editor(tag="editor", callback=self._on_link, delink_callback=self._on_delink,
+                                     minimap=True, minimap_location=dpg.mvNodeMiniMap_Location_BottomRight,
+                                     height=-140):
+                    pass
             with dpg.child_window(tag="log", height=120, horizontal_scrollbar=True):
                 pass
         self._add_menu_popup()
+        self._search_results_popup()
         with dpg.handler_registry():
             dpg.add_key_press_handler(dpg.mvKey_Delete, callback=lambda: self.delete_selection())
             dpg.add_key_press_handler(callback=self._on_key)
@@ -124,6 +125,25 @@ class EditorApp:
                     for spec in categories[category]:
                         dpg.add_menu_item(label=spec.display, user_data=spec.id,
                                           callback=lambda s, a, u: self.add_node(u, self.popup_position))
+
+    def _search_results_popup(self) -> None:
+        """Matches float under the search box, over the canvas. The window stays shown (drawn as
+        nothing while there are no matches): dearpygui focuses a window shown again, ending typing."""
+        with dpg.window(tag="search_popup", no_title_bar=True, no_move=True, no_resize=True, autosize=True,
+                        no_focus_on_appearing=True, no_saved_settings=True):
+            dpg.add_listbox(tag="search_results", items=[], num_items=6, width=420,
+                            callback=lambda s, a: self._place_from_search(a))
+        self._show_search_results([])
+
+    def _show_search_results(self, matches: list[str]) -> None:
+        """The first match is highlighted: it is the one Enter places."""
+        dpg.configure_item("search_results", items=matches, show=bool(matches))
+        if matches:
+            dpg.set_value("search_results", matches[0])
+        dpg.bind_item_theme("search_popup", 0 if matches else self.themes.hidden_window)
+        x, _ = dpg.get_item_rect_min("search")
+        _, y = dpg.get_item_rect_max("search")
+        dpg.configure_item("search_popup", pos=(x, y + 2))
 
     def rebuild(self) -> None:
         """Recreate the canvas from the document (after structural edits)."""
@@ -306,18 +326,38 @@ class EditorApp:
 
     def _on_right_click(self) -> None:
         if dpg.is_item_hovered("editor"):
-            self.popup_position = self._canvas_mouse()
+            self.popup_position = self._canvas_point(dpg.get_mouse_pos(local=False))
             dpg.configure_item("add_menu", show=True, pos=dpg.get_mouse_pos(local=False))
 
-    def _canvas_mouse(self) -> list[float]:
-        x, y = dpg.get_mouse_pos(local=False)
-        ex, ey = dpg.get_item_rect_min("editor")
-        return [x - ex, y - ey]
+    # ----- canvas coordinates: node positions are grid positions; panning moves the grid --------
+    def _grid_origin(self) -> tuple[float, float]:
+        """Screen position of the grid's origin, found from a node already drawn (the editor does
+        not report its panning); the canvas's corner when there is none."""
+        for item in self.node_items.values():
+            if dpg.does_item_exist(item) and dpg.get_item_state(item).get("rect_size", [0, 0])[0] > 0:
+                (sx, sy), (gx, gy) = dpg.get_item_rect_min(item), dpg.get_item_pos(item)
+                return sx - gx - NODE_PADDING, sy - gy - NODE_PADDING
+        x, y = dpg.get_item_rect_min("canvas")
+        return float(x), float(y)
+
+    def _canvas_point(self, screen) -> list[float]:
+        ox, oy = self._grid_origin()
+        return [float(screen[0]) - ox, float(screen[1]) - oy]
+
+    def _placement(self) -> list[float]:
+        """Where a new node goes: at the mouse on the canvas, else at the visible canvas's centre."""
+        if dpg.is_item_hovered("editor"):
+            return self._canvas_point(dpg.get_mouse_pos(local=False))
+        (x0, y0), (x1, y1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
+        return self._canvas_point(((x0 + x1) / 2, (y0 + y1) / 2))
 
     def _on_key(self, sender, key) -> None:
-        ctrl = dpg.is_key_down(dpg.mvKey_ModCtrl) or dpg.is_key_down(dpg.mvKey_LControl)
-        if not ctrl:
-            return
+        if dpg.is_key_down(dpg.mvKey_ModCtrl) or dpg.is_key_down(dpg.mvKey_LControl):
+            self._shortcut(key)
+        elif key in (dpg.mvKey_Return, dpg.mvKey_NumPadEnter) and dpg.is_item_focused("search"):
+            self._place_first_match()
+
+    def _shortcut(self, key) -> None:
         shift = dpg.is_key_down(dpg.mvKey_ModShift) or dpg.is_key_down(dpg.mvKey_LShift)
         actions = {dpg.mvKey_S: self.save, dpg.mvKey_C: self.copy_selection, dpg.mvKey_V: self.paste,
                    dpg.mvKey_D: self.duplicate_selection, dpg.mvKey_Return: self.run,
@@ -331,20 +371,24 @@ class EditorApp:
             action()
 
     def _search_changed(self, sender, text: str) -> None:
-        text = text.strip().lower()
-        if not text:
-            dpg.configure_item("search_results", show=False)
-            return
-        matches = [f"{s.display}  [{s.id}]" for s in self.document.registry
-                   if text in s.display.lower() or text in s.id.lower() or text in s.description.lower()]
-        dpg.configure_item("search_results", items=matches[:40], show=bool(matches))
+        matches = [f"{s.display}  [{s.id}]" for s in search_nodes(self.document.registry, text)]
+        self._show_search_results(matches[:40])
+
+    def _place_first_match(self) -> None:
+        matches = search_nodes(self.document.registry, dpg.get_value("search"))
+        if matches:
+            self._place_node(matches[0].id)
+        else:
+            self._status("no node matches the search", error=True)
 
     def _place_from_search(self, choice: str) -> None:
-        type_id = choice.rsplit("[", 1)[1].rstrip("]")
-        count = len(self.document.workflow.nodes)
-        self.document.add_node(type_id, (60 + 30 * (count % 10), 60 + 30 * (count % 10)))
+        self._place_node(choice.rsplit("[", 1)[1].rstrip("]"))
+
+    def _place_node(self, type_id: str) -> None:
+        self.document.add_node(type_id, tuple(self._placement()))
         dpg.set_value("search", "")
-        dpg.configure_item("search_results", show=False)
+        self._show_search_results([])
+        self._status(f"added {self.document.registry.get(type_id).display}")
 
     # ----- files ---------------------------------------------------------------------------
     def _fill_recent_menu(self, paths: list[Path] | None = None) -> None:
@@ -586,6 +630,23 @@ class EditorApp:
             except Exception as error:  # a bug in a callback: show it, keep the user's work
                 logger.exception("callback failed")
                 self._log(f"internal error: {type(error).__name__}: {error}", error=True)
+
+
+def search_nodes(registry, text: str) -> list:
+    """Node types whose name or description contains ``text``: names starting with it first,
+    then names containing it, then descriptions."""
+    text = text.strip().lower()
+    if not text:
+        return []
+
+    def rank(spec) -> int:
+        names = (spec.display.lower(), spec.id.lower())
+        if any(name.startswith(text) for name in names):
+            return 0
+        return 1 if any(text in name for name in names) else 2
+
+    found = [s for s in registry if rank(s) < 2 or text in s.description.lower()]
+    return sorted(found, key=rank)
 
 
 def main(workflow_path: Path | None, paths, screenshot: Path | None = None, frames: int | None = None,

@@ -34,6 +34,20 @@ class Themes:
                         dpg.add_theme_color(dpg.mvNodeCol_NodeOutline, color, category=dpg.mvThemeCat_Nodes)
             self.nodes[state] = theme
         self.pins = {}
+        self.hidden_window = self._hidden_window()
+
+    @staticmethod
+    def _hidden_window() -> int:
+        """A window drawn as nothing (no background, border or padding, 1x1): for a window that
+        must stay shown, because dearpygui focuses a window when it is shown again."""
+        with dpg.theme() as theme:
+            with dpg.theme_component(dpg.mvAll):
+                dpg.add_theme_color(dpg.mvThemeCol_WindowBg, (0, 0, 0, 0))
+                dpg.add_theme_color(dpg.mvThemeCol_Border, (0, 0, 0, 0))
+                dpg.add_theme_style(dpg.mvStyleVar_WindowPadding, 0, 0)
+                dpg.add_theme_style(dpg.mvStyleVar_WindowMinSize, 1, 1)
+                dpg.add_theme_style(dpg.mvStyleVar_WindowBorderSize, 0)
+        return theme
 
     def pin(self, socket_type: str) -> int:
         if socket_type not in self.pins:
