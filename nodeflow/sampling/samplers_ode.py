@@ -33,8 +33,8 @@ def sample_ddim(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     D and the eps it implies, is z_s = sqrt(abar_s) D + sqrt(1 - abar_s) eps. Divide by sqrt(abar_s)
     and write sigma = sqrt((1 - abar) / abar), x = z / sqrt(abar): then x_s = D + sigma_s eps and
     eps = (x_t - D) / sigma_t, so x_s = x_t + (x_t - D) / sigma_t * (sigma_s - sigma_t): Euler's
-    step on dx/dsigma = (x - D) / sigma, exactly (Karras et al. 2022, section 3, and Song et al.'s
-    own remark that DDIM discretises this ODE). With eta > 0 DDIM would add noise; ComfyUI's
+    step on dx/dsigma = (x - D) / sigma, exactly (Song et al. 2021, section 4.3, eq. 14: DDIM is
+    Euler's method on this ODE; Karras et al. 2022, section 3). With eta > 0 DDIM would add noise; ComfyUI's
     ``ddim`` has none.
     """
     return sample_euler(denoise, x, sigmas, noise=noise, callback=callback)
