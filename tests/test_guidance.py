@@ -5,11 +5,14 @@ weight maps written out by hand (ComfyUI's rules: strength x mask, or strength w
 inner borders over min(8, size // 4) pixels; sum of weighted predictions / sum of weights).
 """
 
+import pytest
 import torch
 
 from nodeflow.sampling.conditioning import mask_bounds, resize_mask
-from nodeflow.sampling.guidance import CFGDenoiser
-from tests.toy_models import ConstantHook, cond, context, toy_model
+from nodeflow.sampling.guidance import CFGDenoiser, is_out_of_memory
+from nodeflow.sampling.samplers import SAMPLERS
+from nodeflow.sampling.schedulers import karras
+from tests.toy_models import ConstantHook, ToyUNet, cond, context, toy_model
 
 
 def predict(model, x, sigma, value, area=None, tokens=77):
@@ -286,3 +289,58 @@ def test_control_hooks_see_the_scaled_latent_without_concat_channels():
     torch.testing.assert_close(hook_x, x / (2.0**2 + 1) ** 0.5)
     assert torch.equal(hook_t, model.sampling.timestep(sigma))
     assert model.unet.shapes == [(1, 9, 4, 4)]
+
+
+CPU_OUT_OF_MEMORY = ("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                     "you tried to allocate 17179869184 bytes. Error code 12 (Cannot allocate memory)")
+
+
+class SmallMemoryUNet(ToyUNet):
+    """The toy U-Net, but a forward of more than ``limit`` images raises ``error``; every
+    attempted batch size is recorded in ``attempts``."""
+
+    def __init__(self, error: Exception, limit: int = 1) -> None:
+        super().__init__()
+        self.error, self.limit, self.attempts = error, limit, []
+
+    def forward(self, x, timesteps, context, control=None):
+        self.attempts.append(x.shape[0])
+        if x.shape[0] > self.limit:
+            raise self.error
+        return super().forward(x, timesteps, context, control)
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError(CPU_OUT_OF_MEMORY)], ids=["cuda", "cpu"])
+def test_out_of_memory_falls_back_to_separate_forwards_for_the_rest_of_sampling(error):
+    sigmas = karras(toy_model().sampling, 4)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    batched_model = toy_model()
+    batched = SAMPLERS["euler"](CFGDenoiser(batched_model, cond(1.0), cond(-1.0), cfg=6.0), x.clone(), sigmas)
+    small = SmallMemoryUNet(error)
+    guided = CFGDenoiser(toy_model(unet=small), cond(1.0), cond(-1.0), cfg=6.0)
+    got = SAMPLERS["euler"](guided, x.clone(), sigmas)
+    assert batched_model.unet.calls == [2] * 4  # uncond and cond in one forward per step
+    assert small.attempts == [2] + [1, 1] * 4  # one failed batched try, then two forwards a step
+    assert guided.separate and guided.calls == 8
+    torch.testing.assert_close(got, batched, atol=1e-6, rtol=0)
+
+
+def test_errors_other_than_out_of_memory_and_single_forwards_are_not_retried():
+    x, sigma = torch.randn(2, 4, 8, 8), torch.full((2,), 3.0)
+    shape_error = SmallMemoryUNet(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    with pytest.raises(RuntimeError, match="shapes"):
+        CFGDenoiser(toy_model(unet=shape_error), cond(1.0), cond(-1.0), cfg=6.0)(x, sigma)
+    assert shape_error.attempts == [4]
+    too_small = SmallMemoryUNet(RuntimeError(CPU_OUT_OF_MEMORY), limit=1)  # even one entry is 2 images
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        CFGDenoiser(toy_model(unet=too_small), cond(1.0), cond(-1.0), cfg=6.0)(x, sigma)
+    assert too_small.attempts == [4, 2]
+
+
+def test_is_out_of_memory():
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError(CPU_OUT_OF_MEMORY))
+    assert is_out_of_memory(RuntimeError("HIP out of memory. Tried to allocate 20.00 MiB"))
+    assert not is_out_of_memory(RuntimeError("Expected all tensors to be on the same device"))
+    assert not is_out_of_memory(ValueError("out of memory"))

@@ -11,7 +11,9 @@ min(8, size / 4) latent pixels. The list's prediction is
 and the guided prediction is  uncond + cfg * (cond - uncond);  cfg == 1 skips the negative list.
 
 Entries whose crops have the same size and share the same ControlNet chain run in one batched
-forward (positive and negative together, negative first as in ComfyUI); contexts of different
+forward (positive and negative together, negative first as in ComfyUI) when memory allows: if
+that forward runs out of memory, the step is retried with one forward per entry, and the rest of
+the sampling keeps to separate forwards. Contexts of different
 token lengths (77 vs 154) are brought to their least common multiple by repeating the tokens,
 which leaves cross-attention unchanged, when that at most quadruples the shorter one (as
 ComfyUI); otherwise they run apart. Area and mask entries are resolved once per latent size by
@@ -49,13 +51,16 @@ class CFGDenoiser:
 
     ``concat`` holds extra model input channels (the inpainting model's mask and masked latent),
     (B, c, h, w) on the latent grid; it is cropped with each entry's area. ``max_batch`` caps the
-    images per model call (memory); by default every compatible entry runs in one call.
+    images per model call (memory); by default every compatible entry runs in one call, and a
+    call that runs out of memory (``is_out_of_memory``) switches to one entry per call for good
+    (``separate``).
     """
 
     def __init__(self, model: DiffusionModel, positive: list, negative: list, cfg: float,
                  concat: torch.Tensor | None = None, max_batch: int | None = None) -> None:
         self.model, self.positive, self.negative, self.cfg = model, positive, negative, float(cfg)
         self.concat, self.max_batch = concat, max_batch
+        self.separate = False  # set when a batched forward ran out of memory: one entry per call since
         self.calls = 0  # model forwards so far (tests, statistics)
         self._entries: dict[tuple[int, int], list[list[Entry]]] = {}
         self._weights: dict[tuple, torch.Tensor] = {}  # weight maps per entry and latent shape
@@ -82,10 +87,34 @@ class CFGDenoiser:
         sums = [torch.zeros_like(x) for _ in lists]  # (B, C, h, w)
         counts = [torch.full_like(x, EMPTY_WEIGHT) for _ in lists]
         for group in _batches(self._jobs(x, float(sigma[0]), lists)):
-            per_call = len(group) if self.max_batch is None else max(1, self.max_batch // len(x))  # jobs
-            for start in range(0, len(group), per_call):
-                self._accumulate(x, sigma, group[start:start + per_call], sums, counts)
+            start = 0
+            while start < len(group):  # the chunk size drops to 1 once a forward ran out of memory
+                chunk = group[start:start + self._jobs_per_call(len(group), len(x))]
+                self._run(x, sigma, chunk, sums, counts)
+                start += len(chunk)
         return [s / c for s, c in zip(sums, counts)]
+
+    def _jobs_per_call(self, group: int, images: int) -> int:
+        """How many of a group's jobs (``images`` images each) go into one model call."""
+        if self.separate:
+            return 1
+        return group if self.max_batch is None else max(1, self.max_batch // images)
+
+    def _run(self, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job], sums: list[torch.Tensor],
+             counts: list[torch.Tensor]) -> None:
+        """Accumulate a batch of jobs; if its batched forward runs out of memory, run them one by
+        one instead (nothing was accumulated: the error comes from the model call, before)."""
+        if len(batch) > 1:
+            try:
+                self._accumulate(x, sigma, batch, sums, counts)
+                return
+            except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(error):
+                    raise
+            self.separate = True  # outside the except block: its traceback no longer holds tensors
+            _release_cached_memory(x.device)
+        for job in batch:
+            self._accumulate(x, sigma, [job], sums, counts)
 
     def _jobs(self, x: torch.Tensor, sigma: float, lists: list[list[Entry]]) -> list[_Job]:
         """The entries active at ``sigma``, with their clipped areas and (cached) weight maps."""
@@ -123,6 +152,21 @@ class CFGDenoiser:
                                           control=batch[0].entry.control, concat=concat)  # (n B, C, h, w)
         self.calls += 1
         return out.chunk(len(batch))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure: torch.OutOfMemoryError (CUDA), or a
+    RuntimeError saying "out of memory" or "can't allocate memory" (the CPU allocator's words)."""
+    if isinstance(error, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    """Give the CUDA caching allocator's free blocks back before retrying smaller forwards."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _batches(jobs: list[_Job]) -> list[list[_Job]]:
