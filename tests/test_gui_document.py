@@ -174,3 +174,18 @@ def test_search_ranks_name_prefixes_then_names_then_descriptions(doc):
     found = [s.id for s in search_nodes(doc.registry, "a")]
     assert found[0] == "Add" and "Scale" in found and found.index("Add") < found.index("Scale")
     assert search_nodes(doc.registry, "") == [] and search_nodes(doc.registry, "no such thing") == []
+
+
+def test_set_title_normalises_and_skips_no_op_renames(doc):
+    a = doc.add_node("Scale")
+    doc.set_title(a, "  half ")
+    assert doc.workflow.nodes[a].title == "half"
+    doc.set_title(a, "half")  # unchanged: no undo entry
+    assert doc.undo() == "rename" and doc.workflow.nodes[a].title is None
+    doc.redo()
+    doc.set_title(a, doc.registry.get("Scale").display)  # the type's own name is no title
+    assert doc.workflow.nodes[a].title is None
+    doc.set_title(a, "x")
+    doc.set_title(a, "")
+    assert doc.workflow.nodes[a].title is None and doc.undo() == "rename"
+    assert doc.workflow.nodes[a].title == "x"

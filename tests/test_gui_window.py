@@ -231,3 +231,36 @@ def test_search_enter_places_the_first_match(display, tmp_path):
     for got, want in ((result["first"]["corner"], result["canvas"]), (result["second"]["corner"], (700, 300))):
         assert abs(got[0] - padding - want[0]) <= 2 and abs(got[1] - padding - want[1]) <= 2, (got, want)
     assert result["undo"] == "add Empty Latent Image"
+
+
+RENAME = r"""
+latent = document.add_node("EmptyLatentImage", (40, 60))
+decode = document.add_node("VAEDecode", (420, 60))
+open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+
+def title_point(node_id):  # on the title text (a node's reported rect starts at its title)
+    x, y = dpg.get_item_rect_min(app.node_items[node_id])
+    return int(x + 12), int(y + 6)
+
+drive(["mousemove", *title_point(latent)], ["click", 3])
+menu_shown = dpg.is_item_shown("node_menu")
+menu_x, menu_y = dpg.get_item_pos("node_menu")  # menu items report no rect: the first is "Rename..."
+drive(["mousemove", int(menu_x + 30), int(menu_y + 14)], ["click", 1])
+dialog = dpg.does_item_exist("rename") and dpg.get_value("rename_text")
+drive(["key", "ctrl+a"], ["type", "base latent"], ["key", "Return"])
+after_menu = [document.workflow.nodes[latent].title, dpg.get_item_label(app.node_items[latent])]
+drive(["mousemove", *title_point(decode)], ["click", "--repeat", 2, "--delay", 80, 1])
+drive(["key", "ctrl+a"], ["type", "decoder"], ["key", "Return"])
+after_double_click = document.workflow.nodes[decode].title
+undone = [document.undo(), document.workflow.nodes[decode].title]
+report(menu_shown=menu_shown, dialog=dialog, after_menu=after_menu, after_double_click=after_double_click,
+       undone=undone, dialog_left=dpg.does_item_exist("rename"))
+"""
+
+
+def test_rename_a_node_from_its_menu_or_by_double_clicking_its_title(display, tmp_path):
+    result = run_scenario(tmp_path, RENAME)
+    assert result["menu_shown"] and result["dialog"] == "Empty Latent Image"
+    assert result["after_menu"] == ["base latent", "base latent"]
+    assert result["after_double_click"] == "decoder"
+    assert result["undone"] == ["rename", None] and not result["dialog_left"]

@@ -57,6 +57,8 @@ class EditorApp:
         self.invalid_nodes: set[str] = set()
         self.cached_nodes: set[str] = set()
         self.shown_images: dict[str, object] = {}  # node id -> IMAGE last shown (kept across rebuilds)
+        self.widget_popups: set[int] = set()  # widgets with their own right-click menu
+        self.menu_node: str | None = None  # the node the node menu acts on
 
     # ----- building ------------------------------------------------------------------------
     def build(self) -> None:
@@ -81,11 +83,13 @@ class EditorApp:
             with dpg.child_window(tag="log", height=120, horizontal_scrollbar=True):
                 pass
         self._add_menu_popup()
+        self._node_menu_popup()
         self._search_results_popup()
         with dpg.handler_registry():
             dpg.add_key_press_handler(dpg.mvKey_Delete, callback=lambda: self.delete_selection())
             dpg.add_key_press_handler(callback=self._on_key)
             dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=self._on_right_click)
+            dpg.add_mouse_double_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_double_click)
             dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=lambda: self._sync_positions())
         dpg.set_primary_window("main", True)
         self.rebuild()
@@ -107,6 +111,7 @@ class EditorApp:
                 dpg.add_menu_item(label="Paste", shortcut="Ctrl+V", callback=lambda: self.paste())
                 dpg.add_menu_item(label="Duplicate", shortcut="Ctrl+D", callback=lambda: self.duplicate_selection())
                 dpg.add_menu_item(label="Delete", shortcut="Del", callback=lambda: self.delete_selection())
+                dpg.add_menu_item(label="Rename selected...", shortcut="F2", callback=lambda: self.rename_selection())
                 dpg.add_menu_item(label="Bypass selected", shortcut="Ctrl+B", callback=lambda: self.set_selection_mode("bypassed"))
                 dpg.add_menu_item(label="Mute selected", shortcut="Ctrl+M", callback=lambda: self.set_selection_mode("muted"))
                 dpg.add_menu_item(label="Enable selected", callback=lambda: self.set_selection_mode("normal"))
@@ -125,6 +130,13 @@ class EditorApp:
                     for spec in categories[category]:
                         dpg.add_menu_item(label=spec.display, user_data=spec.id,
                                           callback=lambda s, a, u: self.add_node(u, self.popup_position))
+
+    def _node_menu_popup(self) -> None:
+        with dpg.window(tag="node_menu", show=False, no_title_bar=True, popup=True, autosize=True):
+            dpg.add_menu_item(label="Rename...", shortcut="F2", callback=lambda: self.rename_dialog(self.menu_node))
+            for mode, label in (("bypassed", "Bypass"), ("muted", "Mute"), ("normal", "Enable")):
+                dpg.add_menu_item(label=label, user_data=mode,
+                                  callback=lambda s, a, u: self.document.set_mode(self.menu_node, u))
 
     def _search_results_popup(self) -> None:
         """Matches float under the search box, over the canvas. The window stays shown (drawn as
@@ -152,6 +164,7 @@ class EditorApp:
         self.port_to_pin.clear()
         self.node_items.clear()
         self.link_items.clear()
+        self.widget_popups.clear()
         for node_id in self.document.workflow.nodes:
             self._build_node(node_id)
         for link in self.document.workflow.links:
@@ -165,7 +178,7 @@ class EditorApp:
     def _build_node(self, node_id: str) -> None:
         instance = self.document.workflow.nodes[node_id]
         spec = self.document.registry.specs.get(instance.type)
-        label = instance.title or (spec.display if spec else instance.type)
+        label = self._node_label(node_id)
         if instance.mode != "normal":
             label += f" [{instance.mode}]"
         with dpg.node(label=label, parent="editor", pos=self.document.position(node_id),
@@ -202,6 +215,7 @@ class EditorApp:
             self._map(attribute, (node_id, "in", spec.name))
         children = dpg.get_item_children(attribute, 1)
         if spec.is_widget and children:  # right-click on the widget or its label
+            self.widget_popups.add(children[0])
             with dpg.popup(children[0], mousebutton=dpg.mvMouseButton_Right):
                 dpg.add_menu_item(label="Convert to widget" if pinned else "Convert to input pin",
                                   callback=lambda: self._toggle_pin(node_id, spec.name))
@@ -325,9 +339,74 @@ class EditorApp:
                 self.document.move(node_id, tuple(dpg.get_item_pos(item)))
 
     def _on_right_click(self) -> None:
-        if dpg.is_item_hovered("editor"):
-            self.popup_position = self._canvas_point(dpg.get_mouse_pos(local=False))
-            dpg.configure_item("add_menu", show=True, pos=dpg.get_mouse_pos(local=False))
+        """On a node (not on a widget, which has its own menu): the node menu; elsewhere on the
+        canvas: the add-node menu."""
+        if not dpg.is_item_hovered("editor"):
+            return
+        mouse = dpg.get_mouse_pos(local=False)
+        node_id = self._hovered_node()
+        if node_id is not None:
+            if not any(dpg.does_item_exist(i) and dpg.is_item_hovered(i) for i in self.widget_popups):
+                self.menu_node = node_id
+                dpg.configure_item("node_menu", show=True, pos=mouse)
+            return
+        self.popup_position = self._canvas_point(mouse)
+        dpg.configure_item("add_menu", show=True, pos=mouse)
+
+    def _hovered_node(self) -> str | None:
+        for node_id, item in self.node_items.items():
+            if dpg.does_item_exist(item) and dpg.is_item_hovered(item):
+                return node_id
+        return None
+
+    def _node_label(self, node_id: str) -> str:
+        instance = self.document.workflow.nodes[node_id]
+        spec = self.document.registry.specs.get(instance.type)
+        return instance.title or (spec.display if spec else instance.type)
+
+    def _on_double_click(self) -> None:
+        """Double-click a node's title: rename it."""
+        node_id = self._hovered_node() if dpg.is_item_hovered("editor") else None
+        if node_id is not None and self._on_title(node_id, dpg.get_mouse_pos(local=False)[1]):
+            self.rename_dialog(node_id)
+
+    def _on_title(self, node_id: str, y: float) -> bool:
+        """Whether screen height ``y`` is on the node's title bar (above its first row). The node
+        editor hides clicks from the title's own item, so this is measured."""
+        item = self.node_items[node_id]
+        rows = [row for attribute in dpg.get_item_children(item, 1) for row in dpg.get_item_children(attribute, 1)]
+        top = dpg.get_item_rect_min(item)[1]
+        first_row = dpg.get_item_rect_min(rows[0])[1] if rows else 0
+        return y < (first_row if first_row > top else top + 2 * NODE_PADDING)
+
+    def rename_selection(self) -> None:
+        selected = self._selected_nodes()
+        if len(selected) == 1:
+            self.rename_dialog(selected[0])
+        else:
+            self._status("select one node to rename", error=True)
+
+    def rename_dialog(self, node_id: str | None) -> None:
+        """A title for the node (empty: the node type's name); Enter or OK applies it."""
+        if node_id not in self.document.workflow.nodes:
+            return
+        if dpg.does_item_exist("rename"):
+            dpg.delete_item("rename")
+        x, y = dpg.get_item_rect_min(self.node_items[node_id]) if node_id in self.node_items else (200, 120)
+        with dpg.window(label="Rename node", modal=True, tag="rename", autosize=True, no_saved_settings=True,
+                        pos=(max(int(x), 0), max(int(y), 0)), on_close=lambda: dpg.delete_item("rename")):
+            dpg.add_input_text(tag="rename_text", default_value=self._node_label(node_id), width=280,
+                               on_enter=True, callback=lambda s, a: self._finish_rename(node_id, a))
+            dpg.add_text("empty: the node type's name", color=(150, 150, 150))
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="OK", callback=lambda: self._finish_rename(node_id, dpg.get_value("rename_text")))
+                dpg.add_button(label="Cancel", callback=lambda: dpg.delete_item("rename"))
+        dpg.focus_item("rename_text")
+
+    def _finish_rename(self, node_id: str, text: str) -> None:
+        dpg.delete_item("rename")
+        if node_id in self.document.workflow.nodes:
+            self.document.set_title(node_id, text)
 
     # ----- canvas coordinates: node positions are grid positions; panning moves the grid --------
     def _grid_origin(self) -> tuple[float, float]:
@@ -356,6 +435,8 @@ class EditorApp:
             self._shortcut(key)
         elif key in (dpg.mvKey_Return, dpg.mvKey_NumPadEnter) and dpg.is_item_focused("search"):
             self._place_first_match()
+        elif key == dpg.mvKey_F2 and not dpg.is_any_item_active():
+            self.rename_selection()
 
     def _shortcut(self, key) -> None:
         shift = dpg.is_key_down(dpg.mvKey_ModShift) or dpg.is_key_down(dpg.mvKey_LShift)

@@ -157,8 +157,16 @@ class Document:
         self._changed(structural=False)
 
     def set_title(self, node_id: str, title: str | None) -> None:
+        """Name the node; an empty title or the node type's own name means no title."""
+        node = self.workflow.nodes[node_id]
+        title = (title or "").strip() or None
+        spec = self.registry.specs.get(node.type)
+        if spec is not None and title == spec.display:
+            title = None
+        if node.title == title:
+            return
         self._record("rename")
-        self.workflow.nodes[node_id].title = title or None
+        node.title = title
         self._changed()
 
     def set_mode(self, node_id: str, mode: str) -> None:
