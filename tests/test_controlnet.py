@@ -115,8 +115,6 @@ def test_the_hook_guides_each_half_with_its_own_image_rows(parts):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="CFGDenoiser / DiffusionModel.predict_denoised / chain_residuals do "
-                   "not yet pass the number of batched halves to the hooks (halves=len(batch))")
 def test_sampling_batches_the_control_image_per_half(parts):
     model, controlnet, _ = parts
     images = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 64, 64, 3)

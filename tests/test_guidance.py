@@ -277,7 +277,7 @@ def test_control_hooks_see_the_scaled_latent_without_concat_channels():
     seen = []
 
     class RecordingHook(ConstantHook):
-        def residuals(self, x, timesteps, context, sigma, model):
+        def residuals(self, x, timesteps, context, sigma, model, halves=1):
             seen.append((x.clone(), timesteps.clone()))
             return super().residuals(x, timesteps, context, sigma, model)
 

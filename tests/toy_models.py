@@ -70,6 +70,6 @@ class ConstantHook:
     end_percent: float = 1.0
     previous: object = None
 
-    def residuals(self, x, timesteps, context, sigma, model):
+    def residuals(self, x, timesteps, context, sigma, model, halves=1):
         middle = torch.full((x.shape[0], 1, 1, 1), self.value)
         return ControlResiduals([], middle).scaled(self.strength)

@@ -23,8 +23,9 @@ class ControlHook(Protocol):
     end_percent: float
 
     def residuals(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                  sigma: torch.Tensor, model) -> ControlResiduals | None:
-        """Residuals for the model input ``x`` (already scaled for the U-Net), or None."""
+                  sigma: torch.Tensor, model, halves: int = 1) -> ControlResiduals | None:
+        """Residuals for the model input ``x`` (already scaled for the U-Net; ``halves`` equal
+        parts of the batch: conditional, unconditional ...), or None."""
 
 
 def in_range(hook: ControlHook, sigma: float, model) -> bool:
@@ -35,13 +36,13 @@ def in_range(hook: ControlHook, sigma: float, model) -> bool:
 
 
 def chain_residuals(hook: ControlHook | None, x: torch.Tensor, timesteps: torch.Tensor,
-                    context: torch.Tensor, sigma: torch.Tensor, model) -> ControlResiduals | None:
+                    context: torch.Tensor, sigma: torch.Tensor, model, halves: int = 1) -> ControlResiduals | None:
     """The sum of the residuals of ``hook`` and every hook before it (each zero outside its
     percent range, judged on the batch's largest sigma)."""
     found = []
     while hook is not None:
         if in_range(hook, float(sigma.max()), model):
-            found.append(hook.residuals(x, timesteps, context, sigma, model))
+            found.append(hook.residuals(x, timesteps, context, sigma, model, halves))
         hook = hook.previous
     return sum_residuals(found)
 

@@ -149,7 +149,8 @@ class CFGDenoiser:
         if self.concat is not None:
             concat = torch.cat([self.concat[:, :, y:y + h, x0:x0 + w] for h, w, y, x0 in (j.area for j in batch)])
         out = self.model.predict_denoised(torch.cat(crops), sigma.repeat(len(batch)), torch.cat(contexts),
-                                          control=batch[0].entry.control, concat=concat)  # (n B, C, h, w)
+                                          control=batch[0].entry.control, concat=concat,
+                                          halves=len(batch))  # (n B, C, h, w)
         self.calls += 1
         return out.chunk(len(batch))
 

@@ -52,21 +52,22 @@ class DiffusionModel:
 
     @torch.no_grad()
     def predict_denoised(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-                         control=None, concat: torch.Tensor | None = None) -> torch.Tensor:
+                         control=None, concat: torch.Tensor | None = None, halves: int = 1) -> torch.Tensor:
         """D(x; sigma): the clean-latent estimate for x (B, C, h, w) at sigma (B,), float32.
 
         The U-Net runs in the model's dtype on its device on c_in(sigma) x = x / sqrt(sigma^2 + 1)
         and the nearest training timestep; its output is turned back into D in float32 on x's
         device (eps or v, see ModelSampling). ``control`` is the last ``ControlHook`` of a chain
         (ControlNets); ``concat`` holds extra input channels (the inpainting model's mask and
-        masked latent).
+        masked latent). ``halves``: how many equal parts the batch is made of (conditional,
+        unconditional ...), so ControlNets give each part its own control images.
         """
         scaled = self.sampling.calculate_input(sigma, x).to(self.device, self.dtype)  # (B, C, h, w)
         context = context.to(self.device, self.dtype)
         timesteps = self.sampling.timestep(sigma).to(self.device)  # (B,)
         residuals = None
         if control is not None:  # ControlNets see the scaled latent only, not the concat channels
-            residuals = chain_residuals(control, scaled, timesteps, context, sigma, self)
+            residuals = chain_residuals(control, scaled, timesteps, context, sigma, self, halves)
         model_input = scaled
         if concat is not None:
             model_input = torch.cat([scaled, concat.to(scaled)], dim=1)  # (B, C + c, h, w)
