@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="only stage 3: train the mask ControlNet for this exported checkpoint")
     parser.add_argument("--controlnet-steps", type=int, default=1200)
     parser.add_argument("--controlnet-batch-size", type=int, default=32)
+    parser.add_argument("--lora-from", type=Path, default=None, metavar="CHECKPOINT",
+                        help="only stage 4: train the example LoRA (big shapes) for this exported checkpoint")
+    parser.add_argument("--lora-steps", type=int, default=1500)
     parser.add_argument("--estimate", action="store_true",
                         help="time a few steps of each stage, print the projected run time, exit")
     return parser.parse_args(argv)
@@ -72,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         path = run.train_controlnet_stage(args.controlnet_from, args.out, device, args.controlnet_steps,
                                           args.seed, workers, batch_size=args.controlnet_batch_size)
         logger.info("controlnet written: %s", path)
+        return 0
+    if args.lora_from is not None:
+        from nodeflow.training.train_lora import LoRATraining
+
+        path = run.train_lora_stage(args.lora_from, args.out, device, LoRATraining(steps=args.lora_steps),
+                                    args.seed, workers)
+        logger.info("lora written: %s", path)
         return 0
     if args.estimate:
         report = run.estimate(settings, device)

@@ -211,3 +211,41 @@ def train_controlnet_stage(checkpoint_path: Path, out: Path, device: torch.devic
     heads = int(checkpoint.metadata.get("nodeflow.unet.num_heads", DEFAULTS.architecture.unet_num_heads))
     return export_controlnet(out / "controlnet" / CONTROLNET_NAME, controlnet, name="nodeflow-tiny-mask",
                              description=CONTROLNET_DESCRIPTION, unet_num_heads=heads, settings=record, seed=seed)
+
+
+LORA_NAME = "nodeflow-tiny-big-shapes.safetensors"
+LORA_DESCRIPTION = (
+    "LoRA for nodeflow's embedded model: shapes that nearly fill the frame. Strength 1: full effect; "
+    "0.5: halfway; 0: the model as it is.")
+
+
+def train_lora_stage(checkpoint_path: Path, out: Path, device: torch.device, settings=None, seed: int = 0,
+                     workers: int = 0) -> Path:
+    """Stage 4 on an exported checkpoint: write ``out/loras/nodeflow-tiny-big-shapes.safetensors``."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    from nodeflow.models.loader import load_checkpoint
+    from nodeflow.training.train_lora import BIG_SHAPES, LoRATraining, train_lora
+
+    started = time.perf_counter()
+    checkpoint = load_checkpoint(checkpoint_path, device="cpu", dtype="fp32")
+    settings = settings or LoRATraining()
+    dataset = ShapeDataset(resolution=DEFAULTS.resolution, **BIG_SHAPES)
+    data = batches(dataset, seed + 4, 256, workers)
+    lora = train_lora(checkpoint.model.unet, checkpoint.clip.model, checkpoint.vae.model, data,
+                      architecture.tokenize(ALL_CAPTIONS), checkpoint.vae.scaling_factor, settings, device, seed,
+                      on_step=ProgressBar("lora"))
+    record = settings.to_dict() | {"device": str(device), "seconds": round(time.perf_counter() - started),
+                                   "checkpoint": checkpoint_path.name}
+    target = out / "loras" / LORA_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + ".tmp")
+    save_file(lora.kohya_state_dict(), str(temporary),
+              metadata={"name": "nodeflow-tiny-big-shapes", "description": LORA_DESCRIPTION,
+                        "nodeflow.training": json.dumps(record, sort_keys=True), "nodeflow.seed": str(seed)})
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, target)
+    return target
