@@ -6,7 +6,7 @@ import pytest
 
 from nodeflow.executor import Executor
 from nodeflow.gui.document import Document, EditRefused
-from nodeflow.gui.seed_control import seeds_after_run, set_seed_mode
+from nodeflow.gui.seed_control import seed_mode, seeds_after_run, set_seed_mode
 from nodeflow.gui.worker import Worker
 from nodeflow.registry import Registry
 from nodeflow.workflow import load_workflow
@@ -189,3 +189,31 @@ def test_set_title_normalises_and_skips_no_op_renames(doc):
     doc.set_title(a, "")
     assert doc.workflow.nodes[a].title is None and doc.undo() == "rename"
     assert doc.workflow.nodes[a].title == "x"
+
+
+def test_moving_several_nodes_is_one_undo_step(doc):
+    a, b, c = doc.add_node("Number", (0, 0)), doc.add_node("Number", (10, 0)), doc.add_node("Add", (20, 0))
+    doc.move_nodes({a: (100, 50), b: (110, 50), c: (20.04, 0)})  # c did not move
+    assert doc.position(a) == [100, 50] and doc.position(b) == [110, 50]
+    assert doc.undo() == "move 2 nodes"
+    assert doc.position(a) == [0, 0] and doc.position(b) == [10, 0]
+    assert doc.undo() == "add Add"  # the move was one entry
+    doc.move_nodes({a: (0, 0)})
+    assert doc.can_redo  # nothing moved: no edit, the redo history stays
+
+
+def test_seed_mode_is_an_undoable_edit():
+    doc = Document(Registry.load())
+    sampler = doc.add_node("KSampler")
+    doc.dirty = False
+    set_seed_mode(doc, sampler, "seed", "fixed")
+    assert doc.dirty and seed_mode(doc.workflow, sampler, "seed") == "fixed"
+    revision = doc.revision
+    set_seed_mode(doc, sampler, "seed", "fixed")  # unchanged: no edit
+    assert doc.revision == revision
+    assert doc.undo() == "set seed control of seed"
+    assert seed_mode(doc.workflow, sampler, "seed") == "randomize"
+    doc.redo()
+    assert seed_mode(doc.workflow, sampler, "seed") == "fixed"
+    with pytest.raises(ValueError):
+        set_seed_mode(doc, sampler, "seed", "sometimes")

@@ -264,3 +264,33 @@ def test_rename_a_node_from_its_menu_or_by_double_clicking_its_title(display, tm
     assert result["after_menu"] == ["base latent", "base latent"]
     assert result["after_double_click"] == "decoder"
     assert result["undone"] == ["rename", None] and not result["dialog_left"]
+
+
+MOVE = r"""
+first = document.add_node("EmptyLatentImage", (60, 60))
+second = document.add_node("VAEDecode", (420, 60))
+open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+history = len(document._undo)
+(x0, y0), (x1, _) = dpg.get_item_rect_min(app.node_items[first]), dpg.get_item_rect_max(app.node_items[second])
+drive(["mousemove", int(x0 - 30), int(y0 - 30)], ["mousedown", 1], ["mousemove", int(x1 / 2), int(y0 + 60)],
+      ["mousemove", int(x1 + 30), int(y0 + 120)], ["mouseup", 1])  # box-select both nodes
+selected = sorted(app._selected_nodes())
+drive(["mousemove", int(x0 + 12), int(y0 + 6)], ["mousedown", 1], ["mousemove", int(x0 + 62), int(y0 + 36)],
+      ["mousemove", int(x0 + 112), int(y0 + 56)], ["mouseup", 1])  # drag the first by its title
+moved = [document.position(first), document.position(second)]
+entries = len(document._undo) - history
+label = document.undo()
+frames(3)
+report(selected=selected, expected=sorted([first, second]), moved=moved, entries=entries, label=label,
+       undone=[document.position(first), document.position(second)],
+       drawn=list(dpg.get_item_pos(app.node_items[first])))
+"""
+
+
+def test_dragging_a_selection_is_one_undo_step(display, tmp_path):
+    result = run_scenario(tmp_path, MOVE)
+    assert result["selected"] == result["expected"]
+    (fx, fy), (sx, sy) = result["moved"]
+    assert (fx - 60, fy - 60) == (sx - 420, sy - 60) == (100, 50)  # both moved by the drag
+    assert result["entries"] == 1 and result["label"] == "move 2 nodes"
+    assert result["undone"] == [[60, 60], [420, 60]] and result["drawn"] == [60, 60]

@@ -142,7 +142,7 @@ class EditorApp:
         """Matches float under the search box, over the canvas. The window stays shown (drawn as
         nothing while there are no matches): dearpygui focuses a window shown again, ending typing."""
         with dpg.window(tag="search_popup", no_title_bar=True, no_move=True, no_resize=True, autosize=True,
-                        no_focus_on_appearing=True, no_saved_settings=True):
+                        no_focus_on_appearing=True, no_saved_settings=True, min_size=(1, 1)):
             dpg.add_listbox(tag="search_results", items=[], num_items=6, width=420,
                             callback=lambda s, a: self._place_from_search(a))
         self._show_search_results([])
@@ -153,9 +153,12 @@ class EditorApp:
         if matches:
             dpg.set_value("search_results", matches[0])
         dpg.bind_item_theme("search_popup", 0 if matches else self.themes.hidden_window)
-        x, _ = dpg.get_item_rect_min("search")
-        _, y = dpg.get_item_rect_max("search")
-        dpg.configure_item("search_popup", pos=(x, y + 2))
+        if matches:  # under the search box
+            x, _ = dpg.get_item_rect_min("search")
+            _, y = dpg.get_item_rect_max("search")
+        else:  # a few invisible pixels in the window's bottom-right margin
+            x, y = dpg.get_viewport_client_width() - 6, dpg.get_viewport_client_height() - 6
+        dpg.configure_item("search_popup", pos=(x, y + 2 if matches else y))
 
     def rebuild(self) -> None:
         """Recreate the canvas from the document (after structural edits)."""
@@ -334,9 +337,9 @@ class EditorApp:
         self._status(f"redid {label}" if label else "nothing to redo")
 
     def _sync_positions(self) -> None:
-        for node_id, item in self.node_items.items():
-            if dpg.does_item_exist(item):
-                self.document.move(node_id, tuple(dpg.get_item_pos(item)))
+        """Take the nodes' positions from the canvas after a drag: one edit however many moved."""
+        self.document.move_nodes({node_id: tuple(dpg.get_item_pos(item))
+                                  for node_id, item in self.node_items.items() if dpg.does_item_exist(item)})
 
     def _on_right_click(self) -> None:
         """On a node (not on a widget, which has its own menu): the node menu; elsewhere on the

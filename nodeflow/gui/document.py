@@ -149,11 +149,18 @@ class Document:
         self._changed(structural=False)
 
     def move(self, node_id: str, position: tuple[float, float]) -> None:
-        current = self.position(node_id)
-        if [round(v, 1) for v in current] == [round(float(v), 1) for v in position]:
+        self.move_nodes({node_id: position})
+
+    def move_nodes(self, positions: dict[str, tuple[float, float]]) -> None:
+        """Move nodes as one edit: dragging a selection is one undo step. Unmoved ones are skipped."""
+        moved = {node_id: [float(position[0]), float(position[1])] for node_id, position in positions.items()
+                 if node_id in self.workflow.nodes and
+                 [round(v, 1) for v in self.position(node_id)] != [round(float(v), 1) for v in position]}
+        if not moved:
             return
-        self._record("move")
-        self.workflow.ui["nodes"].setdefault(node_id, {})["pos"] = [float(position[0]), float(position[1])]
+        self._record("move" if len(moved) == 1 else f"move {len(moved)} nodes")
+        for node_id, position in moved.items():
+            self.workflow.ui["nodes"].setdefault(node_id, {})["pos"] = position
         self._changed(structural=False)
 
     def set_title(self, node_id: str, title: str | None) -> None:
@@ -190,6 +197,16 @@ class Document:
         pins[node_id] = sorted(names)
         self._changed()
         return input_name in names
+
+    def set_node_setting(self, section: str, node_id: str, name: str, value: Any) -> None:
+        """An editor setting of one node input kept in the workflow's UI section
+        (``ui[section][node_id][name]``, e.g. a seed widget's "after run" mode); undoable."""
+        settings = self.workflow.ui.get(section, {}).get(node_id, {})
+        if name in settings and settings[name] == value:
+            return
+        self._record(f"set {section.replace('_', ' ')} of {name}")
+        self.workflow.ui.setdefault(section, {}).setdefault(node_id, {})[name] = value
+        self._changed(structural=False)
 
     def is_pin(self, node_id: str, input_name: str) -> bool:
         return input_name in self.workflow.ui.get("pins", {}).get(node_id, []) or \

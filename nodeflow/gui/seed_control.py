@@ -12,10 +12,11 @@ from nodeflow.spec import SEED_MAX
 
 MODES = ("fixed", "increment", "decrement", "randomize")
 DEFAULT_MODE = "randomize"
+SECTION = "seed_control"
 
 
 def seed_mode(workflow, node_id: str, input_name: str) -> str:
-    return workflow.ui.get("seed_control", {}).get(node_id, {}).get(input_name, DEFAULT_MODE)
+    return workflow.ui.get(SECTION, {}).get(node_id, {}).get(input_name, DEFAULT_MODE)
 
 
 def next_seed(value: int, mode: str, rng: random.Random | None = None) -> int:
@@ -47,8 +48,8 @@ def seeds_after_run(document, rng: random.Random | None = None) -> dict[tuple[st
 
 
 def set_seed_mode(document, node_id: str, input_name: str, mode: str) -> None:
+    """Choose what the seed does after a run (an undoable document command)."""
     if mode not in MODES:
         raise ValueError(f"unknown seed mode {mode!r}")
-    modes = document.workflow.ui.setdefault("seed_control", {}).setdefault(node_id, {})
-    modes[input_name] = mode
-    document.dirty = True
+    if mode != seed_mode(document.workflow, node_id, input_name):
+        document.set_node_setting(SECTION, node_id, input_name, mode)

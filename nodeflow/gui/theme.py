@@ -45,7 +45,6 @@ class Themes:
                 dpg.add_theme_color(dpg.mvThemeCol_WindowBg, (0, 0, 0, 0))
                 dpg.add_theme_color(dpg.mvThemeCol_Border, (0, 0, 0, 0))
                 dpg.add_theme_style(dpg.mvStyleVar_WindowPadding, 0, 0)
-                dpg.add_theme_style(dpg.mvStyleVar_WindowMinSize, 1, 1)
                 dpg.add_theme_style(dpg.mvStyleVar_WindowBorderSize, 0)
         return theme
 
