@@ -41,6 +41,7 @@ def test_run_in_the_window(display, tmp_path):
     from nodeflow.gui.app import EditorApp
     from nodeflow.gui.document import Document
     from nodeflow.gui.recent import RecentFiles
+    from nodeflow.gui.seed_control import set_seed_mode
     from nodeflow.paths import Paths
     from nodeflow.registry import Registry
 
@@ -86,9 +87,13 @@ def test_run_in_the_window(display, tmp_path):
         assert pixels.std() > 10  # a drawn window, not a blank frame
         app.document.path = tmp_path / "mine.json"
         app.save()
+        app.frame()
         recent = [dpg.get_item_label(item) for item in dpg.get_item_children("recent_menu", 1)]
         assert recent[0] == str((tmp_path / "mine.json").resolve()) and "Clear list" in recent
-        assert "* " not in dpg.get_viewport_title()
+        assert dpg.get_viewport_title() == "mine.json - nodeflow"
+        set_seed_mode(document, "3", "seed", "fixed")  # an edit without a rebuild still marks the title
+        app.frame()
+        assert dpg.get_viewport_title() == "* mine.json - nodeflow"
     finally:
         app.worker.stop()
         dpg.destroy_context()
@@ -269,8 +274,10 @@ def test_rename_a_node_from_its_menu_or_by_double_clicking_its_title(display, tm
 MOVE = r"""
 first = document.add_node("EmptyLatentImage", (60, 60))
 second = document.add_node("VAEDecode", (420, 60))
+document.save(tmp / "moved.json")
 open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
 history = len(document._undo)
+titles = [dpg.get_viewport_title()]
 (x0, y0), (x1, _) = dpg.get_item_rect_min(app.node_items[first]), dpg.get_item_rect_max(app.node_items[second])
 drive(["mousemove", int(x0 - 30), int(y0 - 30)], ["mousedown", 1], ["mousemove", int(x1 / 2), int(y0 + 60)],
       ["mousemove", int(x1 + 30), int(y0 + 120)], ["mouseup", 1])  # box-select both nodes
@@ -278,10 +285,11 @@ selected = sorted(app._selected_nodes())
 drive(["mousemove", int(x0 + 12), int(y0 + 6)], ["mousedown", 1], ["mousemove", int(x0 + 62), int(y0 + 36)],
       ["mousemove", int(x0 + 112), int(y0 + 56)], ["mouseup", 1])  # drag the first by its title
 moved = [document.position(first), document.position(second)]
+titles.append(dpg.get_viewport_title())  # moving is an unsaved change
 entries = len(document._undo) - history
 label = document.undo()
 frames(3)
-report(selected=selected, expected=sorted([first, second]), moved=moved, entries=entries, label=label,
+report(titles=titles, selected=selected, expected=sorted([first, second]), moved=moved, entries=entries, label=label,
        undone=[document.position(first), document.position(second)],
        drawn=list(dpg.get_item_pos(app.node_items[first])))
 """
@@ -294,3 +302,4 @@ def test_dragging_a_selection_is_one_undo_step(display, tmp_path):
     assert (fx - 60, fy - 60) == (sx - 420, sy - 60) == (100, 50)  # both moved by the drag
     assert result["entries"] == 1 and result["label"] == "move 2 nodes"
     assert result["undone"] == [[60, 60], [420, 60]] and result["drawn"] == [60, 60]
+    assert result["titles"] == ["moved.json - nodeflow", "* moved.json - nodeflow"]

@@ -59,6 +59,7 @@ class EditorApp:
         self.shown_images: dict[str, object] = {}  # node id -> IMAGE last shown (kept across rebuilds)
         self.widget_popups: set[int] = set()  # widgets with their own right-click menu
         self.menu_node: str | None = None  # the node the node menu acts on
+        self.shown_title: str | None = None
 
     # ----- building ------------------------------------------------------------------------
     def build(self) -> None:
@@ -176,7 +177,6 @@ class EditorApp:
             if a is not None and b is not None:
                 self.link_items[dpg.add_node_link(a, b, parent="editor")] = link
         self.built_structure = self.document.structure
-        self._refresh_title()
 
     def _build_node(self, node_id: str) -> None:
         instance = self.document.workflow.nodes[node_id]
@@ -294,7 +294,6 @@ class EditorApp:
 
     def _set_value(self, node_id: str, name: str, value) -> None:
         self.document.set_value(node_id, name, value)
-        self._refresh_title()
 
     def _toggle_pin(self, node_id: str, name: str) -> None:
         self.document.toggle_pin(node_id, name)
@@ -492,8 +491,13 @@ class EditorApp:
         self._fill_recent_menu(self.recent.add(path))
 
     def _refresh_title(self) -> None:
+        """The window title: the file's name, marked "* " while there are unsaved changes
+        (checked every frame, so every kind of edit shows)."""
         name = self.document.path.name if self.document.path else "untitled"
-        dpg.set_viewport_title(f"{'* ' if self.document.dirty else ''}{name} - nodeflow")
+        title = f"{'* ' if self.document.dirty else ''}{name} - nodeflow"
+        if title != self.shown_title:
+            dpg.set_viewport_title(title)
+            self.shown_title = title
 
     def new(self) -> None:
         self.document = Document(self.document.registry)
@@ -520,14 +524,12 @@ class EditorApp:
         saved = self.document.save()
         self._remember(saved)
         self._status(f"saved {saved}")
-        self._refresh_title()
 
     def save_dialog(self) -> None:
         def chosen(path: str) -> None:
             saved = self.document.save(Path(path))
             self._remember(saved)
             self._status(f"saved {saved}")
-            self._refresh_title()
 
         self._file_dialog("Save workflow as", chosen, save=True)
 
@@ -702,6 +704,7 @@ class EditorApp:
             self.handle(event)
         if self.document.structure != self.built_structure:
             self.rebuild()
+        self._refresh_title()
         self.autosave(time.monotonic())
 
     def _run_callbacks(self, jobs) -> None:
