@@ -60,7 +60,7 @@ def _model_entries(folder: Path, kind: str):
 
 
 #: Sub-folders of assets/ holding embedded models of each kind ("" = assets/ itself).
-ASSET_FOLDERS: dict[str, str] = {"checkpoints": "", "controlnet": "controlnet"}
+ASSET_FOLDERS: dict[str, str] = {"checkpoints": "", "controlnet": "controlnet", "loras": "loras"}
 
 
 def project_assets_dir() -> Path:

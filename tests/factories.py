@@ -69,3 +69,25 @@ def write_tiny_controlnet(path: str | Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"control_model." + k: v.contiguous() for k, v in controlnet.state_dict().items()}, str(path))
     return path
+
+
+def write_tiny_lora(path: str | Path, seed: int = 0, rank: int = 2) -> Path:
+    """A random LoRA (kohya layout) for ``write_tiny_checkpoint``'s U-Net, on the layers the
+    embedded model's example LoRA trains."""
+    from nodeflow.training.train_lora import target_layers
+
+    with torch.device("meta"):
+        unet = UNetModel(TINY_UNET)
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, layer in target_layers(unet).items():
+        shape = layer.weight.shape
+        key = "lora_unet_" + name.replace(".", "_")
+        tensors[key + ".lora_down.weight"] = torch.randn((rank, *shape[1:]), generator=generator) * 0.01
+        up = torch.randn((shape[0], rank), generator=generator) * 0.01
+        tensors[key + ".lora_up.weight"] = up[..., None, None] if len(shape) == 4 else up
+        tensors[key + ".alpha"] = torch.tensor(float(rank))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path

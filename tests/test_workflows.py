@@ -8,7 +8,7 @@ from nodeflow.paths import Paths
 from nodeflow.registry import Registry
 from nodeflow.validate import validate
 from nodeflow.workflow import load_workflow
-from tests.factories import write_tiny_checkpoint, write_tiny_controlnet
+from tests.factories import write_tiny_checkpoint, write_tiny_controlnet, write_tiny_lora
 from tests.project import ROOT
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -19,6 +19,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("workflows")
     write_tiny_checkpoint(root / "models" / "checkpoints" / "nodeflow-tiny.safetensors")
     write_tiny_controlnet(root / "models" / "controlnet" / "nodeflow-tiny-mask.safetensors")
+    write_tiny_lora(root / "models" / "loras" / "nodeflow-tiny-big-shapes.safetensors")
     paths = Paths(models_dirs=(root / "models",), output_dir=root / "out", input_dir=root / "in",
                   temp_dir=root / "tmp", assets_dir=ROOT / "assets")
     registry = Registry.load(paths)
@@ -27,7 +28,7 @@ def setup(tmp_path_factory):
 
 def test_there_are_examples():
     names = {path.stem for path in WORKFLOWS}
-    assert {"txt2img", "img2img", "inpaint", "outpaint", "area_composition", "hires_fix", "controlnet"} <= names
+    assert {"txt2img", "img2img", "inpaint", "outpaint", "area_composition", "hires_fix", "controlnet", "lora"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
