@@ -36,6 +36,10 @@ NOTE_NODES = {"Note", "MarkdownNote"}
 VIRTUAL_NODES = NOTE_NODES | {"PrimitiveNode", "Reroute"}
 CONSTANT_NODES = {"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
                   "PrimitiveBoolean"}
+#: ComfyUI's "_gpu" samplers are its SDE samplers with the Brownian noise drawn on the GPU; ours
+#: draw it from their own seeded tree wherever they run, so these names are the same samplers.
+SAMPLER_ALIASES = {"dpmpp_sde_gpu": "dpmpp_sde", "dpmpp_2m_sde_gpu": "dpmpp_2m_sde",
+                   "dpmpp_3m_sde_gpu": "dpmpp_3m_sde"}
 MODES = {0: "normal", 2: "muted", 4: "bypassed"}  # LiteGraph: 2 = NEVER; ComfyUI: 4 = bypass
 
 
@@ -358,7 +362,10 @@ def _link_order(link: Link) -> tuple:
 
 
 def _normalise(spec: Any, name: str, value: Any) -> Any:
-    """Integral numbers for FLOAT widgets become floats (ComfyUI's UI writes ``8`` for 8.0)."""
+    """Integral numbers for FLOAT widgets become floats (ComfyUI's UI writes ``8`` for 8.0);
+    ComfyUI's "_gpu" sampler names become the samplers they are (SAMPLER_ALIASES)."""
+    if name == "sampler_name" and value in SAMPLER_ALIASES:
+        return SAMPLER_ALIASES[value]
     input_spec = spec.input(name) if spec is not None else None
     if input_spec is not None and input_spec.type == FLOAT and isinstance(value, int) \
             and not isinstance(value, bool):

@@ -340,3 +340,11 @@ def test_comfyui_api_export_runs_unchanged(tmp_path):
     result = Executor(registry, paths).run(workflow)
     saved = [p for outputs in result.outputs.values() for report in outputs for p in report.get("images", [])]
     assert len(saved) == 1 and saved[0].endswith(".png")
+
+
+@pytest.mark.parametrize("name, ours", [("dpmpp_2m_sde_gpu", "dpmpp_2m_sde"), ("dpmpp_sde_gpu", "dpmpp_sde"),
+                                        ("dpmpp_3m_sde_gpu", "dpmpp_3m_sde"), ("euler", "euler")])
+def test_comfyui_gpu_sampler_names_are_the_same_samplers(registry, name, ours):
+    data = json.loads((DATA / "txt2img_api.json").read_text())
+    data["3"]["inputs"]["sampler_name"] = name
+    assert from_comfy_api(data, registry).nodes["3"].inputs["sampler_name"] == ours

@@ -28,7 +28,8 @@ from nodeflow.sampling.samplers_unipc import sample_uni_pc, sample_uni_pc_bh2
 Sampler = Callable[..., torch.Tensor]
 
 #: Name -> sampler, in the order of ComfyUI's KSampler list (its SAMPLER_NAMES, less the
-#: variants we do not have: *_cfg_pp, *_gpu, ipndm_v, res_multistep, ...).
+#: variants we do not have: *_cfg_pp, ipndm_v, res_multistep, ...; its *_gpu names are read as the
+#: samplers they are, see nodeflow.comfy_format.SAMPLER_ALIASES).
 SAMPLERS: dict[str, Sampler] = {
     "euler": sample_euler,
     "euler_ancestral": sample_euler_ancestral,
