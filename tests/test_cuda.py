@@ -96,3 +96,27 @@ def test_noise_is_drawn_on_the_cpu_whatever_the_device():
     expected = torch.randn((2, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(123))
     noise = initial_noise((2, 4, 8, 8), 123)
     assert noise.device.type == "cpu" and torch.equal(noise, expected)
+
+
+@pytest.mark.skipif(not (ROOT / "assets" / "controlnet" / "nodeflow-tiny-mask.safetensors").is_file(),
+                    reason="the embedded ControlNet is not in assets/")
+def test_controlnet_workflow_in_half_precision_on_the_gpu(tmp_path):
+    from tests.test_embedded_controlnet import IOU, TARGET, make_executor, measure_ious
+
+    executor, input_dir = make_executor(tmp_path)
+    ious = measure_ious(executor, input_dir, device="cuda")
+    assert sum(iou >= IOU for iou in ious) / len(ious) >= TARGET, sorted(ious)
+
+
+@pytest.mark.skipif(not (ROOT / "assets" / "loras" / "nodeflow-tiny-big-shapes.safetensors").is_file(),
+                    reason="the example LoRA is not in assets/")
+def test_lora_workflow_gpu_fp32_equals_cpu(executor):
+    workflow = load_workflow(ROOT / "workflows" / "lora.json")
+    workflow.nodes["5"].inputs["batch_size"] = 2
+    workflow.nodes["9"] = NodeInstance("9", "PreviewImage")
+    workflow.links = [link for link in workflow.links if link.dst != "9"] + [Link("8", 0, "9", "images")]
+    cpu = images_of(executor, workflow, device="cpu")
+    executor.clear_cache()
+    gpu = images_of(executor, workflow, device="cuda", dtype="fp32")
+    executor.clear_cache()
+    assert np.abs(cpu - gpu).max() < 2e-3
