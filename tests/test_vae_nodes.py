@@ -18,16 +18,17 @@ class LocalAutoencoder(torch.nn.Module):
     """A stand-in VAE whose every output pixel depends only on its own 8x8 block: tiling it must
     give exactly the untiled result, whatever the tile and overlap."""
 
-    def __init__(self, fail_above: int | None = None) -> None:
+    def __init__(self, fail_above: int | None = None, error=None) -> None:
         super().__init__()
         self.config = SimpleNamespace(downscale=8)
         self.fail_above = fail_above  # simulated out-of-memory above this many pixels per call
+        self.error = error or torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB")
         self.calls: list[tuple[int, ...]] = []
 
     def _check(self, x: torch.Tensor) -> None:
         self.calls.append(tuple(x.shape))
         if self.fail_above and x.shape[-1] * x.shape[-2] > self.fail_above:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB")
+            raise self.error
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 4, H/8, W/8)
         self._check(x)
@@ -104,6 +105,15 @@ def test_out_of_memory_falls_back_to_tiles():
     image = torch.rand(1, 640, 640, 3)
     torch.testing.assert_close(vae.encode(image), local_vae().encode(image))
     assert vae.model.calls[0] == (1, 3, 640, 640) and len(vae.model.calls) > 2
+
+
+def test_the_cpu_allocators_out_of_memory_falls_back_to_tiles_too():
+    cpu_error = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                             "can't allocate memory: you tried to allocate 85899345920 bytes.")
+    vae = local_vae(fail_above=64 * 64, error=cpu_error)
+    latent = torch.randn(1, 4, 100, 90)
+    torch.testing.assert_close(vae.decode(latent), local_vae().decode(latent))
+    assert len(vae.model.calls) > 2
 
 
 def test_other_errors_are_not_swallowed():

@@ -47,3 +47,12 @@ def model_dtype(device: torch.device | str, requested: str = "auto", part: str =
     if kind == "mps":
         return torch.float32 if part == "vae" else torch.float16
     return torch.float32
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure: torch.OutOfMemoryError (CUDA), or a
+    RuntimeError saying "out of memory" or "can't allocate memory" (the CPU allocator's words)."""
+    if isinstance(error, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)

@@ -5,7 +5,10 @@ A checkpoint's keys split by prefix: ``model.diffusion_model.*`` (U-Net),
 without the ``text_model.`` segment). Loading is strict: a key no part claims is an error, and so
 is a key a part is missing — except the known harmless extras in ``IGNORED``, on purpose:
 EMA copies (``model_ema.*``), the schedule buffers of the original training code
-(``betas``, ``alphas_cumprod``...), ``position_ids`` and the training-only ``logvar``.
+(``betas``, ``alphas_cumprod``, ``posterior_*``, ``sqrt_*``...), the training-only ``logvar`` and
+``lvlb_weights``, ``position_ids`` (rebuilt), CLIP's ``text_projection`` and ``logit_scale``
+(the image-text head, unused by SD1's conditioning) and, in VAE files, the training loss's weights
+(``loss.*``, the discriminator and LPIPS of the original VAE training).
 
 Safetensors metadata may say what shapes cannot: ``nodeflow.unet.num_heads`` and
 ``nodeflow.vae.scaling_factor`` (the embedded model stores both).

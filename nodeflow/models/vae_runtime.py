@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nodeflow.models.devices import is_out_of_memory
+
 from nodeflow.models.vae import AutoencoderKL
 
 logger = logging.getLogger(__name__)
@@ -25,10 +27,6 @@ def crop_to_multiple(image: torch.Tensor, factor: int) -> torch.Tensor:
     height, width = image.shape[1] // factor * factor, image.shape[2] // factor * factor
     top, left = (image.shape[1] % factor) // 2, (image.shape[2] % factor) // 2
     return image[:, top:top + height, left:left + width]
-
-
-def _out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,7 +50,7 @@ class VAE:
             outputs = [self.model.encode(chunk.to(self.device, self.dtype)).float().cpu()
                        for chunk in pixels.split(batch_size)]
         except (torch.OutOfMemoryError, RuntimeError) as error:
-            if not (auto_tile and _out_of_memory(error)):
+            if not (auto_tile and is_out_of_memory(error)):
                 raise
             logger.warning("VAE encode of %s ran out of memory; encoding in tiles", tuple(image.shape))
             return self.encode_tiled(image)
@@ -66,7 +64,7 @@ class VAE:
             outputs = [self.model.decode(chunk.to(self.device, self.dtype)).float().cpu()
                        for chunk in latent.split(batch_size)]
         except (torch.OutOfMemoryError, RuntimeError) as error:
-            if not (auto_tile and _out_of_memory(error)):
+            if not (auto_tile and is_out_of_memory(error)):
                 raise
             logger.warning("VAE decode of %s ran out of memory; decoding in tiles", tuple(latent.shape))
             return self.decode_tiled(latent)

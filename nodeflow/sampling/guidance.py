@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nodeflow.models.devices import is_out_of_memory
 from nodeflow.sampling.conditioning import Area, Entry, pair_areas, resolve, share_control
 from nodeflow.sampling.model import DiffusionModel
 
@@ -153,15 +154,6 @@ class CFGDenoiser:
                                           halves=len(batch))  # (n B, C, h, w)
         self.calls += 1
         return out.chunk(len(batch))
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocation failure: torch.OutOfMemoryError (CUDA), or a
-    RuntimeError saying "out of memory" or "can't allocate memory" (the CPU allocator's words)."""
-    if isinstance(error, getattr(torch, "OutOfMemoryError", ())):
-        return True
-    message = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
 
 
 def _release_cached_memory(device: torch.device) -> None:
