@@ -94,3 +94,13 @@ def test_folders_must_be_diffusers_folders(tmp_path):
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(ModelFileError, match=r"pipe/unet: no weights file"):
         read_state_dict(folder)
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 20, b"PK\x03\x04" + bytes(600), b"\x80\x02}q\x00(X"])
+def test_damaged_pickles_are_called_damaged_not_dangerous(tmp_path, content):
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError) as caught:
+        read_state_dict(path)
+    message = str(caught.value)
+    assert "broken.ckpt" in message and "refused" not in message and "damaged" in message

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -111,9 +112,13 @@ def _torch_load_plain(path: Path):
 
 def _pickle_error(path: Path, error: Exception) -> ModelFileError:
     text = str(error)
-    if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+    if "GLOBAL" in text or "Unsupported global" in text or "not an allowed global" in text \
+            or "Unsupported class" in text:
         return ModelFileError(
             f"{path}: refused: this pickle file needs arbitrary Python code to load, which could "
             "run anything on your machine. nodeflow only loads plain tensors from pickles. "
             "Convert it to .safetensors with a tool you trust, or use a .safetensors release.")
+    if "Unsupported operand" in text or "invalid load key" in text or "PytorchStreamReader" in text \
+            or isinstance(error, (EOFError, pickle.UnpicklingError)):
+        return ModelFileError(f"{path}: not a readable PyTorch file (damaged, cut short, or not a model file)")
     return ModelFileError(f"{path}: cannot read this file ({type(error).__name__}: {text[:200]})")
