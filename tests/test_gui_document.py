@@ -217,3 +217,29 @@ def test_seed_mode_is_an_undoable_edit():
     assert seed_mode(doc.workflow, sampler, "seed") == "fixed"
     with pytest.raises(ValueError):
         set_seed_mode(doc, sampler, "seed", "sometimes")
+
+
+def test_recovery_file_keeps_unsaved_work_unless_discarded(doc, tmp_path):
+    from nodeflow.gui.app import EditorApp
+
+    recovery = tmp_path / "recovery.json"
+    app = EditorApp(doc, Executor(doc.registry), None, recovery)
+    node = doc.add_node("Number")
+    app.autosave(1e9)  # due: written
+    assert load_workflow(recovery).nodes[node].type == "Number"
+    recovery.unlink()
+    app.autosave(2e9)  # due, but nothing new since: not written again
+    assert not recovery.exists()
+    app.end_session()  # closing (or crashing) with unsaved changes keeps them
+    assert recovery.exists()
+    app.keep_recovery = False  # the user chose "Discard" when closing
+    app.end_session()
+    assert not recovery.exists()
+    app.write_recovery()
+    app.recovery_offered, app.keep_recovery = True, True  # an earlier session's file, not answered
+    doc.dirty = False
+    app.end_session()
+    assert recovery.exists()
+    app.recovery_offered = False
+    app.end_session()  # clean: no recovery file
+    assert not recovery.exists()

@@ -38,7 +38,7 @@ def test_run_in_the_window(display, tmp_path):
     from PIL import Image
 
     from nodeflow.executor import Executor
-    from nodeflow.gui.app import EditorApp
+    from nodeflow.gui.app import EditorApp, show_window
     from nodeflow.gui.document import Document
     from nodeflow.gui.recent import RecentFiles
     from nodeflow.gui.seed_control import set_seed_mode
@@ -56,10 +56,7 @@ def test_run_in_the_window(display, tmp_path):
                     RecentFiles(tmp_path / "recent.json"))
     dpg.create_context()
     try:
-        dpg.create_viewport(title="nodeflow", width=1400, height=860)
-        app.build()
-        dpg.setup_dearpygui()
-        dpg.show_viewport()
+        show_window(app)
         for _ in range(5):
             app.frame()
             dpg.render_dearpygui_frame()
@@ -108,7 +105,7 @@ import json, subprocess, sys, threading, time
 from pathlib import Path
 import dearpygui.dearpygui as dpg
 from nodeflow.executor import Executor
-from nodeflow.gui.app import EditorApp
+from nodeflow.gui.app import EditorApp, show_window
 from nodeflow.gui.document import Document
 from nodeflow.paths import Paths
 from nodeflow.registry import Registry
@@ -123,10 +120,7 @@ def open_window(editor):
     global app
     app = editor
     dpg.create_context()
-    dpg.create_viewport(title="nodeflow", width=1000, height=700, x_pos=0, y_pos=0)
-    app.build()
-    dpg.setup_dearpygui()
-    dpg.show_viewport()
+    show_window(app, width=1000, height=700, x_pos=0, y_pos=0)
     frames(10)
 
 def frames(count):
@@ -303,3 +297,128 @@ def test_dragging_a_selection_is_one_undo_step(display, tmp_path):
     assert result["entries"] == 1 and result["label"] == "move 2 nodes"
     assert result["undone"] == [[60, 60], [420, 60]] and result["drawn"] == [60, 60]
     assert result["titles"] == ["moved.json - nodeflow", "* moved.json - nodeflow"]
+
+
+# The real main loop (nodeflow.gui.app._run_window) with a thread acting as the user and the window
+# manager: WM_DELETE_WINDOW is what the title bar's close button sends (there is no window
+# manager under Xvfb to press it).
+SESSION_HEAD = r"""
+import ctypes, os
+from nodeflow.gui import app as editor
+from nodeflow.workflow import load_workflow
+
+def close_button():
+    x11 = ctypes.cdll.LoadLibrary("libX11.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+
+    class ClientMessage(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
+                    ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
+                    ("format", ctypes.c_int), ("data", ctypes.c_long * 5)]
+
+    class Event(ctypes.Union):
+        _fields_ = [("xclient", ClientMessage), ("pad", ctypes.c_long * 24)]
+
+    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.POINTER(Event)]
+    display = x11.XOpenDisplay(None)
+    window = subprocess.run(["xdotool", "search", "--all", "--pid", str(os.getpid()), "--name", "nodeflow"],
+                            capture_output=True, text=True, check=True).stdout.split()[0]
+    event = Event()
+    event.xclient.type, event.xclient.window, event.xclient.format = 33, int(window), 32  # ClientMessage
+    event.xclient.message_type = x11.XInternAtom(display, b"WM_PROTOCOLS", 0)
+    event.xclient.data[0] = x11.XInternAtom(display, b"WM_DELETE_WINDOW", 0)
+    x11.XSendEvent(display, int(window), 0, 0, ctypes.byref(event))
+    x11.XFlush(ctypes.c_void_p(display))
+    time.sleep(1.0)
+
+def click(tag):  # the session's viewport is not at the screen's corner
+    (vx, vy), (x, y) = dpg.get_viewport_pos(), centre(tag)
+    subprocess.run(["xdotool", "mousemove", str(vx + x), str(vy + y)], check=True)
+    time.sleep(0.3)
+    subprocess.run(["xdotool", "click", "1"], check=True)
+    time.sleep(1.0)
+
+seen = {}
+workflow = tmp / "mine.json"
+recovery = tmp / "tmp" / "recovery.json"
+
+def session(user, edit=lambda document: None, app_class=EditorApp):
+    def act():
+        try:
+            user()
+        except Exception as error:  # report it instead of leaving the window open
+            seen["user_error"] = repr(error)
+            dpg.stop_dearpygui()
+
+    def make_app(document, executor, recovery_file):
+        global app
+        app = app_class(document, executor, paths, recovery_file)
+        edit(document)
+        threading.Thread(target=act, daemon=True).start()
+        return app
+    editor._run_window(workflow, paths, None, None, make_app, None)
+"""
+
+CLOSE = r"""
+document.add_node("EmptyLatentImage", (40, 60))
+document.save(workflow)
+
+def user():
+    time.sleep(2.0)
+    close_button()
+    seen["asked"] = dpg.does_item_exist("confirm")
+    close_button()  # pressed again while asking: still the one question
+    seen["asked_once"] = dpg.does_item_exist("confirm")
+    click("confirm_cancel")
+    seen["kept_open"] = not dpg.does_item_exist("confirm")
+    close_button()
+    click("confirm_save")
+
+def edit(document):
+    document.set_value("1", "width", 640)
+
+started = time.monotonic()
+session(user, edit)
+seen["closed_after"] = time.monotonic() - started
+seen["saved_width"] = load_workflow(workflow).nodes["1"].inputs["width"]
+seen["recovery_left"] = recovery.exists()
+print(json.dumps(seen))
+"""
+
+
+def test_close_button_asks_about_unsaved_changes(display, tmp_path):
+    import json
+
+    """Closing with unsaved changes asks: Cancel keeps the window, Save saves and closes."""
+    result = run_scenario(tmp_path, SESSION_HEAD + CLOSE)
+    assert result["asked"] and result["asked_once"] and result["kept_open"], json.dumps(result)
+    assert result["saved_width"] == 640 and not result["recovery_left"]
+
+
+CRASH = r"""
+document.add_node("EmptyLatentImage", (40, 60))
+document.save(workflow)
+
+class Crashing(EditorApp):
+    frames = 0
+
+    def frame(self):
+        super().frame()
+        self.frames += 1
+        if self.frames == 20:
+            raise RuntimeError("a bug")
+
+try:
+    session(lambda: None, lambda document: document.set_value("1", "width", 768), Crashing)
+except RuntimeError as error:
+    seen["raised"] = str(error)
+seen["recovered_width"] = load_workflow(recovery).nodes["1"].inputs["width"]
+print(json.dumps(seen))
+"""
+
+
+def test_a_crash_leaves_the_unsaved_work_in_the_recovery_file(display, tmp_path):
+    result = run_scenario(tmp_path, SESSION_HEAD + CRASH)
+    assert result == {"raised": "a bug", "recovered_width": 768}

@@ -60,6 +60,9 @@ class EditorApp:
         self.widget_popups: set[int] = set()  # widgets with their own right-click menu
         self.menu_node: str | None = None  # the node the node menu acts on
         self.shown_title: str | None = None
+        self.recovered_revision: int | None = None  # the document revision in the recovery file
+        self.recovery_offered = False  # an earlier session's recovery file awaits an answer
+        self.keep_recovery = True  # False once the user chose to close without the changes
 
     # ----- building ------------------------------------------------------------------------
     def build(self) -> None:
@@ -93,6 +96,7 @@ class EditorApp:
             dpg.add_mouse_double_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_double_click)
             dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=lambda: self._sync_positions())
         dpg.set_primary_window("main", True)
+        dpg.set_exit_callback(self.request_close)  # the close button (see show_window)
         self.rebuild()
 
     def _menu(self) -> None:
@@ -390,13 +394,11 @@ class EditorApp:
 
     def rename_dialog(self, node_id: str | None) -> None:
         """A title for the node (empty: the node type's name); Enter or OK applies it."""
-        if node_id not in self.document.workflow.nodes:
+        if node_id not in self.document.workflow.nodes or dpg.does_item_exist("rename"):
             return
-        if dpg.does_item_exist("rename"):
-            dpg.delete_item("rename")
         x, y = dpg.get_item_rect_min(self.node_items[node_id]) if node_id in self.node_items else (200, 120)
         with dpg.window(label="Rename node", modal=True, tag="rename", autosize=True, no_saved_settings=True,
-                        pos=(max(int(x), 0), max(int(y), 0)), on_close=lambda: dpg.delete_item("rename")):
+                        pos=(max(int(x), 0), max(int(y), 0)), on_close=lambda sender: dpg.delete_item(sender)):
             dpg.add_input_text(tag="rename_text", default_value=self._node_label(node_id), width=280,
                                on_enter=True, callback=lambda s, a: self._finish_rename(node_id, a))
             dpg.add_text("empty: the node type's name", color=(150, 150, 150))
@@ -517,21 +519,26 @@ class EditorApp:
     def open_dialog(self) -> None:
         self._file_dialog("Open workflow", lambda path: self.open_path(Path(path)), save=False)
 
-    def save(self) -> None:
+    def save(self, then=None) -> None:
+        """Save to the document's file (asking for one if it has none); then ``then()`` if saved."""
         if self.document.path is None:
-            self.save_dialog()
+            self.save_dialog(then)
+        else:
+            self._save_to(None, then)
+
+    def save_dialog(self, then=None) -> None:
+        self._file_dialog("Save workflow as", lambda path: self._save_to(Path(path), then), save=True)
+
+    def _save_to(self, path: Path | None, then) -> None:
+        try:
+            saved = self.document.save(path)
+        except OSError as error:
+            self._status(f"cannot save: {error}", error=True)
             return
-        saved = self.document.save()
         self._remember(saved)
         self._status(f"saved {saved}")
-
-    def save_dialog(self) -> None:
-        def chosen(path: str) -> None:
-            saved = self.document.save(Path(path))
-            self._remember(saved)
-            self._status(f"saved {saved}")
-
-        self._file_dialog("Save workflow as", chosen, save=True)
+        if then is not None:
+            then()
 
     def _file_dialog(self, title: str, on_choice, save: bool) -> None:
         def callback(sender, app_data):
@@ -545,25 +552,82 @@ class EditorApp:
             dpg.add_file_extension(".png")
             dpg.add_file_extension(".*")
 
-    def confirm_discard(self, then) -> None:
+    def confirm_discard(self, then, discard=None) -> None:
+        """Run ``then`` now if nothing is unsaved; else ask: Save (then ``then``), Discard (then
+        ``discard``, default ``then``) or Cancel."""
         if not self.document.dirty:
             then()
             return
-        with dpg.window(label="Unsaved changes", modal=True, tag="confirm", autosize=True,
-                        on_close=lambda: dpg.delete_item("confirm")):
-            dpg.add_text("The workflow has unsaved changes. Discard them?")
+        if dpg.does_item_exist("confirm"):  # already asking (a modal cannot be replaced in place)
+            return
+        width = 380
+        with dpg.window(label="Unsaved changes", modal=True, tag="confirm", autosize=True, no_saved_settings=True,
+                        pos=((dpg.get_viewport_client_width() - width) // 2, dpg.get_viewport_client_height() // 3),
+                        on_close=lambda sender: dpg.delete_item(sender)):
+            dpg.add_text("The workflow has unsaved changes.")
             with dpg.group(horizontal=True):
-                dpg.add_button(label="Discard", callback=lambda: (dpg.delete_item("confirm"), then()))
-                dpg.add_button(label="Cancel", callback=lambda: dpg.delete_item("confirm"))
+                dpg.add_button(label="Save", tag="confirm_save",
+                               callback=lambda: (dpg.delete_item("confirm"), self.save(then)))
+                dpg.add_button(label="Discard", tag="confirm_discard",
+                               callback=lambda: (dpg.delete_item("confirm"), (discard or then)()))
+                dpg.add_button(label="Cancel", tag="confirm_cancel", callback=lambda: dpg.delete_item("confirm"))
+
+    # ----- closing and recovery --------------------------------------------------------------
+    def request_close(self) -> None:
+        """The window's close button: the viewport stays open until unsaved changes are saved or
+        discarded (or the user cancels)."""
+        self.confirm_discard(dpg.stop_dearpygui, discard=self._close_discarding)
+
+    def _close_discarding(self) -> None:
+        self.keep_recovery = False
+        dpg.stop_dearpygui()
 
     def autosave(self, now: float) -> None:
+        """Every few seconds: unsaved changes not yet in the recovery file go there."""
         if now - self.last_autosave < AUTOSAVE_SECONDS:
             return
         self.last_autosave = now
-        if self.document.dirty:
-            from nodeflow.workflow import save_workflow
+        if self.document.dirty and self.document.revision != self.recovered_revision:
+            self.write_recovery()
 
+    def write_recovery(self) -> None:
+        from nodeflow.workflow import save_workflow
+
+        try:
             save_workflow(self.document.workflow, self.recovery_file)
+            self.recovered_revision = self.document.revision
+        except OSError:
+            logger.exception("cannot write the recovery file %s", self.recovery_file)
+
+    def end_session(self) -> None:
+        """The window closes, normally or by a crash: unsaved changes go to the recovery file
+        (offered at the next start) unless the user discarded them; otherwise the file goes,
+        except an earlier session's file whose offer was not answered."""
+        if self.document.dirty and self.keep_recovery:
+            self.write_recovery()
+        elif not self.recovery_offered:
+            self.recovery_file.unlink(missing_ok=True)
+
+    def offer_recovery(self) -> None:
+        """Offer the recovery file an earlier session left (unsaved work) for restoring."""
+        self.recovery_offered = True
+
+        def answered(restore: bool) -> None:
+            dpg.delete_item("recover")
+            self.recovery_offered = False
+            if restore:
+                self.open_path(self.recovery_file, remember=False)
+                self.document.path = None
+                self.document.dirty = True
+            else:
+                self.recovery_file.unlink(missing_ok=True)
+
+        with dpg.window(label="Restore", modal=True, tag="recover", autosize=True, no_saved_settings=True,
+                        pos=(120, 120)):
+            dpg.add_text(f"An unsaved workflow from an earlier session was found ({self.recovery_file}).")
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Restore it", callback=lambda: answered(True))
+                dpg.add_button(label="Discard", callback=lambda: answered(False))
 
     # ----- running -------------------------------------------------------------------------
     def run(self) -> None:
@@ -760,12 +824,28 @@ def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, fram
     document = Document.open(registry, workflow_path) if workflow_path else Document(registry)
     app = make_app(document, Executor(registry, paths, cache), recovery)
     dpg.create_context()
-    dpg.create_viewport(title="nodeflow", width=1400, height=860)
+    try:
+        show_window(app)
+        if workflow_path is None and recovery.is_file():
+            app.offer_recovery()
+        _frame_loop(app, frames, screenshot)
+    finally:  # also on a crash: the user's unsaved work goes to the recovery file
+        app.worker.stop()
+        app.end_session()
+        dpg.destroy_context()
+    return 0
+
+
+def show_window(app: EditorApp, **viewport) -> None:
+    """Create the viewport, build ``app`` in it and show it. The close button does not close the
+    viewport by itself: it calls ``app.request_close``, which asks about unsaved changes."""
+    dpg.create_viewport(**{"title": "nodeflow", "width": 1400, "height": 860, **viewport, "disable_close": True})
     app.build()
-    if workflow_path is None and recovery.is_file():
-        _offer_recovery(app, recovery)
     dpg.setup_dearpygui()
     dpg.show_viewport()
+
+
+def _frame_loop(app: EditorApp, frames: int | None, screenshot: Path | None) -> None:
     count = 0
     while dpg.is_dearpygui_running():
         app.frame()
@@ -776,23 +856,4 @@ def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, fram
                 dpg.output_frame_buffer(file=str(screenshot))
                 dpg.render_dearpygui_frame()
                 dpg.render_dearpygui_frame()
-            break
-    app.worker.stop()
-    if not app.document.dirty:
-        recovery.unlink(missing_ok=True)
-    dpg.destroy_context()
-    return 0
-
-
-def _offer_recovery(app: EditorApp, recovery: Path) -> None:
-    def restore() -> None:
-        dpg.delete_item("recover")
-        app.open_path(recovery, remember=False)
-        app.document.path = None
-        app.document.dirty = True
-
-    with dpg.window(label="Restore", modal=True, tag="recover", autosize=True):
-        dpg.add_text(f"An unsaved workflow from an earlier session was found ({recovery}).")
-        with dpg.group(horizontal=True):
-            dpg.add_button(label="Restore it", callback=restore)
-            dpg.add_button(label="Discard", callback=lambda: (dpg.delete_item("recover"), recovery.unlink(missing_ok=True)))
+            return
