@@ -243,3 +243,14 @@ def test_recovery_file_keeps_unsaved_work_unless_discarded(doc, tmp_path):
     app.recovery_offered = False
     app.end_session()  # clean: no recovery file
     assert not recovery.exists()
+
+
+def test_progress_text_names_the_node_and_its_step():
+    from nodeflow.gui.worker import RunProgress
+
+    progress = RunProgress(lambda node_id, node_type: {"3": "hires pass"}.get(node_id, node_type))
+    assert progress.step(1, 4) == (0.25, "step 1/4")  # a step before any node: just the step
+    assert progress.node_started("5", "KSampler", 3, 7) == (2 / 7, "KSampler (3/7)")
+    assert progress.step(12, 20) == (0.6, "KSampler (3/7) step 12/20")
+    assert progress.node_started("3", "KSampler", 4, 7)[1] == "hires pass (4/7)"
+    assert progress.step(0, 0) == (0.0, "hires pass (4/7) step 0/0")

@@ -61,6 +61,9 @@ def test_run_in_the_window(display, tmp_path):
             app.frame()
             dpg.render_dearpygui_frame()
         assert "* txt2img.json" in dpg.get_viewport_title()  # edited, not saved
+        shown_progress = []
+        show_progress = app._show_progress
+        app._show_progress = lambda fraction, text: (shown_progress.append(text), show_progress(fraction, text))
         app.run()
         frames, started = 0, time.monotonic()
         while (app.worker.busy or not app.worker.events.empty()) and time.monotonic() - started < 120:
@@ -72,6 +75,7 @@ def test_run_in_the_window(display, tmp_path):
             dpg.render_dearpygui_frame()
         assert frames > 5  # the window kept rendering while the run went on
         assert dpg.get_value("status").startswith("done"), dpg.get_value("status")
+        assert "KSampler (5/7) step 2/4" in shown_progress, shown_progress  # the node and its step
         saved = list((tmp_path / "out").glob("txt2img_*.png"))
         assert len(saved) == 1
         assert dpg.get_item_children("images_9", 1)  # the image is shown in the SaveImage node

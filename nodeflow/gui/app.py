@@ -23,7 +23,7 @@ from nodeflow.gui.document import Document, EditRefused
 from nodeflow.gui.recent import RecentFiles, default_recent_file
 from nodeflow.gui.seed_control import MODES as SEED_MODES
 from nodeflow.gui.seed_control import seed_mode, seeds_after_run, set_seed_mode
-from nodeflow.gui.worker import RunCancelled, RunFailed, RunInvalid, Worker
+from nodeflow.gui.worker import RunCancelled, RunFailed, RunInvalid, RunProgress, Worker
 from nodeflow.gui.theme import Themes
 from nodeflow.spec import BOOLEAN, CHOICE, FLOAT, INT, STRING
 
@@ -60,6 +60,7 @@ class EditorApp:
         self.widget_popups: set[int] = set()  # widgets with their own right-click menu
         self.menu_node: str | None = None  # the node the node menu acts on
         self.shown_title: str | None = None
+        self.progress = RunProgress(self._progress_label)
         self.recovered_revision: int | None = None  # the document revision in the recovery file
         self.recovery_offered = False  # an earlier session's recovery file awaits an answer
         self.keep_recovery = True  # False once the user chose to close without the changes
@@ -77,7 +78,7 @@ class EditorApp:
                 dpg.add_button(label="Stop", callback=lambda: self.worker.stop())
                 dpg.add_input_text(tag="search", hint="add node: type to search, Enter to place", width=320,
                                    callback=self._search_changed)  # Enter: _on_key
-                dpg.add_progress_bar(tag="progress", default_value=0.0, width=240, overlay="idle")
+                dpg.add_progress_bar(tag="progress", default_value=0.0, width=300, overlay="idle")
                 dpg.add_text("", tag="status")
             with dpg.group(tag="canvas"):  # the editor reports no rect; this group's rect is the editor's
                 with dpg.node_editor(tag="editor", callback=self._on_link, delink_callback=self._on_delink,
@@ -648,14 +649,12 @@ class EditorApp:
     def handle(self, event) -> None:
         if isinstance(event, events.NodeStarted):
             self._set_running(event.node_id)
-            dpg.set_value("progress", (event.index - 1) / max(event.total, 1))
-            dpg.configure_item("progress", overlay=f"{event.node_type} ({event.index}/{event.total})")
+            self._show_progress(*self.progress.node_started(event.node_id, event.node_type, event.index, event.total))
         elif isinstance(event, events.NodeCached):
             self.cached_nodes.add(event.node_id)
             self._apply_node_theme(event.node_id)
         elif isinstance(event, events.Progress):
-            dpg.set_value("progress", event.step / max(event.total, 1))
-            dpg.configure_item("progress", overlay=f"step {event.step}/{event.total}")
+            self._show_progress(*self.progress.step(event.step, event.total))
             if event.preview is not None:
                 self._show_live(event.preview[0])
         elif isinstance(event, events.ImagesShown):
@@ -691,6 +690,14 @@ class EditorApp:
             self._set_running(None)
             self._status("stopped")
             dpg.configure_item("progress", overlay="stopped")
+
+    def _show_progress(self, fraction: float, text: str) -> None:
+        dpg.set_value("progress", fraction)
+        dpg.configure_item("progress", overlay=text)
+
+    def _progress_label(self, node_id: str, node_type: str) -> str:
+        """The node's title as on the canvas (the run may outlive the node: then its type)."""
+        return self._node_label(node_id) if node_id in self.document.workflow.nodes else node_type
 
     def _set_running(self, node_id: str | None) -> None:
         previous, self.running_node = self.running_node, node_id

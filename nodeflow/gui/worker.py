@@ -31,6 +31,22 @@ class RunInvalid:
     problems: tuple
 
 
+class RunProgress:
+    """What the progress bar says: the running node with its place in the run, and its step
+    once it reports steps ("KSampler (3/7) step 12/20"); the bar fills per node, then per step."""
+
+    def __init__(self, label=None) -> None:
+        self.label = label or (lambda node_id, node_type: node_type)  # a node's name for people
+        self.node = ""
+
+    def node_started(self, node_id: str, node_type: str, index: int, total: int) -> tuple[float, str]:
+        self.node = f"{self.label(node_id, node_type)} ({index}/{total})"
+        return (index - 1) / max(total, 1), self.node
+
+    def step(self, step: int, total: int) -> tuple[float, str]:
+        return step / max(total, 1), f"{self.node} step {step}/{total}".strip()
+
+
 class Worker:
     def __init__(self, executor, device: str = "cpu", dtype: str = "auto", preview_every: int = 1) -> None:
         self.executor, self.device, self.dtype = executor, device, dtype
