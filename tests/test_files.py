@@ -104,3 +104,20 @@ def test_damaged_pickles_are_called_damaged_not_dangerous(tmp_path, content):
         read_state_dict(path)
     message = str(caught.value)
     assert "broken.ckpt" in message and "refused" not in message and "damaged" in message
+
+
+def test_reading_with_conversion_equals_reading_then_converting(tmp_path):
+    from nodeflow.models.files import read_safetensors_converted, stored_dtypes
+
+    tensors = {"half": torch.randn(3, 5).half(), "bf": torch.randn(4).bfloat16(), "ids": torch.arange(6),
+               "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 3)}
+    path = tmp_path / "mixed.safetensors"
+    save_file(tensors, str(path), metadata={"name": "x"})
+    assert stored_dtypes(path) == {k: v.dtype for k, v in tensors.items()}
+    converted, metadata = read_safetensors_converted(path, lambda key: torch.float32 if key != "bf" else None)
+    assert metadata == {"name": "x"}
+    assert converted["half"].dtype == torch.float32 and torch.equal(converted["half"], tensors["half"].float())
+    assert converted["bf"].dtype == torch.bfloat16 and torch.equal(converted["bf"], tensors["bf"])
+    assert converted["ids"].dtype == torch.int64 and torch.equal(converted["ids"], tensors["ids"])
+    assert converted["scalar"].shape == () and float(converted["scalar"]) == 2.5
+    assert converted["empty"].shape == (0, 3)

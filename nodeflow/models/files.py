@@ -60,8 +60,9 @@ def _read_safetensors(path: Path, device: str) -> tuple[dict[str, torch.Tensor],
     return tensors, metadata
 
 
-def _check_safetensors_header(path: Path) -> None:
-    """Validate the header and the file length before reading tensors (clear truncation errors)."""
+def _check_safetensors_header(path: Path) -> tuple[int, dict]:
+    """Validate the header and the file length before reading tensors (clear truncation errors);
+    returns (header length, header)."""
     size = path.stat().st_size
     with path.open("rb") as file:
         head = file.read(8)
@@ -80,6 +81,52 @@ def _check_safetensors_header(path: Path) -> None:
     if 8 + header_length + end > size:
         raise ModelFileError(f"{path}: truncated: {size} bytes, the header needs "
                              f"{8 + header_length + end} (an incomplete download?)")
+    return header_length, header
+
+
+#: safetensors dtype names -> torch dtypes.
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def stored_dtypes(path: str | os.PathLike) -> dict[str, torch.dtype]:
+    """The dtype of every tensor of a .safetensors file, from its header."""
+    _, header = _check_safetensors_header(Path(path))
+    return {key: SAFETENSORS_DTYPES.get(info.get("dtype"), torch.float32)
+            for key, info in header.items() if key != "__metadata__"}
+
+
+def read_safetensors_converted(path: str | os.PathLike, dtype_for) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a .safetensors file, each floating tensor converted on reading to
+    ``dtype_for(key)`` (None: kept as stored).
+
+    For loads that change the dtype (an fp16 file run in fp32 on the CPU): every tensor is read
+    with a plain positioned read into a buffer of its own, converted, and the buffer dropped, so
+    the peak memory is the converted weights plus one tensor. (Memory-mapping the file would keep
+    every page read resident until the last tensor is released: 1.5x the fp32 weights.)
+    """
+    path = Path(path)
+    header_length, header = _check_safetensors_header(path)
+    metadata = dict(header.get("__metadata__") or {})
+    tensors: dict[str, torch.Tensor] = {}
+    with path.open("rb") as file:
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            try:
+                stored = SAFETENSORS_DTYPES[info["dtype"]]
+                start, end = info["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise ModelFileError(f"{path}: corrupt safetensors header entry {key!r}") from None
+            data = bytearray(end - start)
+            file.seek(8 + header_length + start)
+            file.readinto(data)
+            tensor = torch.frombuffer(data, dtype=stored).reshape(info["shape"]) if data \
+                else torch.empty(info["shape"], dtype=stored)
+            wanted = dtype_for(key) if tensor.is_floating_point() else None
+            tensors[key] = tensor.to(wanted) if wanted is not None and wanted != stored else tensor
+    return tensors, metadata
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:

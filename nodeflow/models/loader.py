@@ -27,7 +27,7 @@ import torch
 from nodeflow.errors import ModelFileError
 from nodeflow.models.detect import describe_keys, detect_kind
 from nodeflow.models.devices import model_dtype
-from nodeflow.models.files import read_state_dict
+from nodeflow.models.files import read_safetensors_converted, read_state_dict, stored_dtypes
 from nodeflow.models.unet import unet_from_state_dict
 from nodeflow.models.vae import vae_from_state_dict
 from nodeflow.models.vae_runtime import VAE
@@ -90,12 +90,12 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     from nodeflow.text.tokenizer import load_tokenizer
 
     path = Path(path)
-    sd, metadata = read_state_dict(path)
+    device = torch.device(device)
+    sd, metadata = _read_checkpoint(path, device, dtype)
     kind = detect_kind(sd)
     if kind not in SUPPORTED:
         raise ModelFileError(_unsupported(path, kind, sd))
     _check_unclaimed(path, sd, (UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX))
-    device = torch.device(device)
     heads = int(metadata[META_UNET_HEADS]) if META_UNET_HEADS in metadata else None
     scale = float(metadata.get(META_VAE_SCALE, SD1_SCALING_FACTOR))
     unet_sd = {k: v for k, v in _take(sd, UNET_PREFIX).items() if not IGNORED.match(k)}
@@ -116,6 +116,24 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
                            model_dtype(device, dtype, "unet"), name=path.name)
     logger.info("loaded %s (%s) on %s", path.name, kind, device)
     return Checkpoint(model, clip, vae, kind, metadata)
+
+
+def _read_checkpoint(path: Path, device: torch.device, dtype: str) -> tuple[dict, dict]:
+    """The file's tensors. When the CPU load changes their dtype (an fp16 file run in fp32), each
+    tensor is converted as it is read, so the file is never held whole beside the converted
+    weights; otherwise memory-mapped (nothing copied until used)."""
+    if device.type != "cpu" or path.suffix.lower() != ".safetensors" or not path.is_file():
+        return read_state_dict(path)
+    parts = ((UNET_PREFIX, "unet"), (VAE_PREFIX, "vae"), (TEXT_PREFIX, "text"))
+
+    def dtype_for(key: str) -> torch.dtype | None:
+        part = next((name for prefix, name in parts if key.startswith(prefix)), None)
+        return model_dtype(device, dtype, part) if part else None
+
+    stored = stored_dtypes(path)
+    if all(dtype_for(key) in (None, kind) for key, kind in stored.items() if kind.is_floating_point):
+        return read_state_dict(path)
+    return read_safetensors_converted(path, dtype_for)
 
 
 def load_vae_state_dict(path: Path, sd: dict[str, torch.Tensor], device: torch.device, dtype: str,

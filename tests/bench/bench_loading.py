@@ -5,10 +5,10 @@ peak RSS over the file size. Goal: peak RSS under 1.3x the weights.
 
 The checkpoint is written once (about 2.1 GB) to a temporary folder, or to --keep's path and
 reused. Loading runs in a fresh process so its peak RSS (``VmHWM``, Linux) is its own; the baseline
-(Python, torch and nodeflow imported) is subtracted and printed. Safetensors tensors are
-memory-mapped: an fp16 load at the file's dtype maps the file (pages read on use) and copies
-nothing; an fp32 load of an fp16 file converts each tensor, so the peak also counts the mapped
-file pages that were read (page cache, not private memory).
+(Python, torch and nodeflow imported) is subtracted and printed. An fp16 load at the file's
+dtype memory-maps the file (pages read on use) and copies nothing; an fp32 load of an fp16 file
+reads and converts one tensor at a time (nodeflow.models.files.read_safetensors_converted), so the
+peak is the fp32 weights plus one tensor.
 """
 
 from __future__ import annotations
