@@ -52,6 +52,7 @@ def test_run_in_the_window(display, tmp_path):
     document = Document.open(registry, ROOT / "workflows" / "txt2img.json")
     document.set_value("4", "ckpt_name", "tiny.safetensors")
     document.set_value("3", "steps", 4)
+    document.move("9", (800, 0))  # SaveImage in view, clear of the minimap, to see its image
     app = EditorApp(document, Executor(registry, paths), paths, tmp_path / "recovery.json",
                     RecentFiles(tmp_path / "recent.json"))
     dpg.create_context()
@@ -86,6 +87,7 @@ def test_run_in_the_window(display, tmp_path):
             dpg.render_dearpygui_frame()
         pixels = np.asarray(Image.open(shot).convert("RGB"))
         assert pixels.std() > 10  # a drawn window, not a blank frame
+        assert_node_shows(app, pixels, np.asarray(Image.open(saved[0]).convert("RGB")))
         app.document.path = tmp_path / "mine.json"
         app.save()
         app.frame()
@@ -99,6 +101,27 @@ def test_run_in_the_window(display, tmp_path):
         app.worker.stop()
         dpg.destroy_context()
 
+
+def assert_node_shows(app, screenshot, image) -> None:
+    """The SaveImage node's texture holds the saved PNG's pixels, and the screenshot shows them
+    where its image button is (scaled by the GPU: compared with a bilinear resize)."""
+    import dearpygui.dearpygui as dpg
+    import numpy as np
+    from PIL import Image
+
+    texture, (width, height) = app.textures["9:0"]
+    data = np.asarray(dpg.get_value(texture), dtype=np.float32).reshape(height, width, 4)
+    assert (height, width) == image.shape[:2]
+    assert np.abs(data[..., :3] - image / 255.0).max() <= 1 / 255 + 1e-6  # 8-bit rounding at most
+    [button] = dpg.get_item_children("images_9", 1)
+    (x0, y0), (x1, y1) = dpg.get_item_rect_min(button), dpg.get_item_rect_max(button)
+    shown_w, shown_h = dpg.get_item_configuration(button)["width"], dpg.get_item_configuration(button)["height"]
+    left, top = (x0 + x1 - shown_w) // 2, (y0 + y1 - shown_h) // 2  # the image, inside the frame padding
+    region = screenshot[top:top + shown_h, left:left + shown_w].astype(np.float32)
+    expected = np.asarray(Image.fromarray(image).resize((shown_w, shown_h), Image.BILINEAR), dtype=np.float32)
+    difference = np.abs(region - expected).mean()
+    assert difference < 8, difference  # out of 255
+    assert np.abs(region - (255 - expected)).mean() > 8 * difference  # an image that differs would fail
 
 
 # Each scenario runs in its own process (dearpygui allows one context per process) under the
