@@ -1,5 +1,6 @@
 """The editor's model without a display: commands, undo/redo, link rules, clipboard, seeds, files."""
 
+import copy
 import random
 
 import pytest
@@ -254,3 +255,60 @@ def test_progress_text_names_the_node_and_its_step():
     assert progress.step(12, 20) == (0.6, "KSampler (3/7) step 12/20")
     assert progress.node_started("3", "KSampler", 4, 7)[1] == "hires pass (4/7)"
     assert progress.step(0, 0) == (0.0, "hires pass (4/7) step 0/0")
+
+
+def _wired(doc):
+    """Number -> Add.a, Number -> Add.b, Add -> Scale.x; returns the node ids."""
+    a, b = doc.add_node("Number", (0, 0)), doc.add_node("Number", (0, 100))
+    add, scale = doc.add_node("Add", (200, 0)), doc.add_node("Scale", (400, 0))
+    doc.connect(a, 0, add, "a")
+    doc.connect(b, 0, add, "b")
+    doc.connect(add, 0, scale, "x")
+    return a, b, add, scale
+
+
+EDITS = {  # name: (edit on the _wired graph, its undo label, a check that it happened)
+    "disconnect": (lambda d, a, b, add, scale: d.disconnect(d.workflow.input_link(add, "b")), "disconnect",
+                   lambda d, a, b, add, scale: d.workflow.input_link(add, "b") is None),
+    "set_title": (lambda d, a, b, add, scale: d.set_title(add, "sum"), "rename",
+                  lambda d, a, b, add, scale: d.workflow.nodes[add].title == "sum"),
+    "set_mode": (lambda d, a, b, add, scale: d.set_mode(scale, "bypassed"), "bypassed",
+                 lambda d, a, b, add, scale: d.workflow.nodes[scale].mode == "bypassed"),
+    "toggle_pin": (lambda d, a, b, add, scale: d.toggle_pin(scale, "factor"), "toggle pin",
+                   lambda d, a, b, add, scale: d.is_pin(scale, "factor")),
+    "paste": (lambda d, a, b, add, scale: d.paste(d.copy([a, add])), "paste",
+              lambda d, a, b, add, scale: len(d.workflow.nodes) == 6 and len(d.workflow.links) == 4),
+    "duplicate": (lambda d, a, b, add, scale: d.duplicate([add, scale]), "duplicate",
+                  lambda d, a, b, add, scale: len(d.workflow.nodes) == 6 and len(d.workflow.links) == 4),
+    "delete": (lambda d, a, b, add, scale: d.remove_nodes([add]), "delete 1 node(s)",
+               lambda d, a, b, add, scale: add not in d.workflow.nodes and d.workflow.links == []),
+    "replace_link": (lambda d, a, b, add, scale: d.connect(b, 0, add, "a"), "connect",
+                     lambda d, a, b, add, scale: d.workflow.input_link(add, "a").src == b),
+    "seed_mode": (lambda d, a, b, add, scale: d.set_node_setting("seed_control", a, "value", "fixed"),
+                  "set seed control of value",
+                  lambda d, a, b, add, scale: d.workflow.ui["seed_control"][a]["value"] == "fixed"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDITS))
+def test_every_edit_undoes_and_redoes_exactly(doc, name):
+    """One undo restores the workflow exactly as it was (UI section included); redo re-applies it."""
+    edit, label, happened = EDITS[name]
+    nodes = _wired(doc)
+    before = copy.deepcopy(doc.workflow)
+    edit(doc, *nodes)
+    after = copy.deepcopy(doc.workflow)
+    assert happened(doc, *nodes) and after != before
+    doc.dirty = False
+    assert doc.undo() == label and doc.workflow == before and doc.dirty
+    assert doc.redo() == label and doc.workflow == after and happened(doc, *nodes)
+
+
+def test_unpinning_an_input_drops_its_link_and_undo_brings_it_back(doc):
+    a, b, add, scale = _wired(doc)
+    other = doc.add_node("Scale")
+    assert doc.toggle_pin(scale, "factor")  # the widget becomes a pin...
+    doc.connect(other, 0, scale, "factor")  # ...that a FLOAT output can feed
+    assert not doc.toggle_pin(scale, "factor") and doc.workflow.input_link(scale, "factor") is None
+    assert doc.undo() == "toggle pin"
+    assert doc.workflow.input_link(scale, "factor").src == other and doc.is_pin(scale, "factor")

@@ -185,9 +185,9 @@ class Document:
 
     def toggle_pin(self, node_id: str, input_name: str) -> bool:
         """Show a widget input as a pin (so it can be linked) or back as a widget; True if pinned."""
+        self._record("toggle pin")  # before touching the UI section, so undo restores it exactly
         pins = self.workflow.ui.setdefault("pins", {})
         names = set(pins.get(node_id, []))
-        self._record("toggle pin")
         if input_name in names:
             names.discard(input_name)
             self.workflow.links = [l for l in self.workflow.links
@@ -219,11 +219,12 @@ class Document:
                          [l for l in self.workflow.links if l.src in chosen and l.dst in chosen],
                          {i: self.position(i) for i in chosen})
 
-    def paste(self, clipboard: Clipboard, offset: tuple[float, float] = (40.0, 40.0)) -> list[str]:
+    def paste(self, clipboard: Clipboard, offset: tuple[float, float] = (40.0, 40.0),
+              label: str = "paste") -> list[str]:
         """Add copies of the clipboard's nodes (and the links among them); returns the new ids."""
         if not clipboard.nodes:
             return []
-        self._record("paste")
+        self._record(label)
         mapping = {}
         for node in clipboard.nodes:
             new_id = self._new_id()
@@ -238,7 +239,7 @@ class Document:
         return [mapping[n.id] for n in clipboard.nodes]
 
     def duplicate(self, node_ids: list[str]) -> list[str]:
-        return self.paste(self.copy(node_ids))
+        return self.paste(self.copy(node_ids), label="duplicate")
 
     # ----- files ---------------------------------------------------------------------------
     def save(self, path: Path | None = None) -> Path:
