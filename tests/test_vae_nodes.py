@@ -204,3 +204,24 @@ def test_loader_nodes_and_file_fingerprint(tmp_path):
     before = fingerprint({"ckpt_name": "tiny.safetensors"}, paths)
     os.utime(path, ns=(1, 10**18))
     assert fingerprint({"ckpt_name": "tiny.safetensors"}, paths) != before
+
+
+def test_a_pass_that_would_not_fit_is_tiled_up_front(monkeypatch):
+    """No out-of-memory error needed (on Linux the CPU allocator may not raise one before the
+    system runs out): the untiled pass's memory is estimated first."""
+    from types import SimpleNamespace
+
+    import nodeflow.models.vae_runtime as runtime
+
+    model = LocalAutoencoder()
+    model.config = SimpleNamespace(downscale=8, ch=128, ch_mult=(1, 2, 4, 4))
+    vae = VAE(model, 0.18215, torch.device("cpu"), torch.float32)
+    latent = torch.randn(1, 4, 100, 90)
+    reference = local_vae().decode(latent)
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 10 * 2**30)  # plenty
+    vae.decode(latent)
+    assert model.calls == [(1, 4, 100, 90)]
+    model.calls.clear()
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 64 * 2**20)  # 800x720 would need ~2.4 GB
+    torch.testing.assert_close(vae.decode(latent), reference)
+    assert model.calls and all(call[-2] * call[-1] <= 64 * 64 for call in model.calls)

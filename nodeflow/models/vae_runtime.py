@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nodeflow.models.devices import is_out_of_memory
+from nodeflow.models.devices import available_memory, is_out_of_memory
 
 from nodeflow.models.vae import AutoencoderKL
 
@@ -46,6 +46,9 @@ class VAE:
         """IMAGE (B, H, W, C) 0..1 -> latent (B, 4, H/f, W/f) float32 on the CPU (posterior mean
         of 2 image - 1); H, W centre-cropped to multiples of f. Out of memory: tiled instead."""
         pixels = crop_to_multiple(image, self.downscale)[..., :3].movedim(-1, 1) * 2 - 1  # (B, 3, H, W)
+        if auto_tile and not self.fits(min(batch_size, pixels.shape[0]), *pixels.shape[-2:]):
+            logger.info("VAE encode of %s would not fit in memory; encoding in tiles", tuple(image.shape))
+            return self.encode_tiled(image)
         try:
             outputs = [self.model.encode(chunk.to(self.device, self.dtype)).float().cpu()
                        for chunk in pixels.split(batch_size)]
@@ -60,6 +63,10 @@ class VAE:
     def decode(self, latent: torch.Tensor, batch_size: int = 4, auto_tile: bool = True) -> torch.Tensor:
         """latent (B, 4, h, w) -> IMAGE (B, h f, w f, 3) in 0..1, float32 on the CPU.
         Out of memory: decoded in tiles instead."""
+        f = self.downscale
+        if auto_tile and not self.fits(min(batch_size, latent.shape[0]), latent.shape[-2] * f, latent.shape[-1] * f):
+            logger.info("VAE decode of %s would not fit in memory; decoding in tiles", tuple(latent.shape))
+            return self.decode_tiled(latent)
         try:
             outputs = [self.model.decode(chunk.to(self.device, self.dtype)).float().cpu()
                        for chunk in latent.split(batch_size)]
@@ -70,6 +77,19 @@ class VAE:
             return self.decode_tiled(latent)
         pixels = torch.cat(outputs)  # (B, 3, H, W)
         return ((pixels + 1) / 2).clamp(0, 1).movedim(1, -1)
+
+    def fits(self, batch: int, height: int, width: int) -> bool:
+        """Whether an untiled pass over ``batch`` images of height x width pixels should fit in the
+        free memory of the VAE's device: the estimate is ACTIVATIONS_PER_CHANNEL tensors of the
+        full-resolution width (SD's VAE: 128 channels) per pixel. Unknown free memory: assume yes
+        (an out-of-memory error still falls back to tiles)."""
+        free = available_memory(self.device)
+        config = getattr(self.model, "config", None)
+        if free is None or not hasattr(config, "ch"):
+            return True
+        channels = config.ch * config.ch_mult[0]
+        needed = batch * height * width * channels * self.dtype.itemsize * ACTIVATIONS_PER_CHANNEL
+        return needed < free * 0.8
 
     @torch.no_grad()
     def decode_tiled(self, latent: torch.Tensor, tile: int = 64, overlap: int = 16) -> torch.Tensor:
@@ -85,6 +105,11 @@ class VAE:
         pixels = crop_to_multiple(image, f)[..., :3].movedim(-1, 1)  # (B, 3, H, W)
         tile, overlap = max(tile // f * f, f), overlap // f * f  # whole latent pixels per tile
         return _tiled(pixels, tile, overlap, 1 / f, lambda t: self.encode(t.movedim(1, -1), auto_tile=False))
+
+
+#: Full-resolution activation tensors alive at once in the VAE's widest block (input, norm,
+#: activation, convolution outputs, the skip and the upsampled input: about 6), with margin.
+ACTIVATIONS_PER_CHANNEL = 8
 
 
 def _tiled(x: torch.Tensor, tile: int, overlap: int, scale: float, fn) -> torch.Tensor:
