@@ -10,6 +10,7 @@ listed next to the user's checkpoints.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,13 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "controlnet": ("controlnet", "ControlNet"),
     "embeddings": ("embeddings",),
 }
+
+def default_temp_dir() -> Path:
+    """``$TMPDIR/nodeflow-<user id>``: one per user (a shared /tmp folder would belong to whoever
+    made it first), and not named like the package (``python -m`` run in /tmp would import it)."""
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"nodeflow-{user}"
+
 
 #: Weight files of a diffusers model folder (config.json beside one of them).
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -75,7 +83,7 @@ class Paths:
     models_dirs: tuple[Path, ...] = (Path("models"),)
     output_dir: Path = Path("output")
     input_dir: Path = Path("input")
-    temp_dir: Path = field(default_factory=lambda: Path(os.environ.get("TMPDIR", "/tmp")) / "nodeflow")
+    temp_dir: Path = field(default_factory=lambda: default_temp_dir())
     custom_nodes_dir: Path | None = None
     assets_dir: Path = field(default_factory=project_assets_dir)
     previews_dir: Path | None = None  # this session's preview folder (nodeflow.previews.preview_session)
