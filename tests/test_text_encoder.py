@@ -186,7 +186,8 @@ def test_dtype_and_device_are_kept(setup):
 
 def test_full_sd1_key_set_builds_vit_l_on_meta(setup):
     """The real SD1.5 text tower (ViT-L/14: 768 wide, 12 layers, 12 heads, 3072 MLP), shapes only:
-    the checkpoint's key layout and the config read from it."""
+    the checkpoint's key layout and the config read from it. (Run with random weights through a
+    single-file checkpoint against diffusers' conversion: tests/test_single_file_parity.py.)"""
     _, tokenizer, _ = setup
     vit_l = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu")

@@ -192,3 +192,70 @@ def test_long_word_is_cut_at_the_window_end(ours):
     first, second = prompt_windows(ours, "cat " * 72 + word)
     assert tokens_of(first)[73:] == tokens[:3] + [49407]
     assert tokens_of(second)[:len(tokens) - 2] == [49406, *tokens[3:]]
+
+
+# Emphasis syntax stripped: the tokens of the parsed segments, concatenated, equal transformers'
+# ids of the same text written without the syntax (the text a user means).
+STRIPPED = [
+    ("(red:1.3) circle", "red circle"),
+    (r"((blue)) square, \(literal\)", "blue square, (literal)"),
+    ("a (red:1.5) ((cat))", "a red cat"),
+    ("masterpiece, (best quality:1.2), ((ultra-detailed)), [blue], {green}",
+     "masterpiece, best quality, ultra-detailed, [blue], {green}"),
+    ("foo ((((lol (cat:666) attack:100)))) baz", "foo lol cat attack baz"),
+    ("(time: 12:30)", "time: 12"),  # the weight is what follows the last colon
+    ("(ratio:wide) (:2)", "ratio:wide :2"),  # not a number: the colon is text
+    ("unclosed (paren", "unclosed (paren"),
+    ("a) (b)", "a) (b)"),
+    ("it's (don't:1.1) you'll (WE'VE)", "it's don't you'll WE'VE"),
+    ("(don:1.2)'t", "don't"),  # "'t" is a token of its own either way
+    ("a (naïve café:0.8) über (日本語のテキスト) 🙂 (👍🏽:1.4)", "a naïve café über 日本語のテキスト 🙂 👍🏽"),
+    ("ＡＢＣ (Σίσυφος:1.2) straße İstanbul (e\u0301)", "ＡＢＣ Σίσυφος straße İstanbul e\u0301"),
+    ("3.14159 (1,000,000:1.5) ①② (&amp; &lt;tag&gt;)", "3.14159 1,000,000 ①② &amp; &lt;tag&gt;"),
+    ("hello!!! (???) ... (--- ___:0.9) ~~~", "hello!!! ??? ... --- ___ ~~~"),
+    ("line one\n(line two:1.2)\nline three", "line one\nline two\nline three"),
+    ("tab\t(separated:1.1)\twords  (double  spaces)", "tab\tseparated\twords  double  spaces"),
+    (r"\(x\) (\(nested\):1.3) \\", r"(x) (nested) \\"),
+    ("(a photo of a cat:1.2), " * 30, "a photo of a cat, " * 30),  # 210 tokens: three windows
+    ("((" + "supercalifragilistic " * 20 + "))" + " (qwertyuiopasdfghjklzxcvbnm:0.7)" * 5,
+     "supercalifragilistic " * 20 + " qwertyuiopasdfghjklzxcvbnm" * 5),
+]
+
+
+@pytest.mark.parametrize("prompt, stripped", STRIPPED)
+def test_emphasis_stripped_ids_match_transformers(ours, reference, prompt, stripped):
+    assert "".join(text for text, _ in parse_weights(prompt)) == stripped
+    expected = reference(stripped, add_special_tokens=False)["input_ids"]
+    assert [token for token, _ in weighted_tokens(ours, prompt)] == expected
+    # the windows hold the same tokens in the same order (start, end and padding aside)
+    content = [token for window in prompt_windows(ours, prompt) for token, _ in window[1:]]
+    assert [token for token in content if token != 49407] == expected
+
+
+def test_emphasis_on_random_prompts_matches_transformers_without_it(ours, reference):
+    plain = [word for word in WORDS if not set(word) & set("()\\:")]
+    forms = ["{}", "({})", "(({}))", "({}:1.3)", "({}:0.5)", "[{}]"]
+    rng = random.Random(1)
+    for _ in range(200):
+        words = [rng.choice(plain) for _ in range(rng.randint(0, 40))]
+        marked = [rng.choice(forms).format(word) for word in words]
+        stripped = " ".join(f"[{w}]" if m == f"[{w}]" else w for w, m in zip(words, marked))
+        prompt = " ".join(marked)
+        expected = reference(stripped, add_special_tokens=False)["input_ids"]
+        assert [token for token, _ in weighted_tokens(ours, prompt)] == expected, repr(prompt)
+
+
+@pytest.mark.parametrize("prompt, segments, joined", [
+    ("(a)(b) c", ["a", "b", " c"], "ab c"),
+    ("(high:1.2)way", ["high", "way"], "highway"),
+    ("red(blue)", ["red", "blue"], "redblue"),
+])
+def test_segments_are_tokenized_separately_like_comfyui(ours, reference, prompt, segments, joined):
+    """Where the syntax glues two segments into one word, the stripped text would be one word
+    for CLIP's BPE, but ComfyUI (and we) tokenize each weighted segment on its own, word by word:
+    the ids are those of the segments, not of the joined text. ComfyUI's behaviour, kept on purpose
+    so that shared prompts encode the same."""
+    assert [text for text, _ in parse_weights(prompt)] == segments
+    got = [token for token, _ in weighted_tokens(ours, prompt)]
+    assert got == [i for text in segments for i in reference(text, add_special_tokens=False)["input_ids"]]
+    assert got != reference(joined, add_special_tokens=False)["input_ids"]
