@@ -18,20 +18,19 @@ def embedding_files_fingerprint(inputs: dict, paths) -> str:
     """Cache fingerprint of the embedding files a prompt names (size and modification time), so
     replacing one re-encodes the prompt."""
     from nodeflow.text.embeddings import find_embedding_file
-    from nodeflow.text.prompt_weights import EMBEDDING_PREFIX
+    from nodeflow.text.prompt_weights import EMBEDDING_PREFIX, embedding_name, embedding_references
 
     text = inputs.get("text")
     if not isinstance(text, str) or EMBEDDING_PREFIX not in text:
         return ""
     folders = paths.kind_dirs("embeddings")
     found = []
-    for word in text.replace("\n", " ").replace("(", " ").split(" "):
-        if word.startswith(EMBEDDING_PREFIX):
-            name = word[len(EMBEDDING_PREFIX):].split(":")[0].rstrip(",.;)")
+    for reference in embedding_references(text):
+        name = embedding_name(reference, lambda candidate: find_embedding_file(folders, candidate) is not None)
+        if name is not None:
             path = find_embedding_file(folders, name)
-            if path is not None:
-                stat = path.stat()
-                found.append(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+            stat = path.stat()
+            found.append(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
     return "|".join(found)
 
 

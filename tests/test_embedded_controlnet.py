@@ -14,9 +14,9 @@ from nodeflow.executor import Executor
 from nodeflow.paths import Paths
 from nodeflow.registry import Registry
 from nodeflow.training.shapes import ShapeDataset
-from nodeflow.workflow import Link, NodeInstance, load_workflow
+from nodeflow.workflow import load_workflow
 from tests.image_checker import mask_iou, read_image
-from tests.project import ROOT
+from tests.project import ROOT, run_for_images
 
 CONTROLNET = ROOT / "assets" / "controlnet" / "nodeflow-tiny-mask.safetensors"
 pytestmark = pytest.mark.skipif(not CONTROLNET.is_file(), reason="the embedded ControlNet is not in assets/")
@@ -52,12 +52,7 @@ def measure_ious(executor: Executor, input_dir, strength: float = 1.0, device: s
         workflow.nodes["6"].inputs["text"] = prompt
         workflow.nodes["5"].inputs["batch_size"] = SAMPLES
         workflow.nodes["3"].inputs["seed"] = 500 + index
-        workflow.nodes["9"] = NodeInstance("9", "PreviewImage")
-        workflow.links = [link for link in workflow.links if link.dst != "9"] + [Link("8", 0, "9", "images")]
-        shown = []
-        executor.run(workflow, device=device,
-                     on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None)
-        ious += [mask_iou(read_image(np.asarray(image)).region, mask) for image in shown[0].images]
+        ious += [mask_iou(read_image(image).region, mask) for image in run_for_images(executor, workflow, device=device)]
     return ious
 
 

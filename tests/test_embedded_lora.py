@@ -9,9 +9,9 @@ from nodeflow.executor import Executor
 from nodeflow.paths import Paths
 from nodeflow.registry import Registry
 from nodeflow.training.palette import caption
-from nodeflow.workflow import Link, NodeInstance, load_workflow
+from nodeflow.workflow import load_workflow
 from tests.image_checker import read_image
-from tests.project import ROOT
+from tests.project import ROOT, run_for_images
 
 LORA = ROOT / "assets" / "loras" / "nodeflow-tiny-big-shapes.safetensors"
 pytestmark = pytest.mark.skipif(not LORA.is_file(), reason="the example LoRA is not in assets/")
@@ -32,12 +32,8 @@ def box_sides(strength: float, tmp_path) -> list[float]:
         workflow.nodes["6"].inputs["text"] = caption(shape, color, background)
         workflow.nodes["5"].inputs["batch_size"] = 3
         workflow.nodes["3"].inputs["seed"] = 300 + index
-        workflow.nodes["9"] = NodeInstance("9", "PreviewImage")
-        workflow.links = [link for link in workflow.links if link.dst != "9"] + [Link("8", 0, "9", "images")]
-        shown = []
-        executor.run(workflow, on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None)
-        for image in shown[0].images:
-            reading = read_image(np.asarray(image))
+        for image in run_for_images(executor, workflow):
+            reading = read_image(image)
             x0, y0, x1, y1 = reading.box
             sides.append(max(x1 - x0, y1 - y0) / image.shape[1])
     return sides

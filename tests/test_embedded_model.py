@@ -9,16 +9,15 @@ sampler, VAE) fails here. The floors are the project's target (issue 7).
 
 import itertools
 
-import numpy as np
 import pytest
 
 from nodeflow.executor import Executor
 from nodeflow.paths import Paths
 from nodeflow.registry import Registry
 from nodeflow.training.palette import PALETTE, SHAPES, caption
-from nodeflow.workflow import Link, NodeInstance, load_workflow
+from nodeflow.workflow import load_workflow
 from tests.image_checker import read_image
-from tests.project import ROOT
+from tests.project import ROOT, run_for_images
 
 CHECKPOINT = ROOT / "assets" / "nodeflow-tiny.safetensors"
 pytestmark = pytest.mark.skipif(not CHECKPOINT.is_file(), reason="the embedded model is not in assets/ yet")
@@ -49,12 +48,8 @@ def readings(tmp_path_factory):
         workflow.nodes["6"].inputs["text"] = caption(shape, color, background)
         workflow.nodes["5"].inputs["batch_size"] = 3
         workflow.nodes["3"].inputs["seed"] = 1000 + index
-        workflow.nodes["9"] = NodeInstance("9", "PreviewImage")
-        workflow.links = [link for link in workflow.links if link.dst != "9"] + [Link("8", 0, "9", "images")]
-        shown = []
-        executor.run(workflow, on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None)
-        for image in shown[0].images:
-            results.append(((shape, color, background), read_image(np.asarray(image))))
+        for image in run_for_images(executor, workflow):
+            results.append(((shape, color, background), read_image(image)))
     return results
 
 

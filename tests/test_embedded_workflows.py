@@ -7,9 +7,9 @@ import pytest
 from nodeflow.executor import Executor
 from nodeflow.paths import Paths
 from nodeflow.registry import Registry
-from nodeflow.workflow import Link, NodeInstance, load_workflow
+from nodeflow.workflow import load_workflow
 from tests.image_checker import nearest_color, read_image
-from tests.project import ROOT
+from tests.project import ROOT, run_for_images
 
 CHECKPOINT = ROOT / "assets" / "nodeflow-tiny.safetensors"
 pytestmark = pytest.mark.skipif(not CHECKPOINT.is_file(), reason="the embedded model is not in assets/")
@@ -25,15 +25,7 @@ def run_example(tmp_path_factory):
 
     def run(name: str) -> np.ndarray:
         """The example's image (H, W, 3) in 0..1, its SaveImage replaced by a PreviewImage."""
-        workflow = load_workflow(ROOT / "workflows" / f"{name}.json", registry)
-        save = next(node_id for node_id, node in workflow.nodes.items() if node.type == "SaveImage")
-        [source] = [link for link in workflow.links if link.dst == save]
-        workflow.nodes[save] = NodeInstance(save, "PreviewImage")
-        workflow.links = [link for link in workflow.links if link.dst != save] + \
-            [Link(source.src, source.src_output, save, "images")]
-        shown = []
-        executor.run(workflow, on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None)
-        return np.asarray(shown[0].images[0])
+        return run_for_images(executor, load_workflow(ROOT / "workflows" / f"{name}.json", registry))[0]
 
     return run
 

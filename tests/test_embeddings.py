@@ -109,3 +109,21 @@ def test_embedding_for_another_model_family_is_a_clear_error(setup, finder):  # 
     _, _, ours = setup
     with pytest.raises(PromptError, match="32 wide, but this text encoder's tokens are 64"):
         ours.encode("embedding:narrow", finder)
+
+
+def test_clip_text_encode_fingerprint_follows_the_embedding_files_it_names(tmp_path):
+    import os
+
+    from nodeflow.paths import Paths
+    from nodeflow_nodes.conditioning import embedding_files_fingerprint
+
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    save_file({"emb_params": VECTORS.clone()}, str(folder / "style.safetensors"))
+    paths = Paths(models_dirs=(tmp_path,))
+    text = {"text": "a cat, (embedding:style:1.2), embedding:style."}
+    first = embedding_files_fingerprint(text, paths)
+    assert first.count("style.safetensors") == 2
+    assert embedding_files_fingerprint({"text": "a cat"}, paths) == ""
+    os.utime(folder / "style.safetensors", ns=(1, 1))
+    assert embedding_files_fingerprint(text, paths) != first

@@ -134,7 +134,7 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as error:
         if "mmap" in str(error):
-            loaded = _torch_load_plain(path)
+            loaded = load_pickle(path)
         else:
             raise _pickle_error(path, error) from None
     except Exception as error:  # the unpickler's refusals come in several exception types
@@ -150,7 +150,9 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _torch_load_plain(path: Path):
+def load_pickle(path: Path):
+    """``torch.load(weights_only=True)``: plain tensors and containers only; anything else is a
+    ModelFileError that says why (damaged, or would need code to run)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

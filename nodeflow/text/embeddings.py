@@ -44,12 +44,9 @@ def _read(path: Path) -> dict:
         from nodeflow.models.files import read_state_dict
 
         return read_state_dict(path)[0]
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # the unpickler's refusals come in several exception types
-        from nodeflow.models.files import _pickle_error
+    from nodeflow.models.files import load_pickle
 
-        raise _pickle_error(path, error) from None
+    loaded = load_pickle(path)
     if isinstance(loaded, torch.Tensor):
         return {"vectors": loaded}
     if not isinstance(loaded, dict):

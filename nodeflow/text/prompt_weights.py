@@ -102,7 +102,7 @@ def weighted_token_groups(tokenizer: Tokenizer, prompt: str, embeddings=None) ->
     a callable name -> vectors (n, D) or None (``nodeflow.text.embeddings.EmbeddingFinder``)."""
     groups = []
     for text, weight in parse_weights(prompt):
-        for word in text.replace("\n", " ").split(" "):
+        for word in _words(text):
             if word.startswith(EMBEDDING_PREFIX):
                 vectors, word = _embedding(word[len(EMBEDDING_PREFIX):], embeddings)
                 groups.append([(vector, weight) for vector in vectors])
@@ -111,19 +111,37 @@ def weighted_token_groups(tokenizer: Tokenizer, prompt: str, embeddings=None) ->
     return [group for group in groups if group]
 
 
-def _embedding(reference: str, embeddings) -> tuple[list, str]:
-    """The vectors of ``embedding:reference`` and the text left over after the name: the longest
-    prefix of ``reference`` that names a file, trailing punctuation left as text."""
-    if embeddings is None:
-        raise PromptError(f"{EMBEDDING_PREFIX}{reference}: textual-inversion embeddings cannot be used here")
+def _words(text: str) -> list[str]:
+    """ComfyUI's words: the text split at spaces (line breaks count as spaces)."""
+    return text.replace("\n", " ").split(" ")
+
+
+def embedding_references(prompt: str) -> list[str]:
+    """What follows ``embedding:`` in each embedding word of ``prompt`` (weights parsed away)."""
+    return [word[len(EMBEDDING_PREFIX):] for text, _ in parse_weights(prompt) for word in _words(text)
+            if word.startswith(EMBEDDING_PREFIX)]
+
+
+def embedding_name(reference: str, exists) -> str | None:
+    """The longest prefix of ``reference`` for which ``exists(name)``, cutting only trailing
+    punctuation (``embedding:name,`` names ``name``); None when there is none."""
     name = reference
     while name:
-        vectors = embeddings(name)
-        if vectors is not None:
-            return list(vectors), reference[len(name):]
+        if exists(name):
+            return name
         if name[-1].isalnum():
-            break
+            return None
         name = name[:-1]
+    return None
+
+
+def _embedding(reference: str, embeddings) -> tuple[list, str]:
+    """The vectors of ``embedding:reference`` and the text left over after the name."""
+    if embeddings is None:
+        raise PromptError(f"{EMBEDDING_PREFIX}{reference}: textual-inversion embeddings cannot be used here")
+    name = embedding_name(reference, lambda candidate: embeddings(candidate) is not None)
+    if name is not None:
+        return list(embeddings(name)), reference[len(name):]
     folders = ", ".join(str(folder) for folder in getattr(embeddings, "folders", [])) or "none"
     available = ", ".join(embeddings.available()[:10]) if hasattr(embeddings, "available") else ""
     raise PromptError(f"embedding {reference!r} not found in the embeddings folders ({folders}); "

@@ -79,13 +79,7 @@ def export_checkpoint(
         META_VAE_SCALE: repr(float(vae_scaling_factor)),
         "format": "pt",
     }
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".tmp")
-    save_file(checkpoint_state_dict(unet, vae, text_encoder), str(temporary), metadata=metadata)
-    os.chmod(temporary, 0o644)  # safetensors writes 0600; the file is meant to be shared
-    os.replace(temporary, target)
-    return target
+    return save_atomically(path, checkpoint_state_dict(unet, vae, text_encoder), metadata)
 
 
 def export_controlnet(path: str | os.PathLike, controlnet: torch.nn.Module, *, name: str, description: str,
@@ -94,6 +88,11 @@ def export_controlnet(path: str | os.PathLike, controlnet: torch.nn.Module, *, n
     tensors = {"control_model." + key: _to_fp16(value) for key, value in controlnet.state_dict().items()}
     metadata = {"name": name, "description": description, "nodeflow.training": json.dumps(settings, sort_keys=True),
                 "nodeflow.seed": str(seed), META_UNET_HEADS: str(unet_num_heads), "format": "pt"}
+    return save_atomically(path, tensors, metadata)
+
+
+def save_atomically(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write a .safetensors file through a temporary file and a rename, readable by all."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(target.name + ".tmp")

@@ -223,11 +223,9 @@ def train_lora_stage(checkpoint_path: Path, out: Path, device: torch.device, set
                      workers: int = 0) -> Path:
     """Stage 4 on an exported checkpoint: write ``out/loras/nodeflow-tiny-big-shapes.safetensors``."""
     import json
-    import os
-
-    from safetensors.torch import save_file
 
     from nodeflow.models.loader import load_checkpoint
+    from nodeflow.training.export import save_atomically
     from nodeflow.training.train_lora import BIG_SHAPES, LoRATraining, train_lora
 
     started = time.perf_counter()
@@ -240,12 +238,6 @@ def train_lora_stage(checkpoint_path: Path, out: Path, device: torch.device, set
                       on_step=ProgressBar("lora"))
     record = settings.to_dict() | {"device": str(device), "seconds": round(time.perf_counter() - started),
                                    "checkpoint": checkpoint_path.name}
-    target = out / "loras" / LORA_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".tmp")
-    save_file(lora.kohya_state_dict(), str(temporary),
-              metadata={"name": "nodeflow-tiny-big-shapes", "description": LORA_DESCRIPTION,
-                        "nodeflow.training": json.dumps(record, sort_keys=True), "nodeflow.seed": str(seed)})
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, target)
-    return target
+    metadata = {"name": "nodeflow-tiny-big-shapes", "description": LORA_DESCRIPTION,
+                "nodeflow.training": json.dumps(record, sort_keys=True), "nodeflow.seed": str(seed)}
+    return save_atomically(out / "loras" / LORA_NAME, lora.kohya_state_dict(), metadata)

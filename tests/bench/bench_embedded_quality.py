@@ -37,8 +37,9 @@ def main() -> None:
     from nodeflow.paths import Paths
     from nodeflow.registry import Registry
     from nodeflow.training.palette import caption
-    from nodeflow.workflow import Link, NodeInstance, load_workflow
+    from nodeflow.workflow import load_workflow
     from tests.image_checker import read_image
+    from tests.project import run_for_images
     from tests.test_embedded_model import prompts
 
     with tempfile.TemporaryDirectory() as folder:
@@ -52,11 +53,7 @@ def main() -> None:
             workflow.nodes["6"].inputs["text"] = caption(shape, color, background)
             workflow.nodes["5"].inputs["batch_size"] = args.samples
             workflow.nodes["3"].inputs["seed"] = 1000 + index
-            workflow.nodes["9"] = NodeInstance("9", "PreviewImage")
-            workflow.links = [l for l in workflow.links if l.dst != "9"] + [Link("8", 0, "9", "images")]
-            shown = []
-            executor.run(workflow, device=args.device, on_event=lambda e: shown.append(e) if type(e).__name__ == "ImagesShown" else None)
-            images = np.asarray(shown[0].images)
+            images = run_for_images(executor, workflow, device=args.device)
             for image in images:
                 reading = read_image(image)
                 hits["foreground"] += reading.foreground == color
