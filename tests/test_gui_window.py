@@ -449,3 +449,137 @@ print(json.dumps(seen))
 def test_a_crash_leaves_the_unsaved_work_in_the_recovery_file(display, tmp_path):
     result = run_scenario(tmp_path, SESSION_HEAD + CRASH)
     assert result == {"raised": "a bug", "recovered_width": 768}
+
+
+# Zoom: a view transform of the editor's own (nodeflow/gui/view.py); the workflow keeps unzoomed
+# positions. Spread wider than the window: Load Checkpoint at x = 0, Save Image at x = 6000.
+FIT = r"""
+from nodeflow.workflow import load_workflow, save_workflow
+
+wide = load_workflow(Path("workflows/txt2img.json"), registry)
+wide.ui["nodes"]["4"]["pos"][0] = 0
+wide.ui["nodes"]["9"]["pos"][0] = 6000
+save_workflow(wide, tmp / "wide.json")
+stored = json.loads((tmp / "wide.json").read_text())["ui"]["nodes"]
+document = Document.open(registry, tmp / "wide.json")
+open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+
+def outside():  # the nodes whose drawn rect is not inside the canvas
+    (cx0, cy0), (cx1, cy1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
+    found = []
+    for node_id, item in app.node_items.items():
+        (x0, y0), (x1, y1) = dpg.get_item_rect_min(item), dpg.get_item_rect_max(item)
+        if not (cx0 <= x0 and x1 <= cx1 and cy0 <= y0 and y1 <= cy1):
+            found.append(node_id)
+    return sorted(found)
+
+seen = {"outside_before": outside(), "zoom_before": app.view.zoom}
+drive(["mousemove", *centre("canvas")], ["key", "f"])  # zoom to fit
+frames(5)
+seen.update(outside_fitted=outside(), zoom_fitted=app.view.zoom, label=dpg.get_value("zoom"),
+            dirty=document.dirty, history=len(document._undo), title=dpg.get_viewport_title())
+(cx0, cy0), (cx1, cy1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
+padding = round(8 * app.view.zoom)  # a node's reported rect starts this far inside it
+corners = [[v - padding for v in dpg.get_item_rect_min(item)] for item in app.node_items.values()]
+ends = [[a + b for a, b in zip(corner, dpg.get_item_rect_size(item))]
+        for corner, item in zip(corners, app.node_items.values())]
+seen["room"] = [min(x for x, _ in corners) - cx0, cx1 - max(x for x, _ in ends),
+                min(y for _, y in corners) - cy0, cy1 - max(y for _, y in ends)]
+document.save(tmp / "saved.json")
+seen["saved_equal"] = json.loads((tmp / "saved.json").read_text())["ui"]["nodes"] == stored
+drive(["keydown", "ctrl"], ["key", "0"], ["keyup", "ctrl"])
+seen.update(zoom_actual=app.view.zoom, outside_actual=outside())
+app.open_path(tmp / "wide.json")  # opening a workflow fits it once
+frames(8)
+seen.update(outside_opened=outside(), zoom_opened=app.view.zoom, opened_dirty=app.document.dirty)
+report(**seen)
+"""
+
+
+def test_zoom_to_fit_shows_a_wide_workflow_and_keeps_its_positions(display, tmp_path):
+    """Nodes 6000 px apart: at 100% the Save Image node is off the canvas; after F (zoom to fit)
+    every node's rect is inside it, centred, nothing is marked unsaved or undoable, and the saved
+    file has the original positions. Ctrl+0 goes back to 100%; opening the file fits it again."""
+    result = run_scenario(tmp_path, FIT)
+    assert result["zoom_before"] == 1.0 and "9" in result["outside_before"]
+    assert result["outside_fitted"] == [] and result["zoom_fitted"] < 0.25, result
+    assert result["label"] == f"{round(result['zoom_fitted'] * 100)}%"
+    left, right, top, bottom = result["room"]
+    assert min(result["room"]) > 0 and abs(left - right) <= 2 and abs(top - bottom) <= 2, result["room"]  # centred
+    assert not result["dirty"] and result["history"] == 0 and not result["title"].startswith("*")
+    assert result["saved_equal"]
+    assert result["zoom_actual"] == 1.0 and "9" in result["outside_actual"]
+    assert result["outside_opened"] == [] and result["zoom_opened"] < 0.25 and not result["opened_dirty"]
+
+
+ZOOM = r"""
+latent = document.add_node("EmptyLatentImage", (100, 100))
+decode = document.add_node("VAEDecode", (500, 100))
+document.save(tmp / "zoom.json")
+open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+seen = {"keys": [app.view.zoom]}
+history = len(document._undo)  # the two additions
+
+def ctrl(*keys):  # held down as a person would: xdotool's "ctrl+minus" can end within one frame
+    return [["keydown", "ctrl"], *(["key", key] for key in keys), ["keyup", "ctrl"]]
+
+drive(["mousemove", *centre("canvas")], *ctrl("minus", "minus"))
+seen["keys"].append(app.view.zoom)
+drive(*ctrl("equal"))
+seen["keys"].append(app.view.zoom)
+drive(*ctrl("0"))
+seen["keys"].append(app.view.zoom)
+
+def corner(node_id):  # the node's top-left corner on the screen
+    x, y = dpg.get_item_rect_min(app.node_items[node_id])
+    padding = round(8 * app.view.zoom)
+    return x - padding, y - padding
+
+mouse = (330, 260)
+drive(["mousemove", *mouse])
+before = corner(decode)
+drive(["keydown", "ctrl"], ["click", 5], ["keyup", "ctrl"])  # wheel down: zoom out around the mouse
+seen["wheel_out"] = app.view.zoom
+after = corner(decode)
+seen["distances"] = [[b - m for b, m in zip(before, mouse)], [a - m for a, m in zip(after, mouse)]]
+drive(["keydown", "ctrl"], ["click", 4], ["click", 4], ["keyup", "ctrl"])  # wheel up: in, twice
+seen["wheel_in"] = app.view.zoom
+drive(*ctrl("0", "minus", "minus", "minus", "minus"))
+seen["zoom"] = app.view.zoom
+seen["clean"] = [document.dirty, len(document._undo) - history, dpg.get_viewport_title()]
+x, y = corner(latent)
+drive(["mousemove", x + 6, y + 3], ["mousedown", 1], ["mousemove", x + 36, y + 23], ["mousemove", x + 66, y + 43],
+      ["mouseup", 1])  # drag the latent node by its title, 60 x 40 screen pixels
+seen["moved"] = [document.position(latent), document.position(decode), document._undo[-1][0]]
+before = set(document.workflow.nodes)
+drive(["mousemove", *centre("search")], ["click", 1], ["type", "flip"], ["mousemove", 700, 300], ["key", "Return"])
+[added] = set(document.workflow.nodes) - before
+seen["placed"] = corner(added)
+drive(["mousemove", *centre("search")], ["click", 1], ["type", "f"])  # typed into the search box: no fit
+seen["typed"] = [dpg.get_value("search"), app.view.zoom]
+x, y = corner(added)
+drive(["mousemove", x + 6, y + 3], ["click", 1], ["key", "Delete"])  # select the new node, delete it
+seen["deleted"] = added not in document.workflow.nodes
+drive(["mousemove", 900, 500], ["click", 1], ["key", "f"])  # on the canvas: F fits
+seen["fitted"] = app.view.zoom
+report(**seen)
+"""
+
+
+def test_zoom_keys_and_ctrl_wheel_keep_the_workflow_in_unzoomed_units(display, tmp_path):
+    """Ctrl+- / Ctrl+= / Ctrl+0 step the zoom; Ctrl+wheel zooms around the mouse (a node keeps
+    its direction from the mouse, its distance scaled); at 50% a drag of 60 x 40 screen pixels
+    moves the node by 120 x 80 workflow units and a node placed at the mouse lands under it."""
+    result = run_scenario(tmp_path, ZOOM)
+    assert result["keys"] == [1.0, 0.75, 0.9, 1.0]
+    assert result["wheel_out"] == 0.9 and result["wheel_in"] == 1.25
+    (bx, by), (ax, ay) = result["distances"]
+    assert abs(ax - bx * 0.9) <= 2 and abs(ay - by * 0.9) <= 2, result["distances"]
+    assert result["zoom"] == 0.5
+    dirty, history, title = result["clean"]
+    assert not dirty and history == 0 and not title.startswith("*")  # zooming is no edit
+    latent, decode, label = result["moved"]
+    assert abs(latent[0] - 220) <= 2 and abs(latent[1] - 180) <= 2 and label == "move", result["moved"]
+    assert decode == [500, 100]  # untouched, however the view rounds
+    assert abs(result["placed"][0] - 700) <= 2 and abs(result["placed"][1] - 300) <= 2, result["placed"]
+    assert result["typed"] == ["f", 0.5] and result["deleted"] and result["fitted"] == 1.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -25,13 +26,16 @@ from nodeflow.gui.seed_control import MODES as SEED_MODES
 from nodeflow.gui.seed_control import seed_mode, seeds_after_run, set_seed_mode
 from nodeflow.gui.worker import RunCancelled, RunFailed, RunInvalid, RunProgress, Worker
 from nodeflow.gui.theme import Themes
+from nodeflow.gui.view import LEVELS, View, bounds, fit, scaled, step
 from nodeflow.spec import BOOLEAN, CHOICE, FLOAT, INT, STRING
 
 logger = logging.getLogger(__name__)
 
 AUTOSAVE_SECONDS = 5.0
 PREVIEW_SIZE = 160
-NODE_PADDING = 8.0  # imnodes' default: a node's content (its reported rect) starts this far inside it
+NODE_PADDING = 8  # imnodes' default at 100%: a node's content (its reported rect) starts this far inside it
+KEY_EQUAL = 602  # ImGuiKey_Equal ("=", "+" with shift): dearpygui 2.3 names none (its mvKey_Plus is 61)
+FIT_PASSES = 3  # zoom to fit measures the nodes again at the zoom it chose, and may zoom out further
 
 
 class EditorApp:
@@ -64,6 +68,10 @@ class EditorApp:
         self.recovered_revision: int | None = None  # the document revision in the recovery file
         self.recovery_offered = False  # an earlier session's recovery file awaits an answer
         self.keep_recovery = True  # False once the user chose to close without the changes
+        self.view = View()  # the canvas's zoom and offset (not part of the workflow)
+        self.pan = (0.0, 0.0)  # the node editor's own panning, as last measured (see _measure_pan)
+        self.fit_passes = 0  # > 0: zoom to fit is pending (done once the nodes are drawn)
+        self.terminating = False  # set by SIGTERM: the frame loop ends, unsaved work goes to recovery
 
     # ----- building ------------------------------------------------------------------------
     def build(self) -> None:
@@ -71,14 +79,17 @@ class EditorApp:
         with dpg.texture_registry(tag="textures"):
             pass
         self.themes = Themes()
+        if self.themes.fonts:
+            dpg.bind_font(self.themes.fonts[1.0])
         with dpg.window(tag="main", no_scrollbar=True):
             self._menu()
-            with dpg.group(horizontal=True):
+            with dpg.group(horizontal=True, tag="toolbar"):
                 dpg.add_button(label="Run (Ctrl+Enter)", callback=lambda: self.run())
                 dpg.add_button(label="Stop", callback=lambda: self.worker.stop())
                 dpg.add_input_text(tag="search", hint="add node: type to search, Enter to place", width=320,
                                    callback=self._search_changed)  # Enter: _on_key
                 dpg.add_progress_bar(tag="progress", default_value=0.0, width=300, overlay="idle")
+                dpg.add_text("100%", tag="zoom")
                 dpg.add_text("", tag="status")
             with dpg.group(tag="canvas"):  # the editor reports no rect; this group's rect is the editor's
                 with dpg.node_editor(tag="editor", callback=self._on_link, delink_callback=self._on_delink,
@@ -96,8 +107,10 @@ class EditorApp:
             dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=self._on_right_click)
             dpg.add_mouse_double_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_double_click)
             dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=lambda: self._sync_positions())
+            dpg.add_mouse_wheel_handler(callback=self._on_wheel)
         dpg.set_primary_window("main", True)
         dpg.set_exit_callback(self.request_close)  # the close button (see show_window)
+        self._show_zoom()
         self.rebuild()
 
     def _menu(self) -> None:
@@ -121,6 +134,11 @@ class EditorApp:
                 dpg.add_menu_item(label="Bypass selected", shortcut="Ctrl+B", callback=lambda: self.set_selection_mode("bypassed"))
                 dpg.add_menu_item(label="Mute selected", shortcut="Ctrl+M", callback=lambda: self.set_selection_mode("muted"))
                 dpg.add_menu_item(label="Enable selected", callback=lambda: self.set_selection_mode("normal"))
+            with dpg.menu(label="View"):
+                dpg.add_menu_item(label="Zoom in", shortcut="Ctrl+=", callback=lambda: self.zoom_by(1))
+                dpg.add_menu_item(label="Zoom out", shortcut="Ctrl+-", callback=lambda: self.zoom_by(-1))
+                dpg.add_menu_item(label="Actual size", shortcut="Ctrl+0", callback=lambda: self.actual_size())
+                dpg.add_menu_item(label="Zoom to fit", shortcut="F, Home", callback=lambda: self.zoom_to_fit())
             with dpg.menu(label="Run"):
                 dpg.add_menu_item(label="Run", shortcut="Ctrl+Enter", callback=lambda: self.run())
                 dpg.add_menu_item(label="Stop", callback=lambda: self.worker.stop())
@@ -189,7 +207,7 @@ class EditorApp:
         label = self._node_label(node_id)
         if instance.mode != "normal":
             label += f" [{instance.mode}]"
-        with dpg.node(label=label, parent="editor", pos=self.document.position(node_id),
+        with dpg.node(label=label, parent="editor", pos=self.view.to_grid(self.document.position(node_id)),
                       user_data=node_id) as item:
             self.node_items[node_id] = item
             if spec is None:
@@ -200,7 +218,7 @@ class EditorApp:
                 self._build_input(node_id, instance, input_spec)
             for index, output in enumerate(spec.outputs):
                 with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Output) as pin:
-                    dpg.add_text(output.label, indent=60)
+                    dpg.add_text(output.label, indent=self._scaled(60))
                 dpg.bind_item_theme(pin, self.themes.pin(output.type))
                 self._map(pin, (node_id, "out", index))
             if spec.output_node:
@@ -224,7 +242,8 @@ class EditorApp:
         children = dpg.get_item_children(attribute, 1)
         if spec.is_widget and children:  # right-click on the widget or its label
             self.widget_popups.add(children[0])
-            with dpg.popup(children[0], mousebutton=dpg.mvMouseButton_Right):
+            with dpg.popup(children[0], mousebutton=dpg.mvMouseButton_Right) as popup:
+                self._unzoomed(popup)
                 dpg.add_menu_item(label="Convert to widget" if pinned else "Convert to input pin",
                                   callback=lambda: self._toggle_pin(node_id, spec.name))
 
@@ -234,14 +253,15 @@ class EditorApp:
         def changed(sender, app_data):
             self._set_value(node_id, spec.name, app_data)
 
-        width = 180
+        width = self._scaled(180)
         if spec.type == INT:
             if spec.seed:
                 with dpg.group(horizontal=True):
                     dpg.add_input_text(label=spec.name, default_value=str(value), width=width, decimal=True,
                                        callback=lambda s, a: self._set_value(node_id, spec.name, int(a or 0)))
                     dpg.add_combo(list(SEED_MODES), default_value=seed_mode(self.document.workflow, node_id, spec.name),
-                                  width=100, callback=lambda s, a: set_seed_mode(self.document, node_id, spec.name, a))
+                                  width=self._scaled(100),
+                                  callback=lambda s, a: set_seed_mode(self.document, node_id, spec.name, a))
             else:
                 dpg.add_drag_int(label=spec.name, default_value=int(value or 0), width=width,
                                  min_value=int(spec.min) if spec.min is not None else 0,
@@ -256,7 +276,8 @@ class EditorApp:
                                speed=float(spec.step or 0.01), format="%.3f", callback=changed)
         elif spec.type == STRING:
             dpg.add_input_text(label=spec.name, default_value=str(value or ""), multiline=spec.multiline,
-                               width=260 if spec.multiline else width, height=80 if spec.multiline else 0,
+                               width=self._scaled(260) if spec.multiline else width,
+                               height=self._scaled(80) if spec.multiline else 0,
                                callback=changed)
         elif spec.type == BOOLEAN:
             dpg.add_checkbox(label=spec.name, default_value=bool(value), callback=changed)
@@ -265,7 +286,8 @@ class EditorApp:
             dpg.add_combo(items, label=spec.name, default_value=str(value or (items[0] if items else "")),
                           width=width, callback=changed)
         if spec.tooltip:
-            with dpg.tooltip(dpg.last_item()):
+            with dpg.tooltip(dpg.last_item()) as tooltip:
+                self._unzoomed(tooltip)
                 dpg.add_text(spec.tooltip)
 
     def _map(self, attribute: int, port: tuple) -> None:
@@ -311,7 +333,7 @@ class EditorApp:
         return [dpg.get_item_user_data(item) for item in dpg.get_selected_nodes("editor")]
 
     def delete_selection(self) -> None:
-        if dpg.is_any_item_active():  # typing in a text field: Delete edits the text
+        if self._typing():  # Delete edits the text
             return
         links = [self.link_items[i] for i in dpg.get_selected_links("editor") if i in self.link_items]
         for link in links:
@@ -341,9 +363,21 @@ class EditorApp:
         self._status(f"redid {label}" if label else "nothing to redo")
 
     def _sync_positions(self) -> None:
-        """Take the nodes' positions from the canvas after a drag: one edit however many moved."""
-        self.document.move_nodes({node_id: tuple(dpg.get_item_pos(item))
-                                  for node_id, item in self.node_items.items() if dpg.does_item_exist(item)})
+        """Take the nodes' positions from the canvas after a drag: one edit however many moved.
+        A node counts as moved when it is not at the grid position the view draws it at (so the
+        view's rounding to whole pixels moves nothing); its new position is taken in workflow
+        units. Nothing is taken while the canvas is older than the document (an undo this frame)."""
+        if self.document.structure != self.built_structure:
+            return
+        moved = {}
+        for node_id, item in self.node_items.items():
+            if node_id not in self.document.workflow.nodes or not dpg.does_item_exist(item):
+                continue
+            grid = tuple(dpg.get_item_pos(item))
+            if grid != self.view.to_grid(self.document.position(node_id)):
+                x, y = self.view.to_model(grid)
+                moved[node_id] = (round(x, 1), round(y, 1))
+        self.document.move_nodes(moved)
 
     def _on_right_click(self) -> None:
         """On a node (not on a widget, which has its own menu): the node menu; elsewhere on the
@@ -384,7 +418,7 @@ class EditorApp:
         rows = [row for attribute in dpg.get_item_children(item, 1) for row in dpg.get_item_children(attribute, 1)]
         top = dpg.get_item_rect_min(item)[1]
         first_row = dpg.get_item_rect_min(rows[0])[1] if rows else 0
-        return y < (first_row if first_row > top else top + 2 * NODE_PADDING)
+        return y < (first_row if first_row > top else top + 2 * self._scaled(NODE_PADDING))
 
     def rename_selection(self) -> None:
         selected = self._selected_nodes()
@@ -413,35 +447,140 @@ class EditorApp:
         if node_id in self.document.workflow.nodes:
             self.document.set_title(node_id, text)
 
-    # ----- canvas coordinates: node positions are grid positions; panning moves the grid --------
-    def _grid_origin(self) -> tuple[float, float]:
-        """Screen position of the grid's origin, found from a node already drawn (the editor does
-        not report its panning); the canvas's corner when there is none."""
+    # ----- canvas coordinates -----------------------------------------------------------------
+    # Nodes sit at grid positions (workflow position * zoom + offset, see view.py); the node
+    # editor's middle-drag panning moves the whole grid on the screen.
+    def _measure_pan(self) -> None:
+        """The editor's panning (where the grid's origin is, from the canvas's corner), found from
+        a node as it was last drawn: the editor does not report its panning. Done at the start of
+        each frame, before anything moves or rebuilds the nodes; kept when no node is drawn."""
+        padding = self._scaled(NODE_PADDING)
         for item in self.node_items.values():
             if dpg.does_item_exist(item) and dpg.get_item_state(item).get("rect_size", [0, 0])[0] > 0:
-                (sx, sy), (gx, gy) = dpg.get_item_rect_min(item), dpg.get_item_pos(item)
-                return sx - gx - NODE_PADDING, sy - gy - NODE_PADDING
+                (sx, sy), (gx, gy), (cx, cy) = (dpg.get_item_rect_min(item), dpg.get_item_pos(item),
+                                                dpg.get_item_rect_min("canvas"))
+                self.pan = (sx - gx - padding - cx, sy - gy - padding - cy)
+                return
+
+    def _grid_point(self, screen) -> tuple[float, float]:
+        """The grid position at a screen position."""
         x, y = dpg.get_item_rect_min("canvas")
-        return float(x), float(y)
+        return float(screen[0]) - x - self.pan[0], float(screen[1]) - y - self.pan[1]
 
     def _canvas_point(self, screen) -> list[float]:
-        ox, oy = self._grid_origin()
-        return [float(screen[0]) - ox, float(screen[1]) - oy]
+        """The workflow position at a screen position."""
+        return list(self.view.to_model(self._grid_point(screen)))
+
+    def _canvas_centre(self) -> tuple[float, float]:
+        (x0, y0), (x1, y1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
+        return (x0 + x1) / 2, (y0 + y1) / 2
 
     def _placement(self) -> list[float]:
         """Where a new node goes: at the mouse on the canvas, else at the visible canvas's centre."""
         if dpg.is_item_hovered("editor"):
             return self._canvas_point(dpg.get_mouse_pos(local=False))
+        return self._canvas_point(self._canvas_centre())
+
+    # ----- zoom ------------------------------------------------------------------------------
+    def _scaled(self, size: float) -> int:
+        """A size inside the canvas (widget width, indent, image) at the current zoom."""
+        return scaled(size, self.view.zoom)
+
+    def _unzoomed(self, item: int) -> None:
+        """Draw ``item`` (a popup or tooltip inside the canvas) at 100% whatever the zoom."""
+        dpg.bind_item_theme(item, self.themes.zoom[1.0])
+        if self.themes.fonts:
+            dpg.bind_item_font(item, self.themes.fonts[1.0])
+
+    def _show_zoom(self) -> None:
+        """The canvas's font and sizes for the current zoom, and the zoom in the status bar."""
+        level = min(LEVELS, key=lambda candidate: abs(candidate - self.view.zoom))
+        dpg.bind_item_theme("canvas", self.themes.zoom[level])
+        if self.themes.fonts:
+            dpg.bind_item_font("canvas", self.themes.fonts[level])
+        dpg.set_value("zoom", f"{round(self.view.zoom * 100)}%")
+
+    def set_view(self, view: View) -> None:
+        """Show the canvas with ``view``: a new zoom rebuilds the nodes at their new sizes, a new
+        offset only moves them. The workflow is not changed (no undo step, not marked unsaved)."""
+        if view == self.view:
+            return
+        self._sync_positions()  # a drag not yet taken, in the old view's units
+        zoom_changed = view.zoom != self.view.zoom
+        self.view = view
+        if zoom_changed:
+            self._show_zoom()
+            self.rebuild()
+        else:
+            for node_id, item in self.node_items.items():
+                if node_id in self.document.workflow.nodes and dpg.does_item_exist(item):
+                    dpg.set_item_pos(item, self.view.to_grid(self.document.position(node_id)))
+
+    def zoom_by(self, steps: int, screen=None) -> None:
+        """Zoom ``steps`` levels in (out, if negative) around a screen point (default: the
+        canvas's centre), which stays where it is."""
+        anchor = self._grid_point(self._canvas_centre() if screen is None else screen)
+        self.set_view(self.view.zoomed(step(self.view.zoom, steps), anchor))
+
+    def actual_size(self) -> None:
+        """Zoom to 100% around the canvas's centre."""
+        self.set_view(self.view.zoomed(1.0, self._grid_point(self._canvas_centre())))
+
+    def zoom_to_fit(self) -> None:
+        """Show the whole graph in the visible canvas (at most at 100%). Done by ``frame`` once
+        the nodes are drawn, since it needs their sizes."""
+        self.fit_passes = FIT_PASSES
+
+    def _fit(self) -> None:
+        """One pass of zoom to fit: the bounding box of the nodes as drawn (in workflow units)
+        centred in the visible canvas. Later passes measure the nodes at the zoom the first one
+        chose (text does not scale exactly) and may only zoom out further."""
+        items = [(node_id, item) for node_id, item in self.node_items.items()
+                 if node_id in self.document.workflow.nodes and dpg.does_item_exist(item)]
+        sizes = [dpg.get_item_rect_size(item) for _, item in items]
+        if any(width <= 0 for width, _ in sizes):
+            return  # not drawn yet: the next frame
+        if not items:
+            self.fit_passes = 0
+            self.set_view(View())
+            return
+        self._sync_positions()
+        boxes = []
+        for (node_id, _), (width, height) in zip(items, sizes):
+            x, y = self.document.position(node_id)
+            boxes.append((x, y, x + width / self.view.zoom, y + height / self.view.zoom))
         (x0, y0), (x1, y1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
-        return self._canvas_point(((x0 + x1) / 2, (y0 + y1) / 2))
+        canvas = (*self._grid_point((x0, y0)), *self._grid_point((x1, y1)))
+        view = fit(bounds(boxes), canvas, most=1.0 if self.fit_passes == FIT_PASSES else self.view.zoom)
+        self.fit_passes = 0 if view == self.view else self.fit_passes - 1
+        self.set_view(view)
+
+    def _on_wheel(self, sender, delta) -> None:
+        """Ctrl + mouse wheel over the canvas zooms around the mouse."""
+        if delta and self._ctrl_down() and dpg.is_item_hovered("editor"):
+            self.zoom_by(1 if delta > 0 else -1, dpg.get_mouse_pos(local=False))
+
+    @staticmethod
+    def _ctrl_down() -> bool:
+        return dpg.is_key_down(dpg.mvKey_ModCtrl) or dpg.is_key_down(dpg.mvKey_LControl)
 
     def _on_key(self, sender, key) -> None:
-        if dpg.is_key_down(dpg.mvKey_ModCtrl) or dpg.is_key_down(dpg.mvKey_LControl):
+        if self._ctrl_down():
             self._shortcut(key)
         elif key in (dpg.mvKey_Return, dpg.mvKey_NumPadEnter) and dpg.is_item_focused("search"):
             self._place_first_match()
-        elif key == dpg.mvKey_F2 and not dpg.is_any_item_active():
+        elif key == dpg.mvKey_F2 and not self._typing():
             self.rename_selection()
+        elif key in (dpg.mvKey_F, dpg.mvKey_Home) and not self._typing():
+            self.zoom_to_fit()
+
+    @staticmethod
+    def _typing() -> bool:
+        """Whether a text field or a widget has the keyboard (then a plain key is the field's):
+        the rename dialog is open, or an item in the toolbar or the canvas is active (a group is
+        active while an item inside it is; dearpygui has no "is any item active")."""
+        return dpg.does_item_exist("rename") or any(dpg.get_item_state(tag).get("active")
+                                                    for tag in ("toolbar", "canvas"))
 
     def _shortcut(self, key) -> None:
         shift = dpg.is_key_down(dpg.mvKey_ModShift) or dpg.is_key_down(dpg.mvKey_LShift)
@@ -451,7 +590,11 @@ class EditorApp:
                    dpg.mvKey_M: lambda: self.set_selection_mode("muted"),
                    dpg.mvKey_N: lambda: self.confirm_discard(self.new),
                    dpg.mvKey_O: lambda: self.confirm_discard(self.open_dialog),
-                   dpg.mvKey_Z: self.redo if shift else self.undo}
+                   dpg.mvKey_Z: self.redo if shift else self.undo,
+                   KEY_EQUAL: lambda: self.zoom_by(1), dpg.mvKey_Plus: lambda: self.zoom_by(1),
+                   dpg.mvKey_Add: lambda: self.zoom_by(1),
+                   dpg.mvKey_Minus: lambda: self.zoom_by(-1), dpg.mvKey_Subtract: lambda: self.zoom_by(-1),
+                   dpg.mvKey_0: self.actual_size, dpg.mvKey_NumPad0: self.actual_size}
         action = actions.get(key)
         if action is not None:
             action()
@@ -504,6 +647,8 @@ class EditorApp:
 
     def new(self) -> None:
         self.document = Document(self.document.registry)
+        self.view = View()
+        self._show_zoom()
         self.rebuild()
 
     def open_path(self, path: Path, remember: bool = True) -> None:
@@ -513,6 +658,7 @@ class EditorApp:
             self._status(f"cannot open {path}: {error}", error=True)
             return
         self.rebuild()
+        self.zoom_to_fit()  # a workflow whose nodes lie far apart opens fully visible
         if remember:
             self._remember(path)
         self._status(f"opened {path}")
@@ -582,6 +728,13 @@ class EditorApp:
     def _close_discarding(self) -> None:
         self.keep_recovery = False
         dpg.stop_dearpygui()
+
+    def on_terminate(self, signum, frame) -> None:
+        """SIGTERM (a logout, ``kill``): the frame loop ends after this frame and the session
+        ends as on a close, unsaved work going to the recovery file. Only sets a flag: Python
+        runs signal handlers on the main thread between two steps of whatever it is doing."""
+        logger.info("terminated (signal %d): closing, unsaved work goes to %s", signum, self.recovery_file)
+        self.terminating = True
 
     def autosave(self, now: float) -> None:
         """Every few seconds: unsaved changes not yet in the recovery file go there."""
@@ -722,9 +875,9 @@ class EditorApp:
             state = "normal"
         dpg.bind_item_theme(item, self.themes.nodes[state])
 
-    def _texture(self, key: str, image) -> tuple[int, int, int]:
+    def _texture(self, key: str, image, fitted: int = PREVIEW_SIZE) -> tuple[int, int, int]:
         """(texture, shown width, shown height): a dynamic texture holding ``image`` (H, W, C)
-        tensor in 0..1, reused for ``key`` while the size stays; fitted to PREVIEW_SIZE."""
+        tensor in 0..1, reused for ``key`` while the size stays; shown fitted to ``fitted``."""
         array = image.detach().cpu().float().clamp(0, 1).numpy()
         height, width = array.shape[:2]
         rgba = np.ones((height, width, 4), dtype=np.float32)
@@ -735,8 +888,8 @@ class EditorApp:
         else:
             item = dpg.add_dynamic_texture(width, height, rgba.ravel(), parent="textures")
             self.textures[key] = (item, (width, height))
-        scale = PREVIEW_SIZE / max(height, width)
-        return item, int(width * scale), int(height * scale)
+        scale = fitted / max(height, width)
+        return item, max(1, int(width * scale)), max(1, int(height * scale))
 
     def _show_images(self, node_id: str, images) -> None:
         self.shown_images[node_id] = images
@@ -745,7 +898,7 @@ class EditorApp:
             return
         dpg.delete_item(group, children_only=True)
         for index, image in enumerate(images[:4]):
-            texture, width, height = self._texture(f"{node_id}:{index}", image)
+            texture, width, height = self._texture(f"{node_id}:{index}", image, self._scaled(PREVIEW_SIZE))
             dpg.add_image_button(texture, width=width, height=height, parent=group,
                                  callback=lambda s, a, u: self._open_viewer(*u), user_data=(node_id, index))
 
@@ -770,11 +923,14 @@ class EditorApp:
 
     # ----- frame loop ----------------------------------------------------------------------
     def frame(self) -> None:
+        self._measure_pan()
         self._run_callbacks(dpg.get_callback_queue() or [])
         for event in self.worker.drain():
             self.handle(event)
         if self.document.structure != self.built_structure:
             self.rebuild()
+        if self.fit_passes:
+            self._fit()
         self._refresh_title()
         self.autosave(time.monotonic())
 
@@ -831,12 +987,16 @@ def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, fram
     document = Document.open(registry, workflow_path) if workflow_path else Document(registry)
     app = make_app(document, Executor(registry, paths, cache), recovery)
     dpg.create_context()
+    previous_handler = signal.signal(signal.SIGTERM, app.on_terminate)
     try:
         show_window(app)
         if workflow_path is None and recovery.is_file():
             app.offer_recovery()
+        elif workflow_path is not None:
+            app.zoom_to_fit()
         _frame_loop(app, frames, screenshot)
-    finally:  # also on a crash: the user's unsaved work goes to the recovery file
+    finally:  # also on a crash or SIGTERM: the user's unsaved work goes to the recovery file
+        signal.signal(signal.SIGTERM, previous_handler)
         app.worker.stop()
         app.end_session()
         dpg.destroy_context()
@@ -854,7 +1014,7 @@ def show_window(app: EditorApp, **viewport) -> None:
 
 def _frame_loop(app: EditorApp, frames: int | None, screenshot: Path | None) -> None:
     count = 0
-    while dpg.is_dearpygui_running():
+    while dpg.is_dearpygui_running() and not app.terminating:
         app.frame()
         dpg.render_dearpygui_frame()
         count += 1

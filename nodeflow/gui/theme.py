@@ -1,8 +1,42 @@
-"""Colors of the editor: pins by socket type, nodes by state (running, cached, failed, muted)."""
+"""The editor's look: pins colored by socket type, nodes by state (running, cached, failed, muted),
+and for each zoom level of the canvas a font and a theme holding the scaled node and widget sizes."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import dearpygui.dearpygui as dpg
+
+from nodeflow.gui.view import LEVELS, scaled
+from nodeflow.paths import project_assets_dir
+
+logger = logging.getLogger(__name__)
+
+FONT_SIZE = 14  # pixels, at 100%
+MIN_FONT_SIZE = 2
+
+
+def font_file() -> Path:
+    """DejaVu Sans, shipped with its license in assets/fonts/ (no system fonts at run time)."""
+    return project_assets_dir() / "fonts" / "DejaVuSans.ttf"
+
+
+# Sizes that scale with the canvas's zoom: imnodes' and ImGui's defaults at 100% (style variable,
+# value or (x, y)). Node borders and pin outlines keep their 1-pixel lines.
+NODE_SIZES = {
+    dpg.mvNodeStyleVar_GridSpacing: 24, dpg.mvNodeStyleVar_NodeCornerRounding: 4,
+    dpg.mvNodeStyleVar_NodePadding: (8, 8), dpg.mvNodeStyleVar_LinkThickness: 3,
+    dpg.mvNodeStyleVar_LinkHoverDistance: 10, dpg.mvNodeStyleVar_PinCircleRadius: 4,
+    dpg.mvNodeStyleVar_PinQuadSideLength: 7, dpg.mvNodeStyleVar_PinTriangleSideLength: 9.5,
+    dpg.mvNodeStyleVar_PinHoverRadius: 10,
+}
+WIDGET_SIZES = {
+    dpg.mvStyleVar_FramePadding: (4, 3), dpg.mvStyleVar_ItemSpacing: (8, 4),
+    dpg.mvStyleVar_ItemInnerSpacing: (4, 4), dpg.mvStyleVar_IndentSpacing: 21,
+    dpg.mvStyleVar_ScrollbarSize: 14,
+}
+SMALLEST = {dpg.mvNodeStyleVar_GridSpacing: 8}  # denser grid lines would only darken the canvas
 
 SOCKET_COLORS = {
     "MODEL": (180, 130, 230), "CLIP": (250, 210, 90), "VAE": (250, 110, 110),
@@ -35,6 +69,33 @@ class Themes:
             self.nodes[state] = theme
         self.pins = {}
         self.hidden_window = self._hidden_window()
+        self.zoom = {level: self._zoom_theme(level) for level in LEVELS}
+        self.fonts = self._fonts(font_file())
+
+    @staticmethod
+    def _zoom_theme(zoom: float) -> int:
+        """Node and widget sizes at ``zoom`` (bound to the canvas; node padding in whole pixels,
+        which the editor's coordinates rely on)."""
+        with dpg.theme() as theme:
+            with dpg.theme_component(dpg.mvAll):
+                for sizes, category in ((NODE_SIZES, dpg.mvThemeCat_Nodes), (WIDGET_SIZES, dpg.mvThemeCat_Core)):
+                    for variable, value in sizes.items():
+                        values = value if isinstance(value, tuple) else (value,)
+                        smallest = SMALLEST.get(variable, 1)
+                        dpg.add_theme_style(variable, *(max(scaled(v, zoom), smallest) for v in values),
+                                            category=category)
+        return theme
+
+    @staticmethod
+    def _fonts(path: Path) -> dict[float, int]:
+        """One font per zoom level, built before the first frame (empty if the font file is
+        missing: then text keeps dearpygui's own font and does not scale)."""
+        if not path.is_file():
+            logger.warning("font file %s not found: the canvas's text will not scale with its zoom", path)
+            return {}
+        with dpg.font_registry():
+            return {level: dpg.add_font(str(path), max(MIN_FONT_SIZE, round(FONT_SIZE * level)))
+                    for level in LEVELS}
 
     @staticmethod
     def _hidden_window() -> int:

@@ -1,4 +1,5 @@
-"""Editor frame times: a 200-node graph idle, and the default workflow while it runs.
+"""Editor frame times: a 200-node graph idle at 100% and 50% zoom, the time a zoom change takes
+(it rebuilds the nodes), and the default workflow while it runs.
 
     xvfb-run -a python tests/bench/bench_gui_frames.py      (or with DISPLAY set)
 
@@ -23,6 +24,7 @@ def main() -> None:
     from nodeflow.executor import Executor
     from nodeflow.gui.app import EditorApp
     from nodeflow.gui.document import Document
+    from nodeflow.gui.view import View
     from nodeflow.paths import Paths
     from nodeflow.registry import Registry
 
@@ -43,17 +45,31 @@ def main() -> None:
     app.build()
     dpg.setup_dearpygui()
     dpg.show_viewport()
-    times, ours = [], []
-    for _ in range(120):
+
+    def idle_frames() -> tuple[list[float], list[float]]:
+        """Frame times (sorted, the first 20 frames left out) and the editor's own part."""
+        times, ours = [], []
+        for _ in range(120):
+            started = time.perf_counter()
+            app.frame()
+            middle = time.perf_counter()
+            dpg.render_dearpygui_frame()
+            times.append(time.perf_counter() - started)
+            ours.append(middle - started)
+        return sorted(times[20:]), ours[20:]
+
+    idle, ours = idle_frames()
+    zoom_changes = []
+    for level in (0.5, 1.0, 0.5):  # a zoom change rebuilds the 200 nodes at their new size
         started = time.perf_counter()
+        app.set_view(app.view.zoomed(level, (0.0, 0.0)))
         app.frame()
-        middle = time.perf_counter()
-        dpg.render_dearpygui_frame()
-        times.append(time.perf_counter() - started)
-        ours.append(middle - started)
-    idle = sorted(times[20:])
+        dpg.render_dearpygui_frame()  # the first frame lays the new items out
+        zoom_changes.append(time.perf_counter() - started)
+    half, half_ours = idle_frames()
     run_times = []
     if (ROOT / "assets" / "nodeflow-tiny.safetensors").is_file():
+        app.set_view(View())
         app.document = Document.open(registry, ROOT / "workflows" / "txt2img.json")
         app.rebuild()
         app.run()
@@ -63,9 +79,12 @@ def main() -> None:
             dpg.render_dearpygui_frame()
             run_times.append(time.perf_counter() - started)
     dpg.destroy_context()
-    print(f"200-node graph idle: median {statistics.median(idle) * 1000:.1f} ms/frame, "
-          f"95th percentile {idle[int(len(idle) * 0.95)] * 1000:.1f} ms "
-          f"(of which the editor's own per-frame work {statistics.median(ours[20:]) * 1000:.2f} ms)")
+    for label, frames, own in (("at 100%", idle, ours), ("at 50%", half, half_ours)):
+        print(f"200-node graph idle {label}: median {statistics.median(frames) * 1000:.1f} ms/frame, "
+              f"95th percentile {frames[int(len(frames) * 0.95)] * 1000:.1f} ms "
+              f"(of which the editor's own per-frame work {statistics.median(own) * 1000:.2f} ms)")
+    print("zoom change (rebuild of the 200 nodes + the next frame): "
+          + ", ".join(f"{t * 1000:.0f} ms" for t in zoom_changes))
     if run_times:
         run_times.sort()
         print(f"while the default workflow runs: median {statistics.median(run_times) * 1000:.1f} ms/frame, "
