@@ -583,3 +583,28 @@ def test_zoom_keys_and_ctrl_wheel_keep_the_workflow_in_unzoomed_units(display, t
     assert decode == [500, 100]  # untouched, however the view rounds
     assert abs(result["placed"][0] - 700) <= 2 and abs(result["placed"][1] - 300) <= 2, result["placed"]
     assert result["typed"] == ["f", 0.5] and result["deleted"] and result["fitted"] == 1.0
+
+
+TERM = r"""
+import signal
+
+document.add_node("EmptyLatentImage", (40, 60))
+document.save(workflow)
+
+def user():
+    time.sleep(2.0)
+    seen["handler_installed"] = signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    os.kill(os.getpid(), signal.SIGTERM)  # a logout or kill: no window left to ask in
+
+session(user, lambda document: document.set_value("1", "width", 896))
+seen["recovered_width"] = load_workflow(recovery).nodes["1"].inputs["width"]
+seen["handler_restored"] = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+print(json.dumps(seen))
+"""
+
+
+def test_sigterm_closes_the_window_and_keeps_the_unsaved_work_in_the_recovery_file(display, tmp_path):
+    """Without the editor's handler SIGTERM kills the process and the edit is lost (the scenario
+    would exit with -15); with it the frame loop ends and the edit is in the recovery file."""
+    result = run_scenario(tmp_path, SESSION_HEAD + TERM)
+    assert result == {"handler_installed": True, "recovered_width": 896, "handler_restored": True}
