@@ -69,7 +69,9 @@ class EditorApp:
         self.recovery_offered = False  # an earlier session's recovery file awaits an answer
         self.keep_recovery = True  # False once the user chose to close without the changes
         self.view = View()  # the canvas's zoom and offset (not part of the workflow)
-        self.pan = (0.0, 0.0)  # the node editor's own panning, as last measured (see _measure_pan)
+        self.pan = (0.0, 0.0)  # the node editor's own panning, as last measured (see _measure_canvas)
+        self.canvas_rect = None  # the canvas's screen rect as last drawn, and whether it was so the frame before
+        self.canvas_steady = False
         self.fit_passes = 0  # > 0: zoom to fit is pending (done once the nodes are drawn)
         self.terminating = False  # set by SIGTERM: the frame loop ends, unsaved work goes to recovery
 
@@ -450,10 +452,14 @@ class EditorApp:
     # ----- canvas coordinates -----------------------------------------------------------------
     # Nodes sit at grid positions (workflow position * zoom + offset, see view.py); the node
     # editor's middle-drag panning moves the whole grid on the screen.
-    def _measure_pan(self) -> None:
-        """The editor's panning (where the grid's origin is, from the canvas's corner), found from
-        a node as it was last drawn: the editor does not report its panning. Done at the start of
-        each frame, before anything moves or rebuilds the nodes; kept when no node is drawn."""
+    def _measure_canvas(self) -> None:
+        """The canvas's rect (steady once the window is laid out: its first frames report
+        others) and the editor's panning (where the grid's origin is, from the canvas's corner),
+        found from a node as it was last drawn: the editor does not report its panning. Done at
+        the start of each frame, before anything moves or rebuilds the nodes; the panning is kept
+        when no node is drawn."""
+        rect = (tuple(dpg.get_item_rect_min("canvas")), tuple(dpg.get_item_rect_max("canvas")))
+        self.canvas_steady, self.canvas_rect = rect == self.canvas_rect, rect
         padding = self._scaled(NODE_PADDING)
         for item in self.node_items.values():
             if dpg.does_item_exist(item) and dpg.get_item_state(item).get("rect_size", [0, 0])[0] > 0:
@@ -538,8 +544,8 @@ class EditorApp:
         items = [(node_id, item) for node_id, item in self.node_items.items()
                  if node_id in self.document.workflow.nodes and dpg.does_item_exist(item)]
         sizes = [dpg.get_item_rect_size(item) for _, item in items]
-        if any(width <= 0 for width, _ in sizes):
-            return  # not drawn yet: the next frame
+        if not self.canvas_steady or any(width <= 0 for width, _ in sizes):
+            return  # not drawn or laid out yet: a later frame
         if not items:
             self.fit_passes = 0
             self.set_view(View())
@@ -923,7 +929,7 @@ class EditorApp:
 
     # ----- frame loop ----------------------------------------------------------------------
     def frame(self) -> None:
-        self._measure_pan()
+        self._measure_canvas()
         self._run_callbacks(dpg.get_callback_queue() or [])
         for event in self.worker.drain():
             self.handle(event)
