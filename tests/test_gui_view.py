@@ -79,3 +79,21 @@ def test_fit_takes_the_smallest_level_when_nothing_fits():
 def test_bounds_and_scaled_sizes():
     assert bounds([(0, 5, 10, 20), (-3, 8, 4, 40)]) == (-3, 5, 10, 40)
     assert scaled(180, 0.5) == 90 and scaled(1, 0.25) == 1 and scaled(160, 0.33) == 53
+
+
+def test_one_font_and_one_theme_per_level_from_the_shipped_font(tmp_path, caplog):
+    """Fonts come from assets/fonts/ (no system fonts); without the file the canvas keeps
+    dearpygui's font and says so. dearpygui needs a context here, not a display."""
+    import dearpygui.dearpygui as dpg
+
+    from nodeflow.gui.theme import Themes, font_file
+
+    assert font_file().is_file() and font_file().with_name("DejaVuSans-LICENSE.txt").is_file()
+    dpg.create_context()
+    try:
+        themes = Themes()
+        assert sorted(themes.fonts) == sorted(themes.zoom) == sorted(LEVELS)
+        assert Themes._fonts(tmp_path / "missing.ttf") == {}
+        assert "will not scale" in caplog.text
+    finally:
+        dpg.destroy_context()

@@ -460,11 +460,10 @@ class EditorApp:
         when no node is drawn."""
         rect = (tuple(dpg.get_item_rect_min("canvas")), tuple(dpg.get_item_rect_max("canvas")))
         self.canvas_steady, self.canvas_rect = rect == self.canvas_rect, rect
-        padding = self._scaled(NODE_PADDING)
+        padding, (cx, cy) = self._scaled(NODE_PADDING), rect[0]
         for item in self.node_items.values():
             if dpg.does_item_exist(item) and dpg.get_item_state(item).get("rect_size", [0, 0])[0] > 0:
-                (sx, sy), (gx, gy), (cx, cy) = (dpg.get_item_rect_min(item), dpg.get_item_pos(item),
-                                                dpg.get_item_rect_min("canvas"))
+                (sx, sy), (gx, gy) = dpg.get_item_rect_min(item), dpg.get_item_pos(item)
                 self.pan = (sx - gx - padding - cx, sy - gy - padding - cy)
                 return
 

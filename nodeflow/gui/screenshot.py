@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def take(out: Path, workflow: Path, width: int = 1400, height: int = 860, timeout: float = 300.0) -> None:
+    """Save a ``width`` x ``height`` window showing ``workflow`` after a successful run to ``out``
+    (needs a display)."""
     import dearpygui.dearpygui as dpg
 
     from nodeflow.errors import NodeflowError
@@ -59,7 +61,8 @@ def take(out: Path, workflow: Path, width: int = 1400, height: int = 860, timeou
             frames(10)
             if dpg.does_item_exist("live_preview"):  # to the canvas's bottom-left corner, off the nodes
                 (left, _), (_, bottom) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
-                dpg.configure_item("live_preview", pos=(left + 12, bottom - dpg.get_item_rect_size("live_preview")[1] - 12))
+                preview_height = dpg.get_item_rect_size("live_preview")[1]
+                dpg.configure_item("live_preview", pos=(left + 12, bottom - preview_height - 12))
                 frames(3)
             if not dpg.get_value("status").startswith("done"):
                 raise NodeflowError(f"the run of {workflow} did not succeed: {dpg.get_value('status')}")
