@@ -551,6 +551,9 @@ x, y = corner(latent)
 drive(["mousemove", x + 6, y + 3], ["mousedown", 1], ["mousemove", x + 36, y + 23], ["mousemove", x + 66, y + 43],
       ["mouseup", 1])  # drag the latent node by its title, 60 x 40 screen pixels
 seen["moved"] = [document.position(latent), document.position(decode), document._undo[-1][0]]
+drive(*ctrl("equal"))
+seen["selected"] = [app._selected_nodes(), app.view.zoom]  # zooming keeps the selection
+drive(*ctrl("minus"))
 before = set(document.workflow.nodes)
 drive(["mousemove", *centre("search")], ["click", 1], ["type", "flip"], ["mousemove", 700, 300], ["key", "Return"])
 [added] = set(document.workflow.nodes) - before
@@ -562,7 +565,7 @@ drive(["mousemove", x + 6, y + 3], ["click", 1], ["key", "Delete"])  # select th
 seen["deleted"] = added not in document.workflow.nodes
 drive(["mousemove", 900, 500], ["click", 1], ["key", "f"])  # on the canvas: F fits
 seen["fitted"] = app.view.zoom
-report(**seen)
+report(latent=latent, **seen)
 """
 
 
@@ -581,6 +584,7 @@ def test_zoom_keys_and_ctrl_wheel_keep_the_workflow_in_unzoomed_units(display, t
     latent, decode, label = result["moved"]
     assert abs(latent[0] - 220) <= 2 and abs(latent[1] - 180) <= 2 and label == "move", result["moved"]
     assert decode == [500, 100]  # untouched, however the view rounds
+    assert result["selected"] == [[result["latent"]], 0.67]
     assert abs(result["placed"][0] - 700) <= 2 and abs(result["placed"][1] - 300) <= 2, result["placed"]
     assert result["typed"] == ["f", 0.5] and result["deleted"] and result["fitted"] == 1.0
 

@@ -62,6 +62,7 @@ class EditorApp:
         self.cached_nodes: set[str] = set()
         self.shown_images: dict[str, object] = {}  # node id -> IMAGE last shown (kept across rebuilds)
         self.widget_popups: set[int] = set()  # widgets with their own right-click menu
+        self.sized_items: dict[int, dict[str, int]] = {}  # canvas item -> its sizes at 100% (see _sized)
         self.menu_node: str | None = None  # the node the node menu acts on
         self.shown_title: str | None = None
         self.progress = RunProgress(self._progress_label)
@@ -194,6 +195,7 @@ class EditorApp:
         self.node_items.clear()
         self.link_items.clear()
         self.widget_popups.clear()
+        self.sized_items.clear()
         for node_id in self.document.workflow.nodes:
             self._build_node(node_id)
         for link in self.document.workflow.links:
@@ -220,7 +222,7 @@ class EditorApp:
                 self._build_input(node_id, instance, input_spec)
             for index, output in enumerate(spec.outputs):
                 with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Output) as pin:
-                    dpg.add_text(output.label, indent=self._scaled(60))
+                    self._sized(dpg.add_text(output.label), indent=60)
                 dpg.bind_item_theme(pin, self.themes.pin(output.type))
                 self._map(pin, (node_id, "out", index))
             if spec.output_node:
@@ -255,38 +257,40 @@ class EditorApp:
         def changed(sender, app_data):
             self._set_value(node_id, spec.name, app_data)
 
-        width = self._scaled(180)
+        width = 180  # pixels at 100% (see _sized)
         if spec.type == INT:
             if spec.seed:
                 with dpg.group(horizontal=True):
-                    dpg.add_input_text(label=spec.name, default_value=str(value), width=width, decimal=True,
-                                       callback=lambda s, a: self._set_value(node_id, spec.name, int(a or 0)))
-                    dpg.add_combo(list(SEED_MODES), default_value=seed_mode(self.document.workflow, node_id, spec.name),
-                                  width=self._scaled(100),
-                                  callback=lambda s, a: set_seed_mode(self.document, node_id, spec.name, a))
+                    self._sized(dpg.add_input_text(
+                        label=spec.name, default_value=str(value), decimal=True,
+                        callback=lambda s, a: self._set_value(node_id, spec.name, int(a or 0))), width=width)
+                    self._sized(dpg.add_combo(
+                        list(SEED_MODES), default_value=seed_mode(self.document.workflow, node_id, spec.name),
+                        callback=lambda s, a: set_seed_mode(self.document, node_id, spec.name, a)), width=100)
             else:
-                dpg.add_drag_int(label=spec.name, default_value=int(value or 0), width=width,
-                                 min_value=int(spec.min) if spec.min is not None else 0,
-                                 max_value=int(spec.max) if spec.max is not None else 0,
-                                 clamped=spec.min is not None and spec.max is not None,
-                                 speed=max(float(spec.step or 1) / 4, 0.25), callback=changed)
+                self._sized(dpg.add_drag_int(label=spec.name, default_value=int(value or 0),
+                                             min_value=int(spec.min) if spec.min is not None else 0,
+                                             max_value=int(spec.max) if spec.max is not None else 0,
+                                             clamped=spec.min is not None and spec.max is not None,
+                                             speed=max(float(spec.step or 1) / 4, 0.25), callback=changed),
+                            width=width)
         elif spec.type == FLOAT:
-            dpg.add_drag_float(label=spec.name, default_value=float(value or 0.0), width=width,
-                               min_value=float(spec.min) if spec.min is not None else 0.0,
-                               max_value=float(spec.max) if spec.max is not None else 0.0,
-                               clamped=spec.min is not None and spec.max is not None,
-                               speed=float(spec.step or 0.01), format="%.3f", callback=changed)
+            self._sized(dpg.add_drag_float(label=spec.name, default_value=float(value or 0.0),
+                                           min_value=float(spec.min) if spec.min is not None else 0.0,
+                                           max_value=float(spec.max) if spec.max is not None else 0.0,
+                                           clamped=spec.min is not None and spec.max is not None,
+                                           speed=float(spec.step or 0.01), format="%.3f", callback=changed),
+                        width=width)
         elif spec.type == STRING:
-            dpg.add_input_text(label=spec.name, default_value=str(value or ""), multiline=spec.multiline,
-                               width=self._scaled(260) if spec.multiline else width,
-                               height=self._scaled(80) if spec.multiline else 0,
-                               callback=changed)
+            text = dpg.add_input_text(label=spec.name, default_value=str(value or ""), multiline=spec.multiline,
+                                      callback=changed)
+            self._sized(text, **({"width": 260, "height": 80} if spec.multiline else {"width": width}))
         elif spec.type == BOOLEAN:
             dpg.add_checkbox(label=spec.name, default_value=bool(value), callback=changed)
         elif spec.type == CHOICE:
             items = spec.choices(self.paths)
-            dpg.add_combo(items, label=spec.name, default_value=str(value or (items[0] if items else "")),
-                          width=width, callback=changed)
+            self._sized(dpg.add_combo(items, label=spec.name, default_value=str(value or (items[0] if items else "")),
+                                      callback=changed), width=width)
         if spec.tooltip:
             with dpg.tooltip(dpg.last_item()) as tooltip:
                 self._unzoomed(tooltip)
@@ -505,9 +509,23 @@ class EditorApp:
             dpg.bind_item_font("canvas", self.themes.fonts[level])
         dpg.set_value("zoom", f"{round(self.view.zoom * 100)}%")
 
+    def _sized(self, item: int, **sizes: int) -> int:
+        """Give a canvas item its ``sizes`` (width, height, indent: pixels at 100%) at the current
+        zoom, and again whenever the zoom changes (``_resize``)."""
+        self.sized_items[item] = sizes
+        dpg.configure_item(item, **{name: self._scaled(size) for name, size in sizes.items()})
+        return item
+
+    def _resize(self) -> None:
+        """The nodes' contents at the current zoom (the font and style sizes follow the canvas's
+        theme): kept in place rather than rebuilt, so the selection and any widget in use stay."""
+        for item, sizes in self.sized_items.items():
+            if dpg.does_item_exist(item):
+                dpg.configure_item(item, **{name: self._scaled(size) for name, size in sizes.items()})
+
     def set_view(self, view: View) -> None:
-        """Show the canvas with ``view``: a new zoom rebuilds the nodes at their new sizes, a new
-        offset only moves them. The workflow is not changed (no undo step, not marked unsaved)."""
+        """Show the canvas with ``view``: nodes move to their new grid positions and, at a new
+        zoom, take their new sizes. The workflow is not changed (no undo step, not marked unsaved)."""
         if view == self.view:
             return
         self._sync_positions()  # a drag not yet taken, in the old view's units
@@ -515,11 +533,10 @@ class EditorApp:
         self.view = view
         if zoom_changed:
             self._show_zoom()
-            self.rebuild()
-        else:
-            for node_id, item in self.node_items.items():
-                if node_id in self.document.workflow.nodes and dpg.does_item_exist(item):
-                    dpg.set_item_pos(item, self.view.to_grid(self.document.position(node_id)))
+            self._resize()
+        for node_id, item in self.node_items.items():
+            if node_id in self.document.workflow.nodes and dpg.does_item_exist(item):
+                dpg.set_item_pos(item, self.view.to_grid(self.document.position(node_id)))
 
     def zoom_by(self, steps: int, screen=None) -> None:
         """Zoom ``steps`` levels in (out, if negative) around a screen point (default: the
@@ -880,9 +897,9 @@ class EditorApp:
             state = "normal"
         dpg.bind_item_theme(item, self.themes.nodes[state])
 
-    def _texture(self, key: str, image, fitted: int = PREVIEW_SIZE) -> tuple[int, int, int]:
+    def _texture(self, key: str, image) -> tuple[int, int, int]:
         """(texture, shown width, shown height): a dynamic texture holding ``image`` (H, W, C)
-        tensor in 0..1, reused for ``key`` while the size stays; shown fitted to ``fitted``."""
+        tensor in 0..1, reused for ``key`` while the size stays; fitted to PREVIEW_SIZE."""
         array = image.detach().cpu().float().clamp(0, 1).numpy()
         height, width = array.shape[:2]
         rgba = np.ones((height, width, 4), dtype=np.float32)
@@ -893,19 +910,21 @@ class EditorApp:
         else:
             item = dpg.add_dynamic_texture(width, height, rgba.ravel(), parent="textures")
             self.textures[key] = (item, (width, height))
-        scale = fitted / max(height, width)
-        return item, max(1, int(width * scale)), max(1, int(height * scale))
+        scale = PREVIEW_SIZE / max(height, width)
+        return item, int(width * scale), int(height * scale)
 
     def _show_images(self, node_id: str, images) -> None:
         self.shown_images[node_id] = images
         group = f"images_{node_id}"
         if not dpg.does_item_exist(group):
             return
+        for button in dpg.get_item_children(group, 1):
+            self.sized_items.pop(button, None)
         dpg.delete_item(group, children_only=True)
         for index, image in enumerate(images[:4]):
-            texture, width, height = self._texture(f"{node_id}:{index}", image, self._scaled(PREVIEW_SIZE))
-            dpg.add_image_button(texture, width=width, height=height, parent=group,
-                                 callback=lambda s, a, u: self._open_viewer(*u), user_data=(node_id, index))
+            texture, width, height = self._texture(f"{node_id}:{index}", image)
+            self._sized(dpg.add_image_button(texture, parent=group, callback=lambda s, a, u: self._open_viewer(*u),
+                                             user_data=(node_id, index)), width=width, height=height)
 
     def _open_viewer(self, node_id: str, index: int) -> None:
         """A larger view of a shown image (click a node's image)."""
