@@ -63,9 +63,10 @@ def main() -> None:
     for level in (0.5, 1.0, 0.5):  # a zoom change resizes the 200 nodes' widgets and moves the nodes
         started = time.perf_counter()
         app.set_view(app.view.zoomed(level, (0.0, 0.0)))
+        resized = time.perf_counter()
         app.frame()
-        dpg.render_dearpygui_frame()  # the first frame lays the new items out
-        zoom_changes.append(time.perf_counter() - started)
+        dpg.render_dearpygui_frame()  # the first frame lays the resized items out
+        zoom_changes.append((resized - started, time.perf_counter() - resized))
     half, half_ours = idle_frames()
     run_times = []
     if (ROOT / "assets" / "nodeflow-tiny.safetensors").is_file():
@@ -83,8 +84,8 @@ def main() -> None:
         print(f"200-node graph idle {label}: median {statistics.median(frames) * 1000:.1f} ms/frame, "
               f"95th percentile {frames[int(len(frames) * 0.95)] * 1000:.1f} ms "
               f"(of which the editor's own per-frame work {statistics.median(own) * 1000:.2f} ms)")
-    print("zoom change (the 200 nodes resized and moved + the next frame): "
-          + ", ".join(f"{t * 1000:.0f} ms" for t in zoom_changes))
+    print("zoom change, the 200 nodes resized and moved / the next frame: "
+          + ", ".join(f"{resize * 1000:.1f} / {frame * 1000:.0f} ms" for resize, frame in zoom_changes))
     if run_times:
         run_times.sort()
         print(f"while the default workflow runs: median {statistics.median(run_times) * 1000:.1f} ms/frame, "
