@@ -21,6 +21,7 @@ logger = logging.getLogger("nodeflow.training")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from nodeflow.training.run import DEFAULTS
+    from nodeflow.training.train_controlnet import ControlNetTraining
 
     parser = argparse.ArgumentParser(prog="python -m nodeflow.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="skip stage 1: reuse a VAE state dict saved by an earlier run")
     parser.add_argument("--controlnet-from", type=Path, default=None, metavar="CHECKPOINT",
                         help="only stage 3: train the mask ControlNet for this exported checkpoint")
-    parser.add_argument("--controlnet-steps", type=int, default=1200)
+    parser.add_argument("--controlnet-steps", type=int, default=ControlNetTraining.steps)
     parser.add_argument("--controlnet-batch-size", type=int, default=32)
     parser.add_argument("--lora-from", type=Path, default=None, metavar="CHECKPOINT",
                         help="only stage 4: train the example LoRA (big shapes) for this exported checkpoint")

@@ -38,7 +38,7 @@ SnapshotCallback = Callable[[int, torch.nn.Module, torch.nn.Module], None]  # (s
 class DiffusionTraining:
     """Settings of the U-Net + text encoder stage."""
 
-    steps: int = 10000  # the CPU default: about 45 minutes on 2 cores (the shipped model: see the README)
+    steps: int = 10000  # the CPU default: about 42 minutes on 2 cores (the shipped model: see the README)
     batch_size: int = 64
     pool_size: int = 24576
     lr: float = 5e-4
