@@ -513,15 +513,18 @@ class EditorApp:
         """Give a canvas item its ``sizes`` (width, height, indent: pixels at 100%) at the current
         zoom, and again whenever the zoom changes (``_resize``)."""
         self.sized_items[item] = sizes
-        dpg.configure_item(item, **{name: self._scaled(size) for name, size in sizes.items()})
+        self._apply_sizes(item, sizes)
         return item
+
+    def _apply_sizes(self, item: int, sizes: dict[str, int]) -> None:
+        dpg.configure_item(item, **{name: self._scaled(size) for name, size in sizes.items()})
 
     def _resize(self) -> None:
         """The nodes' contents at the current zoom (the font and style sizes follow the canvas's
         theme): kept in place rather than rebuilt, so the selection and any widget in use stay."""
         for item, sizes in self.sized_items.items():
             if dpg.does_item_exist(item):
-                dpg.configure_item(item, **{name: self._scaled(size) for name, size in sizes.items()})
+                self._apply_sizes(item, sizes)
 
     def set_view(self, view: View) -> None:
         """Show the canvas with ``view``: nodes move to their new grid positions and, at a new
@@ -541,12 +544,17 @@ class EditorApp:
     def zoom_by(self, steps: int, screen=None) -> None:
         """Zoom ``steps`` levels in (out, if negative) around a screen point (default: the
         canvas's centre), which stays where it is."""
-        anchor = self._grid_point(self._canvas_centre() if screen is None else screen)
-        self.set_view(self.view.zoomed(step(self.view.zoom, steps), anchor))
+        self.zoom_to(step(self.view.zoom, steps), screen)
 
     def actual_size(self) -> None:
         """Zoom to 100% around the canvas's centre."""
-        self.set_view(self.view.zoomed(1.0, self._grid_point(self._canvas_centre())))
+        self.zoom_to(1.0)
+
+    def zoom_to(self, zoom: float, screen=None) -> None:
+        """Show the canvas at ``zoom`` around a screen point (default: the canvas's centre),
+        which stays where it is."""
+        anchor = self._grid_point(self._canvas_centre() if screen is None else screen)
+        self.set_view(self.view.zoomed(zoom, anchor))
 
     def zoom_to_fit(self) -> None:
         """Show the whole graph in the visible canvas (at most at 100%). Done by ``frame`` once
