@@ -89,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace):
-    from nodeflow.config import load_config
+    from nodeflow.runtime.config import load_config
 
     return load_config(args.config)
 
 
 def _paths(args: argparse.Namespace, config=None):
-    from nodeflow.paths import Paths
+    from nodeflow.runtime.paths import Paths
 
     return Paths.from_environment(args.models_dir, args.output_dir, args.input_dir, args.custom_nodes,
                                   config=config if config is not None else _settings(args))
@@ -103,13 +103,13 @@ def _paths(args: argparse.Namespace, config=None):
 
 def _cache(config):
     """The output cache with the settings file's budgets (GiB per device) over the defaults."""
-    from nodeflow.cache import DEFAULT_BUDGETS, OutputCache
+    from nodeflow.engine.cache import DEFAULT_BUDGETS, OutputCache
 
     return OutputCache({**DEFAULT_BUDGETS, **config.cache_bytes})
 
 
 def _registry(paths, quiet: bool = False):
-    from nodeflow.registry import Registry
+    from nodeflow.engine.registry import Registry
 
     registry = Registry.load(paths)
     if not quiet:
@@ -119,8 +119,8 @@ def _registry(paths, quiet: bool = False):
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from nodeflow.executor import Executor
-    from nodeflow.workflow import load_workflow
+    from nodeflow.engine.executor import Executor
+    from nodeflow.formats import load_workflow
 
     config = _settings(args)
     paths = _paths(args, config)
@@ -128,7 +128,7 @@ def command_run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow, registry)
     for assignment in args.set:
         apply_override(workflow, assignment, registry)
-    from nodeflow.previews import preview_session
+    from nodeflow.runtime.preview_folders import preview_session
 
     printer = EventPrinter(quiet=args.quiet)
     with preview_session(paths) as session_paths:  # PreviewImage files last as long as the run
@@ -182,8 +182,8 @@ def run_interruptibly(executor, workflow, **options):
 
 
 def command_validate(args: argparse.Namespace) -> int:
-    from nodeflow.validate import validate
-    from nodeflow.workflow import load_workflow
+    from nodeflow.engine.validate import validate
+    from nodeflow.formats import load_workflow
 
     paths = _paths(args)
     registry = _registry(paths, args.quiet)
@@ -294,7 +294,7 @@ def parse_value(raw: str, socket_type: str | None = None) -> Any:
 def resolve_device(name: str) -> str:
     """``auto`` -> the best available device; an explicit one is checked to exist (imports torch)."""
     from nodeflow.errors import NodeflowError
-    from nodeflow.models.devices import resolve_device as resolve
+    from nodeflow.runtime.devices import resolve_device as resolve
 
     try:
         return str(resolve(name))
@@ -313,7 +313,7 @@ class EventPrinter:
         self.saved: list[str] = []
 
     def __call__(self, event) -> None:
-        from nodeflow import events
+        from nodeflow.engine import events
 
         if isinstance(event, events.FileSaved):
             self.saved.append(str(event.path))

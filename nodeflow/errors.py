@@ -40,7 +40,7 @@ class NodeInputError(NodeflowError):
 
 
 class ValidationError(NodeflowError):
-    """A workflow that cannot run; ``problems`` holds ``nodeflow.validate.Problem`` records (or
+    """A workflow that cannot run; ``problems`` holds ``nodeflow.engine.validate.Problem`` records (or
     strings), each naming its node, node type and input; ``str()`` shows one line per problem."""
 
     def __init__(self, problems: list) -> None:

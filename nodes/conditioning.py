@@ -17,7 +17,7 @@ def _check_not_empty(conditioning: list, name: str) -> None:
 def embedding_files_fingerprint(inputs: dict, paths) -> str:
     """Cache fingerprint of the embedding files a prompt names (size and modification time), so
     replacing one re-encodes the prompt."""
-    from nodeflow.text.embeddings import find_embedding_file
+    from nodeflow.loading.embeddings import find_embedding_file
     from nodeflow.text.prompt_weights import EMBEDDING_PREFIX, embedding_name, embedding_references
 
     text = inputs.get("text")
@@ -42,7 +42,7 @@ def embedding_files_fingerprint(inputs: dict, paths) -> str:
       outputs=[Output(CONDITIONING)], fingerprint=embedding_files_fingerprint)
 def clip_text_encode(text: str, clip, ctx):
     """Encode a prompt with the CLIP text encoder into the conditioning a sampler follows."""
-    from nodeflow.text.embeddings import EmbeddingFinder
+    from nodeflow.loading.embeddings import EmbeddingFinder
 
     if clip is None:
         raise NodeInputError("clip", "no text encoder: the checkpoint given has no CLIP model")

@@ -17,7 +17,7 @@ CONTROLNETS = lambda paths: paths.list_models("controlnet")  # noqa: E731
       fingerprint=file_fingerprint("controlnet", "control_net_name"))
 def controlnet_loader(control_net_name: str, ctx):
     """Load a ControlNet: original layout (.safetensors/.pth) or diffusers (a ControlNetModel folder or its file)."""
-    from nodeflow.models.controlnet_loader import load_controlnet
+    from nodeflow.loading.controlnet import load_controlnet
 
     return (load_controlnet(ctx.paths.resolve_model("controlnet", control_net_name),
                             device=ctx.device, dtype=ctx.dtype),)
@@ -28,7 +28,7 @@ def controlnet_loader(control_net_name: str, ctx):
       fingerprint=file_fingerprint("controlnet", "control_net_name"))
 def diff_controlnet_loader(model, control_net_name: str, ctx):
     """Load a ControlNet stored as a difference to the given model (plain ones load as usual)."""
-    from nodeflow.models.controlnet_loader import load_controlnet
+    from nodeflow.loading.controlnet import load_controlnet
 
     return (load_controlnet(ctx.paths.resolve_model("controlnet", control_net_name), device=ctx.device,
                             dtype=ctx.dtype, base_unet=model.unet),)
@@ -47,7 +47,7 @@ def _apply(conditioning: list, hook_for, to_uncond: bool) -> list:
 
 
 def _hook_factory(control_net, image, strength, start, end):
-    from nodeflow.sampling.controlnet_hook import ControlNetHook
+    from nodeflow.sampling.controlnet import ControlNetHook
 
     made: dict[int, ControlNetHook] = {}
 
@@ -108,7 +108,7 @@ def _gray(image: torch.Tensor) -> torch.Tensor:
       outputs=[Output(IMAGE)])
 def canny_node(image: torch.Tensor, low_threshold: float, high_threshold: float):
     """Edge map (white edges on black) for canny ControlNets."""
-    from nodeflow.canny import canny
+    from nodeflow.image.canny import canny
 
     if low_threshold > high_threshold:
         raise NodeInputError("low_threshold", "must not be above high_threshold")

@@ -7,7 +7,7 @@ import math
 import torch
 
 from nodeflow.errors import NodeInputError
-from nodeflow.imaging import (UPSCALE_METHODS, blur, image_to_nchw, match_channels, nchw_to_image, sharpen,
+from nodeflow.image.ops import (UPSCALE_METHODS, blur, image_to_nchw, match_channels, nchw_to_image, sharpen,
                               upscale)
 from nodeflow.spec import IMAGE, MASK, Choice, Float, Input, Int, Output, node
 
@@ -15,7 +15,7 @@ MAX_RESOLUTION = 16384
 
 
 def _input_hash(inputs: dict, paths) -> str:
-    from nodeflow.image_files import file_hash
+    from nodeflow.image.files import file_hash
 
     return file_hash(paths.resolve_input(inputs["image"]))
 
@@ -25,7 +25,7 @@ def _input_hash(inputs: dict, paths) -> str:
       outputs=[Output(IMAGE), Output(MASK)], fingerprint=_input_hash)
 def load_image(image: str, ctx):
     """Load an image (all frames of an animation as a batch); the mask is its transparency."""
-    from nodeflow.image_files import load_image as read
+    from nodeflow.image.files import load_image as read
 
     return read(ctx.paths.resolve_input(image))
 

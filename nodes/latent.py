@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nodeflow.errors import NodeInputError
-from nodeflow.imaging import LATENT_UPSCALE_METHODS, repeat_to_batch, upscale
+from nodeflow.image.ops import LATENT_UPSCALE_METHODS, repeat_to_batch, upscale
 from nodeflow.spec import LATENT, MASK, Choice, Float, Input, Int, Output, node
 
 MAX_RESOLUTION = 16384

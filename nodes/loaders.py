@@ -24,7 +24,7 @@ def file_fingerprint(kind: str, input_name: str):
       fingerprint=file_fingerprint("checkpoints", "ckpt_name"))
 def checkpoint_loader_simple(ckpt_name: str, ctx):
     """Load a Stable Diffusion checkpoint: the denoising U-Net, the CLIP text encoder and the VAE."""
-    from nodeflow.models.loader import load_checkpoint
+    from nodeflow.loading.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(ctx.paths.resolve_model("checkpoints", ckpt_name),
                                  device=ctx.device, dtype=ctx.dtype)
@@ -36,7 +36,7 @@ def checkpoint_loader_simple(ckpt_name: str, ctx):
       outputs=[Output(VAE)], fingerprint=file_fingerprint("vae", "vae_name"))
 def vae_loader(vae_name: str, ctx):
     """Load a standalone VAE file (for example the ft-MSE VAE) to decode with."""
-    from nodeflow.models.loader import load_vae
+    from nodeflow.loading.checkpoint import load_vae
 
     return (load_vae(ctx.paths.resolve_model("vae", vae_name), device=ctx.device, dtype=ctx.dtype),)
 

@@ -14,8 +14,8 @@ LORAS = lambda paths: paths.list_models("loras")  # noqa: E731
 
 def _load(ctx, lora_name: str, model, clip, strength_model: float, strength_clip: float):
     from nodeflow.errors import NodeInputError
-    from nodeflow.models.files import read_state_dict
-    from nodeflow.models.lora import PatchedModule, base_of, lora_patches
+    from nodeflow.loading.files import read_state_dict
+    from nodeflow.loading.lora import PatchedModule, base_of, lora_patches
 
     path = ctx.paths.resolve_model("loras", lora_name)
     lora, _ = read_state_dict(path)

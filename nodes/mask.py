@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nodeflow.imaging import as_mask_batch
+from nodeflow.image.ops import as_mask_batch
 from nodeflow.spec import IMAGE, MASK, Boolean, Choice, Float, Input, Int, Output, node
 
 MAX_RESOLUTION = 16384

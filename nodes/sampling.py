@@ -12,7 +12,7 @@ def _run(ctx, model, **settings) -> dict:
     is cheap, a 4 x 3 matmul) reported to ``ctx`` and cancellation checked before every model
     evaluation."""
     from nodeflow.sampling.ksampler import sample
-    from nodeflow.sampling.preview import latent_preview
+    from nodeflow.sampling.latent_preview import latent_preview
 
     def progress(step: int, total: int, denoised) -> None:
         done = step + 1

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def _validate_prefix(prefix: str, paths=None) -> None:
     """Before anything runs: no absolute paths, no '..', and (with the folders known) no
     sub-folder that leads out of the output folder through a symlink."""
-    from nodeflow.image_files import check_prefix, check_prefix_folder
+    from nodeflow.image.files import check_prefix, check_prefix_folder
 
     check_prefix(prefix)
     if paths is not None:
@@ -28,7 +28,7 @@ def _validate_prefix(prefix: str, paths=None) -> None:
 
 def _save_all(images: torch.Tensor, folder, name: str, chunks: dict | None, ctx, compress_level: int = 4) -> list:
     """Save each image of the batch; ``%batch_num%`` in ``name`` becomes its index in the batch."""
-    from nodeflow.image_files import save_png, tensor_to_pil
+    from nodeflow.image.files import save_png, tensor_to_pil
 
     if images.ndim != 4:
         raise NodeInputError("images", f"expected images (B, H, W, C), got shape {tuple(images.shape)}")
@@ -50,8 +50,8 @@ def _save_all(images: torch.Tensor, folder, name: str, chunks: dict | None, ctx,
       outputs=[])
 def save_image(images: torch.Tensor, filename_prefix: str, ctx, embed_workflow: bool = True):
     """Save images as PNG files in the output folder, never overwriting one."""
-    from nodeflow.image_files import expand_prefix, resolve_output_folder
-    from nodeflow.png_metadata import workflow_text_chunks
+    from nodeflow.image.files import expand_prefix, resolve_output_folder
+    from nodeflow.formats.png import workflow_text_chunks
 
     if images.ndim != 4:
         raise NodeInputError("images", f"expected images (B, H, W, C), got shape {tuple(images.shape)}")
@@ -75,7 +75,7 @@ def _checkpoint_hash(ctx) -> str | None:
     """A1111's short hash of the workflow's checkpoint (when it loads exactly one), for the
     "parameters" text. Hashing reads the whole file, so hashes are kept in
     ``temp_dir/model_hashes.json`` by path, size and modification time."""
-    from nodeflow.a1111 import model_hash
+    from nodeflow.formats.a1111 import model_hash
 
     names = {str(n.inputs["ckpt_name"]) for n in ctx.workflow.nodes.values()
              if n.type == "CheckpointLoaderSimple" and n.mode == "normal" and isinstance(n.inputs.get("ckpt_name"), str)}

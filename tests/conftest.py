@@ -13,7 +13,7 @@ def pytest_configure(config):
 @pytest.fixture
 def stub_registry():
     """A registry with only the stub pack, call counters reset."""
-    from nodeflow.registry import Registry
+    from nodeflow.engine.registry import Registry
     from tests import stub_nodes
 
     stub_nodes.CALLS.clear()

@@ -10,7 +10,7 @@ def run_for_images(executor, workflow, **run_options):
     output folder) and return the images it shows: float32 (B, H, W, 3) in 0..1."""
     import numpy as np
 
-    from nodeflow.workflow import NodeInstance
+    from nodeflow.engine.workflow import NodeInstance
 
     for node_id, node in list(workflow.nodes.items()):
         if node.type == "SaveImage":

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from nodeflow.cache import OutputCache, measure, signature
+from nodeflow.engine.cache import OutputCache, measure, signature
 
 
 def test_signature_depends_on_every_part():
@@ -63,7 +63,7 @@ def test_budgets_are_per_device_and_clear_empties():
 
 
 def test_unmeasurable_objects_cost_a_fixed_amount():
-    from nodeflow.cache import OPAQUE_OBJECT_BYTES
+    from nodeflow.engine.cache import OPAQUE_OBJECT_BYTES
 
     assert measure((len,)) == {"cpu": OPAQUE_OBJECT_BYTES}
     assert measure((1, "text", None)) == {}

@@ -10,7 +10,7 @@ import pytest
 
 from nodeflow import cli
 from nodeflow.errors import Cancelled
-from nodeflow.workflow import Link, NodeInstance, Workflow, save_workflow
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow, save_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def stub_folder(tmp_path, monkeypatch):
     folder = tmp_path / "custom"
     folder.mkdir()
     (folder / "stubs.py").write_text((Path(__file__).parent / "stub_nodes.py").read_text())
-    from nodeflow.registry import Registry
+    from nodeflow.engine.registry import Registry
 
     real_load = Registry.load
     monkeypatch.setattr(Registry, "load", classmethod(

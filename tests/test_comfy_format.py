@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from nodeflow.comfy_format import from_comfy_api, from_comfy_ui, to_comfy_api, to_comfy_ui
+from nodeflow.formats.comfy import from_comfy_api, from_comfy_ui, to_comfy_api, to_comfy_ui
 from nodeflow.errors import UnknownNodeType, WorkflowFormatError
-from nodeflow.registry import Registry
-from nodeflow.workflow import Link, NodeInstance, Workflow, load_workflow
+from nodeflow.engine.registry import Registry
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow
+from nodeflow.formats import load_workflow
 
 DATA = Path(__file__).parent / "data" / "comfy"
 API = json.loads((DATA / "txt2img_api.json").read_text())
@@ -90,8 +91,8 @@ def test_api_accepts_a_prompt_request_body_and_int_ids(registry):
 
 
 def test_api_unknown_types_and_dangling_links_are_reported_with_every_other_problem(registry):
-    from nodeflow.paths import Paths
-    from nodeflow.validate import validate
+    from nodeflow.runtime.paths import Paths
+    from nodeflow.engine.validate import validate
 
     workflow = from_comfy_api({
         "12": {"class_type": "FancyNode", "inputs": {"x": 1}},
@@ -271,8 +272,8 @@ def test_ui_titles_equal_to_the_display_name_are_dropped(registry):
 
 @pytest.mark.parametrize("name", ["txt2img_api.json", "txt2img_ui.json"])
 def test_comfyui_exports_validate_unchanged(tmp_path, registry, name):
-    from nodeflow.paths import Paths
-    from nodeflow.validate import validate
+    from nodeflow.runtime.paths import Paths
+    from nodeflow.engine.validate import validate
 
     (tmp_path / "models" / "checkpoints").mkdir(parents=True)
     (tmp_path / "models" / "checkpoints" / "v1-5-pruned-emaonly.safetensors").write_bytes(b"")
@@ -325,9 +326,9 @@ def test_odd_but_real_files(registry):
 
 def test_comfyui_api_export_runs_unchanged(tmp_path):
     """The API file as ComfyUI writes it, only the checkpoint name pointing at a stand-in model."""
-    from nodeflow.executor import Executor
-    from nodeflow.paths import Paths
-    from nodeflow.registry import Registry
+    from nodeflow.engine.executor import Executor
+    from nodeflow.runtime.paths import Paths
+    from nodeflow.engine.registry import Registry
     from tests.factories import write_tiny_checkpoint
 
     write_tiny_checkpoint(tmp_path / "models" / "checkpoints" / "v1-5-pruned-emaonly.safetensors")

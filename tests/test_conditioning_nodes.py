@@ -35,7 +35,7 @@ class FakeClip:
 def run_context():
     from types import SimpleNamespace
 
-    from nodeflow.paths import Paths
+    from nodeflow.runtime.paths import Paths
 
     return SimpleNamespace(paths=Paths(models_dirs=()))
 

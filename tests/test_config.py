@@ -4,8 +4,8 @@ environment variables win over it."""
 import pytest
 
 from nodeflow.cli import main
-from nodeflow.config import GIB, ConfigError, load_config
-from nodeflow.paths import Paths
+from nodeflow.runtime.config import GIB, ConfigError, load_config
+from nodeflow.runtime.paths import Paths
 
 
 def write(path, text):

@@ -6,13 +6,13 @@ from safetensors.torch import save_file
 
 from nodeflow.errors import ModelFileError
 from nodeflow.models.controlnet import ControlNetConfig
-from nodeflow.models.controlnet_loader import load_controlnet
+from nodeflow.loading.controlnet import load_controlnet
 from nodeflow.models.unet import UNetModel
-from nodeflow.sampling.control import chain_residuals
-from nodeflow.sampling.controlnet_hook import ControlNetHook, broadcast_hint
+from nodeflow.sampling.control_hooks import chain_residuals
+from nodeflow.sampling.controlnet import ControlNetHook, broadcast_hint
 from nodeflow.sampling.guidance import CFGDenoiser
 from nodeflow.sampling.model import DiffusionModel, LatentFormat
-from nodeflow.sampling.schedules import ModelSampling
+from nodeflow.sampling.model_sampling import ModelSampling
 from nodeflow_nodes.controlnet import canny_node, controlnet_apply, controlnet_apply_advanced, scribble
 from tests.test_controlnet_parity import random_controlnet
 from tests.test_unet_parity import random_unet, tiny_config

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nodeflow.errors import ModelFileError
-from nodeflow.models.controlnet_loader import load_controlnet
-from nodeflow.paths import Paths
+from nodeflow.loading.controlnet import load_controlnet
+from nodeflow.runtime.paths import Paths
 from nodeflow_nodes.controlnet import controlnet_loader
 from tests.test_unet_parity import relative_error
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nodeflow.registry import Registry
+from nodeflow.engine.registry import Registry
 from nodeflow_nodes import image as im
 from nodeflow_nodes import latent as lt
 from nodeflow_nodes import mask as mk
@@ -106,7 +106,7 @@ def test_masks():
 
 
 def test_load_image_alpha_exif_and_frames(tmp_path):
-    from nodeflow.image_files import load_image
+    from nodeflow.image.files import load_image
 
     rgba = Image.new("RGBA", (4, 2), (255, 0, 0, 64))
     rgba.save(tmp_path / "a.png")
@@ -126,7 +126,7 @@ def test_load_image_alpha_exif_and_frames(tmp_path):
 
 def test_bad_image_file_names_it(tmp_path):
     from nodeflow.errors import ModelFileError
-    from nodeflow.image_files import load_image
+    from nodeflow.image.files import load_image
 
     (tmp_path / "x.png").write_text("nope")
     with pytest.raises(ModelFileError, match="x.png"):

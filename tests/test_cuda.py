@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from nodeflow.executor import Executor
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
-from nodeflow.workflow import Link, NodeInstance, load_workflow
+from nodeflow.engine.executor import Executor
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
+from nodeflow.engine.workflow import Link, NodeInstance
+from nodeflow.formats import load_workflow
 from tests.image_checker import read_image
 from tests.project import ROOT, run_for_images
 

@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from nodeflow.errors import ModelFileError
-from nodeflow.models.detect import describe_keys, detect_kind
-from nodeflow.models.loader import load_checkpoint, load_vae
+from nodeflow.loading.detect import describe_keys, detect_kind
+from nodeflow.loading.checkpoint import load_checkpoint, load_vae
 
 U = "model.diffusion_model."
 
@@ -73,7 +73,7 @@ def test_wrong_loader_and_unknown_files_are_explained(tmp_path):
 
 
 def test_device_and_dtype_rule():
-    from nodeflow.models.devices import model_dtype, resolve_device
+    from nodeflow.runtime.devices import model_dtype, resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else resolve_device("auto").type)

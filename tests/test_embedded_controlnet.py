@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nodeflow.executor import Executor
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
+from nodeflow.engine.executor import Executor
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
 from nodeflow.training.shapes import ShapeDataset
-from nodeflow.workflow import load_workflow
+from nodeflow.formats import load_workflow
 from tests.image_checker import mask_iou, read_image
 from tests.project import ROOT, run_for_images
 

@@ -5,11 +5,11 @@ Measured by the independent checker (the foreground region's bounding box)."""
 import numpy as np
 import pytest
 
-from nodeflow.executor import Executor
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
+from nodeflow.engine.executor import Executor
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
 from nodeflow.training.palette import caption
-from nodeflow.workflow import load_workflow
+from nodeflow.formats import load_workflow
 from tests.image_checker import read_image
 from tests.project import ROOT, run_for_images
 

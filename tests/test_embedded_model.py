@@ -11,11 +11,11 @@ import itertools
 
 import pytest
 
-from nodeflow.executor import Executor
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
+from nodeflow.engine.executor import Executor
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
 from nodeflow.training.palette import PALETTE, SHAPES, caption
-from nodeflow.workflow import load_workflow
+from nodeflow.formats import load_workflow
 from tests.image_checker import read_image
 from tests.project import ROOT, run_for_images
 

@@ -4,10 +4,10 @@ their own settings (the files users open and run)."""
 import numpy as np
 import pytest
 
-from nodeflow.executor import Executor
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
-from nodeflow.workflow import load_workflow
+from nodeflow.engine.executor import Executor
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
+from nodeflow.formats import load_workflow
 from tests.image_checker import nearest_color, read_image
 from tests.project import ROOT, run_for_images
 

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from nodeflow.errors import ModelFileError
-from nodeflow.text.embeddings import EmbeddingFinder, load_embedding
+from nodeflow.loading.embeddings import EmbeddingFinder, load_embedding
 from nodeflow.text.prompt_weights import PromptError
 from tests.test_text_encoder import setup  # noqa: F401  (the tiny CLIP fixture)
 
@@ -114,7 +114,7 @@ def test_embedding_for_another_model_family_is_a_clear_error(setup, finder):  # 
 def test_clip_text_encode_fingerprint_follows_the_embedding_files_it_names(tmp_path):
     import os
 
-    from nodeflow.paths import Paths
+    from nodeflow.runtime.paths import Paths
     from nodeflow_nodes.conditioning import embedding_files_fingerprint
 
     folder = tmp_path / "embeddings"

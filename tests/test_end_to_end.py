@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from nodeflow.cli import apply_override
-from nodeflow.executor import Executor
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
-from nodeflow.workflow import Link, NodeInstance, load_workflow
+from nodeflow.engine.executor import Executor
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
+from nodeflow.engine.workflow import Link, NodeInstance
+from nodeflow.formats import load_workflow
 from tests.factories import write_tiny_checkpoint
 from tests.project import ROOT
 
@@ -77,7 +78,7 @@ def test_img2img_and_inpainting_graphs(setup):
 
 @pytest.mark.parametrize("every, shown", [(1, [1, 2, 3, 4, 5]), (2, [2, 4, 5]), (0, [])])
 def test_sampler_reports_every_step_and_previews_at_the_chosen_interval(setup, every, shown):
-    from nodeflow.events import Progress
+    from nodeflow.engine.events import Progress
 
     _, _, executor = setup
     events = []

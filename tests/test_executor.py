@@ -4,10 +4,10 @@ import threading
 
 import pytest
 
-from nodeflow.cache import OutputCache
+from nodeflow.engine.cache import OutputCache
 from nodeflow.errors import Cancelled, NodeError, ValidationError
-from nodeflow.executor import Executor
-from nodeflow.workflow import Link, NodeInstance, Workflow
+from nodeflow.engine.executor import Executor
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow
 from tests.stub_nodes import CALLS
 
 

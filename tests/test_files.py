@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from nodeflow.errors import ModelFileError
-from nodeflow.models.files import read_state_dict
+from nodeflow.loading.files import read_state_dict
 
 
 def _write(path, tensors=None, metadata=None):
@@ -107,7 +107,7 @@ def test_damaged_pickles_are_called_damaged_not_dangerous(tmp_path, content):
 
 
 def test_reading_with_conversion_equals_reading_then_converting(tmp_path):
-    from nodeflow.models.files import read_safetensors_converted, stored_dtypes
+    from nodeflow.loading.files import read_safetensors_converted, stored_dtypes
 
     tensors = {"half": torch.randn(3, 5).half(), "bf": torch.randn(4).bfloat16(), "ids": torch.arange(6),
                "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 3)}

@@ -5,12 +5,12 @@ import random
 
 import pytest
 
-from nodeflow.executor import Executor
+from nodeflow.engine.executor import Executor
 from nodeflow.gui.document import Document, EditRefused
 from nodeflow.gui.seed_control import seed_mode, seeds_after_run, set_seed_mode
 from nodeflow.gui.worker import Worker
-from nodeflow.registry import Registry
-from nodeflow.workflow import load_workflow
+from nodeflow.engine.registry import Registry
+from nodeflow.formats import load_workflow
 from tests import stub_nodes
 
 

@@ -37,13 +37,13 @@ def test_run_in_the_window(display, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from nodeflow.executor import Executor
+    from nodeflow.engine.executor import Executor
     from nodeflow.gui.app import EditorApp, show_window
     from nodeflow.gui.document import Document
     from nodeflow.gui.recent import RecentFiles
     from nodeflow.gui.seed_control import set_seed_mode
-    from nodeflow.paths import Paths
-    from nodeflow.registry import Registry
+    from nodeflow.runtime.paths import Paths
+    from nodeflow.engine.registry import Registry
 
     write_tiny_checkpoint(tmp_path / "models" / "checkpoints" / "tiny.safetensors")
     paths = Paths(models_dirs=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp",
@@ -131,11 +131,11 @@ SCENARIO_HEAD = r"""
 import json, subprocess, sys, threading, time
 from pathlib import Path
 import dearpygui.dearpygui as dpg
-from nodeflow.executor import Executor
+from nodeflow.engine.executor import Executor
 from nodeflow.gui.app import EditorApp, show_window
 from nodeflow.gui.document import Document
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
 
 tmp = Path(sys.argv[1])
 paths = Paths(output_dir=tmp / "out", temp_dir=tmp / "tmp")
@@ -332,7 +332,7 @@ def test_dragging_a_selection_is_one_undo_step(display, tmp_path):
 SESSION_HEAD = r"""
 import ctypes, os
 from nodeflow.gui import app as editor
-from nodeflow.workflow import load_workflow
+from nodeflow.formats import load_workflow
 
 def close_button():
     x11 = ctypes.cdll.LoadLibrary("libX11.so.6")
@@ -454,7 +454,8 @@ def test_a_crash_leaves_the_unsaved_work_in_the_recovery_file(display, tmp_path)
 # Zoom: a view transform of the editor's own (nodeflow/gui/view.py); the workflow keeps unzoomed
 # positions. Spread wider than the window: Load Checkpoint at x = 0, Save Image at x = 6000.
 FIT = r"""
-from nodeflow.workflow import load_workflow, save_workflow
+from nodeflow.engine.workflow import save_workflow
+from nodeflow.formats import load_workflow
 
 wide = load_workflow(Path("workflows/txt2img.json"), registry)
 wide.ui["nodes"]["4"]["pos"][0] = 0

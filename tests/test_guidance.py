@@ -237,7 +237,7 @@ def test_model_eps_and_v_parameterisations_and_casting():
     from dataclasses import replace
 
     from nodeflow.sampling.model import DiffusionModel, LatentFormat
-    from nodeflow.sampling.schedules import ModelSampling
+    from nodeflow.sampling.model_sampling import ModelSampling
 
     x = torch.randn(2, 4, 3, 3, dtype=torch.float32)
     sigma = torch.tensor([2.0, 0.5])

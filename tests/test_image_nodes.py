@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nodeflow.context import RunContext
+from nodeflow.engine.context import RunContext
 from nodeflow.errors import ModelFileError
-from nodeflow.paths import Paths
+from nodeflow.runtime.paths import Paths
 from nodeflow_nodes.image import (empty_image, image_batch, image_blend, image_blur, image_crop,
                                   image_invert, image_pad_for_outpaint, image_scale, image_scale_by,
                                   image_scale_to_total_pixels, image_sharpen, load_image,

@@ -164,7 +164,7 @@ def test_noise_mask_with_leftover_noise_keeps_the_noised_source_outside():
 
 
 def test_latent_preview_is_the_linear_projection():
-    from nodeflow.sampling.preview import SD1_RGB_FACTORS, latent_preview
+    from nodeflow.sampling.latent_preview import SD1_RGB_FACTORS, latent_preview
 
     latent = torch.zeros(2, 4, 3, 5)
     latent[:, 1] = 1.0  # channel 1 only: rgb = its factor row

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nodeflow.imaging import bislerp
+from nodeflow.image.ops import bislerp
 from nodeflow_nodes.latent import (empty_latent_image, latent_blend, latent_composite, latent_crop,
                                    latent_flip, latent_from_batch, latent_rotate, latent_upscale,
                                    latent_upscale_by, repeat_latent_batch, set_latent_noise_mask)

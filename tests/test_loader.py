@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from nodeflow.errors import ModelFileError
-from nodeflow.models.files import read_state_dict
-from nodeflow.models.loader import load_checkpoint, load_vae
+from nodeflow.loading.files import read_state_dict
+from nodeflow.loading.checkpoint import load_checkpoint, load_vae
 from tests.factories import tiny_state_dict, write_tiny_checkpoint
 
 
@@ -161,7 +161,7 @@ def test_diffusers_folder_loads_equal_to_single_file(diffusers_folder, single):
 
 
 def test_diffusers_folder_with_unknown_keys_is_refused(tmp_path):
-    from nodeflow.models.diffusers_keys import unet_to_original
+    from nodeflow.loading.diffusers_keys import unet_to_original
 
     with pytest.raises(ModelFileError, match="U-Net keys nodeflow cannot map.*add_embedding.linear_1.weight"):
         unet_to_original({"down_blocks.0.resnets.0.conv1.weight": torch.zeros(1),
@@ -208,7 +208,7 @@ def test_unet_key_mapping_inverts_diffusers_conversion(levels, blocks, depth):
     diffusers = pytest.importorskip("diffusers")
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    from nodeflow.models.diffusers_keys import unet_to_original
+    from nodeflow.loading.diffusers_keys import unet_to_original
     from nodeflow.models.unet import UNetConfig, UNetModel
 
     config = UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=levels, num_res_blocks=blocks,
@@ -231,7 +231,7 @@ def test_vae_key_mapping_inverts_diffusers_conversion():
     diffusers = pytest.importorskip("diffusers")
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    from nodeflow.models.diffusers_keys import vae_to_original
+    from nodeflow.loading.diffusers_keys import vae_to_original
     from nodeflow.models.vae import AutoencoderKL, VAEConfig
 
     with torch.device("meta"):
@@ -247,10 +247,10 @@ def test_vae_key_mapping_inverts_diffusers_conversion():
 
 
 def test_a_diffusers_folder_runs_from_the_checkpoint_loader_by_its_name(tmp_path):
-    from nodeflow.executor import Executor
-    from nodeflow.paths import Paths
-    from nodeflow.registry import Registry
-    from nodeflow.workflow import load_workflow
+    from nodeflow.engine.executor import Executor
+    from nodeflow.runtime.paths import Paths
+    from nodeflow.engine.registry import Registry
+    from nodeflow.formats import load_workflow
     from tests.project import ROOT
 
     write_diffusers_folder(tmp_path / "models" / "checkpoints" / "my-diffusers-model", tiny_state_dict())

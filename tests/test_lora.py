@@ -5,11 +5,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodeflow.context import RunContext
-from nodeflow.models.lora import PatchedModule, lora_patches
-from nodeflow.paths import Paths
+from nodeflow.engine.context import RunContext
+from nodeflow.loading.lora import PatchedModule, lora_patches
+from nodeflow.runtime.paths import Paths
 from nodeflow.sampling.model import DiffusionModel, LatentFormat
-from nodeflow.sampling.schedules import ModelSampling
+from nodeflow.sampling.model_sampling import ModelSampling
 from tests.test_unet_parity import diffusers_unet, random_unet, relative_error, tiny_config
 
 

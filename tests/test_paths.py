@@ -3,7 +3,7 @@
 import pytest
 
 from nodeflow.errors import ModelFileError
-from nodeflow.paths import Paths
+from nodeflow.runtime.paths import Paths
 
 
 def touch(path):
@@ -74,7 +74,7 @@ def test_roots_from_arguments_then_environment_then_default(monkeypatch, tmp_pat
 
 
 def test_diffusers_folders_are_listed_and_resolved_by_name_without_their_part_files(tmp_path):
-    from nodeflow.paths import Paths
+    from nodeflow.runtime.paths import Paths
 
     root = tmp_path / "models"
     pipeline = root / "checkpoints" / "sd15-diffusers"

@@ -10,14 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from nodeflow.a1111 import (format_a1111_parameters, model_hash, parameters_text,
+from nodeflow.formats.a1111 import (format_a1111_parameters, model_hash, parameters_text,
                             parse_a1111_parameters, workflow_from_a1111)
-from nodeflow.comfy_format import from_comfy_api, to_comfy_api
+from nodeflow.formats.comfy import from_comfy_api, to_comfy_api
 from nodeflow.errors import WorkflowFormatError
-from nodeflow.png_metadata import (read_png_workflow, read_text_chunks, save_png_with_metadata,
+from nodeflow.image.files import save_png_with_metadata
+from nodeflow.formats.png import (read_png_workflow, read_text_chunks,
                                    workflow_text_chunks)
-from nodeflow.registry import Registry
-from nodeflow.workflow import Link, NodeInstance, Workflow, load_workflow
+from nodeflow.engine.registry import Registry
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow
+from nodeflow.formats import load_workflow
 
 DATA = Path(__file__).parent / "data" / "comfy"
 API = json.loads((DATA / "txt2img_api.json").read_text())
@@ -212,7 +214,7 @@ A1111_TEXT = ("masterpiece, a lighthouse at dusk\nNegative prompt: lowres, blurr
 
 
 def test_an_a1111_png_becomes_a_txt2img_workflow_with_its_settings(tmp_path, registry):
-    from nodeflow.validate import validate
+    from nodeflow.engine.validate import validate
 
     path = write_plain_png(tmp_path / "00001-3620405043.png", {"parameters": A1111_TEXT})
     workflow = read_png_workflow(path, registry)

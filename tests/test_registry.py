@@ -3,8 +3,8 @@
 import pytest
 
 from nodeflow.errors import NodeDeclarationError, UnknownNodeType
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
 from nodeflow.spec import INT, Input, Int, Output, node
 
 CUSTOM = '''
@@ -62,7 +62,7 @@ def test_builtin_packs_load_without_errors():
 def test_entry_point_packs_are_loaded_and_broken_ones_reported(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    import nodeflow.registry as registry_module
+    import nodeflow.engine.registry as registry_module
 
     packs = [EntryPoint("stubs", "tests.stub_nodes", "nodeflow.nodes"),
              EntryPoint("broken", "no_such_pack_module:nodes", "nodeflow.nodes")]

@@ -8,7 +8,7 @@ import torch
 from nodeflow.sampling.noise import NoiseSource
 from nodeflow.sampling.samplers import SAMPLER_NAMES, SAMPLERS, STOCHASTIC
 from nodeflow.sampling.schedulers import karras
-from nodeflow.sampling.schedules import ModelSampling
+from nodeflow.sampling.model_sampling import ModelSampling
 from tests.kdiffusion_ref import load_sampling
 
 MU, S = 0.5, 0.7  # data distribution N(MU, S^2)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from nodeflow.context import RunContext
+from nodeflow.engine.context import RunContext
 from nodeflow.errors import NodeInputError
-from nodeflow.image_files import check_prefix, expand_prefix
-from nodeflow.paths import Paths
-from nodeflow.png_metadata import read_png_workflow, read_text_chunks
-from nodeflow.registry import Registry
-from nodeflow.workflow import NodeInstance, Workflow
+from nodeflow.image.files import check_prefix, expand_prefix
+from nodeflow.runtime.paths import Paths
+from nodeflow.formats.png import read_png_workflow, read_text_chunks
+from nodeflow.engine.registry import Registry
+from nodeflow.engine.workflow import NodeInstance, Workflow
 from nodeflow_nodes.save import preview_image, save_image
 
 
@@ -104,7 +104,7 @@ def test_preview_writes_only_to_the_temp_folder(ctx, tmp_path):
 
 
 def _save_in_process(folder, count, queue):
-    from nodeflow.image_files import save_png
+    from nodeflow.image.files import save_png
 
     picture = Image.new("RGB", (4, 4))
     queue.put([str(save_png(picture, folder, "race")) for _ in range(count)])
@@ -149,7 +149,7 @@ def test_prefix_is_checked_at_validation_time():
 def test_saving_without_hard_links_still_never_overwrites(tmp_path, monkeypatch):
     import os
 
-    from nodeflow.image_files import save_png
+    from nodeflow.image.files import save_png
 
     def no_links(*args):
         raise PermissionError("no hard links here")
@@ -175,7 +175,7 @@ def test_a_preview_session_removes_its_previews_and_what_crashed_sessions_left(t
     import os
     import time
 
-    from nodeflow.previews import preview_session
+    from nodeflow.runtime.preview_folders import preview_session
 
     root = tmp_path / "tmp" / "previews"
     crashed, recent = root / "session-crashed", root / "session-other"
@@ -195,8 +195,8 @@ def test_a_preview_session_removes_its_previews_and_what_crashed_sessions_left(t
 
 
 def test_weight_free_example_workflow_runs_and_reruns_from_its_png(tmp_path):
-    from nodeflow.executor import Executor
-    from nodeflow.workflow import load_workflow
+    from nodeflow.engine.executor import Executor
+    from nodeflow.formats import load_workflow
     from tests.project import ROOT
 
     paths = Paths(output_dir=tmp_path / "out", input_dir=tmp_path / "in", temp_dir=tmp_path / "tmp",
@@ -229,7 +229,7 @@ def test_comfyui_size_date_and_batch_placeholders(ctx):
 def test_parameters_carry_the_checkpoint_hash_cached_by_file(tmp_path):
     import hashlib
 
-    from nodeflow.workflow import Link
+    from nodeflow.engine.workflow import Link
 
     models = tmp_path / "models" / "checkpoints"
     models.mkdir(parents=True)
@@ -254,9 +254,9 @@ def test_prefix_naming_only_a_folder_saves_inside_it(ctx, tmp_path):
 
 
 def test_a_prefix_through_a_symlink_out_of_the_output_folder_is_a_validation_error(tmp_path):
-    from nodeflow.registry import Registry
-    from nodeflow.validate import validate
-    from nodeflow.workflow import load_workflow
+    from nodeflow.engine.registry import Registry
+    from nodeflow.engine.validate import validate
+    from nodeflow.formats import load_workflow
     from tests.project import ROOT
 
     (tmp_path / "out").mkdir()

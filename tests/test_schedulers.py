@@ -5,7 +5,7 @@ import torch
 
 from nodeflow.sampling.noise import initial_noise
 from nodeflow.sampling.schedulers import SCHEDULERS, compute_sigmas
-from nodeflow.sampling.schedules import ModelSampling, make_betas
+from nodeflow.sampling.model_sampling import ModelSampling, make_betas
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nodeflow.sampling.schedules import ModelSampling, make_betas
+from nodeflow.sampling.model_sampling import ModelSampling, make_betas
 
 
 @pytest.mark.parametrize("schedule, diffusers_name", [("scaled_linear", "scaled_linear"), ("linear", "linear"),

@@ -5,7 +5,7 @@ uses) are exported by nodeflow's exporter (training/export.checkpoint_state_dict
 ``model.diffusion_model.*``, ``first_stage_model.*``, ``cond_stage_model.transformer.text_model.*``)
 to ONE .safetensors file. That file is loaded
 
-- by us: nodeflow.models.loader.load_checkpoint (detection, strict loading, fp32 on the CPU);
+- by us: nodeflow.loading.checkpoint.load_checkpoint (detection, strict loading, fp32 on the CPU);
 - by the reference: diffusers.loaders.single_file_utils reads the same file
   (load_single_file_checkpoint), derives the diffusers configs from the original LDM config
   (create_unet/vae_diffusers_config_from_ldm, as for a ``v1-inference.yaml``), converts the keys
@@ -31,7 +31,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodeflow.models.loader import load_checkpoint
+from nodeflow.loading.checkpoint import load_checkpoint
 from nodeflow.models.unet import UNetConfig, UNetModel
 from nodeflow.models.vae import AutoencoderKL, VAEConfig
 from nodeflow.text.tokenizer import default_tokenizer_dir

@@ -28,7 +28,7 @@ def checkpoint(tmp_path_factory):
 def test_stages_1_and_2_write_a_checkpoint_that_loads_like_a_users(checkpoint):
     import json
 
-    from nodeflow.models.loader import load_checkpoint
+    from nodeflow.loading.checkpoint import load_checkpoint
 
     path, out = checkpoint
     loaded = load_checkpoint(path)
@@ -42,7 +42,7 @@ def test_stages_1_and_2_write_a_checkpoint_that_loads_like_a_users(checkpoint):
 
 
 def test_stage_3_writes_a_controlnet_that_loads(checkpoint, tmp_path):
-    from nodeflow.models.controlnet_loader import load_controlnet
+    from nodeflow.loading.controlnet import load_controlnet
 
     path, _ = checkpoint
     written = run.train_controlnet_stage(path, tmp_path, torch.device("cpu"), steps=2, batch_size=2)
@@ -53,8 +53,8 @@ def test_stage_3_writes_a_controlnet_that_loads(checkpoint, tmp_path):
 def test_stage_4_writes_a_lora_every_layer_of_which_matches_the_model(checkpoint, tmp_path):
     from safetensors.torch import load_file
 
-    from nodeflow.models.loader import load_checkpoint
-    from nodeflow.models.lora import lora_patches
+    from nodeflow.loading.checkpoint import load_checkpoint
+    from nodeflow.loading.lora import lora_patches
     from nodeflow.training import train_lora
 
     path, _ = checkpoint

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from nodeflow.models.vae import AutoencoderKL, VAEConfig
-from nodeflow.models.vae_runtime import VAE
-from nodeflow.registry import Registry
+from nodeflow.image.vae import VAE
+from nodeflow.engine.registry import Registry
 from nodeflow_nodes import loaders
 from nodeflow_nodes import vae as vae_nodes
 
@@ -190,7 +190,7 @@ def test_tiled_nodes_use_pixel_sizes_and_cap_the_overlap():
 
 
 def test_loader_nodes_and_file_fingerprint(tmp_path):
-    from nodeflow.paths import Paths
+    from nodeflow.runtime.paths import Paths
     from tests.factories import write_tiny_checkpoint
 
     path = write_tiny_checkpoint(tmp_path / "checkpoints" / "tiny.safetensors")
@@ -211,7 +211,7 @@ def test_a_pass_that_would_not_fit_is_tiled_up_front(monkeypatch):
     system runs out): the untiled pass's memory is estimated first."""
     from types import SimpleNamespace
 
-    import nodeflow.models.vae_runtime as runtime
+    import nodeflow.image.vae as runtime
 
     model = LocalAutoencoder()
     model.config = SimpleNamespace(downscale=8, ch=128, ch_mult=(1, 2, 4, 4))

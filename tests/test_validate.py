@@ -9,12 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeflow.errors import NodeError, WorkflowFormatError
-from nodeflow.executor import Executor
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
+from nodeflow.engine.executor import Executor
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
 from nodeflow.spec import Choice, Output, node
-from nodeflow.validate import Problem, validate
-from nodeflow.workflow import Link, NodeInstance, Workflow
+from nodeflow.engine.validate import Problem, validate
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow
 from tests import stub_nodes
 
 

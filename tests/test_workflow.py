@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodeflow.errors import WorkflowFormatError
-from nodeflow.workflow import (Link, NodeInstance, Workflow, dumps, load_workflow, parse_workflow_data,
-                               save_workflow)
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow, dumps, save_workflow
+from nodeflow.formats import load_workflow, parse_workflow_data
 
 
 def sample():
@@ -90,8 +90,8 @@ def test_comfy_api_json_is_sniffed_and_mapped_onto_the_same_ids(tmp_path, stub_r
     min_size=1))
 @settings(max_examples=100, deadline=None)
 def test_malformed_comfy_json_is_a_format_error_or_a_workflow(data):
-    from nodeflow.registry import Registry
-    from nodeflow.validate import validate
+    from nodeflow.engine.registry import Registry
+    from nodeflow.engine.validate import validate
     from tests import stub_nodes
 
     registry = Registry.from_modules(stub_nodes)
@@ -106,7 +106,8 @@ def test_malformed_comfy_json_is_a_format_error_or_a_workflow(data):
 def test_png_with_a_workflow_is_read(tmp_path, stub_registry):
     from PIL import Image
 
-    from nodeflow.png_metadata import save_png_with_metadata, workflow_text_chunks
+    from nodeflow.formats.png import workflow_text_chunks
+    from nodeflow.image.files import save_png_with_metadata
 
     path = tmp_path / "image.png"
     save_png_with_metadata(Image.new("RGB", (4, 4)), path, workflow_text_chunks(sample(), stub_registry))

@@ -3,11 +3,11 @@ in for the embedded model, so the test does not depend on the shipped weights)."
 
 import pytest
 
-from nodeflow.executor import Executor
-from nodeflow.paths import Paths
-from nodeflow.registry import Registry
-from nodeflow.validate import validate
-from nodeflow.workflow import load_workflow
+from nodeflow.engine.executor import Executor
+from nodeflow.runtime.paths import Paths
+from nodeflow.engine.registry import Registry
+from nodeflow.engine.validate import validate
+from nodeflow.formats import load_workflow
 from tests.factories import write_tiny_checkpoint, write_tiny_controlnet, write_tiny_lora
 from tests.project import ROOT
 

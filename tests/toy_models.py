@@ -6,7 +6,7 @@ import torch
 
 from nodeflow.models.unet import ControlResiduals
 from nodeflow.sampling.model import DiffusionModel, LatentFormat
-from nodeflow.sampling.schedules import ModelSampling
+from nodeflow.sampling.model_sampling import ModelSampling
 
 
 @dataclass(frozen=True)

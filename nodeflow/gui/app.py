@@ -19,7 +19,7 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 import numpy as np
 
-from nodeflow import events
+from nodeflow.engine import events
 from nodeflow.gui.document import Document, EditRefused
 from nodeflow.gui.recent import RecentFiles, default_recent_file
 from nodeflow.gui.seed_control import MODES as SEED_MODES
@@ -775,7 +775,7 @@ class EditorApp:
             self.write_recovery()
 
     def write_recovery(self) -> None:
-        from nodeflow.workflow import save_workflow
+        from nodeflow.engine.workflow import save_workflow
 
         try:
             save_workflow(self.document.workflow, self.recovery_file)
@@ -999,7 +999,7 @@ def main(workflow_path: Path | None, paths, screenshot: Path | None = None, fram
          cache=None, device: str = "cpu", dtype: str = "auto", preview_every: int = 1) -> int:
     """Open the editor (``frames``/``screenshot``: render that many frames, save one and quit;
     for tests and documentation)."""
-    from nodeflow.previews import preview_session
+    from nodeflow.runtime.preview_folders import preview_session
 
     with preview_session(paths) as session_paths:  # preview files go when the window closes
         return _run_window(workflow_path, session_paths, screenshot, frames,
@@ -1010,8 +1010,8 @@ def main(workflow_path: Path | None, paths, screenshot: Path | None = None, fram
 
 def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, frames: int | None, make_app,
                 cache) -> int:
-    from nodeflow.executor import Executor
-    from nodeflow.registry import Registry
+    from nodeflow.engine.executor import Executor
+    from nodeflow.engine.registry import Registry
 
     registry = Registry.load(paths)
     recovery = paths.temp_dir / "recovery.json"

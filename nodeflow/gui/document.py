@@ -15,8 +15,9 @@ from typing import Any
 
 import networkx as nx
 
-from nodeflow.validate import types_compatible
-from nodeflow.workflow import Link, NodeInstance, Workflow, load_workflow, save_workflow
+from nodeflow.engine.validate import types_compatible
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow, save_workflow
+from nodeflow.formats import load_workflow
 
 
 class EditRefused(ValueError):

@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from nodeflow.workflow import write_text_atomic
+from nodeflow.runtime.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nodeflow.paths import project_assets_dir
+from nodeflow.runtime.paths import project_assets_dir
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,12 @@ def take(out: Path, workflow: Path, width: int = 1400, height: int = 860, timeou
     import dearpygui.dearpygui as dpg
 
     from nodeflow.errors import NodeflowError
-    from nodeflow.executor import Executor
+    from nodeflow.engine.executor import Executor
     from nodeflow.gui.app import EditorApp, show_window
     from nodeflow.gui.document import Document
     from nodeflow.gui.recent import RecentFiles
-    from nodeflow.paths import Paths
-    from nodeflow.registry import Registry
+    from nodeflow.runtime.paths import Paths
+    from nodeflow.engine.registry import Registry
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 
 from nodeflow.gui.view import LEVELS, scaled
-from nodeflow.paths import project_assets_dir
+from nodeflow.runtime.paths import project_assets_dir
 
 logger = logging.getLogger(__name__)
 

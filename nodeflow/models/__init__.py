@@ -1,1 +1,1 @@
-"""models."""
+"""Torch modules and their configs (U-Net, VAE, ControlNet and their layers); no file reading."""

@@ -6,7 +6,7 @@ hint encoder: 8 3x3 convolutions with SiLU, three of stride 2, from the control 
 resolution down to the latent grid), ``time_embed``, ``input_blocks`` (as the U-Net's),
 ``zero_convs.N.0`` (one 1x1 convolution per input block output), ``middle_block`` and
 ``middle_block_out.0``. Diffusers-format ControlNets are renamed into this layout by
-``nodeflow.models.diffusers_keys.controlnet_to_original``.
+``nodeflow.loading.diffusers_keys.controlnet_to_original``.
 
 forward: h = conv_in(x) + hint_encoder(hint); each input block's output goes through its zero
 conv into the residual list; the middle block's output through middle_block_out. The residuals

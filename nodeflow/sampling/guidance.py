@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nodeflow.models.devices import is_out_of_memory
+from nodeflow.runtime.devices import is_out_of_memory
 from nodeflow.sampling.conditioning import Area, Entry, pair_areas, resolve, share_control
 from nodeflow.sampling.model import DiffusionModel
 

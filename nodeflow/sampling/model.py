@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from nodeflow.sampling.control import chain_residuals
-from nodeflow.sampling.preview import SD1_RGB_FACTORS
-from nodeflow.sampling.schedules import ModelSampling
+from nodeflow.sampling.control_hooks import chain_residuals
+from nodeflow.sampling.latent_preview import SD1_RGB_FACTORS
+from nodeflow.sampling.model_sampling import ModelSampling
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class LatentFormat:
 
     scale_factor: float = 0.18215
     channels: int = 4
-    #: latent -> RGB preview factors (channels x 3), see nodeflow.sampling.preview
+    #: latent -> RGB preview factors (channels x 3), see nodeflow.sampling.latent_preview
     rgb_factors: tuple[tuple[float, float, float], ...] = SD1_RGB_FACTORS
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ Sampler = Callable[..., torch.Tensor]
 
 #: Name -> sampler, in the order of ComfyUI's KSampler list (its SAMPLER_NAMES, less the
 #: variants we do not have: *_cfg_pp, ipndm_v, res_multistep, ...; its *_gpu names are read as the
-#: samplers they are, see nodeflow.comfy_format.SAMPLER_ALIASES).
+#: samplers they are, see nodeflow.formats.comfy.SAMPLER_ALIASES).
 SAMPLERS: dict[str, Sampler] = {
     "euler": sample_euler,
     "euler_ancestral": sample_euler_ancestral,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from nodeflow.sampling.schedules import ModelSampling
+from nodeflow.sampling.model_sampling import ModelSampling
 
 
 def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ Emphasis (ComfyUI's rules, which differ from A1111's in places):
   ComfyUI's scanner leaves them.
 - ``[words]`` is plain text (A1111's de-emphasis is not part of ComfyUI's syntax).
 - A word ``embedding:name`` (textual inversion) stands for the vectors of the embedding file
-  ``name`` (see ``nodeflow.text.embeddings``), with the weight of its segment. Trailing
+  ``name`` (see ``nodeflow.loading.embeddings``), with the weight of its segment. Trailing
   punctuation that is not part of a file name (``embedding:name,``) is read as text.
 
 Windows (ComfyUI's packing): each word (text split at spaces) is a group of tokens, an embedding a
@@ -99,7 +99,7 @@ def _unescape(text: str) -> str:
 
 def weighted_token_groups(tokenizer: Tokenizer, prompt: str, embeddings=None) -> list[WeightedTokens]:
     """One list of (token, weight) per word or embedding (no start/end tokens). ``embeddings``:
-    a callable name -> vectors (n, D) or None (``nodeflow.text.embeddings.EmbeddingFinder``)."""
+    a callable name -> vectors (n, D) or None (``nodeflow.loading.embeddings.EmbeddingFinder``)."""
     groups = []
     for text, weight in parse_weights(prompt):
         for word in _words(text):

@@ -13,7 +13,7 @@ import torch
 from nodeflow.training import architecture
 from nodeflow.training.data import ALL_CAPTIONS, batches
 from nodeflow.training.export import export_checkpoint
-from nodeflow.training.preview import PREVIEW_CAPTIONS, sample_images, save_grid
+from nodeflow.training.sample_grid import PREVIEW_CAPTIONS, sample_images, save_grid
 from nodeflow.training.progress import ProgressBar, format_seconds
 from nodeflow.training.shapes import ShapeDataset
 from nodeflow.training.train_text_unet import (
@@ -193,7 +193,7 @@ CONTROLNET_DESCRIPTION = (
 def train_controlnet_stage(checkpoint_path: Path, out: Path, device: torch.device, steps: int,
                            seed: int = 0, workers: int = 0, batch_size: int = 32) -> Path:
     """Stage 3 on an exported checkpoint: write ``out/controlnet/nodeflow-tiny-mask.safetensors``."""
-    from nodeflow.models.loader import load_checkpoint
+    from nodeflow.loading.checkpoint import load_checkpoint
     from nodeflow.training.export import export_controlnet
     from nodeflow.training.train_controlnet import ControlNetTraining, train_controlnet
 
@@ -224,7 +224,7 @@ def train_lora_stage(checkpoint_path: Path, out: Path, device: torch.device, set
     """Stage 4 on an exported checkpoint: write ``out/loras/nodeflow-tiny-big-shapes.safetensors``."""
     import json
 
-    from nodeflow.models.loader import load_checkpoint
+    from nodeflow.loading.checkpoint import load_checkpoint
     from nodeflow.training.export import save_atomically
     from nodeflow.training.train_lora import BIG_SHAPES, LoRATraining, train_lora
 

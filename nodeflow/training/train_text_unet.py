@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from nodeflow.sampling.schedules import make_betas
+from nodeflow.sampling.model_sampling import make_betas
 from nodeflow.training.data import TensorBatch
 from nodeflow.training.optim import EMA, adamw, warmup_cosine
 from nodeflow.training.train_vae import encode_posterior

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
-    from nodeflow.executor import Executor
-    from nodeflow.paths import Paths
-    from nodeflow.registry import Registry
-    from nodeflow.workflow import load_workflow
+    from nodeflow.engine.executor import Executor
+    from nodeflow.runtime.paths import Paths
+    from nodeflow.engine.registry import Registry
+    from nodeflow.formats import load_workflow
 
     with tempfile.TemporaryDirectory() as folder:
         paths = Paths(output_dir=Path(folder) / "out", temp_dir=Path(folder) / "tmp")

@@ -33,11 +33,11 @@ def main() -> None:
 
     from PIL import Image
 
-    from nodeflow.executor import Executor
-    from nodeflow.paths import Paths
-    from nodeflow.registry import Registry
+    from nodeflow.engine.executor import Executor
+    from nodeflow.runtime.paths import Paths
+    from nodeflow.engine.registry import Registry
     from nodeflow.training.palette import caption
-    from nodeflow.workflow import load_workflow
+    from nodeflow.formats import load_workflow
     from tests.image_checker import read_image
     from tests.project import run_for_images
     from tests.test_embedded_model import prompts

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from nodeflow.cache import OutputCache  # noqa: E402
-from nodeflow.executor import Executor  # noqa: E402
-from nodeflow.registry import Registry  # noqa: E402
+from nodeflow.engine.cache import OutputCache  # noqa: E402
+from nodeflow.engine.executor import Executor  # noqa: E402
+from nodeflow.engine.registry import Registry  # noqa: E402
 from nodeflow.spec import INT, Input, Int, Output, node  # noqa: E402
-from nodeflow.workflow import Link, NodeInstance, Workflow  # noqa: E402
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow  # noqa: E402
 
 
 @node("Const", inputs=[Int("value", 0, min=0)], outputs=[Output(INT)])

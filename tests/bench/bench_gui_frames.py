@@ -21,12 +21,12 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     import dearpygui.dearpygui as dpg
 
-    from nodeflow.executor import Executor
+    from nodeflow.engine.executor import Executor
     from nodeflow.gui.app import EditorApp
     from nodeflow.gui.document import Document
     from nodeflow.gui.view import View
-    from nodeflow.paths import Paths
-    from nodeflow.registry import Registry
+    from nodeflow.runtime.paths import Paths
+    from nodeflow.engine.registry import Registry
 
     folder = Path(tempfile.mkdtemp())
     paths = Paths(output_dir=folder / "out", temp_dir=folder / "tmp")

@@ -7,7 +7,7 @@ The checkpoint is written once (about 2.1 GB) to a temporary folder, or to --kee
 reused. Loading runs in a fresh process so its peak RSS (``VmHWM``, Linux) is its own; the baseline
 (Python, torch and nodeflow imported) is subtracted and printed. An fp16 load at the file's
 dtype memory-maps the file (pages read on use) and copies nothing; an fp32 load of an fp16 file
-reads and converts one tensor at a time (nodeflow.models.files.read_safetensors_converted), so the
+reads and converts one tensor at a time (nodeflow.loading.files.read_safetensors_converted), so the
 peak is the fp32 weights plus one tensor.
 """
 
@@ -33,7 +33,7 @@ def status(field):  # from /proc/self/status, in bytes
 
 def high_water_mark():  # VmHWM: peak RSS of this process image (ru_maxrss survives exec)
     return status("VmHWM")
-from nodeflow.models.loader import load_checkpoint
+from nodeflow.loading.checkpoint import load_checkpoint
 import nodeflow.text.text_encoder, nodeflow.models.unet, nodeflow.models.vae  # imports before the baseline
 base = high_water_mark()
 start = time.perf_counter()

@@ -21,7 +21,7 @@ def main() -> None:
     from nodeflow.sampling.noise import NoiseSource
     from nodeflow.sampling.samplers import SAMPLERS
     from nodeflow.sampling.schedulers import karras
-    from nodeflow.sampling.schedules import ModelSampling
+    from nodeflow.sampling.model_sampling import ModelSampling
 
     sigmas = karras(ModelSampling.sd1(), 20)
     x0 = torch.randn(1, 4, 64, 64) * float(sigmas[0])

@@ -1,6 +1,6 @@
 """Load ControlNet files: original layout (``control_model.`` prefix optional), diffusers'
 layout (a ``ControlNetModel`` folder as ``save_pretrained`` writes it, or its weights file alone,
-keys renamed by ``nodeflow.models.diffusers_keys``), "difference" ControlNets (stored as the
+keys renamed by ``nodeflow.loading.diffusers_keys``), "difference" ControlNets (stored as the
 difference to a base model: the base U-Net's weights are added), and clear refusals for what is
 not supported (T2I-Adapters, SDXL ControlNets)."""
 
@@ -14,11 +14,11 @@ import torch
 
 from nodeflow.errors import ModelFileError
 from nodeflow.models.controlnet import ControlNetModel, controlnet_from_state_dict
-from nodeflow.models.detect import describe_keys, detect_kind
-from nodeflow.models.devices import model_dtype
-from nodeflow.models.diffusers_keys import (controlnet_metadata, controlnet_to_original, is_diffusers_controlnet,
+from nodeflow.loading.detect import describe_keys, detect_kind
+from nodeflow.runtime.devices import model_dtype
+from nodeflow.loading.diffusers_keys import (controlnet_metadata, controlnet_to_original, is_diffusers_controlnet,
                                             read_diffusers_controlnet)
-from nodeflow.models.files import read_state_dict
+from nodeflow.loading.files import read_state_dict
 
 PREFIX = "control_model."
 META_HEADS = "nodeflow.unet.num_heads"
@@ -91,7 +91,7 @@ def _add_base(path: Path, plain: dict[str, torch.Tensor], base_unet: torch.nn.Mo
     if base_unet is None:
         raise ModelFileError(f"{path}: a 'difference' ControlNet; load it with DiffControlNetLoader "
                              "and connect the model it was made for")
-    from nodeflow.models.lora import base_of
+    from nodeflow.loading.lora import base_of
 
     base = base_of(base_unet)[0].state_dict()
     return {k: (v + base[k].to(v)) if k in base and base[k].shape == v.shape else v for k, v in plain.items()}

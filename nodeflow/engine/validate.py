@@ -2,7 +2,7 @@
 
 ``validate`` returns a list of ``Problem`` records (empty: the workflow can run). Each prints as
 one line, e.g. ``node 4 (KSampler), input 'cfg': 120 is above the maximum 100``. Muted nodes are
-not checked; bypassed nodes are routed through (see ``nodeflow.graph``).
+not checked; bypassed nodes are routed through (see ``nodeflow.engine.graph``).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from nodeflow import graph as graphs
+from nodeflow.engine import graph as graphs
 from nodeflow.spec import CHOICE, STRING, WIDGET_TYPES, InputSpec, NodeSpec
-from nodeflow.workflow import Link, Workflow
+from nodeflow.engine.workflow import Link, Workflow
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def validate(workflow: Workflow, registry, paths=None, *, links: list[Link] | No
     """Problems that stop ``workflow`` from running (empty when it can run).
 
     ``paths`` is needed to check choices computed from files on disk (model names); without it
-    those values are not checked. ``links``/``graph``: from ``nodeflow.graph`` when already made.
+    those values are not checked. ``links``/``graph``: from ``nodeflow.engine.graph`` when already made.
     """
     specs, problems = _known_specs(workflow, registry)
     problems += _check_links(workflow, specs)

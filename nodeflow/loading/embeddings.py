@@ -41,10 +41,10 @@ def load_embedding(path: str | Path) -> torch.Tensor:
 
 def _read(path: Path) -> dict:
     if path.suffix.lower() == ".safetensors":
-        from nodeflow.models.files import read_state_dict
+        from nodeflow.loading.files import read_state_dict
 
         return read_state_dict(path)[0]
-    from nodeflow.models.files import load_pickle
+    from nodeflow.loading.files import load_pickle
 
     loaded = load_pickle(path)
     if isinstance(loaded, torch.Tensor):

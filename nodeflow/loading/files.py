@@ -26,11 +26,11 @@ def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[
     """(tensors, metadata) of a model file. Metadata is the safetensors header's (empty for pickles).
 
     A diffusers-format folder (``unet/``, ``vae/``, ``text_encoder/``) is read too, its keys
-    converted to the original single-file layout (see ``nodeflow.models.diffusers_keys``).
+    converted to the original single-file layout (see ``nodeflow.loading.diffusers_keys``).
     """
     path = Path(path)
     if path.is_dir():
-        from nodeflow.models.diffusers_keys import is_diffusers_folder, read_diffusers_folder
+        from nodeflow.loading.diffusers_keys import is_diffusers_folder, read_diffusers_folder
 
         if not is_diffusers_folder(path):
             raise ModelFileError(f"{path}: a folder, but not a diffusers model folder "

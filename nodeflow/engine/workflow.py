@@ -12,6 +12,7 @@ an output index to an input name, plus a UI section that execution ignores. Our 
 
 Saving is deterministic (sorted keys, links in a stable order) and atomic (a temporary file in
 the same folder, then ``os.replace``). Loading never executes code: it is plain JSON.
+Reading files of every format is ``nodeflow.formats.load_workflow``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import copy
 import json
 import logging
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import WorkflowFormatError
+from nodeflow.runtime.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -173,80 +174,3 @@ def dumps(workflow: Workflow) -> str:
 def save_workflow(workflow: Workflow, path: str | os.PathLike) -> None:
     """Write ``workflow`` to ``path`` atomically: a crash leaves the old file or the new one."""
     write_text_atomic(Path(path), dumps(workflow))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``.
-
-    The file keeps the permissions of the one it replaces (a new file gets the usual ones, the
-    umask applied), not ``mkstemp``'s private 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = _create_temporary(path)
-    try:
-        if path.exists():
-            os.chmod(temporary, path.stat().st_mode & 0o7777)
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _create_temporary(path: Path) -> tuple[int, str]:
-    """A new hidden file beside ``path``, opened for writing, mode 0666 less the umask."""
-    while True:
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), str(temporary)
-        except FileExistsError:
-            continue
-
-
-def parse_workflow_data(data: Any, registry: Any, source: str = "workflow") -> Workflow:
-    """Our format, ComfyUI's API format or ComfyUI's UI format, told apart by their shape."""
-    if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
-        return Workflow.from_dict(data, source)
-    if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:
-        from nodeflow.comfy_format import from_comfy_ui  # lazily: only for foreign files
-
-        return _foreign(from_comfy_ui, data, registry, f"{source}: ComfyUI workflow")
-    if isinstance(data, dict) and data and all(
-            isinstance(v, dict) and "class_type" in v for v in data.values()):
-        from nodeflow.comfy_format import from_comfy_api
-
-        return _foreign(from_comfy_api, data, registry, f"{source}: ComfyUI API workflow")
-    raise WorkflowFormatError(
-        f"{source}: not a workflow (expected nodeflow JSON, ComfyUI API JSON or ComfyUI UI JSON)")
-
-
-def _foreign(parse: Any, data: dict, registry: Any, what: str) -> Workflow:
-    """Run a foreign-format parser; a malformed file is a ``WorkflowFormatError``, not a crash."""
-    try:
-        return parse(data, registry)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
-        logger.debug("%s could not be read", what, exc_info=True)
-        raise WorkflowFormatError(f"{what} is malformed ({type(error).__name__}: {error})") from None
-
-
-def load_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:
-    """Read a workflow file: our JSON, ComfyUI API/UI JSON, or a PNG with an embedded workflow."""
-    path = Path(path)
-    if not path.is_file():
-        raise WorkflowFormatError(f"{path}: no such file")
-    with path.open("rb") as file:
-        magic = file.read(8)
-    if magic == b"\x89PNG\r\n\x1a\n":
-        from nodeflow.png_metadata import read_png_workflow
-
-        return read_png_workflow(path, registry)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise WorkflowFormatError(f"{path}: not valid JSON (not UTF-8 text: {error})") from None
-    except json.JSONDecodeError as error:
-        raise WorkflowFormatError(f"{path}: not valid JSON: {error.msg} at line {error.lineno} "
-                                  f"column {error.colno}") from None
-    return parse_workflow_data(data, registry, str(path))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nodeflow.errors import NodeflowError
-from nodeflow.imaging import repeat_to_batch, upscale
+from nodeflow.image.ops import repeat_to_batch, upscale
 from nodeflow.models.unet import ControlResiduals
 
 

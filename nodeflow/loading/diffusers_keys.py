@@ -72,7 +72,7 @@ def read_diffusers_vae(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str,
 
 
 def _read_part(folder: Path) -> dict[str, torch.Tensor]:
-    from nodeflow.models.files import read_state_dict
+    from nodeflow.loading.files import read_state_dict
 
     index = next(iter(sorted(folder.glob("*.safetensors.index.json"))), None)
     if index is not None:  # sharded weights: the index names the shard of every tensor

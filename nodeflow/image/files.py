@@ -11,15 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, ImageSequence
+from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
 
 from nodeflow.errors import ModelFileError
-from nodeflow.png_metadata import claim, create_temporary, png_info
 
 MAX_COUNTER = 99999
 
@@ -172,3 +172,52 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """One IMAGE (H, W, C) in 0..1 -> 8-bit PIL image (truncating, as ComfyUI)."""
     array = np.clip(255.0 * image.detach().cpu().float().numpy(), 0, 255).astype(np.uint8)
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def png_info(chunks: dict[str, str] | None) -> PngImagePlugin.PngInfo:
+    """PIL's PngInfo holding ``chunks`` as text chunks (iTXt when not Latin-1, as PIL decides)."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in (chunks or {}).items():
+        info.add_text(key, value)
+    return info
+
+
+def create_temporary(folder: Path) -> Path:
+    """A new empty hidden file in ``folder``, with the usual permissions (umask applies, unlike
+    ``tempfile.mkstemp``'s 0600)."""
+    while True:
+        path = folder / f".saving-{secrets.token_hex(8)}.png"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:
+            continue
+
+
+def claim(temporary: Path, target: Path) -> None:
+    """Give ``target`` the content of ``temporary``; FileExistsError when ``target`` exists.
+
+    A hard link is atomic and exclusive; where the file system has none (FAT, some network
+    shares) the target is created exclusively (O_EXCL) and the bytes are copied."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        with open(target, "xb") as file:  # "x": exclusive creation
+            file.write(temporary.read_bytes())
+
+
+def save_png_with_metadata(image: Image.Image, path: str | os.PathLike, chunks: dict[str, str] | None,
+                           *, compress_level: int = 4) -> Path:
+    """Write ``image`` as a PNG at ``path`` with ``chunks``; never overwrites, never half-written
+    (a temporary file in the same folder, then ``claim``). Raises ``FileExistsError`` when
+    ``path`` exists (callers pick the next free name). Returns ``Path(path)``."""
+    path = Path(path)
+    temporary = create_temporary(path.parent)
+    try:
+        image.save(temporary, format="PNG", pnginfo=png_info(chunks), compress_level=compress_level)
+        claim(temporary, path)
+        return path
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from nodeflow.errors import UnknownNodeType
-from nodeflow.workflow import Link, Workflow
+from nodeflow.engine.workflow import Link, Workflow
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nodeflow.models.devices import available_memory, is_out_of_memory
+from nodeflow.runtime.devices import available_memory, is_out_of_memory
 
 from nodeflow.models.vae import AutoencoderKL
 

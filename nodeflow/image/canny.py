@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nodeflow.imaging import gaussian_kernel
+from nodeflow.image.ops import gaussian_kernel
 
 
 def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:

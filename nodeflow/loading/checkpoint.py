@@ -25,14 +25,14 @@ from pathlib import Path
 import torch
 
 from nodeflow.errors import ModelFileError
-from nodeflow.models.detect import describe_keys, detect_kind
-from nodeflow.models.devices import model_dtype
-from nodeflow.models.files import read_safetensors_converted, read_state_dict, stored_dtypes
+from nodeflow.loading.detect import describe_keys, detect_kind
+from nodeflow.runtime.devices import model_dtype
+from nodeflow.loading.files import read_safetensors_converted, read_state_dict, stored_dtypes
 from nodeflow.models.unet import unet_from_state_dict
 from nodeflow.models.vae import vae_from_state_dict
-from nodeflow.models.vae_runtime import VAE
+from nodeflow.image.vae import VAE
 from nodeflow.sampling.model import DiffusionModel, LatentFormat
-from nodeflow.sampling.schedules import ModelSampling
+from nodeflow.sampling.model_sampling import ModelSampling
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
     """A standalone VAE (e.g. vae-ft-mse-840000): a file in the original layout, keys with or
     without ``first_stage_model.``; or in diffusers' layout (``diffusion_pytorch_model.safetensors``
     of an AutoencoderKL, or its folder with ``config.json``)."""
-    from nodeflow.models.diffusers_keys import read_diffusers_vae, vae_to_original
+    from nodeflow.loading.diffusers_keys import read_diffusers_vae, vae_to_original
 
     path = Path(path)
     sd, metadata = read_diffusers_vae(path) if path.is_dir() else read_state_dict(path)

@@ -73,7 +73,7 @@ ASSET_FOLDERS: dict[str, str] = {"checkpoints": "", "controlnet": "controlnet", 
 
 def project_assets_dir() -> Path:
     """assets/ next to the nodeflow package (the repository's, for an editable install)."""
-    return Path(__file__).resolve().parent.parent / "assets"
+    return Path(__file__).resolve().parents[2] / "assets"
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Paths:
     temp_dir: Path = field(default_factory=lambda: default_temp_dir())
     custom_nodes_dir: Path | None = None
     assets_dir: Path = field(default_factory=project_assets_dir)
-    previews_dir: Path | None = None  # this session's preview folder (nodeflow.previews.preview_session)
+    previews_dir: Path | None = None  # this session's preview folder (nodeflow.runtime.preview_folders.preview_session)
 
     def preview_folder(self) -> Path:
         """Where PreviewImage writes: the session's folder, else ``temp_dir/previews``."""
@@ -97,7 +97,7 @@ class Paths:
                          input_dir: str | None = None, custom_nodes_dir: str | None = None,
                          config=None) -> Paths:
         """Folders from command-line values, then environment variables, then the settings file
-        (a ``nodeflow.config.Config``), then defaults."""
+        (a ``nodeflow.runtime.config.Config``), then defaults."""
         roots = [Path(p) for p in models_dirs or []]
         if not roots and os.environ.get("NODEFLOW_MODELS_DIR"):
             roots = [Path(p) for p in os.environ["NODEFLOW_MODELS_DIR"].split(os.pathsep) if p]

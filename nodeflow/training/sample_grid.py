@@ -16,7 +16,7 @@ from nodeflow.training.architecture import tokenize
 from nodeflow.training.palette import PALETTE, SHAPES, caption
 from nodeflow.sampling.samplers import sample_euler
 from nodeflow.sampling.schedulers import SCHEDULERS
-from nodeflow.sampling.schedules import ModelSampling
+from nodeflow.sampling.model_sampling import ModelSampling
 from nodeflow.training.train_text_unet import encode_text
 
 #: 32 prompts: every shape with every foreground color, on rotating backgrounds.

@@ -18,15 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeflow import events
-from nodeflow import graph as graphs
-from nodeflow.cache import OutputCache, signature
-from nodeflow.context import RunContext
+from nodeflow.engine import events
+from nodeflow.engine import graph as graphs
+from nodeflow.engine.cache import OutputCache, signature
+from nodeflow.engine.context import RunContext
 from nodeflow.errors import Cancelled, NodeError, NodeflowError, ValidationError
-from nodeflow.paths import Paths
+from nodeflow.runtime.paths import Paths
 from nodeflow.spec import NodeSpec
-from nodeflow.validate import validate
-from nodeflow.workflow import Workflow
+from nodeflow.engine.validate import validate
+from nodeflow.engine.workflow import Workflow
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from nodeflow.errors import UnknownNodeType, WorkflowFormatError
 from nodeflow.spec import CHOICE, FLOAT, INT, STRING
-from nodeflow.workflow import Link, NodeInstance, Workflow
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,11 @@ def to_comfy_api(workflow: Workflow, registry: Any = None) -> dict:
     """Our workflow as ComfyUI API JSON.
 
     Muted nodes are left out and bypassed ones routed through (with a registry; see
-    ``nodeflow.graph.active_links``). With a registry, required widget inputs the workflow leaves
+    ``nodeflow.engine.graph.active_links``). With a registry, required widget inputs the workflow leaves
     at their default get it written out (ComfyUI wants every required input) and every node gets a
     ``_meta`` title (its own, else the type's display name), as ComfyUI writes them.
     """
-    from nodeflow.graph import active_links
+    from nodeflow.engine.graph import active_links
 
     if registry is not None:
         links = active_links(workflow, registry)

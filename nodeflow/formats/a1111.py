@@ -21,7 +21,7 @@ import re
 from pathlib import PurePath
 from typing import Any
 
-from nodeflow.workflow import Link, NodeInstance, Workflow
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow
 
 SAMPLERS = ("KSampler", "KSamplerAdvanced")
 # ComfyUI sampler name -> A1111 sampler name (A1111 appends the scheduler, e.g. "DPM++ 2M Karras").

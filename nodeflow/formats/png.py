@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
+from nodeflow.engine.graph import active_links
+from nodeflow.engine.workflow import Workflow, dumps
 from nodeflow.errors import NodeflowError, WorkflowFormatError
-from nodeflow.workflow import Workflow, dumps
+from nodeflow.formats.a1111 import parameters_text, workflow_from_a1111
+from nodeflow.formats.comfy import from_comfy_api, from_comfy_ui, to_comfy_api
 
 log = logging.getLogger(__name__)
 
@@ -34,73 +36,20 @@ def workflow_text_chunks(workflow: Workflow, registry: Any = None, size: tuple[i
     """The tEXt chunks describing ``workflow``: ``nodeflow``, ``prompt`` and ``parameters``.
 
     ``size`` (width, height of the saved image) and ``model_hash`` (see
-    ``nodeflow.a1111.model_hash``) refine the A1111 text; ``parameters`` is left out when the
+    ``nodeflow.formats.a1111.model_hash``) refine the A1111 text; ``parameters`` is left out when the
     workflow has no sampler. With a registry, muted nodes are left out of ``prompt`` and the
     A1111 text follows links through bypassed nodes.
     """
-    from nodeflow.a1111 import parameters_text
-    from nodeflow.comfy_format import to_comfy_api
 
     chunks = {OUR_CHUNK: dumps(workflow),
               COMFY_API_CHUNK: json.dumps(to_comfy_api(workflow, registry), ensure_ascii=False)}
     links = None
     if registry is not None:
-        from nodeflow.graph import active_links
-
         links = active_links(workflow, registry)
     parameters = parameters_text(workflow, size, model_hash=model_hash, links=links)
     if parameters:
         chunks[A1111_CHUNK] = parameters
     return chunks
-
-
-def png_info(chunks: dict[str, str] | None) -> PngImagePlugin.PngInfo:
-    """PIL's PngInfo holding ``chunks`` as text chunks (iTXt when not Latin-1, as PIL decides)."""
-    info = PngImagePlugin.PngInfo()
-    for key, value in (chunks or {}).items():
-        info.add_text(key, value)
-    return info
-
-
-def create_temporary(folder: Path) -> Path:
-    """A new empty hidden file in ``folder``, with the usual permissions (umask applies, unlike
-    ``tempfile.mkstemp``'s 0600)."""
-    while True:
-        path = folder / f".saving-{secrets.token_hex(8)}.png"
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return path
-        except FileExistsError:
-            continue
-
-
-def claim(temporary: Path, target: Path) -> None:
-    """Give ``target`` the content of ``temporary``; FileExistsError when ``target`` exists.
-
-    A hard link is atomic and exclusive; where the file system has none (FAT, some network
-    shares) the target is created exclusively (O_EXCL) and the bytes are copied."""
-    try:
-        os.link(temporary, target)
-    except FileExistsError:
-        raise
-    except OSError:
-        with open(target, "xb") as file:  # "x": exclusive creation
-            file.write(temporary.read_bytes())
-
-
-def save_png_with_metadata(image: Image.Image, path: str | os.PathLike, chunks: dict[str, str] | None,
-                           *, compress_level: int = 4) -> Path:
-    """Write ``image`` as a PNG at ``path`` with ``chunks``; never overwrites, never half-written
-    (a temporary file in the same folder, then ``claim``). Raises ``FileExistsError`` when
-    ``path`` exists (callers pick the next free name). Returns ``Path(path)``."""
-    path = Path(path)
-    temporary = create_temporary(path.parent)
-    try:
-        image.save(temporary, format="PNG", pnginfo=png_info(chunks), compress_level=compress_level)
-        claim(temporary, path)
-        return path
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:
@@ -117,7 +66,6 @@ def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:
 def read_png_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:
     """The workflow embedded in a PNG: ours, else ComfyUI's ``prompt``, else its ``workflow``,
     else a txt2img graph rebuilt from A1111 ``parameters``."""
-    from nodeflow.comfy_format import from_comfy_api, from_comfy_ui
 
     chunks = read_text_chunks(path)
     if OUR_CHUNK in chunks:
@@ -130,7 +78,6 @@ def read_png_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow
     if COMFY_UI_CHUNK in chunks:
         return from_comfy_ui(_json(chunks, COMFY_UI_CHUNK, path), registry)
     if A1111_CHUNK in chunks:
-        from nodeflow.a1111 import workflow_from_a1111
 
         try:
             workflow = workflow_from_a1111(chunks[A1111_CHUNK])
@@ -151,7 +98,6 @@ def _json(chunks: dict[str, str], key: str, path: str | os.PathLike) -> Any:
 
 def _take_layout(workflow: Workflow, ui_text: str, registry: Any, path: str | os.PathLike) -> None:
     """Positions, groups and seed modes from ComfyUI's UI chunk, for the nodes the API chunk has."""
-    from nodeflow.comfy_format import from_comfy_ui
 
     try:
         layout = from_comfy_ui(json.loads(ui_text), registry).ui

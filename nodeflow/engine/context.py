@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodeflow import events
+from nodeflow.engine import events
 from nodeflow.errors import Cancelled
-from nodeflow.paths import Paths
+from nodeflow.runtime.paths import Paths
 
 
 def _ignore(event: events.Event) -> None:

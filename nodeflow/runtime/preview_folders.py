@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from nodeflow.paths import Paths
+from nodeflow.runtime.paths import Paths
 
 logger = logging.getLogger(__name__)
 
