@@ -213,7 +213,7 @@ def describe_node(spec, paths=None) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": item.name, "type": item.type, "optional": item.optional}
         if item.is_widget:
             entry["default"] = item.default
-        for option in ("min", "max", "step", "round", "tooltip"):
+        for option in ("min", "max", "step", "tooltip"):
             if getattr(item, option) not in (None, ""):
                 entry[option] = getattr(item, option)
         if item.multiline:

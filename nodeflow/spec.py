@@ -24,25 +24,9 @@ from typing import Any
 
 from nodeflow.errors import NodeDeclarationError
 
-# Socket types: values flowing along links.
-MODEL = "MODEL"
-CLIP = "CLIP"
-VAE = "VAE"
-CONDITIONING = "CONDITIONING"
-LATENT = "LATENT"
-IMAGE = "IMAGE"
-MASK = "MASK"
-CONTROL_NET = "CONTROL_NET"
-INT = "INT"
-FLOAT = "FLOAT"
-STRING = "STRING"
-BOOLEAN = "BOOLEAN"
-CHOICE = "CHOICE"  # an enumerated string; links carry it as a STRING-like value
-ANY = "*"  # accepts any type (debugging and utility nodes)
-
-SOCKET_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK, CONTROL_NET,
-                INT, FLOAT, STRING, BOOLEAN, CHOICE, ANY)
-WIDGET_TYPES = (INT, FLOAT, STRING, BOOLEAN, CHOICE)
+# The socket types, re-exported for node packs (what each one carries: nodeflow.types).
+from nodeflow.types import (ANY, BOOLEAN, CHOICE, CLIP, CONDITIONING, CONTROL_NET, FLOAT, IMAGE,  # noqa: F401
+                            INT, LATENT, MASK, MODEL, SOCKET_TYPES, STRING, VAE, WIDGET_TYPES)
 
 SEED_MAX = 2**64 - 1
 Validator = Callable[..., None]  # (value) or (value, paths); raises ValueError with the problem
@@ -61,7 +45,6 @@ class InputSpec:
     min: float | None = None
     max: float | None = None
     step: float | None = None
-    round: float | None = None
     multiline: bool = False
     seed: bool = False
     options: ChoiceSource | None = None
@@ -150,8 +133,10 @@ def Int(name: str, default: int, *, min: int | None = None, max: int | None = No
 def Float(name: str, default: float, *, min: float | None = None, max: float | None = None,
           step: float = 0.01, round: float | None = None, optional: bool = False,
           tooltip: str = "", validate: Validator | None = None) -> InputSpec:
-    """A floating-point widget."""
-    return InputSpec(name, FLOAT, default, optional, tooltip, min, max, step, round, validate=validate)
+    """A floating-point widget. ``round`` is accepted for declarations written after ComfyUI's
+    (where it is the frontend's display rounding) and has no effect: values are checked against
+    ``min`` and ``max`` only."""
+    return InputSpec(name, FLOAT, default, optional, tooltip, min, max, step, validate=validate)
 
 
 def String(name: str, default: str = "", *, multiline: bool = False, optional: bool = False,
@@ -173,6 +158,24 @@ def Choice(name: str, options: ChoiceSource, default: str | None = None, *, opti
     if default is None and not callable(options) and options:
         default = options[0]
     return InputSpec(name, CHOICE, default, optional, tooltip, options=options, validate=validate)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The fingerprint of a node that loads a model file: ``fingerprint=ModelFile("loras",
+    "lora_name")`` says input ``input_name`` names a file of the models folder ``kind``.
+
+    The cache signature joins the file's size and modification time (of every file, for a
+    diffusers folder), so a replaced file is loaded again; the executor also lists these files in
+    the run's provenance, which output nodes write into saved images (model name and hash)."""
+
+    kind: str
+    input_name: str
+
+    def __call__(self, inputs: dict, paths: Any) -> str:
+        path = paths.resolve_model(self.kind, inputs[self.input_name])
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        return "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import torch
 
 from nodeflow.errors import NodeInputError
-from nodeflow.spec import (CONDITIONING, CONTROL_NET, IMAGE, MODEL, VAE, Choice, Float, Input, Int, Output,
-                           node)
-from nodeflow_nodes.loaders import file_fingerprint
+from nodeflow.spec import (CONDITIONING, CONTROL_NET, IMAGE, MODEL, VAE, Choice, Float, Input, Int, ModelFile,
+                           Output, node)
 
 CONTROLNETS = lambda paths: paths.list_models("controlnet")  # noqa: E731
 
 
 @node("ControlNetLoader", display="Load ControlNet Model", category="loaders",
       inputs=[Choice("control_net_name", CONTROLNETS)], outputs=[Output(CONTROL_NET)],
-      fingerprint=file_fingerprint("controlnet", "control_net_name"))
+      fingerprint=ModelFile("controlnet", "control_net_name"))
 def controlnet_loader(control_net_name: str, ctx):
     """Load a ControlNet: original layout (.safetensors/.pth) or diffusers (a ControlNetModel folder or its file)."""
     from nodeflow.loading.controlnet import load_controlnet
@@ -25,7 +24,7 @@ def controlnet_loader(control_net_name: str, ctx):
 
 @node("DiffControlNetLoader", display="Load ControlNet Model (diff)", category="loaders",
       inputs=[Input("model", MODEL), Choice("control_net_name", CONTROLNETS)], outputs=[Output(CONTROL_NET)],
-      fingerprint=file_fingerprint("controlnet", "control_net_name"))
+      fingerprint=ModelFile("controlnet", "control_net_name"))
 def diff_controlnet_loader(model, control_net_name: str, ctx):
     """Load a ControlNet stored as a difference to the given model (plain ones load as usual)."""
     from nodeflow.loading.controlnet import load_controlnet

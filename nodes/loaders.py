@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from nodeflow.spec import CLIP, MODEL, VAE, Choice, Input, Int, Output, node
-
-
-def file_fingerprint(kind: str, input_name: str):
-    """Cache fingerprint of a model file (or of each file of a diffusers folder): size and
-    modification time."""
-
-    def fingerprint(inputs: dict, paths) -> str:
-        path = paths.resolve_model(kind, inputs[input_name])
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]  # diffusers folders
-        return "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-
-    return fingerprint
+from nodeflow.spec import CLIP, MODEL, VAE, Choice, Input, Int, ModelFile, Output, node
 
 
 @node("CheckpointLoaderSimple", display="Load Checkpoint", category="loaders",
       inputs=[Choice("ckpt_name", lambda paths: paths.list_models("checkpoints"),
                      tooltip="A single-file SD1.x checkpoint from the checkpoints folder (or the embedded model)")],
       outputs=[Output(MODEL), Output(CLIP), Output(VAE)],
-      fingerprint=file_fingerprint("checkpoints", "ckpt_name"))
+      fingerprint=ModelFile("checkpoints", "ckpt_name"))
 def checkpoint_loader_simple(ckpt_name: str, ctx):
     """Load a Stable Diffusion checkpoint: the denoising U-Net, the CLIP text encoder and the VAE."""
     from nodeflow.loading.checkpoint import load_checkpoint
@@ -33,7 +21,7 @@ def checkpoint_loader_simple(ckpt_name: str, ctx):
 
 @node("VAELoader", display="Load VAE", category="loaders",
       inputs=[Choice("vae_name", lambda paths: paths.list_models("vae"))],
-      outputs=[Output(VAE)], fingerprint=file_fingerprint("vae", "vae_name"))
+      outputs=[Output(VAE)], fingerprint=ModelFile("vae", "vae_name"))
 def vae_loader(vae_name: str, ctx):
     """Load a standalone VAE file (for example the ft-MSE VAE) to decode with."""
     from nodeflow.loading.checkpoint import load_vae

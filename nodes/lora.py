@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from nodeflow.spec import CLIP, MODEL, Choice, Float, Input, Output, node
-from nodeflow_nodes.loaders import file_fingerprint
+from nodeflow.spec import CLIP, MODEL, Choice, Float, Input, ModelFile, Output, node
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def _load(ctx, lora_name: str, model, clip, strength_model: float, strength_clip
       inputs=[Input("model", MODEL), Input("clip", CLIP), Choice("lora_name", LORAS),
               Float("strength_model", 1.0, min=-100.0, max=100.0, step=0.01),
               Float("strength_clip", 1.0, min=-100.0, max=100.0, step=0.01)],
-      outputs=[Output(MODEL), Output(CLIP)], fingerprint=file_fingerprint("loras", "lora_name"))
+      outputs=[Output(MODEL), Output(CLIP)], fingerprint=ModelFile("loras", "lora_name"))
 def lora_loader(model, clip, lora_name: str, strength_model: float, strength_clip: float, ctx):
     """Apply a LoRA to the model and the text encoder (several LoRA nodes stack)."""
     if strength_model == 0 and strength_clip == 0:
@@ -51,7 +50,7 @@ def lora_loader(model, clip, lora_name: str, strength_model: float, strength_cli
 @node("LoraLoaderModelOnly", display="Load LoRA (model only)", category="loaders",
       inputs=[Input("model", MODEL), Choice("lora_name", LORAS),
               Float("strength_model", 1.0, min=-100.0, max=100.0, step=0.01)],
-      outputs=[Output(MODEL)], fingerprint=file_fingerprint("loras", "lora_name"))
+      outputs=[Output(MODEL)], fingerprint=ModelFile("loras", "lora_name"))
 def lora_loader_model_only(model, lora_name: str, strength_model: float, ctx):
     """Apply a LoRA to the model only."""
     if strength_model == 0:

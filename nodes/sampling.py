@@ -30,7 +30,7 @@ def _settings_inputs(seed_name: str) -> list:
     return [
         Int(seed_name, 0, seed=True, tooltip="The noise seed: the same seed gives the same image"),
         Int("steps", 20, min=1, max=10000),
-        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1,
               tooltip="Classifier-free guidance scale: how closely to follow the prompt"),
         Choice("sampler_name", list(SAMPLER_NAMES)),
         Choice("scheduler", list(SCHEDULER_NAMES)),

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import uuid
-from pathlib import Path
 
 import torch
 
-from nodeflow.errors import ModelFileError, NodeInputError
+from nodeflow.errors import NodeInputError
 from nodeflow.spec import IMAGE, Boolean, Input, String, node
-
-log = logging.getLogger(__name__)
 
 
 def _validate_prefix(prefix: str, paths=None) -> None:
@@ -55,15 +49,17 @@ def save_image(images: torch.Tensor, filename_prefix: str, ctx, embed_workflow: 
 
     if images.ndim != 4:
         raise NodeInputError("images", f"expected images (B, H, W, C), got shape {tuple(images.shape)}")
-    prefix = expand_prefix(filename_prefix, ctx.workflow, size=(images.shape[2], images.shape[1]))
+    provenance = ctx.provenance
+    workflow = provenance.workflow if provenance is not None else None
+    prefix = expand_prefix(filename_prefix, workflow, size=(images.shape[2], images.shape[1]))
     try:
         folder, name = resolve_output_folder(ctx.paths.output_dir, prefix)
     except ValueError as error:
         raise NodeInputError("filename_prefix", str(error)) from None
     chunks = None
-    if embed_workflow and ctx.workflow is not None:
-        chunks = workflow_text_chunks(ctx.workflow, ctx.registry, (images.shape[2], images.shape[1]),
-                                      model_hash=_checkpoint_hash(ctx))
+    if embed_workflow and provenance is not None:
+        chunks = workflow_text_chunks(workflow, provenance.registry, (images.shape[2], images.shape[1]),
+                                      model_hash=_checkpoint_hash(provenance, ctx.paths.temp_dir))
     saved = _save_all(images, folder, name, chunks, ctx)
     for path in saved:
         ctx.file_saved(path)
@@ -71,37 +67,15 @@ def save_image(images: torch.Tensor, filename_prefix: str, ctx, embed_workflow: 
     return {"images": [str(p) for p in saved]}
 
 
-def _checkpoint_hash(ctx) -> str | None:
-    """A1111's short hash of the workflow's checkpoint (when it loads exactly one), for the
-    "parameters" text. Hashing reads the whole file, so hashes are kept in
-    ``temp_dir/model_hashes.json`` by path, size and modification time."""
-    from nodeflow.formats.a1111 import model_hash
+def _checkpoint_hash(provenance, temp_dir) -> str | None:
+    """A1111's short hash of the run's checkpoint (when it loads exactly one single file), for the
+    "parameters" text; hashes are cached by path, size and modification time."""
+    from nodeflow.formats.a1111 import cached_model_hash
 
-    names = {str(n.inputs["ckpt_name"]) for n in ctx.workflow.nodes.values()
-             if n.type == "CheckpointLoaderSimple" and n.mode == "normal" and isinstance(n.inputs.get("ckpt_name"), str)}
-    if len(names) != 1:
+    files = {use.path for use in provenance.model_files_of("checkpoints")}
+    if len(files) != 1 or next(iter(files)).is_dir():  # a diffusers folder: A1111 hashes one file
         return None
-    try:
-        path = ctx.paths.resolve_model("checkpoints", names.pop())
-        if path.is_dir():  # a diffusers folder: A1111's hash is of a single file
-            return None
-        stat = path.stat()
-    except (OSError, ValueError, ModelFileError) as error:  # its loader reports a missing model
-        log.debug("no model hash: %s", error)
-        return None
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache_file = ctx.paths.temp_dir / "model_hashes.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        cache[key] = model_hash(path)
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_name(f".{cache_file.name}.{uuid.uuid4().hex}")
-        partial.write_text(json.dumps(cache, sort_keys=True))
-        os.replace(partial, cache_file)  # atomic: concurrent runs never read half a file
-    return cache[key]
+    return cached_model_hash(files.pop(), temp_dir / "model_hashes.json")
 
 
 @node("PreviewImage", display="Preview Image", category="image", output_node=True,

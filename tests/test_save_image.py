@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from nodeflow.engine.context import RunContext
+from nodeflow.engine.provenance import Provenance
 from nodeflow.errors import NodeInputError
 from nodeflow.image.files import check_prefix, expand_prefix
 from nodeflow.runtime.paths import Paths
@@ -23,8 +24,8 @@ def ctx(tmp_path):
     workflow = Workflow({"3": NodeInstance("3", "KSampler", {"seed": 42, "steps": 20, "cfg": 7.0,
                                                              "sampler_name": "euler", "scheduler": "normal"}),
                          "9": NodeInstance("9", "SaveImage", {"filename_prefix": "x"})})
-    return RunContext(paths=Paths(output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp"),
-                      workflow=workflow, registry=Registry.load())
+    paths = Paths(output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp")
+    return RunContext(paths=paths, provenance=Provenance.of(workflow, Registry.load(), paths))
 
 
 def images(n=1, value=0.5):
@@ -84,7 +85,7 @@ def test_metadata_chunks_and_switch(ctx):
     assert {"nodeflow", "prompt", "parameters"} <= set(chunks)
     assert json.loads(chunks["prompt"])["3"]["class_type"] == "KSampler"
     assert "Seed: 42" in chunks["parameters"] and "Size: 16x8" in chunks["parameters"]
-    assert read_png_workflow(saved, ctx.registry) == ctx.workflow
+    assert read_png_workflow(saved, ctx.provenance.registry) == ctx.provenance.workflow
     plain = save_image(images(), "plain", ctx, embed_workflow=False)["images"][0]
     assert not {"nodeflow", "prompt"} & set(read_text_chunks(plain))
 
@@ -135,7 +136,7 @@ def test_symlinked_escape_creates_nothing_outside(ctx, tmp_path):
 
 
 def test_placeholders_cannot_smuggle_an_escape(ctx):
-    ctx.workflow.nodes["3"].inputs["sampler_name"] = "../../evil"
+    ctx.provenance.workflow.nodes["3"].inputs["sampler_name"] = "../../evil"
     with pytest.raises(NodeInputError, match="'..'"):
         save_image(images(), "x/%KSampler.sampler_name%", ctx)
 
@@ -240,7 +241,7 @@ def test_parameters_carry_the_checkpoint_hash_cached_by_file(tmp_path):
                         [Link("4", 0, "3", "model")], {})
     paths = Paths(models_dirs=(tmp_path / "models",), output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp",
                   assets_dir=tmp_path / "none")
-    ctx = RunContext(paths=paths, workflow=workflow, registry=Registry.load())
+    ctx = RunContext(paths=paths, provenance=Provenance.of(workflow, Registry.load(), paths))
     saved = save_image(images(), "hash", ctx)["images"][0]
     expected = hashlib.sha256(b"weights" * 100).hexdigest()[:10]
     assert f"Model hash: {expected}" in read_text_chunks(saved)["parameters"]

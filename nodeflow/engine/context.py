@@ -1,18 +1,20 @@
 """RunContext: the runtime services a node receives through its ``ctx`` parameter.
 
 No globals: device, dtype, folders, progress reporting, cancellation and image hand-off all come
-through this object, created by the executor for each node it runs.
+through this object, created by the executor for each node it runs. Output nodes also find the
+run's provenance here (the workflow and model files to record in what they save).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from nodeflow.engine import events
+from nodeflow.engine.provenance import Provenance
 from nodeflow.errors import Cancelled
 from nodeflow.runtime.paths import Paths
 
@@ -29,16 +31,14 @@ class RunContext:
     dtype: str = "auto"
     paths: Paths = field(default_factory=Paths)
     node_id: str = ""
-    workflow: Any = None
-    registry: Any = None
+    provenance: Provenance | None = None  # output nodes only: what made the run (see provenance)
     on_event: Callable[[events.Event], None] = _ignore
     cancel_event: threading.Event = field(default_factory=threading.Event)
     preview_every: int = 1  # steps between live previews of long nodes (0: none)
 
-    def for_node(self, node_id: str) -> RunContext:
-        """The same services, reporting as ``node_id``."""
-        return RunContext(self.device, self.dtype, self.paths, node_id, self.workflow,
-                          self.registry, self.on_event, self.cancel_event, self.preview_every)
+    def for_node(self, node_id: str, provenance: Provenance | None = None) -> RunContext:
+        """The same services, reporting as ``node_id`` (an output node also gets ``provenance``)."""
+        return replace(self, node_id=node_id, provenance=provenance)
 
     def wants_preview(self, step: int, total: int) -> bool:
         """Whether step ``step`` (1-based) of ``total`` should carry a preview."""

@@ -22,6 +22,7 @@ from nodeflow.engine import events
 from nodeflow.engine import graph as graphs
 from nodeflow.engine.cache import OutputCache, signature
 from nodeflow.engine.context import RunContext
+from nodeflow.engine.provenance import Provenance
 from nodeflow.errors import Cancelled, NodeError, NodeflowError, ValidationError
 from nodeflow.runtime.paths import Paths
 from nodeflow.spec import NodeSpec
@@ -62,8 +63,8 @@ class Executor:
         if problems:
             raise ValidationError(problems)
         plan = graphs.plan(workflow, self.registry, links, graph)
-        context = RunContext(device=device, dtype=dtype, paths=self.paths, workflow=workflow,
-                             registry=self.registry, on_event=on_event or (lambda event: None),
+        provenance = Provenance.of(workflow, self.registry, self.paths, plan.order)
+        context = RunContext(device=device, dtype=dtype, paths=self.paths, on_event=on_event or (lambda event: None),
                              cancel_event=cancel_event or threading.Event(), preview_every=preview_every)
         result = RunResult()
         context.on_event(events.RunStarted(plan.order))
@@ -91,8 +92,8 @@ class Executor:
                 for name, link in links.items():
                     arguments[name] = values[link.src][link.src_output]
                 node_started = time.perf_counter()
-                outputs = self._call(node_id, spec, arguments,
-                                     context.for_node(node_id) if spec.wants_context else context)
+                node_context = context.for_node(node_id, provenance if spec.output_node else None)
+                outputs = self._call(node_id, spec, arguments, node_context)
                 self.cache.put(signatures[node_id], outputs)
                 result.executed.append(node_id)
                 result.node_seconds[node_id] = time.perf_counter() - node_started
@@ -166,9 +167,9 @@ def _literals(spec: NodeSpec, values: dict[str, Any], links: dict) -> dict[str, 
 
 
 def _as_outputs(node_id: str, spec: NodeSpec, returned: Any) -> tuple:
-    if len(spec.outputs) == 1 and not (isinstance(returned, tuple) and len(returned) == 1):
-        return (returned,)
-    if not spec.outputs:  # an output node's report (what it saved/showed), kept for callers
+    """The one return convention: a tuple with one value per declared output. A node without
+    outputs returns None or a report (what it saved), kept in the run's result for callers."""
+    if not spec.outputs:
         return () if returned is None else (returned,)
     if not isinstance(returned, tuple) or len(returned) != len(spec.outputs):
         raise NodeError(node_id, spec.id, f"returned {type(returned).__name__}, expected a tuple of "

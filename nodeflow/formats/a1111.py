@@ -18,10 +18,11 @@ import hashlib
 import json
 import os
 import re
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from nodeflow.engine.workflow import Link, NodeInstance, Workflow
+from nodeflow.runtime.atomic import write_text_atomic
 
 SAMPLERS = ("KSampler", "KSamplerAdvanced")
 # ComfyUI sampler name -> A1111 sampler name (A1111 appends the scheduler, e.g. "DPM++ 2M Karras").
@@ -193,6 +194,22 @@ def model_hash(path: str | os.PathLike) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:10]
+
+
+def cached_model_hash(path: Path, cache_file: Path) -> str:
+    """``model_hash(path)``, kept in the JSON file ``cache_file`` by path, size and modification
+    time (hashing reads the whole file); the cache is rewritten atomically, so concurrent runs
+    never read half a file."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        cache[key] = model_hash(path)
+        write_text_atomic(cache_file, json.dumps(cache, sort_keys=True))
+    return cache[key]
 
 
 class _Graph:
