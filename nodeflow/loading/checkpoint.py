@@ -27,7 +27,8 @@ import torch
 from nodeflow.errors import ModelFileError
 from nodeflow.loading.detect import describe_keys, detect_kind
 from nodeflow.runtime.devices import model_dtype
-from nodeflow.loading.files import read_safetensors_converted, read_state_dict, stored_dtypes
+from nodeflow.loading.diffusers_keys import vae_to_original
+from nodeflow.loading.files import read_diffusers_vae, read_safetensors_converted, read_state_dict, stored_dtypes
 from nodeflow.models.unet import unet_from_state_dict
 from nodeflow.models.vae import vae_from_state_dict
 from nodeflow.image.vae import VAE
@@ -150,8 +151,6 @@ def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
     """A standalone VAE (e.g. vae-ft-mse-840000): a file in the original layout, keys with or
     without ``first_stage_model.``; or in diffusers' layout (``diffusion_pytorch_model.safetensors``
     of an AutoencoderKL, or its folder with ``config.json``)."""
-    from nodeflow.loading.diffusers_keys import read_diffusers_vae, vae_to_original
-
     path = Path(path)
     sd, metadata = read_diffusers_vae(path) if path.is_dir() else read_state_dict(path)
     if detect_kind(sd) != "vae":

@@ -16,9 +16,8 @@ from nodeflow.errors import ModelFileError
 from nodeflow.models.controlnet import ControlNetModel, controlnet_from_state_dict
 from nodeflow.loading.detect import describe_keys, detect_kind
 from nodeflow.runtime.devices import model_dtype
-from nodeflow.loading.diffusers_keys import (controlnet_metadata, controlnet_to_original, is_diffusers_controlnet,
-                                            read_diffusers_controlnet)
-from nodeflow.loading.files import read_state_dict
+from nodeflow.loading.diffusers_keys import controlnet_metadata, controlnet_to_original, is_diffusers_controlnet
+from nodeflow.loading.files import read_diffusers_controlnet, read_state_dict
 
 PREFIX = "control_model."
 META_HEADS = "nodeflow.unet.num_heads"

@@ -13,7 +13,6 @@ import torch
 
 UNET = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-SD1_TEXT = "cond_stage_model.transformer."
 SD2_TEXT = "cond_stage_model.model."
 SDXL_TEXT = "conditioner.embedders."
 

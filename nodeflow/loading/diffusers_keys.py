@@ -1,4 +1,5 @@
-"""Diffusers-format model folders, converted to the original single-file layout.
+"""Diffusers-format state dicts, converted to the original single-file layout (key conversion
+only: the folders are read by ``nodeflow.loading.files``).
 
 A diffusers folder (what ``save_pretrained`` writes) holds one sub-folder per part::
 
@@ -20,7 +21,6 @@ its name, the number of heads) and ``nodeflow.vae.scaling_factor``.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -32,11 +32,6 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer."
 
-#: Weight file names per part, in order of preference (a ".fp16" variant is the fallback).
-WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors",
-                "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors",
-                "diffusion_pytorch_model.bin", "pytorch_model.bin")
-
 UNET_RESNET_RENAMES = (("norm1.", "in_layers.0."), ("conv1.", "in_layers.2."),
                        ("norm2.", "out_layers.0."), ("conv2.", "out_layers.3."),
                        ("time_emb_proj.", "emb_layers.1."), ("conv_shortcut.", "skip_connection."))
@@ -46,58 +41,7 @@ VAE_ATTENTION_RENAMES = (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k
                          ("value.", "v."), ("proj_attn.", "proj_out."))
 
 
-def is_diffusers_folder(path: Path) -> bool:
-    return path.is_dir() and ((path / "model_index.json").is_file() or (path / "unet").is_dir())
-
-
-def read_diffusers_folder(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state dict in the original layout, metadata) of a diffusers pipeline folder."""
-    sd: dict[str, torch.Tensor] = {}
-    metadata: dict[str, str] = {"nodeflow.source": "diffusers"}
-    parts = {"unet": (UNET_PREFIX, unet_to_original), "vae": (VAE_PREFIX, vae_to_original),
-             "text_encoder": (TEXT_PREFIX, text_encoder_to_original)}
-    for part, (prefix, convert) in parts.items():
-        folder = path / part
-        if not folder.is_dir():
-            raise ModelFileError(f"{path}: diffusers folder without {part}/ (needs unet/, vae/, text_encoder/)")
-        converted = convert(_read_part(folder), folder)
-        sd.update({prefix + k: v for k, v in converted.items()})
-        metadata.update(_part_metadata(part, _read_config(folder)))
-    return sd, metadata
-
-
-def read_diffusers_vae(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(diffusers-layout VAE tensors, metadata) of a diffusers AutoencoderKL folder."""
-    return _read_part(folder), _part_metadata("vae", _read_config(folder))
-
-
-def _read_part(folder: Path) -> dict[str, torch.Tensor]:
-    from nodeflow.loading.files import read_state_dict
-
-    index = next(iter(sorted(folder.glob("*.safetensors.index.json"))), None)
-    if index is not None:  # sharded weights: the index names the shard of every tensor
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        sd: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            sd.update(read_state_dict(folder / shard)[0])
-        return sd
-    for name in WEIGHT_NAMES:
-        if (folder / name).is_file():
-            return read_state_dict(folder / name)[0]
-    raise ModelFileError(f"{folder}: no weights file (looked for {', '.join(WEIGHT_NAMES)})")
-
-
-def _read_config(folder: Path) -> dict:
-    config = folder / "config.json"
-    if not config.is_file():
-        return {}
-    try:
-        return json.loads(config.read_text())
-    except json.JSONDecodeError as error:
-        raise ModelFileError(f"{config}: not valid JSON ({error})") from None
-
-
-def _part_metadata(part: str, config: dict) -> dict[str, str]:
+def part_metadata(part: str, config: dict) -> dict[str, str]:
     if part == "unet":
         heads = config.get("num_attention_heads") or config.get("attention_head_dim")
         return {"nodeflow.unet.num_heads": str(heads)} if isinstance(heads, int) else {}
@@ -216,24 +160,11 @@ def text_encoder_to_original(sd: dict[str, torch.Tensor], where: Path = Path("te
 
 CONTROLNET_HINT_KEY = "controlnet_cond_embedding.conv_in.weight"
 CONTROLNET_ENCODER_PREFIXES = ("time_embedding.", "conv_in.", "down_blocks.", "mid_block.")
-CONTROLNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                      "diffusion_pytorch_model.bin")
 
 
 def is_diffusers_controlnet(sd: dict[str, torch.Tensor]) -> bool:
     """Whether a state dict has diffusers' ControlNetModel key layout."""
     return CONTROLNET_HINT_KEY in sd
-
-
-def read_diffusers_controlnet(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(diffusers-layout tensors, metadata) of a ControlNetModel folder (``save_pretrained``)."""
-    if not (folder / "config.json").is_file():
-        raise ModelFileError(f"{folder}: a folder, but not a diffusers ControlNet folder (needs config.json "
-                             f"and one of {', '.join(CONTROLNET_WEIGHTS)})")
-    config = _read_config(folder)
-    if config.get("_class_name", "ControlNetModel") != "ControlNetModel":
-        raise ModelFileError(f"{folder / 'config.json'}: describes a {config['_class_name']}, not a ControlNetModel")
-    return _read_part(folder), controlnet_metadata(config, folder)
 
 
 def controlnet_metadata(config: dict, where: Path) -> dict[str, str]:

@@ -16,10 +16,19 @@ from pathlib import Path
 import torch
 
 from nodeflow.errors import ModelFileError
+from nodeflow.loading.diffusers_keys import (TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX, controlnet_metadata, part_metadata,
+                                            text_encoder_to_original, unet_to_original, vae_to_original)
 
 logger = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+#: Weight file names per part of a diffusers folder, in order of preference (a ".fp16" variant is the fallback).
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors",
+                "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors",
+                "diffusion_pytorch_model.bin", "pytorch_model.bin")
+CONTROLNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                      "diffusion_pytorch_model.bin")
 
 
 def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -30,8 +39,6 @@ def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[
     """
     path = Path(path)
     if path.is_dir():
-        from nodeflow.loading.diffusers_keys import is_diffusers_folder, read_diffusers_folder
-
         if not is_diffusers_folder(path):
             raise ModelFileError(f"{path}: a folder, but not a diffusers model folder "
                                  "(no model_index.json or unet/)")
@@ -45,6 +52,70 @@ def read_state_dict(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[
     raise ModelFileError(f"{path}: unsupported model file type {path.suffix!r} "
                          "(use .safetensors, .ckpt, .pt, .pth or .bin)")
 
+
+# ----- diffusers-format folders ---------------------------------------------------------------
+
+def is_diffusers_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / "model_index.json").is_file() or (path / "unet").is_dir())
+
+
+def read_diffusers_folder(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict in the original layout, metadata) of a diffusers pipeline folder."""
+    sd: dict[str, torch.Tensor] = {}
+    metadata: dict[str, str] = {"nodeflow.source": "diffusers"}
+    parts = {"unet": (UNET_PREFIX, unet_to_original), "vae": (VAE_PREFIX, vae_to_original),
+             "text_encoder": (TEXT_PREFIX, text_encoder_to_original)}
+    for part, (prefix, convert) in parts.items():
+        folder = path / part
+        if not folder.is_dir():
+            raise ModelFileError(f"{path}: diffusers folder without {part}/ (needs unet/, vae/, text_encoder/)")
+        converted = convert(_read_part(folder), folder)
+        sd.update({prefix + k: v for k, v in converted.items()})
+        metadata.update(part_metadata(part, _read_config(folder)))
+    return sd, metadata
+
+
+def read_diffusers_vae(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(diffusers-layout VAE tensors, metadata) of a diffusers AutoencoderKL folder."""
+    return _read_part(folder), part_metadata("vae", _read_config(folder))
+
+
+def read_diffusers_controlnet(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(diffusers-layout tensors, metadata) of a ControlNetModel folder (``save_pretrained``)."""
+    if not (folder / "config.json").is_file():
+        raise ModelFileError(f"{folder}: a folder, but not a diffusers ControlNet folder (needs config.json "
+                             f"and one of {', '.join(CONTROLNET_WEIGHTS)})")
+    config = _read_config(folder)
+    if config.get("_class_name", "ControlNetModel") != "ControlNetModel":
+        raise ModelFileError(f"{folder / 'config.json'}: describes a {config['_class_name']}, not a ControlNetModel")
+    return _read_part(folder), controlnet_metadata(config, folder)
+
+
+def _read_part(folder: Path) -> dict[str, torch.Tensor]:
+    index = next(iter(sorted(folder.glob("*.safetensors.index.json"))), None)
+    if index is not None:  # sharded weights: the index names the shard of every tensor
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        sd: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            sd.update(read_state_dict(folder / shard)[0])
+        return sd
+    for name in WEIGHT_NAMES:
+        if (folder / name).is_file():
+            return read_state_dict(folder / name)[0]
+    raise ModelFileError(f"{folder}: no weights file (looked for {', '.join(WEIGHT_NAMES)})")
+
+
+def _read_config(folder: Path) -> dict:
+    config = folder / "config.json"
+    if not config.is_file():
+        return {}
+    try:
+        return json.loads(config.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelFileError(f"{config}: not valid JSON ({error})") from None
+
+
+# ----- single files ----------------------------------------------------------------------------
 
 def _read_safetensors(path: Path, device: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError

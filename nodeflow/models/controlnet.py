@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nodeflow.models.layers import (Downsample, ResBlock, SpatialTransformer, TimestepSequential,
-                                    timestep_embedding)
-from nodeflow.models.unet import ControlResiduals, UNetConfig, unet_config_from_state_dict
+from nodeflow.models.layers import timestep_embedding
+from nodeflow.models.meta import load_on_meta
+from nodeflow.models.unet import (ControlResiduals, UNetConfig, build_encoder, build_time_embed,
+                                  encoder_config_from_state_dict)
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,8 @@ class ControlNetModel(nn.Module):
     def __init__(self, config: ControlNetConfig) -> None:
         super().__init__()
         self.config = config
-        c = config.unet
-        mc, emb = c.model_channels, c.model_channels * 4
-        self.time_embed = nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
+        mc = config.unet.model_channels
+        self.time_embed = build_time_embed(config.unet)
         widths = (config.hint_channels,) + config.hint_widths + (mc,)
         hint: list[nn.Module] = []
         for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
@@ -49,31 +49,13 @@ class ControlNetModel(nn.Module):
             if i < len(widths) - 2:
                 hint.append(nn.SiLU())
         self.input_hint_block = nn.Sequential(*hint)
-
-        def transformer(channels: int, depth: int) -> SpatialTransformer:
-            heads, dim_head = c.heads_for(channels)
-            return SpatialTransformer(channels, heads, dim_head, depth, c.context_dim, c.use_linear_in_transformer)
-
-        self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(c.in_channels, mc, 3, padding=1))])
-        self.zero_convs = nn.ModuleList([self._zero_conv(mc)])
-        ch = mc
-        for level, mult in enumerate(c.channel_mult):
-            for _ in range(c.num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, emb, mult * mc)]
-                ch = mult * mc
-                if c.transformer_depth[level]:
-                    layers.append(transformer(ch, c.transformer_depth[level]))
-                self.input_blocks.append(TimestepSequential(*layers))
-                self.zero_convs.append(self._zero_conv(ch))
-            if level != len(c.channel_mult) - 1:
-                self.input_blocks.append(TimestepSequential(Downsample(ch)))
-                self.zero_convs.append(self._zero_conv(ch))
-        middle: list[nn.Module] = [ResBlock(ch, emb, ch)]
-        if c.middle_transformer_depth:
-            middle.append(transformer(ch, c.middle_transformer_depth))
-        middle.append(ResBlock(ch, emb, ch))
-        self.middle_block = TimestepSequential(*middle)
-        self.middle_block_out = self._zero_conv(ch)
+        # the U-Net's input and middle blocks, with its key names (built after the hint encoder:
+        # a fresh ControlNet's hint encoder draws the same random init as it always has)
+        encoder = build_encoder(config.unet)
+        self.input_blocks = encoder.input_blocks
+        self.zero_convs = nn.ModuleList(self._zero_conv(ch) for ch in encoder.channels)
+        self.middle_block = encoder.middle_block
+        self.middle_block_out = self._zero_conv(encoder.channels[-1])
 
     @staticmethod
     def _zero_conv(channels: int) -> nn.Sequential:
@@ -100,10 +82,7 @@ class ControlNetModel(nn.Module):
 def controlnet_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None,
                                       head_channels: int | None = None) -> ControlNetConfig:
     """Read the configuration from shapes (keys without ``control_model.``); heads as for the U-Net."""
-    unet_like = dict(sd)
-    in_channels = sd["input_blocks.0.0.weight"].shape[1]
-    unet_like["out.2.weight"] = torch.empty(in_channels, 1, 1, 1, device="meta")
-    unet = unet_config_from_state_dict(unet_like, num_heads, head_channels)
+    unet = encoder_config_from_state_dict(sd, num_heads, head_channels)
     indices = sorted(int(m.group(1)) for k in sd if (m := re.match(r"input_hint_block\.(\d+)\.weight", k)))
     widths = tuple(sd[f"input_hint_block.{i}.weight"].shape[0] for i in indices[:-1])
     return ControlNetConfig(unet, sd[f"input_hint_block.{indices[0]}.weight"].shape[1], widths)
@@ -112,8 +91,4 @@ def controlnet_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: in
 def controlnet_from_state_dict(sd: dict[str, torch.Tensor], *, device="cpu", dtype=torch.float32,
                                num_heads: int | None = None, head_channels: int | None = None) -> ControlNetModel:
     config = controlnet_config_from_state_dict(sd, num_heads, head_channels)
-    with torch.device("meta"):
-        model = ControlNetModel(config)
-    converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in sd.items()}
-    model.load_state_dict(converted, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    return load_on_meta(lambda: ControlNetModel(config), sd, device=device, dtype=dtype)

@@ -106,10 +106,3 @@ class TimestepSequential(nn.Sequential):
                 x = layer(x)
         return x
 
-
-def __getattr__(name: str):
-    """``SpatialTransformer`` moved to ``nodeflow.models.attention``; still importable from here."""
-    if name == "SpatialTransformer":
-        from nodeflow.models.attention import SpatialTransformer
-        return SpatialTransformer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

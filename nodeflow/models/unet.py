@@ -15,7 +15,8 @@ channels per head (``head_channels``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from torch import nn
 from nodeflow.models.attention import SpatialTransformer
 from nodeflow.models.layers import (Downsample, ResBlock, TimestepSequential, Upsample, normalization,
                                     timestep_embedding)
+from nodeflow.models.meta import load_on_meta
 
 
 @dataclass
@@ -65,6 +67,52 @@ class UNetConfig:
         return heads, channels // heads
 
 
+def spatial_transformer(config: UNetConfig, channels: int, depth: int) -> SpatialTransformer:
+    """A SpatialTransformer of ``depth`` blocks at ``channels``, heads as ``config`` says."""
+    heads, dim_head = config.heads_for(channels)
+    return SpatialTransformer(channels, heads, dim_head, depth, config.context_dim, config.use_linear_in_transformer)
+
+
+def build_time_embed(config: UNetConfig) -> nn.Sequential:
+    """The timestep embedding's MLP (``time_embed``): model_channels -> 4 x model_channels."""
+    mc, emb = config.model_channels, config.model_channels * 4
+    return nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
+
+
+class UNetEncoder(NamedTuple):
+    """The encoder a U-Net and its ControlNet share, and the channels of every input block's output
+    (the skips, in order; the last is the middle block's width)."""
+
+    input_blocks: nn.ModuleList
+    middle_block: TimestepSequential
+    channels: list[int]
+
+
+def build_encoder(config: UNetConfig) -> UNetEncoder:
+    """``input_blocks`` (a conv, then per level ``num_res_blocks`` x [ResBlock, SpatialTransformer?]
+    and a Downsample between levels) and ``middle_block`` (ResBlock, SpatialTransformer?, ResBlock)."""
+    mc, emb = config.model_channels, config.model_channels * 4
+    input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(config.in_channels, mc, 3, padding=1))])
+    channels = [mc]
+    ch = mc
+    for level, mult in enumerate(config.channel_mult):
+        for _ in range(config.num_res_blocks):
+            layers: list[nn.Module] = [ResBlock(ch, emb, mult * mc)]
+            ch = mult * mc
+            if config.transformer_depth[level]:
+                layers.append(spatial_transformer(config, ch, config.transformer_depth[level]))
+            input_blocks.append(TimestepSequential(*layers))
+            channels.append(ch)
+        if level != len(config.channel_mult) - 1:
+            input_blocks.append(TimestepSequential(Downsample(ch)))
+            channels.append(ch)
+    middle: list[nn.Module] = [ResBlock(ch, emb, ch)]
+    if config.middle_transformer_depth:
+        middle.append(spatial_transformer(config, ch, config.middle_transformer_depth))
+    middle.append(ResBlock(ch, emb, ch))
+    return UNetEncoder(input_blocks, TimestepSequential(*middle), channels)
+
+
 class UNetModel(nn.Module):
     """Predicts the noise (or v) in ``x`` at ``timesteps`` given the text ``context``."""
 
@@ -73,45 +121,19 @@ class UNetModel(nn.Module):
         self.config = config
         mc = config.model_channels
         emb = mc * 4
-        self.time_embed = nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.time_embed = build_time_embed(config)
         if config.adm_in_channels:
             self.label_emb = nn.Sequential(nn.Sequential(
                 nn.Linear(config.adm_in_channels, emb), nn.SiLU(), nn.Linear(emb, emb)))
-
-        def transformer(channels: int, depth: int) -> SpatialTransformer:
-            heads, dim_head = config.heads_for(channels)
-            return SpatialTransformer(channels, heads, dim_head, depth, config.context_dim,
-                                      config.use_linear_in_transformer)
-
-        self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(config.in_channels, mc, 3, padding=1))])
-        skip_channels = [mc]
-        ch = mc
-        levels = len(config.channel_mult)
-        for level, mult in enumerate(config.channel_mult):
-            for _ in range(config.num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, emb, mult * mc)]
-                ch = mult * mc
-                if config.transformer_depth[level]:
-                    layers.append(transformer(ch, config.transformer_depth[level]))
-                self.input_blocks.append(TimestepSequential(*layers))
-                skip_channels.append(ch)
-            if level != levels - 1:
-                self.input_blocks.append(TimestepSequential(Downsample(ch)))
-                skip_channels.append(ch)
-
-        middle: list[nn.Module] = [ResBlock(ch, emb, ch)]
-        if config.middle_transformer_depth:
-            middle.append(transformer(ch, config.middle_transformer_depth))
-        middle.append(ResBlock(ch, emb, ch))
-        self.middle_block = TimestepSequential(*middle)
-
+        self.input_blocks, self.middle_block, skip_channels = build_encoder(config)
+        ch = skip_channels[-1]
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mult))):
             for i in range(config.num_res_blocks + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), emb, mult * mc)]
+                layers: list[nn.Module] = [ResBlock(ch + skip_channels.pop(), emb, mult * mc)]
                 ch = mult * mc
                 if config.transformer_depth[level]:
-                    layers.append(transformer(ch, config.transformer_depth[level]))
+                    layers.append(spatial_transformer(config, ch, config.transformer_depth[level]))
                 if level and i == config.num_res_blocks:
                     layers.append(Upsample(ch))
                 self.output_blocks.append(TimestepSequential(*layers))
@@ -144,7 +166,17 @@ class UNetModel(nn.Module):
 
 def unet_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None,
                                 head_channels: int | None = None) -> UNetConfig:
-    """Read a U-Net's configuration from tensor shapes (keys without ``model.diffusion_model.``).
+    """Read a U-Net's configuration from tensor shapes (keys without ``model.diffusion_model.``):
+    the encoder's (``encoder_config_from_state_dict``) and the output channels (``out.2``)."""
+    return replace(encoder_config_from_state_dict(sd, num_heads, head_channels),
+                   out_channels=sd["out.2.weight"].shape[0])
+
+
+def encoder_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None,
+                                   head_channels: int | None = None) -> UNetConfig:
+    """Read the encoder's configuration from the keys a U-Net and a ControlNet share
+    (``input_blocks``, ``middle_block``, ``label_emb``); ``out_channels``, which only a U-Net's
+    output shows, is set to ``in_channels``.
 
     Heads: ``num_heads`` or ``head_channels`` if given, else SD1's 8 heads.
     """
@@ -174,7 +206,7 @@ def unet_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | No
     adm = sd.get("label_emb.0.0.weight")
     return UNetConfig(
         in_channels=conv_in.shape[1],
-        out_channels=sd["out.2.weight"].shape[0],
+        out_channels=conv_in.shape[1],
         model_channels=mc,
         channel_mult=tuple(mults),
         num_res_blocks=res_per_level[0],
@@ -200,9 +232,4 @@ def unet_from_state_dict(sd: dict[str, torch.Tensor], *, device: torch.device | 
     """Build on the meta device and take the tensors of ``sd`` (strict): no random init, no copy
     beyond the dtype/device conversion."""
     config = unet_config_from_state_dict(sd, num_heads, head_channels)
-    with torch.device("meta"):
-        model = UNetModel(config)
-    converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-                 for k, v in sd.items()}
-    model.load_state_dict(converted, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    return load_on_meta(lambda: UNetModel(config), sd, device=device, dtype=dtype)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nodeflow.models.layers import GroupNorm32
+from nodeflow.models.meta import load_on_meta
 
 
 def _norm(channels: int) -> GroupNorm32:
@@ -132,9 +133,6 @@ class VAEConfig:
         return 2 ** (len(self.ch_mult) - 1)
 
 
-VaeConfig = VAEConfig  # the spelling some briefs use
-
-
 class Encoder(nn.Module):
     def __init__(self, c: VAEConfig) -> None:
         super().__init__()
@@ -241,9 +239,4 @@ def vae_from_state_dict(sd: dict[str, torch.Tensor], *, device: torch.device | s
                         dtype: torch.dtype = torch.float32) -> AutoencoderKL:
     """Build on the meta device and take the tensors of ``sd`` (strict)."""
     config = vae_config_from_state_dict(sd)
-    with torch.device("meta"):
-        model = AutoencoderKL(config)
-    converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-                 for k, v in sd.items()}
-    model.load_state_dict(converted, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    return load_on_meta(lambda: AutoencoderKL(config), sd, device=device, dtype=dtype)

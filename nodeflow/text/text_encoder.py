@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from nodeflow.models.meta import load_on_meta
 from nodeflow.text.prompt_weights import WINDOW, PromptError, WeightedTokens, prompt_windows, windows
 from nodeflow.text.tokenizer import END_TOKEN, START_TOKEN, ClipTokenizer
 
@@ -179,14 +180,11 @@ def text_encoder_from_state_dict(sd: dict[str, torch.Tensor], tokenizer: ClipTok
     plain = {k.removeprefix("text_model."): v for k, v in sd.items() if not k.endswith(IGNORED_KEYS)}
     config = clip_config_from_state_dict(plain, num_heads)
     config._attn_implementation = "sdpa"
-    with torch.device("meta"):
-        model = CLIPTextModel(config)
-    prefix = "text_model." if hasattr(model, "text_model") else ""  # transformers 4.x nests, 5.x not
-    tensors = {prefix + k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-               for k, v in plain.items()}
-    model.load_state_dict(tensors, strict=True, assign=True)
+    # the keys are the text transformer's: transformers 4.x nests it as ``text_model``, 5.x not
+    model = load_on_meta(lambda: CLIPTextModel(config), plain, device=device, dtype=dtype,
+                         into=lambda built: getattr(built, "text_model", built))
     _rebuild_position_ids(model, device)
-    return TextEncoder(model.eval().requires_grad_(False), tokenizer, None, torch.device(device), dtype)
+    return TextEncoder(model, tokenizer, None, torch.device(device), dtype)
 
 
 def _rebuild_position_ids(model: torch.nn.Module, device: torch.device | str) -> None:
