@@ -63,8 +63,8 @@ def test_run_in_the_window(display, tmp_path):
             dpg.render_dearpygui_frame()
         assert "* txt2img.json" in dpg.get_viewport_title()  # edited, not saved
         shown_progress = []
-        show_progress = app._show_progress
-        app._show_progress = lambda fraction, text: (shown_progress.append(text), show_progress(fraction, text))
+        show_progress = app.run_view.show_progress
+        app.run_view.show_progress = lambda fraction, text: (shown_progress.append(text), show_progress(fraction, text))
         app.run()
         frames, started = 0, time.monotonic()
         while (app.worker.busy or not app.worker.events.empty()) and time.monotonic() - started < 120:
@@ -302,7 +302,7 @@ titles = [dpg.get_viewport_title()]
 (x0, y0), (x1, _) = dpg.get_item_rect_min(app.node_items[first]), dpg.get_item_rect_max(app.node_items[second])
 drive(["mousemove", int(x0 - 30), int(y0 - 30)], ["mousedown", 1], ["mousemove", int(x1 / 2), int(y0 + 60)],
       ["mousemove", int(x1 + 30), int(y0 + 120)], ["mouseup", 1])  # box-select both nodes
-selected = sorted(app._selected_nodes())
+selected = sorted(app.canvas.selected_nodes())
 drive(["mousemove", int(x0 + 12), int(y0 + 6)], ["mousedown", 1], ["mousemove", int(x0 + 62), int(y0 + 36)],
       ["mousemove", int(x0 + 112), int(y0 + 56)], ["mouseup", 1])  # drag the first by its title
 moved = [document.position(first), document.position(second)]
@@ -553,7 +553,7 @@ drive(["mousemove", x + 6, y + 3], ["mousedown", 1], ["mousemove", x + 36, y + 2
       ["mouseup", 1])  # drag the latent node by its title, 60 x 40 screen pixels
 seen["moved"] = [document.position(latent), document.position(decode), document._undo[-1][0]]
 drive(*ctrl("equal"))
-seen["selected"] = [app._selected_nodes(), app.view.zoom]  # zooming keeps the selection
+seen["selected"] = [app.canvas.selected_nodes(), app.view.zoom]  # zooming keeps the selection
 drive(*ctrl("minus"))
 before = set(document.workflow.nodes)
 drive(["mousemove", *centre("search")], ["click", 1], ["type", "flip"], ["mousemove", 700, 300], ["key", "Return"])

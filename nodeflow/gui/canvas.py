@@ -1,0 +1,426 @@
+"""The node editor canvas: dearpygui items drawn from the session's document.
+
+Owns the node editor widget and everything inside it: a node item per workflow node with its
+widgets and pins, the links, the maps between dearpygui items and the document's ports, the
+zoom (a ``View``: grid positions, widget sizes, fonts and themes per level) and reading the
+nodes' positions back after a drag. Edits made on the canvas (wiring, widget values) go through
+document commands; the canvas is rebuilt from the document when its structure changes.
+
+Menus, popups and keys are the window's (app.py); what a run shows on a node (its state, its
+images) is the run view's (run_view.py), applied through ``decorate_node`` as each node is built.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dearpygui.dearpygui as dpg
+
+from nodeflow.gui.document import EditRefused
+from nodeflow.gui.seed_control import MODES as SEED_MODES
+from nodeflow.gui.seed_control import seed_mode, set_seed_mode
+from nodeflow.gui.view import LEVELS, View, bounds, fit, scaled, step
+from nodeflow.spec import BOOLEAN, CHOICE, FLOAT, INT, STRING
+
+NODE_PADDING = 8  # imnodes' default at 100%: a node's content (its reported rect) starts this far inside it
+FIT_PASSES = 3  # zoom to fit measures the nodes again at the zoom it chose, and may zoom out further
+WIDGET_WIDTH = 180  # pixels at 100% (see sized)
+OUTPUT_INDENT = 60
+UNKNOWN_NODE_COLOR = (255, 90, 90)
+
+Port = tuple  # (node id, "in" or "out", input name or output index)
+
+
+class Canvas:
+    """The node editor and the maps between its items and the document's nodes, ports and links."""
+
+    def __init__(self, session, paths, status: Callable[..., None], decorate_node: Callable[[str], None]) -> None:
+        self.session, self.paths = session, paths
+        self.status = status  # (text, error=False): a message in the status bar
+        self.decorate_node = decorate_node  # a node's run state and images, once it is built
+        self.themes = None  # set by build
+        self.pin_to_port: dict[int, Port] = {}  # attribute -> (node, "in"/"out", name|index)
+        self.port_to_pin: dict[Port, int] = {}
+        self.node_items: dict[str, int] = {}
+        self.link_items: dict[int, object] = {}
+        self.widget_popups: set[int] = set()  # widgets with their own right-click menu
+        self.sized_items: dict[int, dict[str, int]] = {}  # canvas item -> its sizes at 100% (see sized)
+        self.built_structure = -1
+        self.view = View()  # the canvas's zoom and offset (not part of the workflow)
+        self.pan = (0.0, 0.0)  # the node editor's own panning, as last measured (see measure)
+        self.canvas_rect = None  # the canvas's screen rect as last drawn, and whether it was so the frame before
+        self.canvas_steady = False
+        self.fit_passes = 0  # > 0: zoom to fit is pending (done once the nodes are drawn)
+
+    @property
+    def document(self):
+        return self.session.document
+
+    # ----- building ------------------------------------------------------------------------
+    def build(self, themes) -> None:
+        """The canvas inside the current container (empty until ``rebuild``)."""
+        self.themes = themes
+        with dpg.group(tag="canvas"):  # the editor reports no rect; this group's rect is the editor's
+            with dpg.node_editor(tag="editor", callback=self._on_link, delink_callback=self._on_delink,
+                                 minimap=True, minimap_location=dpg.mvNodeMiniMap_Location_BottomRight,
+                                 height=-140):
+                pass
+
+    def follow_document(self) -> None:
+        """Rebuild if the document's structure changed since the canvas was built."""
+        if self.document.structure != self.built_structure:
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        """Recreate the canvas from the document (after structural edits)."""
+        dpg.delete_item("editor", children_only=True)
+        for table in (self.pin_to_port, self.port_to_pin, self.node_items, self.link_items, self.widget_popups,
+                      self.sized_items):
+            table.clear()
+        for node_id in self.document.workflow.nodes:
+            self._build_node(node_id)
+        for link in self.document.workflow.links:
+            self._build_link(link)
+        self.built_structure = self.document.structure
+
+    def _build_link(self, link) -> None:
+        a = self.port_to_pin.get((link.src, "out", link.src_output))
+        b = self.port_to_pin.get((link.dst, "in", link.dst_input))
+        if a is not None and b is not None:
+            self.link_items[dpg.add_node_link(a, b, parent="editor")] = link
+
+    def _build_node(self, node_id: str) -> None:
+        instance = self.document.workflow.nodes[node_id]
+        spec = self.document.registry.specs.get(instance.type)
+        label = self.node_label(node_id)
+        if instance.mode != "normal":
+            label += f" [{instance.mode}]"
+        with dpg.node(label=label, parent="editor", pos=self.view.to_grid(self.document.position(node_id)),
+                      user_data=node_id) as item:
+            self.node_items[node_id] = item
+            if spec is None:
+                with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Static):
+                    dpg.add_text(f"unknown node type {instance.type}", color=UNKNOWN_NODE_COLOR)
+                return
+            for input_spec in spec.inputs:
+                self._build_input(node_id, instance, input_spec)
+            for index, output in enumerate(spec.outputs):
+                self._build_output(node_id, index, output)
+            if spec.output_node:
+                with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Static):
+                    dpg.add_group(tag=images_group(node_id))
+        self.decorate_node(node_id)
+
+    def _build_output(self, node_id: str, index: int, output) -> None:
+        with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Output) as pin:
+            self.sized(dpg.add_text(output.label), indent=OUTPUT_INDENT)
+        dpg.bind_item_theme(pin, self.themes.pin(output.type))
+        self._map(pin, (node_id, "out", index))
+
+    def _build_input(self, node_id: str, instance, spec) -> None:
+        pinned = not spec.is_widget or self.document.is_pin(node_id, spec.name)
+        kind = dpg.mvNode_Attr_Input if pinned else dpg.mvNode_Attr_Static
+        with dpg.node_attribute(attribute_type=kind) as attribute:
+            if pinned:
+                dpg.add_text(spec.name + ("" if spec.is_widget else f"  ({spec.type})"))
+            else:
+                self._widget(node_id, instance, spec)
+        if pinned:
+            dpg.bind_item_theme(attribute, self.themes.pin(spec.type))
+            self._map(attribute, (node_id, "in", spec.name))
+        children = dpg.get_item_children(attribute, 1)
+        if spec.is_widget and children:  # right-click on the widget or its label
+            self._pin_menu(children[0], node_id, spec.name, pinned)
+
+    def _pin_menu(self, widget: int, node_id: str, name: str, pinned: bool) -> None:
+        """The widget's right-click menu: turn the input into a pin, or the pin into a widget."""
+        self.widget_popups.add(widget)
+        with dpg.popup(widget, mousebutton=dpg.mvMouseButton_Right) as popup:
+            self.unzoomed(popup)
+            dpg.add_menu_item(label="Convert to widget" if pinned else "Convert to input pin",
+                              callback=lambda: self.document.toggle_pin(node_id, name))
+
+    def _map(self, attribute: int, port: Port) -> None:
+        self.pin_to_port[attribute] = port
+        self.port_to_pin[port] = attribute
+
+    # ----- widgets (an input's value edited on its node) ---------------------------------------
+    def _widget(self, node_id: str, instance, spec) -> None:
+        value = instance.inputs.get(spec.name, spec.default)
+
+        def changed(sender, app_data):
+            self.document.set_value(node_id, spec.name, app_data)
+
+        if spec.type == INT and spec.seed:
+            self._seed_widget(node_id, spec, value)
+        elif spec.type == INT:
+            self._int_widget(spec, value, changed)
+        elif spec.type == FLOAT:
+            self._float_widget(spec, value, changed)
+        elif spec.type == STRING:
+            self._text_widget(spec, value, changed)
+        elif spec.type == BOOLEAN:
+            dpg.add_checkbox(label=spec.name, default_value=bool(value), callback=changed)
+        elif spec.type == CHOICE:
+            items = spec.choices(self.paths)
+            self.sized(dpg.add_combo(items, label=spec.name, default_value=str(value or (items[0] if items else "")),
+                                     callback=changed), width=WIDGET_WIDTH)
+        if spec.tooltip:
+            with dpg.tooltip(dpg.last_item()) as tooltip:
+                self.unzoomed(tooltip)
+                dpg.add_text(spec.tooltip)
+
+    def _seed_widget(self, node_id: str, spec, value) -> None:
+        """The seed as text (it is too large to drag) and what happens to it after a run."""
+        with dpg.group(horizontal=True):
+            self.sized(dpg.add_input_text(
+                label=spec.name, default_value=str(value), decimal=True,
+                callback=lambda s, a: self.document.set_value(node_id, spec.name, int(a or 0))), width=WIDGET_WIDTH)
+            self.sized(dpg.add_combo(
+                list(SEED_MODES), default_value=seed_mode(self.document.workflow, node_id, spec.name),
+                callback=lambda s, a: set_seed_mode(self.document, node_id, spec.name, a)), width=100)
+
+    def _int_widget(self, spec, value, changed) -> None:
+        self.sized(dpg.add_drag_int(label=spec.name, default_value=int(value or 0),
+                                    min_value=int(spec.min) if spec.min is not None else 0,
+                                    max_value=int(spec.max) if spec.max is not None else 0,
+                                    clamped=spec.min is not None and spec.max is not None,
+                                    speed=max(float(spec.step or 1) / 4, 0.25), callback=changed),
+                   width=WIDGET_WIDTH)
+
+    def _float_widget(self, spec, value, changed) -> None:
+        self.sized(dpg.add_drag_float(label=spec.name, default_value=float(value or 0.0),
+                                      min_value=float(spec.min) if spec.min is not None else 0.0,
+                                      max_value=float(spec.max) if spec.max is not None else 0.0,
+                                      clamped=spec.min is not None and spec.max is not None,
+                                      speed=float(spec.step or 0.01), format="%.3f", callback=changed),
+                   width=WIDGET_WIDTH)
+
+    def _text_widget(self, spec, value, changed) -> None:
+        text = dpg.add_input_text(label=spec.name, default_value=str(value or ""), multiline=spec.multiline,
+                                  callback=changed)
+        self.sized(text, **({"width": 260, "height": 80} if spec.multiline else {"width": WIDGET_WIDTH}))
+
+    # ----- what the user did on the canvas -------------------------------------------------------
+    def _on_link(self, sender, app_data) -> None:
+        out_pin, in_pin = app_data
+        src, dst = self.pin_to_port.get(out_pin), self.pin_to_port.get(in_pin)
+        if src is None or dst is None or src[1] != "out" or dst[1] != "in":
+            return
+        try:
+            self.document.connect(src[0], src[2], dst[0], dst[2])
+            self.status("connected")
+        except EditRefused as refused:
+            self.status(f"link refused: {refused}", error=True)
+
+    def _on_delink(self, sender, link_item) -> None:
+        link = self.link_items.get(link_item)
+        if link is not None:
+            self.document.disconnect(link)
+
+    def selected_nodes(self) -> list[str]:
+        return [dpg.get_item_user_data(item) for item in dpg.get_selected_nodes("editor")]
+
+    def selected_links(self) -> list:
+        return [self.link_items[i] for i in dpg.get_selected_links("editor") if i in self.link_items]
+
+    def sync_positions(self) -> None:
+        """Take the nodes' positions from the canvas after a drag: one edit however many moved.
+        A node counts as moved when it is not at the grid position the view draws it at (so the
+        view's rounding to whole pixels moves nothing); its new position is taken in workflow
+        units. Nothing is taken while the canvas is older than the document (an undo this frame)."""
+        if self.document.structure != self.built_structure:
+            return
+        moved = {}
+        for node_id, item in self._drawn_nodes():
+            grid = tuple(dpg.get_item_pos(item))
+            if grid != self.view.to_grid(self.document.position(node_id)):
+                x, y = self.view.to_model(grid)
+                moved[node_id] = (round(x, 1), round(y, 1))
+        self.document.move_nodes(moved)
+
+    def _drawn_nodes(self) -> list[tuple[str, int]]:
+        """(node id, item) of the nodes that are both in the document and on the canvas."""
+        return [(node_id, item) for node_id, item in self.node_items.items()
+                if node_id in self.document.workflow.nodes and dpg.does_item_exist(item)]
+
+    def hovered_node(self) -> str | None:
+        for node_id, item in self.node_items.items():
+            if dpg.does_item_exist(item) and dpg.is_item_hovered(item):
+                return node_id
+        return None
+
+    def widget_hovered(self) -> bool:
+        """Whether the mouse is on a widget with its own right-click menu."""
+        return any(dpg.does_item_exist(i) and dpg.is_item_hovered(i) for i in self.widget_popups)
+
+    def node_label(self, node_id: str) -> str:
+        """The node's title as shown: its own, else its type's name."""
+        instance = self.document.workflow.nodes[node_id]
+        spec = self.document.registry.specs.get(instance.type)
+        return instance.title or (spec.display if spec else instance.type)
+
+    def on_title(self, node_id: str, y: float) -> bool:
+        """Whether screen height ``y`` is on the node's title bar (above its first row). The node
+        editor hides clicks from the title's own item, so this is measured."""
+        item = self.node_items[node_id]
+        rows = [row for attribute in dpg.get_item_children(item, 1) for row in dpg.get_item_children(attribute, 1)]
+        top = dpg.get_item_rect_min(item)[1]
+        first_row = dpg.get_item_rect_min(rows[0])[1] if rows else 0
+        return y < (first_row if first_row > top else top + 2 * self.scaled(NODE_PADDING))
+
+    def set_node_theme(self, node_id: str, state: str) -> None:
+        """Draw the node as ``state`` (a key of ``Themes.nodes``), if it is on the canvas."""
+        item = self.node_items.get(node_id)
+        if item is not None and dpg.does_item_exist(item):
+            dpg.bind_item_theme(item, self.themes.nodes[state])
+
+    # ----- canvas coordinates -----------------------------------------------------------------
+    # Nodes sit at grid positions (workflow position * zoom + offset, see view.py); the node
+    # editor's middle-drag panning moves the whole grid on the screen.
+    def measure(self) -> None:
+        """The canvas's rect (steady once the window is laid out: its first frames report
+        others) and the editor's panning (where the grid's origin is, from the canvas's corner),
+        found from a node as it was last drawn: the editor does not report its panning. Done at
+        the start of each frame, before anything moves or rebuilds the nodes; the panning is kept
+        when no node is drawn."""
+        rect = (tuple(dpg.get_item_rect_min("canvas")), tuple(dpg.get_item_rect_max("canvas")))
+        self.canvas_steady, self.canvas_rect = rect == self.canvas_rect, rect
+        padding, (cx, cy) = self.scaled(NODE_PADDING), rect[0]
+        for item in self.node_items.values():
+            if dpg.does_item_exist(item) and dpg.get_item_state(item).get("rect_size", [0, 0])[0] > 0:
+                (sx, sy), (gx, gy) = dpg.get_item_rect_min(item), dpg.get_item_pos(item)
+                self.pan = (sx - gx - padding - cx, sy - gy - padding - cy)
+                return
+
+    def grid_point(self, screen) -> tuple[float, float]:
+        """The grid position at a screen position."""
+        x, y = dpg.get_item_rect_min("canvas")
+        return float(screen[0]) - x - self.pan[0], float(screen[1]) - y - self.pan[1]
+
+    def canvas_point(self, screen) -> list[float]:
+        """The workflow position at a screen position."""
+        return list(self.view.to_model(self.grid_point(screen)))
+
+    def centre(self) -> tuple[float, float]:
+        """The visible canvas's centre on the screen."""
+        (x0, y0), (x1, y1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
+        return (x0 + x1) / 2, (y0 + y1) / 2
+
+    def placement(self) -> list[float]:
+        """Where a new node goes: at the mouse on the canvas, else at the visible canvas's centre."""
+        if dpg.is_item_hovered("editor"):
+            return self.canvas_point(dpg.get_mouse_pos(local=False))
+        return self.canvas_point(self.centre())
+
+    # ----- zoom ------------------------------------------------------------------------------
+    def scaled(self, size: float) -> int:
+        """A size inside the canvas (widget width, indent, image) at the current zoom."""
+        return scaled(size, self.view.zoom)
+
+    def unzoomed(self, item: int) -> None:
+        """Draw ``item`` (a popup or tooltip inside the canvas) at 100% whatever the zoom."""
+        dpg.bind_item_theme(item, self.themes.zoom[1.0])
+        if self.themes.fonts:
+            dpg.bind_item_font(item, self.themes.fonts[1.0])
+
+    def show_zoom(self) -> None:
+        """The canvas's font and sizes for the current zoom, and the zoom in the status bar."""
+        level = min(LEVELS, key=lambda candidate: abs(candidate - self.view.zoom))
+        dpg.bind_item_theme("canvas", self.themes.zoom[level])
+        if self.themes.fonts:
+            dpg.bind_item_font("canvas", self.themes.fonts[level])
+        dpg.set_value("zoom", f"{round(self.view.zoom * 100)}%")
+
+    def sized(self, item: int, **sizes: int) -> int:
+        """Give a canvas item its ``sizes`` (width, height, indent: pixels at 100%) at the current
+        zoom, and again whenever the zoom changes (``_resize``)."""
+        self.sized_items[item] = sizes
+        self._apply_sizes(item, sizes)
+        return item
+
+    def forget_sized(self, item: int) -> None:
+        """``item`` is going: no more resizing it."""
+        self.sized_items.pop(item, None)
+
+    def _apply_sizes(self, item: int, sizes: dict[str, int]) -> None:
+        dpg.configure_item(item, **{name: self.scaled(size) for name, size in sizes.items()})
+
+    def _resize(self) -> None:
+        """The nodes' contents at the current zoom (the font and style sizes follow the canvas's
+        theme): kept in place rather than rebuilt, so the selection and any widget in use stay."""
+        for item, sizes in self.sized_items.items():
+            if dpg.does_item_exist(item):
+                self._apply_sizes(item, sizes)
+
+    def reset_view(self) -> None:
+        """Back to 100% without panning, for a new document (the nodes are rebuilt next)."""
+        self.view = View()
+        self.show_zoom()
+
+    def set_view(self, view: View) -> None:
+        """Show the canvas with ``view``: nodes move to their new grid positions and, at a new
+        zoom, take their new sizes. The workflow is not changed (no undo step, not marked unsaved)."""
+        if view == self.view:
+            return
+        self.sync_positions()  # a drag not yet taken, in the old view's units
+        zoom_changed = view.zoom != self.view.zoom
+        self.view = view
+        if zoom_changed:
+            self.show_zoom()
+            self._resize()
+        for node_id, item in self._drawn_nodes():
+            dpg.set_item_pos(item, self.view.to_grid(self.document.position(node_id)))
+
+    def zoom_by(self, steps: int, screen=None) -> None:
+        """Zoom ``steps`` levels in (out, if negative) around a screen point (default: the
+        canvas's centre), which stays where it is."""
+        self.zoom_to(step(self.view.zoom, steps), screen)
+
+    def actual_size(self) -> None:
+        """Zoom to 100% around the canvas's centre."""
+        self.zoom_to(1.0)
+
+    def zoom_to(self, zoom: float, screen=None) -> None:
+        """Show the canvas at ``zoom`` around a screen point (default: the canvas's centre),
+        which stays where it is."""
+        anchor = self.grid_point(self.centre() if screen is None else screen)
+        self.set_view(self.view.zoomed(zoom, anchor))
+
+    def zoom_to_fit(self) -> None:
+        """Show the whole graph in the visible canvas (at most at 100%). Done by ``continue_fit``
+        (each frame) once the nodes are drawn, since it needs their sizes."""
+        self.fit_passes = FIT_PASSES
+
+    def continue_fit(self) -> None:
+        """A pass of a pending zoom to fit, if there is one."""
+        if self.fit_passes:
+            self._fit()
+
+    def _fit(self) -> None:
+        """One pass of zoom to fit: the bounding box of the nodes as drawn (in workflow units)
+        centred in the visible canvas. Later passes measure the nodes at the zoom the first one
+        chose (text does not scale exactly) and may only zoom out further."""
+        items = self._drawn_nodes()
+        sizes = [dpg.get_item_rect_size(item) for _, item in items]
+        if not self.canvas_steady or any(width <= 0 for width, _ in sizes):
+            return  # not drawn or laid out yet: a later frame
+        if not items:
+            self.fit_passes = 0
+            self.set_view(View())
+            return
+        self.sync_positions()
+        boxes = []
+        for (node_id, _), (width, height) in zip(items, sizes):
+            x, y = self.document.position(node_id)
+            boxes.append((x, y, x + width / self.view.zoom, y + height / self.view.zoom))
+        (x0, y0), (x1, y1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
+        canvas = (*self.grid_point((x0, y0)), *self.grid_point((x1, y1)))
+        view = fit(bounds(boxes), canvas, most=1.0 if self.fit_passes == FIT_PASSES else self.view.zoom)
+        self.fit_passes = 0 if view == self.view else self.fit_passes - 1
+        self.set_view(view)
+
+
+def images_group(node_id: str) -> str:
+    """The tag of the group an output node shows its images in."""
+    return f"images_{node_id}"

@@ -1,0 +1,85 @@
+"""The editor's questions to the user: small dearpygui windows that call back with the answer.
+
+Owns their layout and their tags (the window tests click ``confirm_save`` and ``confirm_cancel``);
+what an answer does is the caller's (app.py). No state: each dialog deletes itself when answered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import dearpygui.dearpygui as dpg
+
+HINT_COLOR = (150, 150, 150)
+CONFIRM_WIDTH = 380
+
+
+def ask_file(title: str, on_choice: Callable[[str], None], save: bool) -> None:
+    """A file chooser for workflows (JSON or PNG); ``on_choice(path)`` once one is chosen."""
+    def chosen(sender, app_data):
+        path = app_data.get("file_path_name")
+        if path:
+            on_choice(path)
+
+    with dpg.file_dialog(label=title, callback=chosen, width=640, height=420, modal=True,
+                         default_filename="workflow" if save else ""):
+        dpg.add_file_extension(".json")
+        dpg.add_file_extension(".png")
+        dpg.add_file_extension(".*")
+
+
+def asking_about_unsaved_changes() -> bool:
+    return dpg.does_item_exist("confirm")
+
+
+def ask_about_unsaved_changes(on_save: Callable[[], None], on_discard: Callable[[], None]) -> None:
+    """Save, Discard or Cancel; asked once (a modal cannot be replaced in place: while it is
+    open, asking again does nothing)."""
+    if asking_about_unsaved_changes():
+        return
+    with dpg.window(label="Unsaved changes", modal=True, tag="confirm", autosize=True, no_saved_settings=True,
+                    pos=((dpg.get_viewport_client_width() - CONFIRM_WIDTH) // 2, dpg.get_viewport_client_height() // 3),
+                    on_close=lambda sender: dpg.delete_item(sender)):
+        dpg.add_text("The workflow has unsaved changes.")
+        with dpg.group(horizontal=True):
+            dpg.add_button(label="Save", tag="confirm_save",
+                           callback=lambda: (dpg.delete_item("confirm"), on_save()))
+            dpg.add_button(label="Discard", tag="confirm_discard",
+                           callback=lambda: (dpg.delete_item("confirm"), on_discard()))
+            dpg.add_button(label="Cancel", tag="confirm_cancel", callback=lambda: dpg.delete_item("confirm"))
+
+
+def ask_to_restore(recovery_file: Path, on_answer: Callable[[bool], None]) -> None:
+    """Restore an earlier session's unsaved workflow, or discard it: ``on_answer(restore)``."""
+    def answered(restore: bool) -> None:
+        dpg.delete_item("recover")
+        on_answer(restore)
+
+    with dpg.window(label="Restore", modal=True, tag="recover", autosize=True, no_saved_settings=True,
+                    pos=(120, 120)):
+        dpg.add_text(f"An unsaved workflow from an earlier session was found ({recovery_file}).")
+        with dpg.group(horizontal=True):
+            dpg.add_button(label="Restore it", callback=lambda: answered(True))
+            dpg.add_button(label="Discard", callback=lambda: answered(False))
+
+
+def renaming() -> bool:
+    return dpg.does_item_exist("rename")
+
+
+def ask_node_title(title: str, pos: tuple[int, int], on_title: Callable[[str], None]) -> None:
+    """A new title for a node (now ``title``); Enter or OK gives it to ``on_title``."""
+    def finish(text: str) -> None:
+        dpg.delete_item("rename")
+        on_title(text)
+
+    with dpg.window(label="Rename node", modal=True, tag="rename", autosize=True, no_saved_settings=True,
+                    pos=pos, on_close=lambda sender: dpg.delete_item(sender)):
+        dpg.add_input_text(tag="rename_text", default_value=title, width=280,
+                           on_enter=True, callback=lambda s, a: finish(a))
+        dpg.add_text("empty: the node type's name", color=HINT_COLOR)
+        with dpg.group(horizontal=True):
+            dpg.add_button(label="OK", callback=lambda: finish(dpg.get_value("rename_text")))
+            dpg.add_button(label="Cancel", callback=lambda: dpg.delete_item("rename"))
+    dpg.focus_item("rename_text")
