@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from nodeflow.errors import UnknownNodeType
-from nodeflow.engine.workflow import Link, Workflow
+from nodeflow.engine.workflow import Link, Workflow, node_id_order
 
 
 @dataclass(frozen=True)
@@ -35,36 +35,41 @@ class Plan:
 def active_links(workflow: Workflow, registry) -> list[Link]:
     """Links after muted nodes are removed and bypassed ones are routed through."""
     links = []
+    into: dict[str, list[Link]] = {}
+    for link in workflow.links:
+        into.setdefault(link.dst, []).append(link)
     for link in workflow.links:
         target = workflow.nodes.get(link.dst)
         if target is None or target.mode != "normal":
             continue
-        source = _follow_bypass(workflow, registry, link, seen=set())
-        if source is None:
-            continue
-        links.append(source)
+        source = _follow_bypass(workflow, registry, link, into)
+        if source is not None:
+            links.append(Link(source.src, source.src_output, link.dst, link.dst_input))
     return links
 
 
-def _follow_bypass(workflow: Workflow, registry, link: Link, seen: set[str]) -> Link | None:
-    src = workflow.nodes.get(link.src)
-    if src is None or src.mode == "muted":
-        return None
-    if src.mode == "normal":
-        return link
-    if link.src in seen:
-        return None
-    seen.add(link.src)
-    spec = registry.specs.get(src.type)
-    if spec is None or link.src_output >= len(spec.outputs):
-        return None
-    wanted = spec.outputs[link.src_output].type
-    for upstream in sorted(workflow.links_into(link.src), key=_input_position(spec)):
-        input_spec = spec.input(upstream.dst_input)
-        if input_spec is not None and input_spec.type == wanted:
-            routed = _follow_bypass(workflow, registry, upstream, seen)
-            if routed is not None:
-                return Link(routed.src, routed.src_output, link.dst, link.dst_input)
+def _follow_bypass(workflow: Workflow, registry, link: Link, into: dict[str, list[Link]]) -> Link | None:
+    """The link that feeds ``link`` once bypassed nodes are passed through (a bypassed node hands
+    on its first input of the output's type that leads somewhere), or None when it leads to a
+    muted or missing node. A depth-first search with an explicit stack: chains of any length."""
+    stack, seen = [link], set()
+    while stack:
+        current = stack.pop()
+        src = workflow.nodes.get(current.src)
+        if src is None or src.mode == "muted":
+            continue
+        if src.mode == "normal":
+            return current
+        if current.src in seen:
+            continue
+        seen.add(current.src)
+        spec = registry.specs.get(src.type)
+        if spec is None or current.src_output >= len(spec.outputs):
+            continue
+        wanted = spec.outputs[current.src_output].type
+        candidates = [upstream for upstream in sorted(into.get(current.src, ()), key=_input_position(spec))
+                      if (s := spec.input(upstream.dst_input)) is not None and s.type == wanted]
+        stack.extend(reversed(candidates))  # the first input is tried first
     return None
 
 
@@ -98,7 +103,7 @@ def plan(workflow: Workflow, registry, links: list[Link] | None = None,
     links = active_links(workflow, registry) if links is None else links
     graph = build_graph(workflow, links) if graph is None else graph
     outputs = []
-    for node_id in sorted(graph.nodes, key=_sort_key):
+    for node_id in sorted(graph.nodes, key=node_id_order):
         node_type = workflow.nodes[node_id].type
         if node_type not in registry:
             raise UnknownNodeType(node_type, node_id)
@@ -123,7 +128,7 @@ def _topological_order(node_ids: set[str], links: tuple[Link, ...]) -> tuple[str
     for link in links:
         waiting[link.dst] += 1
         children.setdefault(link.src, []).append(link.dst)
-    ready = [(_sort_key(node_id), node_id) for node_id, count in waiting.items() if count == 0]
+    ready = [(node_id_order(node_id), node_id) for node_id, count in waiting.items() if count == 0]
     heapq.heapify(ready)
     order = []
     while ready:
@@ -132,11 +137,10 @@ def _topological_order(node_ids: set[str], links: tuple[Link, ...]) -> tuple[str
         for child in children.get(node_id, ()):
             waiting[child] -= 1
             if waiting[child] == 0:
-                heapq.heappush(ready, (_sort_key(child), child))
+                heapq.heappush(ready, (node_id_order(child), child))
     if len(order) != len(node_ids):
         raise ValueError("the links form a cycle")  # unreachable after validation
     return tuple(order)
 
 
-def _sort_key(node_id: str) -> str:
-    return f"{int(node_id):012d}" if node_id.isdigit() else f"~{node_id}"
+

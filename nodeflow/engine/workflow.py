@@ -82,7 +82,7 @@ class Workflow:
     def to_dict(self) -> dict[str, Any]:
         """Our JSON format (see the module docstring), in a stable order."""
         nodes = {}
-        for node_id in sorted(self.nodes, key=_natural_key):
+        for node_id in sorted(self.nodes, key=node_id_order):
             instance = self.nodes[node_id]
             entry: dict[str, Any] = {"type": instance.type, "version": instance.version,
                                      "inputs": dict(sorted(instance.inputs.items()))}
@@ -92,7 +92,7 @@ class Workflow:
                 entry["title"] = instance.title
             nodes[node_id] = entry
         links = [{"from": [link.src, link.src_output], "to": [link.dst, link.dst_input]}
-                 for link in sorted(self.links, key=_link_key)]
+                 for link in sorted(self.links, key=link_order)]
         data: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
                                 "nodes": nodes, "links": links}
         if self.ui:
@@ -123,12 +123,22 @@ class Workflow:
         return cls(nodes, links, dict(_mapping(data.get("ui") or {}, source, "ui")))
 
 
-def _natural_key(node_id: str) -> tuple:
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+MAX_NUMERIC_ID_DIGITS = 15  # longer digit strings are ids like any other text, never made ints
 
 
-def _link_key(link: Link) -> tuple:
-    return (_natural_key(link.dst), link.dst_input, _natural_key(link.src), link.src_output)
+def is_numeric_id(node_id: str) -> bool:
+    """Whether ``node_id`` is a plain number like "12": ASCII digits ("²" is not one), short."""
+    return node_id.isascii() and node_id.isdigit() and len(node_id) <= MAX_NUMERIC_ID_DIGITS
+
+
+def node_id_order(node_id: str) -> tuple:
+    """Sort key for node ids: numeric ids in numeric order, then the others as text."""
+    return (0, int(node_id), node_id) if is_numeric_id(node_id) else (1, 0, node_id)
+
+
+def link_order(link: Link) -> tuple:
+    """The order links are saved in: by target node and input, then by source."""
+    return (node_id_order(link.dst), link.dst_input, node_id_order(link.src), link.src_output)
 
 
 def _mapping(value: Any, source: str, what: str) -> dict:

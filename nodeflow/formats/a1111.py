@@ -21,7 +21,7 @@ import re
 from pathlib import Path, PurePath
 from typing import Any
 
-from nodeflow.engine.workflow import Link, NodeInstance, Workflow
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow, node_id_order
 from nodeflow.runtime.atomic import write_text_atomic
 
 SAMPLERS = ("KSampler", "KSamplerAdvanced")
@@ -54,7 +54,7 @@ def a1111_settings(workflow: Workflow, size: tuple[int, int] | None = None, *,
     ``links`` (e.g. with bypassed nodes routed through) replaces ``workflow.links``.
     """
     graph = _Graph(workflow, workflow.links if links is None else links)
-    sampler = next((workflow.nodes[i] for i in sorted(workflow.nodes, key=_id_order)
+    sampler = next((workflow.nodes[i] for i in sorted(workflow.nodes, key=node_id_order)
                     if workflow.nodes[i].type in SAMPLERS and workflow.nodes[i].mode == "normal"), None)
     if sampler is None:
         return None
@@ -266,7 +266,3 @@ def _unquote(value: str) -> str:
         except json.JSONDecodeError:
             return value
     return value
-
-
-def _id_order(node_id: str) -> tuple:
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)

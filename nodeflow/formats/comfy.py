@@ -27,7 +27,7 @@ from typing import Any
 
 from nodeflow.errors import UnknownNodeType, WorkflowFormatError
 from nodeflow.spec import CHOICE, FLOAT, INT, STRING
-from nodeflow.engine.workflow import Link, NodeInstance, Workflow
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow, is_numeric_id, link_order, node_id_order
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,24 @@ MODES = {0: "normal", 2: "muted", 4: "bypassed"}  # LiteGraph: 2 = NEVER; ComfyU
 
 
 # ----- API format ---------------------------------------------------------------------------
+
+def read_comfy_api(data: Any, registry: Any, source: str) -> Workflow:
+    """``from_comfy_api`` for data from a file: a malformed one is a ``WorkflowFormatError``."""
+    return _malformed_is_format_error(from_comfy_api, data, registry, f"{source}: ComfyUI API workflow")
+
+
+def read_comfy_ui(data: Any, registry: Any, source: str) -> Workflow:
+    """``from_comfy_ui`` for data from a file: a malformed one is a ``WorkflowFormatError``."""
+    return _malformed_is_format_error(from_comfy_ui, data, registry, f"{source}: ComfyUI workflow")
+
+
+def _malformed_is_format_error(parse: Any, data: Any, registry: Any, what: str) -> Workflow:
+    try:
+        return parse(data, registry)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        log.debug("%s could not be read", what, exc_info=True)
+        raise WorkflowFormatError(f"{what} is malformed ({type(error).__name__}: {error})") from None
+
 
 def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
     """Read a ComfyUI API-format workflow; node ids are kept.
@@ -84,7 +102,7 @@ def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
         nodes[node_id] = NodeInstance(node_id, entry["class_type"], literals,
                                       version=spec.version if spec else 1, title=title)
     # Dangling links and unknown node types stay: validation reports them with every other problem.
-    return Workflow(nodes, sorted(links, key=_link_order))
+    return Workflow(nodes, sorted(links, key=link_order))
 
 
 def _api_constants(data: dict, registry: Any) -> dict[str, Any]:
@@ -195,7 +213,7 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
     links = _resolve_links(raw_nodes, ui_links, nodes, registry, ui)
     if data.get("groups"):
         ui["groups"] = data["groups"]
-    return Workflow(nodes, sorted(links, key=_link_order), ui)
+    return Workflow(nodes, sorted(links, key=link_order), ui)
 
 
 def _is_virtual(node_type: Any, registry: Any) -> bool:
@@ -352,15 +370,6 @@ def _spec(registry: Any, node_type: str, node_id: str, unknown_ok: bool = False)
     return registry.get(node_type, node_id)
 
 
-def _id_order(node_id: str) -> tuple:
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
-
-
-def _link_order(link: Link) -> tuple:
-    """The order our own format saves links in, so imported workflows compare equal to saved ones."""
-    return (_id_order(link.dst), link.dst_input, _id_order(link.src), link.src_output)
-
-
 def _normalise(spec: Any, name: str, value: Any) -> Any:
     """Integral numbers for FLOAT widgets become floats (ComfyUI's UI writes ``8`` for 8.0);
     ComfyUI's "_gpu" sampler names become the samplers they are (SAMPLER_ALIASES)."""
@@ -389,11 +398,11 @@ def to_comfy_ui(workflow: Workflow, registry: Any) -> dict:
         raise WorkflowFormatError("writing a ComfyUI UI workflow needs the node registry")
     ids = _integer_ids(workflow)
     specs = {node_id: registry.get(node.type, node_id) for node_id, node in workflow.nodes.items()}
-    ordered = sorted(workflow.links, key=_link_order)
+    ordered = sorted(workflow.links, key=link_order)
     link_ids = {link: index for index, link in enumerate(ordered, start=1)}
     layout = workflow.ui.get("nodes", {})
     nodes, sockets_of = [], {}
-    for order, (node_id, node) in enumerate(sorted(workflow.nodes.items(), key=lambda item: _id_order(item[0]))):
+    for order, (node_id, node) in enumerate(sorted(workflow.nodes.items(), key=lambda item: node_id_order(item[0]))):
         spec, pinned = specs[node_id], set(workflow.ui.get("pins", {}).get(node_id, []))
         into = {link.dst_input: link for link in workflow.links if link.dst == node_id}
         shown = [s for s in spec.inputs if not s.is_widget or s.name in into or s.name in pinned]
@@ -430,7 +439,7 @@ def _socket(input_spec: Any, link_id: int | None) -> dict[str, Any]:
 
 
 def _integer_ids(workflow: Workflow) -> dict[str, int]:
-    ids = {node_id: int(node_id) for node_id in workflow.nodes if node_id.isdigit()}
+    ids = {node_id: int(node_id) for node_id in workflow.nodes if is_numeric_id(node_id)}
     next_id = max(ids.values(), default=0) + 1
     for node_id in sorted(set(workflow.nodes) - set(ids)):
         ids[node_id], next_id = next_id, next_id + 1
@@ -457,5 +466,5 @@ def _default_pos(workflow: Workflow, node_id: str) -> list[float]:
         return depth[current]
 
     column = depth_of(node_id)
-    row = sorted((n for n in workflow.nodes if depth_of(n) == column), key=_id_order).index(node_id)
+    row = sorted((n for n in workflow.nodes if depth_of(n) == column), key=node_id_order).index(node_id)
     return [50.0 + 400.0 * column, 50.0 + 250.0 * row]

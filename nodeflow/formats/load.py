@@ -3,7 +3,6 @@ JSON, and PNGs with an embedded workflow (nodeflow's, ComfyUI's or A1111's param
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any
 
 from nodeflow.engine.workflow import FORMAT_NAME, Workflow
 from nodeflow.errors import WorkflowFormatError
-from nodeflow.formats.comfy import from_comfy_api, from_comfy_ui
+from nodeflow.formats.comfy import read_comfy_api, read_comfy_ui
+from nodeflow.formats.json_text import read_json_file
 from nodeflow.formats.png import read_png_workflow
 
 logger = logging.getLogger(__name__)
@@ -22,21 +22,12 @@ def parse_workflow_data(data: Any, registry: Any, source: str = "workflow") -> W
     if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
         return Workflow.from_dict(data, source)
     if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:
-        return _foreign(from_comfy_ui, data, registry, f"{source}: ComfyUI workflow")
+        return read_comfy_ui(data, registry, source)
     if isinstance(data, dict) and data and all(
             isinstance(v, dict) and "class_type" in v for v in data.values()):
-        return _foreign(from_comfy_api, data, registry, f"{source}: ComfyUI API workflow")
+        return read_comfy_api(data, registry, source)
     raise WorkflowFormatError(
         f"{source}: not a workflow (expected nodeflow JSON, ComfyUI API JSON or ComfyUI UI JSON)")
-
-
-def _foreign(parse: Any, data: dict, registry: Any, what: str) -> Workflow:
-    """Run a foreign-format parser; a malformed file is a ``WorkflowFormatError``, not a crash."""
-    try:
-        return parse(data, registry)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
-        logger.debug("%s could not be read", what, exc_info=True)
-        raise WorkflowFormatError(f"{what} is malformed ({type(error).__name__}: {error})") from None
 
 
 def load_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:
@@ -48,11 +39,4 @@ def load_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:
         magic = file.read(8)
     if magic == b"\x89PNG\r\n\x1a\n":
         return read_png_workflow(path, registry)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise WorkflowFormatError(f"{path}: not valid JSON (not UTF-8 text: {error})") from None
-    except json.JSONDecodeError as error:
-        raise WorkflowFormatError(f"{path}: not valid JSON: {error.msg} at line {error.lineno} "
-                                  f"column {error.colno}") from None
-    return parse_workflow_data(data, registry, str(path))
+    return parse_workflow_data(read_json_file(path), registry, str(path))

@@ -21,7 +21,8 @@ from nodeflow.engine.graph import active_links
 from nodeflow.engine.workflow import Workflow, dumps
 from nodeflow.errors import NodeflowError, WorkflowFormatError
 from nodeflow.formats.a1111 import parameters_text, workflow_from_a1111
-from nodeflow.formats.comfy import from_comfy_api, from_comfy_ui, to_comfy_api
+from nodeflow.formats.comfy import read_comfy_api, read_comfy_ui, to_comfy_api
+from nodeflow.formats.json_text import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,12 @@ def read_png_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow
     if OUR_CHUNK in chunks:
         return Workflow.from_dict(_json(chunks, OUR_CHUNK, path), f"{path} ({OUR_CHUNK} chunk)")
     if COMFY_API_CHUNK in chunks:
-        workflow = from_comfy_api(_json(chunks, COMFY_API_CHUNK, path), registry)
+        workflow = read_comfy_api(_json(chunks, COMFY_API_CHUNK, path), registry, f"{path} ({COMFY_API_CHUNK} chunk)")
         if COMFY_UI_CHUNK in chunks and registry is not None:
             _take_layout(workflow, chunks[COMFY_UI_CHUNK], registry, path)
         return workflow
     if COMFY_UI_CHUNK in chunks:
-        return from_comfy_ui(_json(chunks, COMFY_UI_CHUNK, path), registry)
+        return read_comfy_ui(_json(chunks, COMFY_UI_CHUNK, path), registry, f"{path} ({COMFY_UI_CHUNK} chunk)")
     if A1111_CHUNK in chunks:
 
         try:
@@ -90,18 +91,15 @@ def read_png_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow
 
 
 def _json(chunks: dict[str, str], key: str, path: str | os.PathLike) -> Any:
-    try:
-        return json.loads(chunks[key])
-    except json.JSONDecodeError as error:
-        raise WorkflowFormatError(f"{path}: the '{key}' chunk is not valid JSON ({error})") from None
+    return parse_json(chunks[key], f"{path}: the '{key}' chunk")
 
 
 def _take_layout(workflow: Workflow, ui_text: str, registry: Any, path: str | os.PathLike) -> None:
     """Positions, groups and seed modes from ComfyUI's UI chunk, for the nodes the API chunk has."""
 
     try:
-        layout = from_comfy_ui(json.loads(ui_text), registry).ui
-    except (json.JSONDecodeError, NodeflowError) as error:
+        layout = read_comfy_ui(parse_json(ui_text, f"{path}: the 'workflow' chunk"), registry, str(path)).ui
+    except NodeflowError as error:
         log.info("%s: node positions not read from the 'workflow' chunk: %s", path, error)
         return
     ui: dict[str, Any] = {}

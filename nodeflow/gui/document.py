@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 
 from nodeflow.engine.validate import types_compatible
-from nodeflow.engine.workflow import Link, NodeInstance, Workflow, save_workflow
+from nodeflow.engine.workflow import Link, NodeInstance, Workflow, is_numeric_id, save_workflow
 from nodeflow.formats import load_workflow
 
 
@@ -86,7 +86,7 @@ class Document:
         return list(self.workflow.ui.get("nodes", {}).get(node_id, {}).get("pos") or [0.0, 0.0])
 
     def _new_id(self) -> str:
-        numbers = [int(i) for i in self.workflow.nodes if i.isdigit()]
+        numbers = [int(i) for i in self.workflow.nodes if is_numeric_id(i)]
         return str(max(numbers, default=0) + 1)
 
     # ----- commands ------------------------------------------------------------------------
