@@ -115,3 +115,89 @@ def test_a_workflow_file_over_the_size_limit_is_refused_unread(run, monkeypatch)
     monkeypatch.setattr(json_text, "MAX_BYTES", 1000)
     code, err = run("validate", json.dumps(image_chain()) + " " * 2000)
     assert code == EXIT_USER_ERROR and "too large for a workflow" in err
+
+
+def png_with_chunks(path, chunks: list[tuple[bytes, bytes]], width: int = 65535, height: int = 65535):
+    """A PNG whose header claims ``width`` x ``height`` but holds a few bytes of pixels: a
+    decompression bomb for anything that decodes it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = b"".join(chunk(kind, data) for kind, data in chunks)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + body
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_workflow_png_with_a_lying_65535_pixel_header_is_read_for_its_text_only(run, tmp_path):
+    text = json.dumps(image_chain()).encode("latin-1")
+    png = png_with_chunks(tmp_path / "bomb.png", [(b"tEXt", b"nodeflow\0" + text)])
+    code, err = run("validate", png.read_bytes(), name="wf.png")
+    assert code == 0 and "Traceback" not in err and "DecompressionBomb" not in err
+
+
+def test_compressed_text_chunks_over_1_mb_are_read(run, tmp_path):
+    import zlib
+
+    workflow = image_chain()
+    workflow["ui"] = {"notes": "x" * 3_000_000}  # compresses to a few KB, inflates to 3 MB
+    itxt = b"nodeflow\0\x01\x00\0\0" + zlib.compress(json.dumps(workflow).encode("utf-8"))
+    png = png_with_chunks(tmp_path / "big.png", [(b"iTXt", itxt)], width=4, height=4)
+    code, err = run("validate", png.read_bytes(), name="wf.png")
+    assert code == 0 and "Traceback" not in err
+
+
+def test_a_text_chunk_inflating_beyond_the_limit_is_refused(run, tmp_path, monkeypatch):
+    import zlib
+
+    from nodeflow.formats import png_text
+
+    monkeypatch.setattr(png_text, "MAX_TEXT_BYTES", 100_000)
+    ztxt = b"prompt\0\x00" + zlib.compress(b"[" * 1_000_000)
+    png = png_with_chunks(tmp_path / "zbomb.png", [(b"zTXt", ztxt)], width=4, height=4)
+    code, err = run("validate", png.read_bytes(), name="wf.png")
+    assert code == EXIT_USER_ERROR and "text chunks hold more than" in err and "Traceback" not in err
+
+
+def test_a_workflow_too_large_to_read_back_is_saved_without_its_layout(run, tmp_path, monkeypatch, caplog):
+    from nodeflow.formats import png
+
+    monkeypatch.setattr(png, "MAX_EMBEDDED_BYTES", 50_000)
+    workflow = image_chain()
+    workflow["ui"] = {"notes": "x" * 100_000}
+    code, err = run("run", workflow)
+    saved = tmp_path / "out" / "out_00001_.png"
+    assert code == 0 and saved.is_file()
+    assert "editor layout" in caplog.text and "saved without it" in caplog.text
+    assert run("validate", saved.read_bytes(), name="again.png")[0] == 0  # what was written reads back
+    from nodeflow.formats.png import read_text_chunks
+
+    assert "notes" not in read_text_chunks(saved)["nodeflow"]
+
+
+def test_embedding_a_workflow_is_linear_in_its_nodes():
+    """5k / 20k / 50k nodes took 0.5 / 5.1 / 36 s (quadratic): a 4x larger chain must take well
+    under 16x as long (a ratio within one process, not a time limit)."""
+    import time
+
+    from nodeflow.engine.registry import Registry
+    from nodeflow.engine.workflow import Link, NodeInstance, Workflow
+    from nodeflow.formats.png import workflow_text_chunks
+
+    registry = Registry.load()
+
+    def seconds(n: int) -> float:
+        nodes = {"0": NodeInstance("0", "EmptyImage", {"width": 8, "height": 8, "batch_size": 1, "color": 0})}
+        nodes.update({str(i): NodeInstance(str(i), "ImageInvert") for i in range(1, n)})
+        workflow = Workflow(nodes, [Link(str(i - 1), 0, str(i), "image") for i in range(1, n)])
+        started = time.perf_counter()
+        workflow_text_chunks(workflow, registry, (8, 8))
+        return time.perf_counter() - started
+
+    seconds(500)  # warm up
+    small, large = min(seconds(1500) for _ in range(2)), min(seconds(6000) for _ in range(2))
+    assert large / small < 9, (small, large)

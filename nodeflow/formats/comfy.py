@@ -27,6 +27,7 @@ from typing import Any
 
 from nodeflow.errors import UnknownNodeType, WorkflowFormatError
 from nodeflow.spec import CHOICE, FLOAT, INT, STRING
+from nodeflow.engine.graph import active_links
 from nodeflow.engine.workflow import Link, NodeInstance, Workflow, is_numeric_id, link_order, node_id_order
 
 log = logging.getLogger(__name__)
@@ -131,19 +132,20 @@ def to_comfy_api(workflow: Workflow, registry: Any = None) -> dict:
     at their default get it written out (ComfyUI wants every required input) and every node gets a
     ``_meta`` title (its own, else the type's display name), as ComfyUI writes them.
     """
-    from nodeflow.engine.graph import active_links
-
     if registry is not None:
         links = active_links(workflow, registry)
     else:  # without node specs bypassed nodes cannot be routed through: their links are dropped
         links = [l for l in workflow.links if workflow.nodes[l.src].mode == "normal"]
+    links_into: dict[str, dict[str, Link]] = {}
+    for link in links:
+        links_into.setdefault(link.dst, {})[link.dst_input] = link
     data: dict[str, Any] = {}
     for node_id, instance in workflow.nodes.items():
         if instance.mode != "normal":
             continue
         spec = registry.specs.get(instance.type) if registry is not None else None
         inputs: dict[str, Any] = {}
-        linked = {link.dst_input: link for link in links if link.dst == node_id}
+        linked = links_into.get(node_id, {})
         for input_spec in spec.inputs if spec is not None else ():
             name = input_spec.name
             if name in linked or name in instance.inputs:

@@ -15,14 +15,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from nodeflow.engine.graph import active_links
 from nodeflow.engine.workflow import Workflow, dumps
 from nodeflow.errors import NodeflowError, WorkflowFormatError
 from nodeflow.formats.a1111 import parameters_text, workflow_from_a1111
 from nodeflow.formats.comfy import read_comfy_api, read_comfy_ui, to_comfy_api
 from nodeflow.formats.json_text import parse_json
+from nodeflow.formats.png_text import MAX_TEXT_BYTES, read_png_text
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +29,9 @@ OUR_CHUNK = "nodeflow"
 COMFY_API_CHUNK = "prompt"
 COMFY_UI_CHUNK = "workflow"
 A1111_CHUNK = "parameters"
+#: At most this much workflow text goes into an image, so that every saved PNG reads back
+#: (png_text reads up to MAX_TEXT_BYTES; the A1111 text is small).
+MAX_EMBEDDED_BYTES = MAX_TEXT_BYTES - 2**20
 
 
 def workflow_text_chunks(workflow: Workflow, registry: Any = None, size: tuple[int, int] | None = None,
@@ -39,29 +41,32 @@ def workflow_text_chunks(workflow: Workflow, registry: Any = None, size: tuple[i
     ``size`` (width, height of the saved image) and ``model_hash`` (see
     ``nodeflow.formats.a1111.model_hash``) refine the A1111 text; ``parameters`` is left out when the
     workflow has no sampler. With a registry, muted nodes are left out of ``prompt`` and the
-    A1111 text follows links through bypassed nodes.
+    A1111 text follows links through bypassed nodes. A workflow too large to read back is
+    embedded without its editor layout, or not at all (with a warning in the log).
     """
-
-    chunks = {OUR_CHUNK: dumps(workflow),
-              COMFY_API_CHUNK: json.dumps(to_comfy_api(workflow, registry), ensure_ascii=False)}
-    links = None
-    if registry is not None:
-        links = active_links(workflow, registry)
+    links = active_links(workflow, registry) if registry is not None else None
     parameters = parameters_text(workflow, size, model_hash=model_hash, links=links)
-    if parameters:
-        chunks[A1111_CHUNK] = parameters
-    return chunks
+    chunks = {A1111_CHUNK: parameters} if parameters else {}
+    workflow_chunks = {OUR_CHUNK: dumps(workflow),
+                       COMFY_API_CHUNK: json.dumps(to_comfy_api(workflow, registry), ensure_ascii=False)}
+    if _text_bytes(workflow_chunks) > MAX_EMBEDDED_BYTES and workflow.ui:
+        log.warning("the workflow's editor layout (%.0f MiB) is too large to embed in the image; "
+                    "saved without it", len(json.dumps(workflow.ui)) / 2**20)
+        workflow_chunks[OUR_CHUNK] = dumps(Workflow(workflow.nodes, workflow.links))
+    if _text_bytes(workflow_chunks) > MAX_EMBEDDED_BYTES:
+        log.warning("the workflow (%.0f MiB) is too large to embed in the image; saved without it",
+                    _text_bytes(workflow_chunks) / 2**20)
+        return chunks
+    return {**workflow_chunks, **chunks}
+
+
+def _text_bytes(chunks: dict[str, str]) -> int:
+    return sum(len(text.encode("utf-8")) for text in chunks.values())
 
 
 def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:
-    """The text chunks (tEXt, zTXt, iTXt) of an image file."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            text = getattr(image, "text", None) or image.info
-            return {key: value for key, value in text.items() if isinstance(value, str)}
-    except OSError as error:
-        raise WorkflowFormatError(f"{path}: cannot read this image ({error})") from None
+    """The text chunks (tEXt, zTXt, iTXt) of a PNG file; its pixels are never decoded."""
+    return read_png_text(path)
 
 
 def read_png_workflow(path: str | os.PathLike, registry: Any = None) -> Workflow:
