@@ -17,7 +17,7 @@ import logging
 import pkgutil
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -110,37 +110,48 @@ class Registry:
                 self._add_file(path / "__init__.py", path)
 
     def _add_package(self, package_name: str) -> None:
-        try:
-            package = importlib.import_module(package_name)
-        except Exception as error:  # a broken pack must not stop start-up
-            self._record(package_name, error)
+        package = self._guarded(package_name, lambda: importlib.import_module(package_name))
+        if package is None:
             return
         for info in pkgutil.iter_modules(package.__path__, prefix=package_name + "."):
             self._add_import(info.name, info.name)
 
     def _add_import(self, module_name: str, source: str) -> None:
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as error:  # reported and skipped, see the module docstring
-            self._record(source, error)
-            return
-        self.add_module(module)
+        module = self._guarded(source, lambda: importlib.import_module(module_name))
+        if module is not None:
+            self.add_module(module)
 
     def _add_file(self, file: Path, source: Path) -> None:
         name = f"nodeflow_custom_{source.stem}"
-        try:
+
+        def load() -> ModuleType:
             spec = importlib.util.spec_from_file_location(
                 name, file, submodule_search_locations=[str(source)] if source.is_dir() else None)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
-            spec.loader.exec_module(module)
-        except Exception as error:  # reported and skipped, see the module docstring
-            sys.modules.pop(name, None)
-            self._record(str(source), error)
-            return
-        self.add_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
+            return module
 
-    def _record(self, source: str, error: Exception) -> None:
+        module = self._guarded(str(source), load)
+        if module is not None:
+            self.add_module(module)
+
+    def _guarded(self, source: str, load: Callable[[], ModuleType]) -> ModuleType | None:
+        """``load()``, or None when the pack fails: any exception, and also a pack that calls
+        sys.exit() or raises a bare BaseException, is reported and skipped (Ctrl-C is not)."""
+        try:
+            return load()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:
+            self._record(source, error)
+            return None
+
+    def _record(self, source: str, error: BaseException) -> None:
         if isinstance(error, NodeDeclarationError):
             message = str(error)
         else:

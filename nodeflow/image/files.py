@@ -104,7 +104,8 @@ def expand_prefix(prefix: str, workflow=None, now: datetime | None = None,
 
 
 def check_prefix(prefix: str) -> None:
-    """Raise ValueError for a prefix that could leave the output folder."""
+    """Raise ValueError for a prefix that could leave the output folder, holds a NUL (after
+    placeholders are filled in too) or names hidden files."""
     if not prefix.strip():
         raise ValueError("the filename prefix is empty")
     path = Path(prefix)
@@ -112,6 +113,10 @@ def check_prefix(prefix: str) -> None:
         raise ValueError(f"the filename prefix {prefix!r} must be relative to the output folder")
     if ".." in re.split(r"[/\\]", prefix):
         raise ValueError(f"the filename prefix {prefix!r} must not contain '..'")
+    if "\0" in prefix:
+        raise ValueError("the filename prefix must not contain a NUL character")
+    if re.split(r"[/\\]", prefix)[-1].startswith("."):
+        raise ValueError(f"the filename prefix {prefix!r} would make hidden files (a name starting with '.')")
 
 
 def check_prefix_folder(output_dir: Path, prefix: str) -> None:

@@ -33,6 +33,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 GIB = 1024**3
+MAX_CACHE_GIB = 2**20  # a bound that keeps the byte count finite (inf, nan and 1e308 are refused)
 PATH_KEYS = ("output", "input", "custom_nodes")
 CACHE_DEVICES = ("cpu", "cuda", "mps")
 
@@ -82,6 +83,8 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read it: {error}") from None
     return parse_config(data, path)
@@ -119,7 +122,8 @@ def _cache_budgets(table, path: Path) -> dict[str, int]:
     for device, gib in table.items():
         if device not in CACHE_DEVICES:
             raise ConfigError(f"{path}: [cache] {device!r} is not a device; use {', '.join(CACHE_DEVICES)}")
-        if isinstance(gib, bool) or not isinstance(gib, (int, float)) or gib < 0:
-            raise ConfigError(f"{path}: [cache] {device} must be a number of GiB (0 or more), got {gib!r}")
+        if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not 0 <= gib <= MAX_CACHE_GIB:
+            raise ConfigError(f"{path}: [cache] {device} must be a number of GiB from 0 to {MAX_CACHE_GIB}, "
+                              f"got {gib!r}")
         budgets[device] = int(gib * GIB)
     return budgets
