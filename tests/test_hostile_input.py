@@ -252,3 +252,28 @@ def test_a_prefix_naming_a_hidden_file_is_refused(run):
     workflow["nodes"]["9"]["inputs"]["filename_prefix"] = "."
     code, err = run("validate", workflow)
     assert code == EXIT_USER_ERROR and "would make hidden files" in err
+
+
+def test_load_image_refuses_a_decompression_bomb_before_decoding(tmp_path, monkeypatch):
+    """A 12000 x 12000 PNG of a few hundred KB reached 4.3 GB RSS: refused from its header."""
+    import resource
+    import zlib
+
+    from nodeflow.errors import ModelFileError
+    from nodeflow.image.files import load_image
+
+    row = b"\0" + b"\0" * (12000 * 3)
+    bomb = png_with_chunks(tmp_path / "bomb.png", [], width=12000, height=12000)
+    data = bomb.read_bytes().replace(zlib.compress(b"\0" * 64), zlib.compress(row * 12000, 9))
+    bomb.write_bytes(data)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelFileError, match=r"bomb.png: cannot read the image \(12000x12000 pixels is over the limit"):
+        load_image(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing decoded
+    small = tmp_path / "small.png"  # the limit is configurable and read at each load
+    Image.new("RGB", (20, 10)).save(small)
+    monkeypatch.setenv("NODEFLOW_MAX_IMAGE_PIXELS", "100")
+    with pytest.raises(ModelFileError, match="20x10 pixels is over the limit of 100 pixels"):
+        load_image(small)
+    monkeypatch.setenv("NODEFLOW_MAX_IMAGE_PIXELS", "200")
+    assert load_image(small)[0].shape == (1, 10, 20, 3)

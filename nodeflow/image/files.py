@@ -22,6 +22,8 @@ from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
 from nodeflow.errors import ModelFileError
 
 MAX_COUNTER = 99999
+DEFAULT_MAX_IMAGE_PIXELS = 2**26
+MAX_PIXELS_VARIABLE = "NODEFLOW_MAX_IMAGE_PIXELS"
 
 
 def file_hash(path: Path) -> str:
@@ -43,7 +45,7 @@ def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         with Image.open(path) as opened:
             frames = [opened] if opened.format == "MPO" else ImageSequence.Iterator(opened)
             images, masks = _read_frames(frames)
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ModelFileError(f"{path}: cannot read the image ({error})") from None
     if not images:
         raise ModelFileError(f"{path}: the image has no frames")
@@ -52,9 +54,25 @@ def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.stack(masks)
 
 
+def max_image_pixels() -> int:
+    """The most pixels LoadImage decodes from one file (all frames together):
+    ``$NODEFLOW_MAX_IMAGE_PIXELS``, default 2^26 (8192 x 8192; the IMAGE tensor is then 768 MB)."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "")
+    try:
+        return int(value) if value.strip() else DEFAULT_MAX_IMAGE_PIXELS
+    except ValueError:
+        raise ModelFileError(f"${MAX_PIXELS_VARIABLE} must be a whole number of pixels, got {value!r}") from None
+
+
 def _read_frames(frames) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     images, masks, size = [], [], None
+    budget = max_image_pixels()
     for frame in frames:
+        width, height = frame.size  # from the header: nothing is decoded yet
+        budget -= width * height
+        if budget < 0:
+            raise ValueError(f"{width}x{height} pixels{' per frame' if images else ''} is over the limit of "
+                             f"{max_image_pixels():,} pixels; ${MAX_PIXELS_VARIABLE} raises it")
         frame = ImageOps.exif_transpose(frame)
         if frame.mode == "I":  # 16-bit greyscale: scale to 8 bits as ComfyUI
             frame = frame.point(lambda v: v * (1 / 255))
