@@ -28,7 +28,10 @@ def image_chain(first_id: str = "1", save_id: str = "9") -> dict:
 def run(tmp_path, capsys, monkeypatch):
     """``run(command, text_or_data)``: writes the workflow, runs ``nodeflow COMMAND`` in-process,
     returns (exit code, stderr)."""
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # gettempdir() caches $TMPDIR
 
     def call(command: str, workflow, name: str = "wf.json"):
         path = tmp_path / name
@@ -277,3 +280,35 @@ def test_load_image_refuses_a_decompression_bomb_before_decoding(tmp_path, monke
         load_image(small)
     monkeypatch.setenv("NODEFLOW_MAX_IMAGE_PIXELS", "200")
     assert load_image(small)[0].shape == (1, 10, 20, 3)
+
+
+def test_a_planted_previews_symlink_is_refused_and_its_target_untouched(run, tmp_path):
+    import os
+
+    victim = tmp_path / "victim"
+    (victim / "session-old").mkdir(parents=True)
+    (victim / "preview_old.png").write_bytes(b"keep")
+    for entry in (victim / "session-old", victim / "preview_old.png"):
+        os.utime(entry, (0, 0))  # older than any stale limit
+    temp = tmp_path / "tmp" / f"nodeflow-{os.getuid()}"
+    temp.mkdir()
+    (temp / "previews").symlink_to(victim)
+    code, err = run("run", image_chain())
+    assert code == EXIT_USER_ERROR and "not a folder of ours" in err and "Traceback" not in err
+    assert (victim / "session-old").is_dir() and (victim / "preview_old.png").read_bytes() == b"keep"
+
+
+def test_cleaning_previews_never_follows_links_and_the_folder_is_private(run, tmp_path):
+    import os
+    import stat
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep")
+    previews = tmp_path / "tmp" / f"nodeflow-{os.getuid()}" / "previews"
+    previews.mkdir(parents=True)
+    (previews / "session-planted").symlink_to(victim, target_is_directory=True)
+    os.utime(previews / "session-planted", (0, 0), follow_symlinks=False)
+    assert run("run", image_chain())[0] == 0
+    assert (victim / "precious").read_text() == "keep"
+    assert stat.S_IMODE(previews.parent.stat().st_mode) == 0o700
