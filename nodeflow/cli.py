@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -167,18 +169,30 @@ def run_interruptibly(executor, workflow, **options):
         finally:
             done.set()
 
-    threading.Thread(target=work, name="nodeflow-run", daemon=True).start()
-    try:
+    try:  # a Ctrl-C may come while start() still waits for the thread, which may be running already
+        threading.Thread(target=work, name="nodeflow-run", daemon=True).start()
         while not done.wait(0.1):
             pass
     except KeyboardInterrupt:
-        print("\nnodeflow: stopping at the next safe point (Ctrl-C again to abort)", file=sys.stderr)
+        signal.signal(signal.SIGINT, lambda number, frame: abort_now())  # from now until exit
         cancel.set()
+        print("\nnodeflow: stopping at the next safe point (Ctrl-C again to abort)", file=sys.stderr)
         while not done.wait(0.1):
             pass
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def abort_now() -> None:
+    """The second Ctrl-C, whenever it comes (also while the interpreter shuts down after the
+    cancelled run): leave at once with 130. A KeyboardInterrupt there would tear down torch under
+    its threads ("terminate called without an active exception", SIGABRT). Saved files are
+    whole: every write is atomic."""
+    print("nodeflow: aborted", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def command_validate(args: argparse.Namespace) -> int:
