@@ -1,4 +1,5 @@
-"""Conditioning nodes: text encoding and the ways conditioning entries combine (ComfyUI's)."""
+"""Conditioning nodes: text encoding (SD1/SD2, SDXL and its refiner) and the ways conditioning
+entries combine (ComfyUI's)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from nodeflow.sampling.conditioning import average, combine, concat_tokens, with
 from nodeflow.spec import CLIP, CONDITIONING, MASK, Choice, Float, Input, Int, Output, String, node
 
 MAX_RESOLUTION = 16384
+SDXL_SIZE = 1024
 
 
 def _check_not_empty(conditioning: list, name: str) -> None:
@@ -14,13 +16,13 @@ def _check_not_empty(conditioning: list, name: str) -> None:
         raise NodeInputError(name, "the conditioning is empty (no entries)")
 
 
-def embedding_files_fingerprint(inputs: dict, paths) -> str:
-    """Cache fingerprint of the embedding files a prompt names (size and modification time), so
-    replacing one re-encodes the prompt."""
+def embedding_files_fingerprint(inputs: dict, paths, name: str = "text") -> str:
+    """Cache fingerprint of the embedding files a prompt (input ``name``) names (size and
+    modification time), so replacing one re-encodes the prompt."""
     from nodeflow.loading.embeddings import find_embedding_file
     from nodeflow.text.prompt_weights import EMBEDDING_PREFIX, embedding_name, embedding_references
 
-    text = inputs.get("text")
+    text = inputs.get(name)
     if not isinstance(text, str) or EMBEDDING_PREFIX not in text:
         return ""
     folders = paths.kind_dirs("embeddings")
@@ -42,12 +44,67 @@ def embedding_files_fingerprint(inputs: dict, paths) -> str:
       outputs=[Output(CONDITIONING)], fingerprint=embedding_files_fingerprint)
 def clip_text_encode(text: str, clip, ctx):
     """Encode a prompt with the CLIP text encoder into the conditioning a sampler follows."""
-    from nodeflow.loading.embeddings import EmbeddingFinder
-
     if clip is None:
         raise NodeInputError("clip", "no text encoder: the checkpoint given has no CLIP model")
-    cond, pooled = clip.encode(text, EmbeddingFinder(ctx.paths.kind_dirs("embeddings")))
+    cond, pooled = clip.encode(text, _embeddings(ctx))
     return ([(cond, {"pooled_output": pooled})],)
+
+
+def sdxl_embedding_files_fingerprint(inputs: dict, paths) -> str:
+    """``embedding_files_fingerprint`` of both SDXL prompts."""
+    return "||".join(embedding_files_fingerprint(inputs, paths, name) for name in ("text_g", "text_l"))
+
+
+def _embeddings(ctx):
+    from nodeflow.loading.embeddings import EmbeddingFinder
+
+    return EmbeddingFinder(ctx.paths.kind_dirs("embeddings"))
+
+
+def _size(name: str, default: int, tooltip: str):
+    return Int(name, default, min=0, max=MAX_RESOLUTION, tooltip=tooltip)
+
+
+@node("CLIPTextEncodeSDXL", display="CLIP Text Encode (SDXL)", category="advanced/conditioning",
+      inputs=[Input("clip", CLIP),
+              _size("width", SDXL_SIZE, "The original image width the model is told (size conditioning)"),
+              _size("height", SDXL_SIZE, "The original image height the model is told"),
+              _size("crop_w", 0, "The left crop offset the model is told (0: not cropped)"),
+              _size("crop_h", 0, "The top crop offset the model is told (0: not cropped)"),
+              _size("target_width", SDXL_SIZE, "The target image width the model is told"),
+              _size("target_height", SDXL_SIZE, "The target image height the model is told"),
+              String("text_g", "", multiline=True, tooltip="The prompt for the OpenCLIP ViT-bigG encoder"),
+              String("text_l", "", multiline=True, tooltip="The prompt for the CLIP ViT-L encoder")],
+      outputs=[Output(CONDITIONING)], fingerprint=sdxl_embedding_files_fingerprint)
+def clip_text_encode_sdxl(clip, width: int, height: int, crop_w: int, crop_h: int, target_width: int,
+                          target_height: int, text_g: str, text_l: str, ctx):
+    """Encode two prompts with SDXL's two text encoders, with the sizes SDXL is conditioned on."""
+    if clip is None:
+        raise NodeInputError("clip", "no text encoder: the checkpoint given has no CLIP model")
+    encode_sdxl = getattr(clip, "encode_sdxl", None)
+    if encode_sdxl is None:
+        raise NodeInputError("clip", "needs an SDXL text encoder (CLIP-L and OpenCLIP-bigG, from an SDXL "
+                                     "checkpoint); this CLIP has one encoder: use CLIPTextEncode")
+    cond, pooled = encode_sdxl(text_g, text_l, _embeddings(ctx))
+    return ([(cond, {"pooled_output": pooled, "width": width, "height": height, "crop_w": crop_w,
+                     "crop_h": crop_h, "target_width": target_width, "target_height": target_height})],)
+
+
+@node("CLIPTextEncodeSDXLRefiner", display="CLIP Text Encode (SDXL Refiner)", category="advanced/conditioning",
+      inputs=[Float("ascore", 6.0, min=0.0, max=1000.0, step=0.01,
+                    tooltip="The aesthetic score the refiner is told (high for the positive prompt, low "
+                            "for the negative)"),
+              _size("width", SDXL_SIZE, "The original image width the model is told"),
+              _size("height", SDXL_SIZE, "The original image height the model is told"),
+              String("text", "", multiline=True, tooltip="The prompt"),
+              Input("clip", CLIP)],
+      outputs=[Output(CONDITIONING)], fingerprint=embedding_files_fingerprint)
+def clip_text_encode_sdxl_refiner(ascore: float, width: int, height: int, text: str, clip, ctx):
+    """Encode a prompt for the SDXL refiner, with the aesthetic score and size it is conditioned on."""
+    if clip is None:
+        raise NodeInputError("clip", "no text encoder: the checkpoint given has no CLIP model")
+    cond, pooled = clip.encode(text, _embeddings(ctx))
+    return ([(cond, {"pooled_output": pooled, "aesthetic_score": ascore, "width": width, "height": height})],)
 
 
 @node("ConditioningCombine", display="Conditioning (Combine)", category="conditioning",

@@ -17,7 +17,10 @@ def _run(ctx, model, **settings) -> dict:
     def progress(step: int, total: int, denoised) -> None:
         done = step + 1
         show = ctx.wants_preview(done, total)
-        ctx.progress(done, total, latent_preview(denoised, model.latent_format.rgb_factors) if show else None)
+        latent_format = model.latent_format
+        preview = latent_preview(denoised, latent_format.rgb_factors, getattr(latent_format, "rgb_bias", None)) \
+            if show else None
+        ctx.progress(done, total, preview)
 
     ctx.check_cancel()
     return sample(model, callback=progress, check_cancel=ctx.check_cancel, **settings)

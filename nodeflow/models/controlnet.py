@@ -10,7 +10,8 @@ resolution down to the latent grid), ``time_embed``, ``input_blocks`` (as the U-
 
 forward: h = conv_in(x) + hint_encoder(hint); each input block's output goes through its zero
 conv into the residual list; the middle block's output through middle_block_out. The residuals
-are added to the U-Net's skip connections and middle block (see ``UNetModel.forward``).
+are added to the U-Net's skip connections and middle block (see ``UNetModel.forward``). SDXL
+ControlNets also have the U-Net's ``label_emb`` and take the same ADM vector ``y``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from torch import nn
 
 from nodeflow.models.layers import timestep_embedding
 from nodeflow.models.meta import load_on_meta
-from nodeflow.models.unet import (ControlResiduals, UNetConfig, build_encoder, build_time_embed,
-                                  encoder_config_from_state_dict)
+from nodeflow.models.unet import (ControlResiduals, UNetConfig, add_label_embedding, build_encoder,
+                                  build_label_embed, build_time_embed, encoder_config_from_state_dict)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class ControlNetModel(nn.Module):
         self.config = config
         mc = config.unet.model_channels
         self.time_embed = build_time_embed(config.unet)
+        if config.unet.adm_in_channels:
+            self.label_emb = build_label_embed(config.unet)
         widths = (config.hint_channels,) + config.hint_widths + (mc,)
         hint: list[nn.Module] = []
         for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
@@ -62,11 +65,13 @@ class ControlNetModel(nn.Module):
         return nn.Sequential(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor,
-                context: torch.Tensor) -> ControlResiduals:
+                context: torch.Tensor, y: torch.Tensor | None = None) -> ControlResiduals:
         """x (B, C, h, w) the U-Net's input, hint (B, 3, 8h, 8w) in 0..1, timesteps (B,),
-        context (B, T, D) -> residuals for every skip and the middle block."""
+        context (B, T, D), y (B, adm) for SDXL ControlNets -> residuals for every skip and the
+        middle block."""
         dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.unet.model_channels).to(dtype))
+        emb = add_label_embedding(self, emb, y)
         guided_hint = self.input_hint_block(hint.to(dtype))  # (B, mc, h, w)
         h, context = x.to(dtype), context.to(dtype)
         skips = []

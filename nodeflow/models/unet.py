@@ -7,9 +7,14 @@ and a Downsample between levels), ``middle_block`` (ResBlock, SpatialTransformer
 SpatialTransformer?], an Upsample between levels) and ``out`` (GroupNorm, SiLU, conv).
 
 The configuration is read from the tensor shapes of a state dict (``unet_config_from_state_dict``)
-so SD1.x, the 9-channel inpainting model and scaled-down test models take one code path. Heads
-cannot be read from shapes: SD1.x uses 8 heads at every level (``num_heads``), SD2.x uses 64
-channels per head (``head_channels``).
+so SD1.x, SD2.x, SDXL (base and refiner), the 9-channel inpainting models and scaled-down test
+models take one code path. Heads cannot be read from shapes: SD1.x uses 8 heads at every level
+(``num_heads``), SD2.x and SDXL 64 channels per head (``head_channels``).
+
+SDXL adds ``label_emb``: an MLP from the ADM vector ``y`` (pooled text and size embeddings, see
+nodeflow.sampling.adm) whose output is added to the timestep embedding. Its transformer depth
+varies per level ((0, 2, 10): none at the top level) and, in pruned derivatives (SSD-1B, Vega),
+per output block: ``transformer_depth_output`` (as ComfyUI's model detection reads it).
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ class UNetConfig:
     num_res_blocks: int = 2
     transformer_depth: tuple[int, ...] = (1, 1, 1, 0)  # per level; 0 = no attention
     middle_transformer_depth: int = 1
+    #: per output block, in order (levels x (num_res_blocks + 1), the deepest level first); None:
+    #: each output block as its level's ``transformer_depth``
+    transformer_depth_output: tuple[int, ...] | None = None
     context_dim: int = 768
     num_heads: int | None = 8  # SD1: fixed heads ...
     head_channels: int | None = None  # ... SD2/SDXL: fixed channels per head
@@ -65,6 +73,13 @@ class UNetConfig:
             return channels // self.head_channels, self.head_channels
         heads = self.num_heads or 8
         return heads, channels // heads
+
+    def output_depths(self) -> tuple[int, ...]:
+        """The transformer depth of every output block, in order (deepest level first)."""
+        if self.transformer_depth_output is not None:
+            return self.transformer_depth_output
+        return tuple(self.transformer_depth[level] for level in reversed(range(len(self.channel_mult)))
+                     for _ in range(self.num_res_blocks + 1))
 
 
 def spatial_transformer(config: UNetConfig, channels: int, depth: int) -> SpatialTransformer:
@@ -123,17 +138,18 @@ class UNetModel(nn.Module):
         emb = mc * 4
         self.time_embed = build_time_embed(config)
         if config.adm_in_channels:
-            self.label_emb = nn.Sequential(nn.Sequential(
-                nn.Linear(config.adm_in_channels, emb), nn.SiLU(), nn.Linear(emb, emb)))
+            self.label_emb = build_label_embed(config)
         self.input_blocks, self.middle_block, skip_channels = build_encoder(config)
         ch = skip_channels[-1]
+        depths = iter(config.output_depths())
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mult))):
             for i in range(config.num_res_blocks + 1):
                 layers: list[nn.Module] = [ResBlock(ch + skip_channels.pop(), emb, mult * mc)]
                 ch = mult * mc
-                if config.transformer_depth[level]:
-                    layers.append(spatial_transformer(config, ch, config.transformer_depth[level]))
+                depth = next(depths)
+                if depth:
+                    layers.append(spatial_transformer(config, ch, depth))
                 if level and i == config.num_res_blocks:
                     layers.append(Upsample(ch))
                 self.output_blocks.append(TimestepSequential(*layers))
@@ -141,11 +157,11 @@ class UNetModel(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 control: ControlResiduals | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, in, h, w), timesteps (B,), context (B, T, context_dim) -> (B, out, h, w)."""
+        """x (B, in, h, w), timesteps (B,), context (B, T, context_dim), y (B, adm_in_channels)
+        for SDXL models (ignored by others) -> (B, out, h, w)."""
         dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
-        if self.config.adm_in_channels:
-            emb = emb + self.label_emb(y.to(dtype))
+        emb = add_label_embedding(self, emb, y)
         h, context = x.to(dtype), context.to(dtype)
         skips = []
         for block in self.input_blocks:
@@ -164,12 +180,38 @@ class UNetModel(nn.Module):
         return self.out(h).to(x.dtype)
 
 
+def build_label_embed(config: UNetConfig) -> nn.Sequential:
+    """SDXL's ``label_emb``: adm_in_channels -> 4 x model_channels (keys ``label_emb.0.0``, ``.0.2``)."""
+    emb = config.model_channels * 4
+    return nn.Sequential(nn.Sequential(nn.Linear(config.adm_in_channels, emb), nn.SiLU(), nn.Linear(emb, emb)))
+
+
+def add_label_embedding(model: nn.Module, emb: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """The timestep embedding plus ``label_emb(y)`` for a model with one (a U-Net or ControlNet
+    whose config has ``adm_in_channels``); unchanged for others."""
+    channels = model.label_emb[0][0].in_features if hasattr(model, "label_emb") else None
+    if channels is None:
+        return emb
+    if y is None:
+        raise ValueError(f"this model needs the ADM vector y ({channels} wide: pooled text and sizes, "
+                         "SDXL), and none was given")
+    if y.shape != (emb.shape[0], channels):
+        raise ValueError(f"the ADM vector y is {tuple(y.shape)}, this model needs ({emb.shape[0]}, {channels})")
+    return emb + model.label_emb(y.to(emb.dtype))  # (B, 4 mc)
+
+
 def unet_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None,
                                 head_channels: int | None = None) -> UNetConfig:
     """Read a U-Net's configuration from tensor shapes (keys without ``model.diffusion_model.``):
-    the encoder's (``encoder_config_from_state_dict``) and the output channels (``out.2``)."""
-    return replace(encoder_config_from_state_dict(sd, num_heads, head_channels),
-                   out_channels=sd["out.2.weight"].shape[0])
+    the encoder's (``encoder_config_from_state_dict``), the output channels (``out.2``) and the
+    output blocks' transformer depths (kept only where they differ from their levels')."""
+    config = replace(encoder_config_from_state_dict(sd, num_heads, head_channels),
+                     out_channels=sd["out.2.weight"].shape[0])
+    blocks = len(config.channel_mult) * (config.num_res_blocks + 1)
+    output_depths = tuple(_transformer_depth(sd, f"output_blocks.{i}.1.") for i in range(blocks))
+    if output_depths != config.output_depths():
+        config = replace(config, transformer_depth_output=output_depths)
+    return config
 
 
 def encoder_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None,

@@ -1,7 +1,9 @@
 """CONDITIONING lists: copying helpers for the nodes, and their resolution for one sampling run.
 
 A CONDITIONING value is a list of ``(cond (1, T, D), options)`` entries, as ComfyUI's. Options
-used here: ``pooled_output``, ``area`` ((h, w, y, x) in latent pixels, or ("percentage", h, w,
+used here: ``pooled_output``, the SDXL size conditions (``width``, ``height``, ``crop_w``,
+``crop_h``, ``target_width``, ``target_height``, ``aesthetic_score``: see nodeflow.sampling.adm),
+``area`` ((h, w, y, x) in latent pixels, or ("percentage", h, w,
 y, x) in fractions), ``strength``, ``mask`` ((B, H, W) at any size), ``mask_strength``,
 ``set_area_to_bounds``, ``timestep_start`` / ``timestep_end`` (fractions of the schedule, 0 the
 noisy start), ``control`` (a ControlHook) and ``control_apply_to_uncond``.
@@ -10,7 +12,8 @@ Nothing here modifies a list, an entry or its dict: every helper returns new one
 node outputs never change.
 
 Before sampling, ``resolve`` turns each list into ``Entry`` records for the latent's size (areas
-in latent pixels, masks resized to the latent grid, timestep fractions converted to sigmas), and
+in latent pixels, masks resized to the latent grid, timestep fractions converted to sigmas, the
+ADM vector of SDXL models built from the pooled output and sizes), and
 ``pair_areas`` / ``share_control`` add the entries ComfyUI adds so that positive and negative
 cover the same regions with the same ControlNets.
 """
@@ -98,6 +101,7 @@ class Entry:
     sigma_end: float | None = None  # inactive once sigma < sigma_end
     control: Any = None  # the last ControlHook of a chain
     control_to_uncond: bool = False
+    y: torch.Tensor | None = None  # (1 | B, adm): SDXL's ADM vector (pooled text and sizes)
 
     def active(self, sigma: float) -> bool:
         """Whether sigma lies within the entry's timestep range (ConditioningSetTimestepRange)."""
@@ -106,14 +110,16 @@ class Entry:
         return not (self.sigma_end is not None and sigma < self.sigma_end)
 
 
-def resolve(conditioning: Conditioning, height: int, width: int, model) -> list[Entry]:
+def resolve(conditioning: Conditioning, height: int, width: int, model, negative: bool = False) -> list[Entry]:
     """Entries for a latent of ``height`` x ``width``: percentage areas to latent pixels
     (rounded, at least 1), masks resized bilinearly to the latent grid, "mask bounds" areas from
-    the masks' bounding box (at least 8 x 8), timestep fractions to sigmas."""
-    return [_resolve_entry(cond, options, height, width, model) for cond, options in conditioning]
+    the masks' bounding box (at least 8 x 8), timestep fractions to sigmas, and for SDXL models
+    the ADM vector (``model.encode_adm``; sizes the options do not give are the whole latent's
+    x 8, whatever the entry's area, as ComfyUI's; ``negative``: this is the negative list)."""
+    return [_resolve_entry(cond, options, height, width, model, negative) for cond, options in conditioning]
 
 
-def _resolve_entry(cond: torch.Tensor, options: dict, height: int, width: int, model) -> Entry:
+def _resolve_entry(cond: torch.Tensor, options: dict, height: int, width: int, model, negative: bool) -> Entry:
     area = options.get("area")
     if area is not None and area[0] == "percentage":
         _, h, w, y, x = area
@@ -128,12 +134,14 @@ def _resolve_entry(cond: torch.Tensor, options: dict, height: int, width: int, m
     sampling = model.sampling
     start = options.get("timestep_start", options.get("start_percent"))  # ComfyUI's newer keys too
     end = options.get("timestep_end", options.get("end_percent"))
+    encode_adm = getattr(model, "encode_adm", None)
+    y = encode_adm(options, width * 8, height * 8, negative) if encode_adm is not None else None
     return Entry(
         context=cond, area=area, strength=float(options.get("strength", 1.0)), mask=mask,
         mask_strength=float(options.get("mask_strength", 1.0)),
         sigma_start=None if start is None else sampling.percent_to_sigma(start),
         sigma_end=None if end is None else sampling.percent_to_sigma(end),
-        control=options.get("control"), control_to_uncond=bool(options.get("control_apply_to_uncond")))
+        control=options.get("control"), control_to_uncond=bool(options.get("control_apply_to_uncond")), y=y)
 
 
 def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -169,9 +177,9 @@ def pair_areas(lists: list[list[Entry]]) -> list[list[Entry]]:
     """Give every area entry of one list a counterpart with the same area in the others.
 
     As ComfyUI: for an area entry with no equal area in another list, that list gains a copy of
-    the entry (area, mask, strength, range, control) carrying the context of the other list's
-    smallest entry that encloses it (an entry without area encloses everything but loses to any
-    enclosing area). The negative prompt then pushes away on the same region the positive pulls.
+    the entry (area, mask, strength, range, control) carrying the context (and ADM vector) of the
+    other list's smallest entry that encloses it (an entry without area encloses everything but
+    loses to any enclosing area). The negative prompt then pushes away on the same region the positive pulls.
     """
     result = [list(entries) for entries in lists]
     for k, entries in enumerate(result):
@@ -194,7 +202,7 @@ def _add_counterpart(others: list[Entry], entry: Entry) -> None:
                 smallest = other
     if smallest is None or smallest.area == entry.area:
         return
-    others.append(replace(entry, context=smallest.context))
+    others.append(replace(entry, context=smallest.context, y=smallest.y))
 
 
 def share_control(positive: list[Entry], negative: list[Entry]) -> list[Entry]:

@@ -25,7 +25,8 @@ class ControlHook(Protocol):
     def residuals(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                   sigma: torch.Tensor, model, halves: int = 1) -> ControlResiduals | None:
         """Residuals for the model input ``x`` (already scaled for the U-Net; ``halves`` equal
-        parts of the batch: conditional, unconditional ...), or None."""
+        parts of the batch: conditional, unconditional ...), or None. For SDXL models the hook is
+        also given ``y=`` (B, adm), the batch's ADM vectors, as a keyword."""
 
 
 def in_range(hook: ControlHook, sigma: float, model) -> bool:
@@ -36,13 +37,16 @@ def in_range(hook: ControlHook, sigma: float, model) -> bool:
 
 
 def chain_residuals(hook: ControlHook | None, x: torch.Tensor, timesteps: torch.Tensor,
-                    context: torch.Tensor, sigma: torch.Tensor, model, halves: int = 1) -> ControlResiduals | None:
+                    context: torch.Tensor, sigma: torch.Tensor, model, halves: int = 1,
+                    y: torch.Tensor | None = None) -> ControlResiduals | None:
     """The sum of the residuals of ``hook`` and every hook before it (each zero outside its
-    percent range, judged on the batch's largest sigma)."""
+    percent range, judged on the batch's largest sigma). ``y``: the ADM vectors of an SDXL batch,
+    passed on to each hook (hooks of other models are called without it)."""
+    extra = {} if y is None else {"y": y}
     found = []
     while hook is not None:
         if in_range(hook, float(sigma.max()), model):
-            found.append(hook.residuals(x, timesteps, context, sigma, model, halves))
+            found.append(hook.residuals(x, timesteps, context, sigma, model, halves, **extra))
         hook = hook.previous
     return sum_residuals(found)
 

@@ -39,15 +39,17 @@ class ControlNetHook:
         return self._hints[key]
 
     def residuals(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                  sigma: torch.Tensor, model, halves: int = 1) -> ControlResiduals | None:
+                  sigma: torch.Tensor, model, halves: int = 1, y: torch.Tensor | None = None) -> ControlResiduals | None:
         """Residuals for x; ``halves``: how many equal parts (conditional, unconditional, area
-        entries) the guidance batched into x, each the latent batch in order."""
+        entries) the guidance batched into x, each the latent batch in order; ``y``: the batch's
+        ADM vectors (SDXL ControlNets take the U-Net's)."""
         if self.strength == 0:
             return None
         check_fits(self.controlnet, model)
         dtype = next(self.controlnet.parameters()).dtype
         hint = self.hint(x.shape[0], x.shape[2], x.shape[3], x.device, dtype, halves)
-        out = self.controlnet(x, hint, timesteps, context)
+        extra = {} if y is None else {"y": y.to(dtype)}
+        out = self.controlnet(x, hint, timesteps, context, **extra)
         return out.scaled(self.strength)
 
 

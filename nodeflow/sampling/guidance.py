@@ -16,7 +16,9 @@ that forward runs out of memory, the step is retried with one forward per entry,
 the sampling keeps to separate forwards. Contexts of different
 token lengths (77 vs 154) are brought to their least common multiple by repeating the tokens,
 which leaves cross-attention unchanged, when that at most quadruples the shorter one (as
-ComfyUI); otherwise they run apart. Area and mask entries are resolved once per latent size by
+ComfyUI); otherwise they run apart. For SDXL models each entry also carries its ADM vector ``y``
+(pooled text and sizes, nodeflow.sampling.adm), batched alongside its context and given to the
+U-Net and its ControlNets. Area and mask entries are resolved once per latent size by
 nodeflow.sampling.conditioning (which also gives the negative a counterpart of each positive
 area, as ComfyUI does).
 """
@@ -71,7 +73,7 @@ class CFGDenoiser:
         key = (height, width)
         if key not in self._entries:
             positive = resolve(self.positive, height, width, self.model)
-            negative = resolve(self.negative, height, width, self.model)
+            negative = resolve(self.negative, height, width, self.model, negative=True)
             positive, negative = pair_areas([positive, negative])
             self._entries[key] = [positive, share_control(positive, negative)]
         return self._entries[key]
@@ -149,9 +151,12 @@ class CFGDenoiser:
         concat = None
         if self.concat is not None:
             concat = torch.cat([self.concat[:, :, y:y + h, x0:x0 + w] for h, w, y, x0 in (j.area for j in batch)])
+        adm = None
+        if batch[0].entry.y is not None:  # SDXL: each entry's ADM vector, repeated to the batch
+            adm = torch.cat([_repeat_to(job.entry.y, size) for job in batch])  # (n B, adm)
         out = self.model.predict_denoised(torch.cat(crops), sigma.repeat(len(batch)), torch.cat(contexts),
                                           control=batch[0].entry.control, concat=concat,
-                                          halves=len(batch))  # (n B, C, h, w)
+                                          halves=len(batch), y=adm)  # (n B, C, h, w)
         self.calls += 1
         return out.chunk(len(batch))
 
@@ -177,8 +182,10 @@ def _batches(jobs: list[_Job]) -> list[list[_Job]]:
 
 def _can_batch(a: _Job, b: _Job) -> bool:
     ta, tb = a.entry.context.shape[1], b.entry.context.shape[1]
+    ya, yb = a.entry.y, b.entry.y
     return (a.area[:2] == b.area[:2] and a.entry.control is b.entry.control
             and a.entry.context.shape[2] == b.entry.context.shape[2]
+            and (ya is None) == (yb is None) and (ya is None or ya.shape[1:] == yb.shape[1:])
             and math.lcm(ta, tb) // min(ta, tb) <= MAX_TOKEN_REPEAT)
 
 

@@ -10,6 +10,9 @@ between latents and their decoded images:
     channel 2: -0.2829  0.1762  0.2721
     channel 3: -0.2120 -0.2616 -0.7177
 
+SDXL's latents (another VAE) have their own factors and a bias (``SDXL_RGB_FACTORS``,
+``SDXL_RGB_BIAS``, ComfyUI's).
+
 The preview is 1/8 of the image size (one pixel per latent pixel): no VAE decode needed.
 """
 
@@ -23,6 +26,11 @@ import torch
 SD1_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
     (0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350),
     (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
+#: SDXL latent -> RGB factors and bias.
+SDXL_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
+    (0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068),
+    (0.1076, 0.1111, -0.0362), (-0.3165, -0.2492, -0.2188))
+SDXL_RGB_BIAS: tuple[float, float, float] = (0.1084, -0.0175, -0.0011)
 
 
 def latent_preview(latent: torch.Tensor, factors: Sequence[Sequence[float]] = SD1_RGB_FACTORS,

@@ -1,5 +1,8 @@
 """The MODEL socket value: a U-Net with its schedule, latent format, device and dtype.
 
+SDXL U-Nets (a ``label_emb``) also take the ADM vector ``y`` of each conditioning entry
+(``encode_adm``, nodeflow.sampling.adm); other U-Nets are called without it.
+
 Immutable: ``clone_with`` returns a new wrapper sharing the weights (a LoRA node adds patches
 that way), so a cached model never changes under another node.
 """
@@ -10,19 +13,27 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from nodeflow.sampling import adm
 from nodeflow.sampling.control_hooks import chain_residuals
-from nodeflow.sampling.latent_preview import SD1_RGB_FACTORS
+from nodeflow.sampling.latent_preview import SD1_RGB_FACTORS, SDXL_RGB_BIAS, SDXL_RGB_FACTORS
 from nodeflow.sampling.model_sampling import ModelSampling
 
 
 @dataclass(frozen=True)
 class LatentFormat:
-    """How the VAE's latents are scaled for the diffusion model (SD1.x: 0.18215)."""
+    """How the VAE's latents are scaled for the diffusion model (SD1.x and SD2.x: 0.18215; SDXL,
+    another VAE: 0.13025, ``sdxl()``)."""
 
     scale_factor: float = 0.18215
     channels: int = 4
-    #: latent -> RGB preview factors (channels x 3), see nodeflow.sampling.latent_preview
+    #: latent -> RGB preview factors (channels x 3) and bias, see nodeflow.sampling.latent_preview
     rgb_factors: tuple[tuple[float, float, float], ...] = SD1_RGB_FACTORS
+    rgb_bias: tuple[float, float, float] | None = None
+
+    @classmethod
+    def sdxl(cls) -> LatentFormat:
+        """SDXL's (base and refiner): scale 0.13025 (shared/reference/comfyui-conventions.md, 19)."""
+        return cls(scale_factor=0.13025, rgb_factors=SDXL_RGB_FACTORS, rgb_bias=SDXL_RGB_BIAS)
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
         return latent * self.scale_factor
@@ -42,6 +53,9 @@ class DiffusionModel:
     dtype: torch.dtype
     patches: tuple = ()
     name: str = ""
+    #: which ADM vector the U-Net's label_emb takes: adm.SDXL, adm.SDXL_REFINER, or None to tell
+    #: from the shapes (nodeflow.sampling.adm.adm_kind); unused by U-Nets without label_emb
+    adm: str | None = None
 
     def clone_with(self, **changes) -> DiffusionModel:
         return replace(self, **changes)
@@ -50,9 +64,24 @@ class DiffusionModel:
     def in_channels(self) -> int:
         return self.unet.config.in_channels
 
+    @property
+    def adm_channels(self) -> int | None:
+        """The width of the ADM vector the U-Net takes (SDXL: 2816, refiner: 2560); None if none."""
+        return getattr(getattr(self.unet, "config", None), "adm_in_channels", None) or None
+
+    def encode_adm(self, options: dict, width: int, height: int, negative: bool = False) -> torch.Tensor | None:
+        """The ADM vector ``y`` (B, adm_channels) of a conditioning entry's options for an image of
+        ``width`` x ``height`` pixels (the latent's size x 8, for sizes the options do not give),
+        or None for a U-Net without label_emb. ``negative``: the entry is in the negative list."""
+        channels = self.adm_channels
+        if channels is None:
+            return None
+        return adm.encode_adm(options, width, height, channels=channels, kind=self.adm, negative=negative)
+
     @torch.no_grad()
     def predict_denoised(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-                         control=None, concat: torch.Tensor | None = None, halves: int = 1) -> torch.Tensor:
+                         control=None, concat: torch.Tensor | None = None, halves: int = 1,
+                         y: torch.Tensor | None = None) -> torch.Tensor:
         """D(x; sigma): the clean-latent estimate for x (B, C, h, w) at sigma (B,), float32.
 
         The U-Net runs in the model's dtype on its device on c_in(sigma) x = x / sqrt(sigma^2 + 1)
@@ -60,16 +89,20 @@ class DiffusionModel:
         device (eps or v, see ModelSampling). ``control`` is the last ``ControlHook`` of a chain
         (ControlNets); ``concat`` holds extra input channels (the inpainting model's mask and
         masked latent). ``halves``: how many equal parts the batch is made of (conditional,
-        unconditional ...), so ControlNets give each part its own control images.
+        unconditional ...), so ControlNets give each part its own control images. ``y`` (B, adm):
+        the ADM vectors of SDXL models (``encode_adm``), given to the U-Net and ControlNets.
         """
         scaled = self.sampling.calculate_input(sigma, x).to(self.device, self.dtype)  # (B, C, h, w)
         context = context.to(self.device, self.dtype)
         timesteps = self.sampling.timestep(sigma).to(self.device)  # (B,)
+        extra = {}
+        if y is not None:  # only SDXL U-Nets take it (and are given it)
+            extra["y"] = y.to(self.device, self.dtype)
         residuals = None
         if control is not None:  # ControlNets see the scaled latent only, not the concat channels
-            residuals = chain_residuals(control, scaled, timesteps, context, sigma, self, halves)
+            residuals = chain_residuals(control, scaled, timesteps, context, sigma, self, halves, **extra)
         model_input = scaled
         if concat is not None:
             model_input = torch.cat([scaled, concat.to(scaled)], dim=1)  # (B, C + c, h, w)
-        output = self.unet(model_input, timesteps, context, control=residuals)
+        output = self.unet(model_input, timesteps, context, control=residuals, **extra)
         return self.sampling.calculate_denoised(sigma, output.float().to(x.device), x)

@@ -7,6 +7,12 @@ network sees x / sqrt(sigma^2 + 1) (= z_t) and its timestep, and predicts eps (o
 "denoised" estimate of z0 follows. Timesteps and sigmas convert through interpolation in
 log-sigma (``sigma``, ``fractional_timestep``); the network itself is given the nearest table
 index (``timestep``), as ComfyUI gives it.
+
+What the network predicts (``parameterization``): the noise eps (SD1, SDXL), v (Salimans & Ho
+2022; SD2-768), the clean latent itself (x0), or eps read through LCM's boundary condition (Luo et
+al. 2023, "Latent Consistency Models"), whose table keeps only every 20th timestep (50 of 1000,
+``skip_steps``). ``discrete`` builds any of them, optionally with the zero-terminal-SNR rescale
+(Lin et al. 2024), as ComfyUI's ModelSamplingDiscrete node does.
 """
 
 from __future__ import annotations
@@ -15,6 +21,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+ZSNR_LAST_ALPHA_BAR = 4.8973451890853435e-08
+PARAMETERIZATIONS = ("eps", "v", "x0", "lcm")
+LCM_ORIGINAL_STEPS = 50  # LCM's table: every (1000 / 50)-th timestep
+LCM_SIGMA_DATA = 0.5
+LCM_TIMESTEP_SCALING = 10.0
 
 
 def make_betas(schedule: str = "scaled_linear", steps: int = 1000, linear_start: float = 0.00085,
@@ -32,13 +44,44 @@ def make_betas(schedule: str = "scaled_linear", steps: int = 1000, linear_start:
     raise ValueError(f"unknown beta schedule {schedule!r} (linear, scaled_linear, cosine)")
 
 
+def rescale_zero_terminal_snr(sigmas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample Steps are Flawed", algorithm
+    1) on a sigma table: sqrt(abar) shifted so its last entry is 0 and scaled so its first is
+    unchanged. The last abar is then set to 4.8973451890853435e-08 (not 0: sigma would be
+    infinite), ComfyUI's choice (diffusers' schedulers use 2^-24). Same dtype as ``sigmas``."""
+    sqrt_abar = (1.0 / (sigmas * sigmas + 1.0)).sqrt()
+    first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
+    sqrt_abar = (sqrt_abar - last) * (first / (first - last))
+    abar = sqrt_abar**2
+    abar[-1] = ZSNR_LAST_ALPHA_BAR
+    return ((1 - abar) / abar) ** 0.5
+
+
+@dataclass(frozen=True)
+class BetaSchedule:
+    """The training schedule a sigma table is made from (make_betas' arguments)."""
+
+    beta_schedule: str = "scaled_linear"
+    linear_start: float = 0.00085
+    linear_end: float = 0.012
+    steps: int = 1000
+
+    def betas(self) -> torch.Tensor:
+        return make_betas(self.beta_schedule, self.steps, self.linear_start, self.linear_end)
+
+
 @dataclass(frozen=True)
 class ModelSampling:
     """Sigma table and parameterisation of a discrete-time model (1000 training steps)."""
 
     sigmas: torch.Tensor  # (T,) float32, increasing
     log_sigmas: torch.Tensor  # (T,) float32
-    parameterization: str = "eps"  # "eps" | "v"
+    parameterization: str = "eps"  # "eps" | "v" | "x0" | "lcm"
+    #: table entry i stands for training timestep i * skip_steps + skip_steps - 1 (LCM: 20)
+    skip_steps: int = 1
+    #: what the table was made from (``discrete`` rebuilds from it); None: SD's schedule
+    schedule: BetaSchedule | None = None
+    zsnr: bool = False
 
     @classmethod
     def from_betas(cls, betas: torch.Tensor, parameterization: str = "eps") -> ModelSampling:
@@ -48,16 +91,44 @@ class ModelSampling:
 
     @classmethod
     def sd1(cls) -> ModelSampling:
-        """SD1.x: scaled_linear 0.00085..0.012, epsilon prediction."""
-        return cls.from_betas(make_betas("scaled_linear"), "eps")
+        """SD1.x (and SD2, SDXL): scaled_linear 0.00085..0.012, epsilon prediction."""
+        return cls.discrete("eps")
 
     @classmethod
     def from_schedule(cls, beta_schedule: str = "scaled_linear", linear_start: float = 0.00085,
                       linear_end: float = 0.012, parameterization: str = "eps", steps: int = 1000) -> ModelSampling:
-        """From a checkpoint config's beta schedule (``make_betas``) and parameterisation."""
+        """From a checkpoint config's beta schedule (``make_betas``) and parameterisation (eps or
+        v: what checkpoint configs declare)."""
         if parameterization not in ("eps", "v"):
             raise ValueError(f"unknown parameterization {parameterization!r} (eps, v)")
-        return cls.from_betas(make_betas(beta_schedule, steps, linear_start, linear_end), parameterization)
+        return cls.discrete(parameterization, schedule=BetaSchedule(beta_schedule, linear_start, linear_end, steps))
+
+    @classmethod
+    def discrete(cls, parameterization: str = "eps", zsnr: bool = False,
+                 schedule: BetaSchedule | None = None) -> ModelSampling:
+        """The sigma table of ``schedule`` (SD's by default) in float64, optionally rescaled to zero
+        terminal SNR (``rescale_zero_terminal_snr``), stored as float32 with float32(log(float64)).
+        ``lcm`` keeps every 20th entry of the float32 table (timesteps 19, 39, ... 999) with its
+        float32 log (ComfyUI's ModelSamplingDiscreteDistilled)."""
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {parameterization!r} ({', '.join(PARAMETERIZATIONS)})")
+        schedule = schedule or BetaSchedule()
+        alphas_cumprod = torch.cumprod(1.0 - schedule.betas().double(), dim=0)  # float64
+        sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5  # float64
+        if zsnr:
+            sigmas = rescale_zero_terminal_snr(sigmas)
+        table, log_table = sigmas.float(), sigmas.log().float()
+        skip = 1
+        if parameterization == "lcm":
+            skip = schedule.steps // LCM_ORIGINAL_STEPS
+            table = table[skip - 1::skip].clone()  # entries 19, 39, ... 999
+            log_table = table.log()
+        return cls(table, log_table, parameterization, skip, schedule, zsnr)
+
+    def with_parameterization(self, parameterization: str, zsnr: bool = False) -> ModelSampling:
+        """A new table from this one's training schedule, for ``parameterization`` and ``zsnr``
+        (ComfyUI's ModelSamplingDiscrete: rebuilt from the model's schedule, not this table)."""
+        return ModelSampling.discrete(parameterization, zsnr, self.schedule)
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -83,7 +154,10 @@ class ModelSampling:
         """
         log_sigma = sigma.float().log().to(self.log_sigmas.device)
         distance = (log_sigma[..., None] - self.log_sigmas).abs()  # (..., T)
-        return distance.argmin(dim=-1).float().to(sigma.device).reshape(sigma.shape)
+        index = distance.argmin(dim=-1).float()
+        if self.skip_steps != 1:
+            index = index * self.skip_steps + (self.skip_steps - 1)
+        return index.to(sigma.device).reshape(sigma.shape)
 
     def fractional_timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """The continuous timestep of ``sigma``: linear interpolation in log-sigma between the two
@@ -99,11 +173,17 @@ class ModelSampling:
         low = (torch.searchsorted(table, log_sigma, right=True) - 1).clamp(0, len(table) - 2)  # (N,)
         low_log, high_log = table[low], table[low + 1]
         w = ((low_log - log_sigma) / (low_log - high_log)).clamp(0, 1)
-        return ((1 - w) * low + w * (low + 1)).to(sigma.device).reshape(sigma.shape)
+        index = (1 - w) * low + w * (low + 1)
+        if self.skip_steps != 1:
+            index = index * self.skip_steps + (self.skip_steps - 1)
+        return index.to(sigma.device).reshape(sigma.shape)
 
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
         """Sigma at a (fractional) timestep, interpolated in log-sigma."""
-        t = timestep.float().clamp(0, len(self.sigmas) - 1)
+        t = timestep.float()
+        if self.skip_steps != 1:
+            t = (t - (self.skip_steps - 1)) / self.skip_steps
+        t = t.clamp(0, len(self.sigmas) - 1)
         low, high = t.floor().long(), t.ceil().long()
         w = t.frac()
         log_sigma = (1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]
@@ -122,11 +202,21 @@ class ModelSampling:
         return x / (_expand(sigma, x) ** 2 + 1) ** 0.5
 
     def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """z0 estimate: x - sigma eps (eps), or x / (sigma^2+1) - v sigma / sqrt(sigma^2+1) (v,
-        Salimans & Ho 2022)."""
+        """z0 estimate: x - sigma eps (eps), x / (sigma^2+1) - v sigma / sqrt(sigma^2+1) (v,
+        Salimans & Ho 2022), the output itself (x0), or LCM's c_out (x - sigma eps) + c_skip x with
+        c_skip = 0.25 / (s^2 + 0.25), c_out = s / sqrt(s^2 + 0.25), s = 10 x the timestep (Luo et
+        al. 2023, eq. 9 with sigma_data 0.5; applied to x, the variance-exploding latent, as
+        ComfyUI's LCM sampling does)."""
         s = _expand(sigma, x)
         if self.parameterization == "v":
             return x / (s**2 + 1) - output * s / (s**2 + 1) ** 0.5
+        if self.parameterization == "x0":
+            return output
+        if self.parameterization == "lcm":
+            scaled_t = _expand(self.timestep(sigma), x) * LCM_TIMESTEP_SCALING
+            c_skip = LCM_SIGMA_DATA**2 / (scaled_t**2 + LCM_SIGMA_DATA**2)
+            c_out = scaled_t / (scaled_t**2 + LCM_SIGMA_DATA**2) ** 0.5
+            return c_out * (x - output * s) + c_skip * x
         return x - output * s
 
     def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent: torch.Tensor,
