@@ -1,9 +1,11 @@
 """The ``nodeflow`` command: run, validate, list nodes, open the editor.
 
 Kept light: torch and dearpygui are imported only by the commands that need them, so
-``nodeflow --help`` starts at once. Exit codes: 0 ok, 2 invalid workflow or usage (one line on
-stderr, no traceback unless ``--debug``), 1 failure while running, 130 interrupted (Ctrl-C
-cancels the run between nodes or at the next sampler step; files already written stay).
+``nodeflow --help`` starts at once. Exit codes: 0 ok; 2 anything the user can fix, found before
+or while running (an invalid workflow or usage, a missing or damaged model file, a bad value, a
+full disk: one line on stderr, no traceback unless ``--debug``); 1 a node failed unexpectedly (a
+bug: its traceback is logged); 130 interrupted (Ctrl-C cancels the run between nodes or at the
+next sampler step; files already written stay).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             logging.getLogger("nodeflow").exception("error")
         print(f"nodeflow: {error}", file=sys.stderr)
-        return EXIT_FAILED if isinstance(error, NodeError) else EXIT_USER_ERROR
+        return EXIT_FAILED if isinstance(error, NodeError) and error.is_bug else EXIT_USER_ERROR
 
 
 def _settings(args: argparse.Namespace):

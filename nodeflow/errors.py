@@ -58,6 +58,13 @@ class NodeError(NodeflowError):
         self.message = message
         self.input_name = input_name
 
+    @property
+    def is_bug(self) -> bool:
+        """Whether the node failed unexpectedly (an exception that is neither a nodeflow error nor
+        the system's answer, such as a full disk): a bug to report, not something the user fixes."""
+        cause = self.__cause__
+        return cause is not None and not isinstance(cause, (NodeflowError, OSError))
+
 
 class ModelFileError(NodeflowError):
     """A model file that cannot be used: missing, corrupt, unsupported or unsafe."""

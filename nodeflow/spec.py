@@ -73,9 +73,9 @@ class InputSpec:
         problem = _type_problem(self, value)
         if problem is None and self.type in (INT, FLOAT):
             if self.min is not None and value < self.min:
-                problem = f"{value} is below the minimum {self.min:g}"
+                problem = f"{value} is below the minimum {_number(self.min)}"
             elif self.max is not None and value > self.max:
-                problem = f"{value} is above the maximum {self.max:g}"
+                problem = f"{value} is above the maximum {_number(self.max)}"
         if problem is None and self.type == CHOICE and (paths is not None or not self.has_computed_choices):
             allowed = self.choices(paths)
             if value not in allowed:
@@ -90,6 +90,11 @@ class InputSpec:
             except ValueError as error:
                 problem = str(error)
         return problem
+
+
+def _number(bound: float) -> str:
+    """A range bound as written: integers in full (a seed's 18446744073709551615, not 1.84467e+19)."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 @functools.lru_cache(maxsize=None)

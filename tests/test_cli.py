@@ -76,13 +76,24 @@ def test_user_mistakes_are_one_line_and_exit_2(stub_folder, tmp_path, capsys, ov
     assert code == 2 and message in err and "Traceback" not in err
 
 
-def test_a_failing_node_exits_1_naming_it(stub_folder, tmp_path, capsys):
+def test_a_node_refusing_its_input_while_running_exits_2_naming_it(stub_folder, tmp_path, capsys):
+    """The rule: 2 for anything the user can fix, also when it is found while running."""
     workflow = sample()
     workflow.nodes["3"] = NodeInstance("3", "Fail")
     workflow.links = [Link("1", 0, "3", "x"), Link("3", 0, "2", "value")]
     code = cli.main(["run", write(tmp_path, workflow), "--custom-nodes", str(stub_folder), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 1 and "node 3 (Fail): input 'x': 3 is not acceptable" in err and "Traceback" not in err
+    assert code == 2 and "node 3 (Fail): input 'x': 3 is not acceptable" in err and "Traceback" not in err
+
+
+def test_a_node_crashing_exits_1_naming_it(stub_folder, tmp_path, capsys):
+    """An unexpected exception in a node is a bug: exit 1."""
+    workflow = sample()
+    workflow.nodes["3"] = NodeInstance("3", "Crash")
+    workflow.links = [Link("1", 0, "3", "x"), Link("3", 0, "2", "value")]
+    code = cli.main(["run", write(tmp_path, workflow), "--custom-nodes", str(stub_folder), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "node 3 (Crash): ZeroDivisionError" in err
 
 
 def test_validate_and_malformed_json(stub_folder, tmp_path, capsys):
@@ -193,6 +204,6 @@ def test_an_unwritable_output_folder_is_one_line_without_traceback(tmp_path, cap
     blocker.write_text("")
     code = cli.main(["run", str(ROOT / "workflows" / "shapes_no_model.json"), "--output-dir", str(blocker), "-q"])
     errors = capsys.readouterr().err
-    assert code == 1
+    assert code == 2  # the user can fix it: the rule for exit 2
     assert "SaveImage" in errors and str(blocker) in errors and "Traceback" not in errors
     assert len(errors.strip().splitlines()) == 1

@@ -312,3 +312,30 @@ def test_cleaning_previews_never_follows_links_and_the_folder_is_private(run, tm
     assert run("run", image_chain())[0] == 0
     assert (victim / "precious").read_text() == "keep"
     assert stat.S_IMODE(previews.parent.stat().st_mode) == 0o700
+
+
+def test_a_seed_above_its_maximum_names_the_maximum_in_full(run):
+    workflow = tiny_workflow({"1": {"type": "KSampler", "inputs": {"seed": 2**64}}}, [])
+    code, err = run("validate", workflow)
+    assert code == EXIT_USER_ERROR and "above the maximum 18446744073709551615" in err and "e+19" not in err
+
+
+def test_a_comfyui_prompt_request_body_reads_as_its_workflow(run, tmp_path):
+    api = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+           "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "out", "images": ["1", 0]}}}
+    code, err = run("run", {"prompt": api, "client_id": "abc"})
+    assert code == 0, err
+    assert (tmp_path / "out" / "out_00001_.png").is_file()
+
+
+def test_partial_files_of_killed_saves_are_cleaned_at_the_next_save(run, tmp_path):
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old, fresh = out / ".saving-0123456789abcdef.png", out / ".saving-fedcba9876543210.png"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"in progress")
+    os.utime(old, (0, 0))
+    assert run("run", image_chain())[0] == 0
+    assert not old.exists() and fresh.exists() and (out / "out_00001_.png").is_file()

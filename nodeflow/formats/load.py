@@ -18,7 +18,12 @@ logger = logging.getLogger(__name__)
 
 
 def parse_workflow_data(data: Any, registry: Any, source: str = "workflow") -> Workflow:
-    """Our format, ComfyUI's API format or ComfyUI's UI format, told apart by their shape."""
+    """Our format, ComfyUI's API format or ComfyUI's UI format, told apart by their shape. A
+    ComfyUI ``/prompt`` request body ({"prompt": API workflow, "client_id": ...}) reads as its
+    API workflow."""
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"] \
+            and set(data) <= {"prompt", "client_id", "extra_data", "front", "number", "prompt_id"}:
+        data = data["prompt"]
     if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
         return Workflow.from_dict(data, source)
     if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:

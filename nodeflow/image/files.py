@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from nodeflow.errors import ModelFileError
 MAX_COUNTER = 99999
 DEFAULT_MAX_IMAGE_PIXELS = 2**26
 MAX_PIXELS_VARIABLE = "NODEFLOW_MAX_IMAGE_PIXELS"
+STALE_PARTIAL_S = 3600.0
 
 
 def file_hash(path: Path) -> str:
@@ -207,7 +209,9 @@ def png_info(chunks: dict[str, str] | None) -> PngImagePlugin.PngInfo:
 
 def create_temporary(folder: Path) -> Path:
     """A new empty hidden file in ``folder``, with the usual permissions (umask applies, unlike
-    ``tempfile.mkstemp``'s 0600)."""
+    ``tempfile.mkstemp``'s 0600). Partial files a killed save left there are removed first once
+    they are ``STALE_PARTIAL_S`` old (a live save finishes long before)."""
+    remove_stale_partials(folder)
     while True:
         path = folder / f".saving-{secrets.token_hex(8)}.png"
         try:
@@ -215,6 +219,17 @@ def create_temporary(folder: Path) -> Path:
             return path
         except FileExistsError:
             continue
+
+
+def remove_stale_partials(folder: Path, now: float | None = None) -> None:
+    """Delete ``.saving-*.png`` files (ours, see ``create_temporary``) older than STALE_PARTIAL_S."""
+    limit = (now or time.time()) - STALE_PARTIAL_S
+    for partial in folder.glob(".saving-*.png"):
+        try:
+            if not partial.is_symlink() and partial.lstat().st_mtime < limit:
+                partial.unlink()
+        except FileNotFoundError:  # a concurrent save removed it
+            pass
 
 
 def claim(temporary: Path, target: Path) -> None:
