@@ -8,6 +8,19 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+    _keep_the_users_home_out_of_reach()
+
+
+def _keep_the_users_home_out_of_reach():
+    """The editor keeps recent files in $XDG_CONFIG_HOME and recovery files in $XDG_STATE_HOME:
+    point both (for this process and every process a test starts) at a folder of the test run, so
+    no test writes to the user's real settings or state, even one that forgets to pass folders."""
+    import os
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="nodeflow-tests-home-")
+    os.environ["XDG_CONFIG_HOME"] = os.path.join(root, "config")
+    os.environ["XDG_STATE_HOME"] = os.path.join(root, "state")
 
 
 @pytest.fixture

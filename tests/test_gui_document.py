@@ -222,9 +222,10 @@ def test_seed_mode_is_an_undoable_edit():
 
 def test_recovery_file_keeps_unsaved_work_unless_discarded(doc, tmp_path):
     from nodeflow.gui.app import EditorApp
+    from nodeflow.gui.recovery import RecoveryFolder
 
-    recovery = tmp_path / "recovery.json"
-    app = EditorApp(doc, Executor(doc.registry), None, recovery)
+    app = EditorApp(doc, Executor(doc.registry), None, RecoveryFolder(tmp_path / "recovery"))
+    recovery = app.session.recovery_file  # this window's own
     node = doc.add_node("Number")
     app.autosave(1e9)  # due: written
     assert load_workflow(recovery).nodes[node].type == "Number"
@@ -237,11 +238,8 @@ def test_recovery_file_keeps_unsaved_work_unless_discarded(doc, tmp_path):
     app.end_session()
     assert not recovery.exists()
     app.write_recovery()
-    app.recovery_offered, app.keep_recovery = True, True  # an earlier session's file, not answered
+    app.keep_recovery = True
     doc.dirty = False
-    app.end_session()
-    assert recovery.exists()
-    app.recovery_offered = False
     app.end_session()  # clean: no recovery file
     assert not recovery.exists()
 

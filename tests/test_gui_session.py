@@ -3,6 +3,7 @@ unsaved changes. Every file is under tmp_path (the recent-files list included)."
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from nodeflow.engine.registry import Registry
 from nodeflow.formats import load_workflow
 from nodeflow.gui.document import Document
 from nodeflow.gui.recent import RecentFiles
+from nodeflow.gui.recovery import RecoveryFolder
 from nodeflow.gui.session import AUTOSAVE_SECONDS, Session
 from tests import stub_nodes
 from tests.project import ROOT
@@ -29,7 +31,8 @@ def announced():
 @pytest.fixture
 def session(registry, tmp_path, announced):
     recent = RecentFiles(tmp_path / "config" / "recent.json")
-    return Session(Document(registry), tmp_path / "tmp" / "recovery.json", recent, on_recent_changed=announced.append)
+    return Session(Document(registry), RecoveryFolder(tmp_path / "state" / "recovery"), recent,
+                   on_recent_changed=announced.append)
 
 
 def saved_file(registry, path, node_type="Number"):
@@ -95,50 +98,96 @@ def test_closing_without_the_changes_removes_the_recovery_file(session):
     assert not session.recovery_file.exists()
 
 
-def test_a_clean_close_removes_the_recovery_file_unless_its_offer_is_unanswered(session):
+def an_earlier_editor_left_work(session, registry, tmp_path, node_type="Add"):
+    """Another editor on the same recovery folder closes (or crashes) with unsaved work; returns
+    (its recovery file, the node id)."""
+    earlier = Session(Document(registry), RecoveryFolder(session.recovery.folder),  # as another process
+                      RecentFiles(tmp_path / "config" / "other.json"))
+    node = earlier.document.add_node(node_type)
+    earlier.end_session()
+    return earlier.recovery_file, node
+
+
+def test_a_clean_close_removes_its_recovery_file_and_never_an_unanswered_offer(session, registry, tmp_path):
+    orphan, _ = an_earlier_editor_left_work(session, registry, tmp_path)
     session.document.add_node("Number")
     session.write_recovery()
     session.document.dirty = False
-    session.recovery_offer_shown()  # an earlier session's file, not answered yet
-    session.end_session()
-    assert session.recovery_file.exists()
-    session.recovery_offered = False
-    session.end_session()  # clean: no recovery file
-    assert not session.recovery_file.exists()
+    session.recovery_offer_shown(orphan)  # not answered yet
+    session.end_session()  # clean: its own file goes
+    assert not session.recovery_file.exists() and orphan.exists()
     session.end_session()  # and none to remove: no error
-    assert not session.recovery_file.exists()
+    assert orphan.exists()
 
 
-def test_restoring_opens_the_recovery_file_as_unsaved_work_without_a_file(session, registry, tmp_path, announced):
-    earlier = Session(Document(registry), session.recovery_file, RecentFiles(tmp_path / "config" / "recent.json"))
-    node = earlier.document.add_node("Add")
-    earlier.end_session()  # an earlier session crashed with unsaved work
-    assert session.has_recovery()
-    session.recovery_offer_shown()
-    session.open(session.recovery_file, remember=False)
+def test_restoring_opens_the_earlier_work_as_unsaved_work_without_a_file(session, registry, tmp_path, announced):
+    orphan, node = an_earlier_editor_left_work(session, registry, tmp_path)
+    assert session.orphan_to_offer() == orphan
+    session.recovery_offer_shown(orphan)
+    session.open(orphan, remember=False)
     session.recovery_restored()
     assert session.document.workflow.nodes[node].type == "Add"
     assert session.dirty and session.document.path is None and session.needs_file_name
-    assert not session.recovery_offered
+    assert not session.recovery_offered and not orphan.exists()  # moved into this window's file
+    assert load_workflow(session.recovery_file).nodes[node].type == "Add"
     assert announced == [] and session.recent_paths() == []  # the recovery file is no recent file
     assert session.window_title() == "* untitled - nodeflow"
     session.end_session()  # still unsaved at the next close: kept again
     assert load_workflow(session.recovery_file).nodes[node].type == "Add"
+    assert session.orphan_to_offer() == session.recovery_file  # offered to the next editor
 
 
-def test_discarding_the_offered_recovery_removes_it(session):
-    session.document.add_node("Number")
-    session.write_recovery()
-    session.document = Document(session.document.registry)  # the next start: a fresh document
-    session.recovery_offer_shown()
+def test_discarding_the_offered_recovery_removes_it(session, registry, tmp_path):
+    orphan, _ = an_earlier_editor_left_work(session, registry, tmp_path)
+    session.recovery_offer_shown(orphan)
     session.discard_recovery()
-    assert not session.has_recovery() and not session.recovery_offered
+    assert not orphan.exists() and not session.recovery_offered
+    assert session.orphan_to_offer() is None
     session.end_session()
-    assert not session.has_recovery()
+    assert session.orphan_to_offer() is None
+
+
+def test_concurrent_editors_keep_their_own_files_and_do_not_offer_each_others(session, registry, tmp_path):
+    other = Session(Document(registry), RecoveryFolder(session.recovery.folder), RecentFiles(tmp_path / "o.json"))
+    session.document.add_node("Number")
+    other.document.add_node("Add")
+    session.write_recovery()
+    other.write_recovery()
+    assert session.recovery_file != other.recovery_file
+    assert session.orphan_to_offer() is None and other.orphan_to_offer() is None  # both alive
+    other.end_session()  # closes with unsaved work: now an orphan for the others
+    assert session.orphan_to_offer() == other.recovery_file
+
+
+def test_unsaved_work_of_an_editor_killed_with_sigkill_is_offered_next_time(session, tmp_path):
+    folder = session.recovery.folder
+    code = ("import os, signal, sys, time\n"
+            "from nodeflow.gui.recovery import RecoveryFolder\n"
+            "path = RecoveryFolder(sys.argv[1]).claim()\n"
+            "path.write_text('{\"format\": \"nodeflow-workflow\", \"version\": 1, \"nodes\": {}, \"links\": []}')\n"
+            "print(path, flush=True)\n"
+            "time.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    path = Path(process.stdout.readline().strip())
+    assert session.orphan_to_offer() is None  # its editor still runs: not offered
+    process.kill()  # SIGKILL: no cleanup at all
+    process.wait(timeout=30)
+    assert session.orphan_to_offer() == path and path.exists()
+
+
+def test_the_default_recovery_folder_is_in_the_user_state_folder(monkeypatch, tmp_path):
+    from nodeflow.gui.recovery import default_recovery_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_recovery_dir() == tmp_path / "state" / "nodeflow" / "recovery"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_recovery_dir() == tmp_path / "home" / ".local" / "state" / "nodeflow" / "recovery"
 
 
 def test_a_recovery_file_that_cannot_be_written_is_logged_not_raised(session, tmp_path, caplog):
-    (tmp_path / "tmp").write_text("a file where the recovery file's folder should be")
+    (tmp_path / "blocker").write_text("a file where the recovery file's folder should be")
+    session.recovery_file = tmp_path / "blocker" / "unsaved.json"
     session.document.add_node("Number")
     session.autosave(due(session))
     session.end_session()
@@ -210,6 +259,6 @@ def test_clearing_the_recent_files_announces_an_empty_list(session, tmp_path, an
 
 
 def test_a_session_without_a_listener_still_keeps_the_list(registry, tmp_path):
-    session = Session(Document(registry), tmp_path / "recovery.json", RecentFiles(tmp_path / "recent.json"))
+    session = Session(Document(registry), RecoveryFolder(tmp_path / "recovery"), RecentFiles(tmp_path / "recent.json"))
     session.save(tmp_path / "mine.json")
     assert session.recent_paths() == [(tmp_path / "mine.json").resolve()]

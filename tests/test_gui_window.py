@@ -41,6 +41,7 @@ def test_run_in_the_window(display, tmp_path):
     from nodeflow.gui.app import EditorApp, show_window
     from nodeflow.gui.document import Document
     from nodeflow.gui.recent import RecentFiles
+    from nodeflow.gui.recovery import RecoveryFolder
     from nodeflow.gui.seed_control import set_seed_mode
     from nodeflow.runtime.paths import Paths
     from nodeflow.engine.registry import Registry
@@ -53,7 +54,7 @@ def test_run_in_the_window(display, tmp_path):
     document.set_value("4", "ckpt_name", "tiny.safetensors")
     document.set_value("3", "steps", 4)
     document.move("9", (800, 0))  # SaveImage in view, clear of the minimap, to see its image
-    app = EditorApp(document, Executor(registry, paths), paths, tmp_path / "recovery.json",
+    app = EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp_path / "recovery"),
                     RecentFiles(tmp_path / "recent.json"))
     dpg.create_context()
     try:
@@ -134,6 +135,7 @@ import dearpygui.dearpygui as dpg
 from nodeflow.engine.executor import Executor
 from nodeflow.gui.app import EditorApp, show_window
 from nodeflow.gui.document import Document
+from nodeflow.gui.recovery import RecoveryFolder
 from nodeflow.runtime.paths import Paths
 from nodeflow.engine.registry import Registry
 
@@ -187,7 +189,9 @@ def run_scenario(tmp_path, body: str) -> dict:
     script = tmp_path / "scenario.py"
     script.write_text(SCENARIO_HEAD + body)
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                     "XDG_STATE_HOME": str(tmp_path / "state"),
+                                                     "XDG_CONFIG_HOME": str(tmp_path / "config")})
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -195,7 +199,7 @@ def run_scenario(tmp_path, body: str) -> dict:
 DRAG = r"""
 latent = document.add_node("EmptyLatentImage", (40, 60))
 decode = document.add_node("VAEDecode", (420, 60))
-open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
 
 def text_center_y(attribute):
     state = dpg.get_item_state(dpg.get_item_children(attribute, 1)[0])
@@ -222,7 +226,7 @@ def test_real_mouse_drag_wires_an_output_to_an_input(display, tmp_path):
 
 SEARCH = r"""
 document.add_node("EmptyLatentImage", (40, 60))
-open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
 
 def added(before):
     [node_id] = set(document.workflow.nodes) - before
@@ -262,7 +266,7 @@ def test_search_enter_places_the_first_match(display, tmp_path):
 RENAME = r"""
 latent = document.add_node("EmptyLatentImage", (40, 60))
 decode = document.add_node("VAEDecode", (420, 60))
-open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
 
 def title_point(node_id):  # on the title text (a node's reported rect starts at its title)
     x, y = dpg.get_item_rect_min(app.node_items[node_id])
@@ -296,7 +300,7 @@ MOVE = r"""
 first = document.add_node("EmptyLatentImage", (60, 60))
 second = document.add_node("VAEDecode", (420, 60))
 document.save(tmp / "moved.json")
-open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
 history = len(document._undo)
 titles = [dpg.get_viewport_title()]
 (x0, y0), (x1, _) = dpg.get_item_rect_min(app.node_items[first]), dpg.get_item_rect_max(app.node_items[second])
@@ -369,7 +373,10 @@ def click(tag):  # the session's viewport is not at the screen's corner
 
 seen = {}
 workflow = tmp / "mine.json"
-recovery = tmp / "tmp" / "recovery.json"
+recovery_folder = tmp / "state" / "nodeflow" / "recovery"  # XDG_STATE_HOME, see run_scenario
+
+def recovery_files():
+    return sorted(recovery_folder.glob("unsaved-*.json"))
 
 def session(user, edit=lambda document: None, app_class=EditorApp):
     def act():
@@ -379,9 +386,9 @@ def session(user, edit=lambda document: None, app_class=EditorApp):
             seen["user_error"] = repr(error)
             dpg.stop_dearpygui()
 
-    def make_app(document, executor, recovery_file):
+    def make_app(document, executor, recovery):
         global app
-        app = app_class(document, executor, paths, recovery_file)
+        app = app_class(document, executor, paths, recovery)
         edit(document)
         threading.Thread(target=act, daemon=True).start()
         return app
@@ -410,7 +417,7 @@ started = time.monotonic()
 session(user, edit)
 seen["closed_after"] = time.monotonic() - started
 seen["saved_width"] = load_workflow(workflow).nodes["1"].inputs["width"]
-seen["recovery_left"] = recovery.exists()
+seen["recovery_left"] = bool(recovery_files())
 print(json.dumps(seen))
 """
 
@@ -441,6 +448,7 @@ try:
     session(lambda: None, lambda document: document.set_value("1", "width", 768), Crashing)
 except RuntimeError as error:
     seen["raised"] = str(error)
+[recovery] = recovery_files()
 seen["recovered_width"] = load_workflow(recovery).nodes["1"].inputs["width"]
 print(json.dumps(seen))
 """
@@ -463,7 +471,7 @@ wide.ui["nodes"]["9"]["pos"][0] = 6000
 save_workflow(wide, tmp / "wide.json")
 stored = json.loads((tmp / "wide.json").read_text())["ui"]["nodes"]
 document = Document.open(registry, tmp / "wide.json")
-open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
 
 def outside():  # the nodes whose drawn rect is not inside the canvas
     (cx0, cy0), (cx1, cy1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
@@ -517,7 +525,7 @@ ZOOM = r"""
 latent = document.add_node("EmptyLatentImage", (100, 100))
 decode = document.add_node("VAEDecode", (500, 100))
 document.save(tmp / "zoom.json")
-open_window(EditorApp(document, Executor(registry, paths), paths, tmp / "recovery.json"))
+open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
 seen = {"keys": [app.view.zoom]}
 history = len(document._undo)  # the two additions
 
@@ -602,6 +610,7 @@ def user():
     os.kill(os.getpid(), signal.SIGTERM)  # a logout or kill: no window left to ask in
 
 session(user, lambda document: document.set_value("1", "width", 896))
+[recovery] = recovery_files()
 seen["recovered_width"] = load_workflow(recovery).nodes["1"].inputs["width"]
 seen["handler_restored"] = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 print(json.dumps(seen))

@@ -28,6 +28,7 @@ from nodeflow.gui import dialogs
 from nodeflow.gui.canvas import Canvas
 from nodeflow.gui.document import Document
 from nodeflow.gui.recent import RecentFiles, default_recent_file
+from nodeflow.gui.recovery import RecoveryFolder, default_recovery_dir
 from nodeflow.gui.run_view import RunView, add_log_line, build_log_panel, show_status
 from nodeflow.gui.search import NodeSearch, search_nodes  # noqa: F401 (imported from here)
 from nodeflow.gui.session import Session
@@ -50,11 +51,11 @@ def _forwarded(part: str, name: str) -> property:
 class EditorApp:
     """The window over a session's document: its menus and keys, and the parts they act on."""
 
-    def __init__(self, document: Document, executor, paths, recovery_file: Path,
+    def __init__(self, document: Document, executor, paths, recovery: RecoveryFolder,
                  recent: RecentFiles | None = None, device: str = "cpu", dtype: str = "auto",
                  preview_every: int = 1) -> None:
         self.executor, self.paths = executor, paths
-        self.session = Session(document, recovery_file, recent or RecentFiles(default_recent_file()),
+        self.session = Session(document, recovery, recent or RecentFiles(default_recent_file()),
                                on_recent_changed=self._fill_recent_menu)
         self.worker = Worker(executor, device, dtype, preview_every)
         self.canvas = Canvas(self.session, paths, status=show_status,
@@ -71,7 +72,6 @@ class EditorApp:
     # ----- what code outside the editor uses (tests, the screenshot, the benchmark) -----------
     document = _forwarded("session", "document")
     keep_recovery = _forwarded("session", "keep_recovery")
-    recovery_offered = _forwarded("session", "recovery_offered")
     view = _forwarded("canvas", "view")
     node_items = _forwarded("canvas", "node_items")
     port_to_pin = _forwarded("canvas", "port_to_pin")
@@ -397,13 +397,15 @@ class EditorApp:
         self.terminating = True
 
     def offer_recovery(self) -> None:
-        """Offer the recovery file an earlier session left (unsaved work) for restoring."""
-        self.session.recovery_offer_shown()
-        dialogs.ask_to_restore(self.session.recovery_file, self._recovery_answered)
+        """Offer the newest recovery file an earlier editor left (unsaved work), if any."""
+        orphan = self.session.orphan_to_offer()
+        if orphan is not None:
+            self.session.recovery_offer_shown(orphan)
+            dialogs.ask_to_restore(orphan, self._recovery_answered)
 
     def _recovery_answered(self, restore: bool) -> None:
         if restore:
-            self.open_path(self.session.recovery_file, remember=False)
+            self.open_path(self.session.offered, remember=False)
             self.session.recovery_restored()
         else:
             self.session.discard_recovery()
@@ -457,23 +459,21 @@ def main(workflow_path: Path | None, paths, screenshot: Path | None = None, fram
 
 
 def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, frames: int | None, make_app,
-                cache) -> int:
+                cache, recovery_dir: Path | None = None) -> int:
     from nodeflow.engine.executor import Executor
     from nodeflow.engine.registry import Registry
 
     registry = Registry.load(paths)
-    recovery = paths.temp_dir / "recovery.json"
-    recovery.parent.mkdir(parents=True, exist_ok=True)
+    recovery = RecoveryFolder(recovery_dir or default_recovery_dir())
     document = Document.open(registry, workflow_path) if workflow_path else Document(registry)
     app = make_app(document, Executor(registry, paths, cache), recovery)
     dpg.create_context()
     previous_handler = signal.signal(signal.SIGTERM, app.on_terminate)
     try:
         show_window(app)
-        if workflow_path is None and recovery.is_file():
-            app.offer_recovery()
-        elif workflow_path is not None:
+        if workflow_path is not None:
             app.zoom_to_fit()
+        app.offer_recovery()  # an earlier editor's unsaved work, whatever was opened
         _frame_loop(app, frames, screenshot)
     finally:  # also on a crash or SIGTERM: the user's unsaved work goes to the recovery file
         signal.signal(signal.SIGTERM, previous_handler)

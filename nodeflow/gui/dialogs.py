@@ -51,14 +51,14 @@ def ask_about_unsaved_changes(on_save: Callable[[], None], on_discard: Callable[
 
 
 def ask_to_restore(recovery_file: Path, on_answer: Callable[[bool], None]) -> None:
-    """Restore an earlier session's unsaved workflow, or discard it: ``on_answer(restore)``."""
+    """Restore an earlier editor's unsaved workflow, or discard it: ``on_answer(restore)``."""
     def answered(restore: bool) -> None:
         dpg.delete_item("recover")
         on_answer(restore)
 
     with dpg.window(label="Restore", modal=True, tag="recover", autosize=True, no_saved_settings=True,
                     pos=(120, 120)):
-        dpg.add_text(f"An unsaved workflow from an earlier session was found ({recovery_file}).")
+        dpg.add_text(f"Unsaved work from an earlier editor was found ({recovery_file}).")
         with dpg.group(horizontal=True):
             dpg.add_button(label="Restore it", callback=lambda: answered(True))
             dpg.add_button(label="Discard", callback=lambda: answered(False))

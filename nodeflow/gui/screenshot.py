@@ -31,6 +31,7 @@ def take(out: Path, workflow: Path, width: int = 1400, height: int = 860, timeou
     from nodeflow.gui.app import EditorApp, show_window
     from nodeflow.gui.document import Document
     from nodeflow.gui.recent import RecentFiles
+    from nodeflow.gui.recovery import RecoveryFolder
     from nodeflow.runtime.paths import Paths
     from nodeflow.engine.registry import Registry
 
@@ -39,7 +40,7 @@ def take(out: Path, workflow: Path, width: int = 1400, height: int = 860, timeou
         paths = Paths(output_dir=folder / "out", temp_dir=folder / "tmp")
         registry = Registry.load(paths)
         app = EditorApp(Document.open(registry, workflow), Executor(registry, paths), paths,
-                        folder / "recovery.json", RecentFiles(folder / "recent.json"))
+                        RecoveryFolder(folder / "recovery"), RecentFiles(folder / "recent.json"))
         dpg.create_context()
         try:
             show_window(app, width=width, height=height, x_pos=0, y_pos=0)

@@ -1,13 +1,15 @@
 """The editor's session: which document is open, its files, and the recovery file's rules.
 
 Owns the open ``Document`` (new, open, save), whether it has unsaved changes (and so the window's
-title), the recent-files list, and the recovery file that keeps unsaved work across a crash:
+title), the recent-files list, and this window's recovery file (see recovery.py: one per editor,
+in the user's state folder) that keeps unsaved work across a crash:
 
 * autosave: every ``AUTOSAVE_SECONDS``, unsaved changes not yet in the recovery file go there;
 * closing (normally, by SIGTERM or by a crash): unsaved changes go to the recovery file unless the
-  user chose to close without them; otherwise the file goes, except an earlier session's file
-  whose offer to restore it is still unanswered;
-* restoring: the recovered workflow opens as unsaved work without a file of its own.
+  user chose to close without them; otherwise the file goes;
+* an earlier editor's recovery file (an orphan) is offered at the start, whatever is opened; it is
+  removed only when the user restores it (it opens as unsaved work without a file of its own,
+  written to this window's recovery file first) or discards it.
 
 No dearpygui here (not even lazily): the window (app.py) asks the questions and shows the
 answers, and this module is tested without a display.
@@ -23,6 +25,7 @@ from typing import Callable
 from nodeflow.engine.workflow import save_workflow
 from nodeflow.gui.document import Document
 from nodeflow.gui.recent import RecentFiles
+from nodeflow.gui.recovery import RecoveryFolder
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +36,16 @@ APP_NAME = "nodeflow"
 class Session:
     """The open document, the recent-files list and the recovery file of one editor window."""
 
-    def __init__(self, document: Document, recovery_file: Path, recent: RecentFiles,
+    def __init__(self, document: Document, recovery: RecoveryFolder, recent: RecentFiles,
                  on_recent_changed: Callable[[list[Path]], None] | None = None) -> None:
         self.document = document
-        self.recovery_file = recovery_file
+        self.recovery = recovery
+        self.recovery_file = recovery.claim()  # this window's own
         self.recent = recent
         self.on_recent_changed = on_recent_changed or (lambda paths: None)  # the new list, newest first
         self.last_autosave = time.monotonic()
         self.recovered_revision: int | None = None  # the document revision in the recovery file
-        self.recovery_offered = False  # an earlier session's recovery file awaits an answer
+        self.offered: Path | None = None  # an earlier editor's recovery file awaiting an answer
         self.keep_recovery = True  # False once the user chose to close without the changes
 
     # ----- unsaved changes -------------------------------------------------------------------
@@ -117,29 +121,38 @@ class Session:
 
     def end_session(self) -> None:
         """The window closes, normally or by a crash: unsaved changes go to the recovery file
-        (offered at the next start) unless the user discarded them; otherwise the file goes,
-        except an earlier session's file whose offer was not answered."""
+        (offered at the next start) unless the user discarded them; otherwise the file goes. An
+        offered earlier file that was not answered stays for the next start."""
         if self.dirty and self.keep_recovery:
             self.write_recovery()
-        elif not self.recovery_offered:
+        else:
             self.recovery_file.unlink(missing_ok=True)
+        self.recovery.release(self.recovery_file)
 
-    def has_recovery(self) -> bool:
-        """Whether an earlier session left unsaved work in the recovery file."""
-        return self.recovery_file.is_file()
+    @property
+    def recovery_offered(self) -> bool:
+        return self.offered is not None
 
-    def recovery_offer_shown(self) -> None:
-        """The user is being asked whether to restore the recovery file."""
-        self.recovery_offered = True
+    def orphan_to_offer(self) -> Path | None:
+        """The newest recovery file an earlier editor left (unsaved work), if any."""
+        return next(iter(self.recovery.orphans()), None)
+
+    def recovery_offer_shown(self, path: Path) -> None:
+        """The user is being asked whether to restore ``path``, an earlier editor's file."""
+        self.offered = path
 
     def recovery_restored(self) -> None:
-        """The recovery file was opened (``open(recovery_file, remember=False)``): its work is
-        unsaved and has no file of its own."""
-        self.recovery_offered = False
+        """The offered file was opened (``open(offered, remember=False)``): its work is unsaved
+        and has no file of its own; it moves to this window's recovery file."""
         self.document.path = None
         self.document.dirty = True
+        self.write_recovery()
+        if self.recovered_revision == self.document.revision:  # safe in our own file first
+            self.recovery.remove(self.offered)
+        self.offered = None
 
     def discard_recovery(self) -> None:
-        """The user does not want the earlier session's unsaved work: its file goes."""
-        self.recovery_offered = False
-        self.recovery_file.unlink(missing_ok=True)
+        """The user does not want the earlier editor's unsaved work: its file goes."""
+        if self.offered is not None:
+            self.recovery.remove(self.offered)
+        self.offered = None

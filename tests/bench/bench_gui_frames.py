@@ -24,6 +24,7 @@ def main() -> None:
     from nodeflow.engine.executor import Executor
     from nodeflow.gui.app import EditorApp
     from nodeflow.gui.document import Document
+    from nodeflow.gui.recovery import RecoveryFolder
     from nodeflow.gui.view import View
     from nodeflow.runtime.paths import Paths
     from nodeflow.engine.registry import Registry
@@ -39,7 +40,7 @@ def main() -> None:
         if kind == "LatentFlip":
             document.connect(previous, 0, node_id, "samples")
         previous = node_id
-    app = EditorApp(document, Executor(registry, paths), paths, folder / "recovery.json")
+    app = EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(folder / "recovery"))
     dpg.create_context()
     dpg.create_viewport(title="nodeflow", width=1400, height=860)
     app.build()
