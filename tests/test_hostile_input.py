@@ -8,6 +8,7 @@ from PIL import Image, PngImagePlugin
 
 from nodeflow import cli
 from nodeflow.formats import json_text
+from tests.project import ROOT
 
 EXIT_USER_ERROR = 2
 
@@ -339,3 +340,17 @@ def test_partial_files_of_killed_saves_are_cleaned_at_the_next_save(run, tmp_pat
     os.utime(old, (0, 0))
     assert run("run", image_chain())[0] == 0
     assert not old.exists() and fresh.exists() and (out / "out_00001_.png").is_file()
+
+
+def test_a_prompt_of_100000_nested_parentheses_is_one_clean_error(run, tmp_path):
+    """It took 80 s, then raised RecursionError: now refused before any parsing work."""
+    from nodeflow.text.prompt_weights import MAX_NESTING, PromptError, parse_weights
+
+    with pytest.raises(PromptError, match="nests parentheses 100000 deep"):
+        parse_weights("(" * 100_000 + "x" + ")" * 100_000)
+    assert parse_weights("(" * MAX_NESTING + "x" + ")" * MAX_NESTING) == [("x", pytest.approx(1.1 ** MAX_NESTING))]
+    workflow = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
+    workflow["nodes"]["6"]["inputs"]["text"] = "(" * 100_000 + "a red circle" + ")" * 100_000
+    code, err = run("run", workflow)
+    assert code == EXIT_USER_ERROR and "node 6 (CLIPTextEncode)" in err and "nests parentheses" in err
+    assert "Traceback" not in err and "RecursionError" not in err

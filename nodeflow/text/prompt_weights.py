@@ -29,6 +29,7 @@ from nodeflow.text.tokenizer import END_TOKEN, START_TOKEN
 
 WINDOW = 77  # tokens per CLIP pass, start and end included
 EMPHASIS = 1.1  # factor of one level of parentheses
+MAX_NESTING = 64  # levels of parentheses read (1.1^64 is 445: far beyond any useful emphasis)
 SPLIT_WORD_TOKENS = 8  # token groups this long may be cut across windows
 _ESCAPED = {"\\(": "\0\2", "\\)": "\0\1"}  # placeholders no prompt contains
 EMBEDDING_PREFIX = "embedding:"
@@ -46,10 +47,26 @@ class Tokenizer(Protocol):
 
 
 def parse_weights(prompt: str) -> WeightedText:
-    """Split ``prompt`` into (text, weight) segments, in order; escapes are resolved."""
+    """Split ``prompt`` into (text, weight) segments, in order; escapes are resolved. Parentheses
+    may nest ``MAX_NESTING`` deep (each level is a pass over its text: the work stays linear in the
+    prompt's length); deeper is a PromptError."""
     for escape, placeholder in _ESCAPED.items():
         prompt = prompt.replace(escape, placeholder)
+    depth = _deepest_nesting(prompt)
+    if depth > MAX_NESTING:
+        raise PromptError(f"the prompt nests parentheses {depth} deep; at most {MAX_NESTING} levels are read")
     return [(_unescape(text), weight) for text, weight in _weigh(prompt, 1.0)]
+
+
+def _deepest_nesting(text: str) -> int:
+    deepest = depth = 0
+    for char in text:
+        if char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
 
 
 def _weigh(text: str, weight: float) -> WeightedText:
