@@ -354,3 +354,36 @@ def test_a_prompt_of_100000_nested_parentheses_is_one_clean_error(run, tmp_path)
     code, err = run("run", workflow)
     assert code == EXIT_USER_ERROR and "node 6 (CLIPTextEncode)" in err and "nests parentheses" in err
     assert "Traceback" not in err and "RecursionError" not in err
+
+
+def safetensors_with_header(path, header, data: bytes = b""):
+    text = header if isinstance(header, str) else json.dumps(header)
+    raw = text.encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+    return path
+
+
+@pytest.mark.parametrize("header, problem", [
+    ({"w": {"dtype": "F32", "shape": [30000, 30000], "data_offsets": [0, 0]}}, "needs 3600000000 bytes"),
+    ([1, 2, 3], "not an object"),
+    ({"w": 5}, "entry 'w': not an object"),
+    ({"w": {"dtype": "F32", "shape": [1], "data_offsets": ["0", "4"]}}, "bad data_offsets"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, "needs 8 bytes, its offsets hold 4"),
+    ({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, "bad shape"),
+    ({"w": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 4]}}, "unknown dtype"),
+    ('{"__metadata__": ' + "[" * 100_000 + "]" * 100_000 + "}", "corrupt safetensors header"),
+    ({"__metadata__": {"a": 1}}, "__metadata__ must map names to text"),
+], ids=["30000x30000-at-0-0", "a-list", "a-number", "string-offsets", "shape-vs-bytes", "negative-shape",
+        "unknown-dtype", "100k-deep-metadata", "metadata-not-text"])
+def test_lying_safetensors_headers_are_refused_before_allocating(tmp_path, header, problem):
+    import resource
+
+    from nodeflow.errors import ModelFileError
+    from nodeflow.loading.files import read_state_dict
+
+    path = safetensors_with_header(tmp_path / "liar.safetensors", header, b"\0" * 4)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelFileError, match="liar.safetensors") as raised:
+        read_state_dict(path)
+    assert problem in str(raised.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB

@@ -8,6 +8,7 @@ that would need arbitrary code to load (refused, never executed).
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import pickle
@@ -143,17 +144,58 @@ def _check_safetensors_header(path: Path) -> tuple[int, dict]:
         if header_length <= 0 or 8 + header_length > size:
             raise ModelFileError(f"{path}: not a safetensors file, or truncated (header says "
                                  f"{header_length} bytes, file has {size})")
+        if header_length > MAX_HEADER_BYTES:
+            raise ModelFileError(f"{path}: corrupt safetensors header ({header_length} bytes, at most "
+                                 f"{MAX_HEADER_BYTES})")
         try:
             header = json.loads(file.read(header_length))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise ModelFileError(f"{path}: corrupt safetensors header") from None
-    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"),
-              default=0)
+    end = _check_entries(path, header)
     if 8 + header_length + end > size:
         raise ModelFileError(f"{path}: truncated: {size} bytes, the header needs "
                              f"{8 + header_length + end} (an incomplete download?)")
     return header_length, header
 
+
+def _check_entries(path: Path, header) -> int:
+    """Every entry of a safetensors header is checked before anything is allocated: a known
+    dtype, a shape of whole numbers, offsets that hold exactly that many bytes (a 124-byte file
+    claiming a 30000 x 30000 tensor at offsets [0, 0] took 4 GB); returns the data's length."""
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: corrupt safetensors header (not an object)")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ModelFileError(f"{path}: corrupt safetensors header (__metadata__ must map names to text)")
+    end = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        problem = _entry_problem(info)
+        if problem:
+            raise ModelFileError(f"{path}: corrupt safetensors header entry {key!r}: {problem}")
+        end = max(end, info["data_offsets"][1])
+    return end
+
+
+def _entry_problem(info) -> str | None:
+    if not isinstance(info, dict):
+        return "not an object"
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in SAFETENSORS_DTYPES:
+        return f"unknown dtype {dtype!r}"
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        return f"bad shape {shape!r}"
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(n) is int for n in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        return f"bad data_offsets {offsets!r}"
+    needed = math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize
+    if offsets[1] - offsets[0] != needed:
+        return f"shape {shape} needs {needed} bytes, its offsets hold {offsets[1] - offsets[0]}"
+    return None
+
+
+MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
 
 #: safetensors dtype names -> torch dtypes.
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
