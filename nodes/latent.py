@@ -25,7 +25,15 @@ def _copy(latent: dict, samples: torch.Tensor, **changes) -> dict:
       outputs=[Output(LATENT)])
 def empty_latent_image(width: int, height: int, batch_size: int):
     """A batch of zero latents at 1/8 of the pixel size, the starting point of text-to-image."""
-    return ({"samples": torch.zeros(batch_size, 4, height // 8, width // 8)},)
+    from nodeflow.runtime.devices import fits_in_memory
+
+    shape = (batch_size, 4, height // 8, width // 8)
+    needed = 4 * batch_size * 4 * (height // 8) * (width // 8)
+    fits, free = fits_in_memory(needed)
+    if not fits:
+        raise NodeInputError("batch_size", f"{batch_size} latents of {width}x{height} need "
+                                           f"{needed / 2**30:.1f} GiB; {free / 2**30:.1f} GiB of memory are free")
+    return ({"samples": torch.zeros(shape)},)
 
 
 @node("LatentUpscale", display="Upscale Latent", category="latent",

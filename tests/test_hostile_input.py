@@ -387,3 +387,37 @@ def test_lying_safetensors_headers_are_refused_before_allocating(tmp_path, heade
         read_state_dict(path)
     assert problem in str(raised.value)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+
+
+def test_a_sampling_run_that_cannot_fit_is_refused_with_the_figures(run):
+    """EmptyLatentImage 4096x4096 batch 64 passed validation and KSampler allocated until it died."""
+    workflow = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
+    workflow["nodes"]["5"]["inputs"].update(width=4096, height=4096, batch_size=64)
+    code, err = run("run", workflow)
+    assert code == EXIT_USER_ERROR and "node 3 (KSampler)" in err and "Traceback" not in err
+    assert "sampling 64 images of 4096x4096 needs about" in err and "GiB are free" in err
+
+
+def test_an_empty_latent_larger_than_memory_is_refused():
+    from nodeflow.errors import NodeInputError
+    from nodeflow.runtime.devices import fits_in_memory
+    from nodeflow_nodes.latent import empty_latent_image
+
+    assert not fits_in_memory(4 * 4096 * 4 * 2048 * 2048)[0]  # 256 GiB: more than this machine has
+    with pytest.raises(NodeInputError, match="4096 latents of 16384x16384 need 256.0 GiB"):
+        empty_latent_image(16384, 16384, 4096)
+
+
+def test_images_per_call_is_what_fits(monkeypatch):
+    import torch
+
+    from nodeflow.sampling import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device: 10 * 2**30)
+    per_image = memory.ACTIVATION_BYTES * 64 * 64 * 320  # SD1 at 512 px, fp32: 160 MiB
+    latents = memory.LATENT_COPIES * 4 * 64 * 64 * 4
+    fit = memory.images_per_call(320, torch.float32, torch.device("cpu"), torch.Size((1, 4, 64, 64)))
+    assert fit == (10 * 2**30 - latents) // per_image
+    assert memory.images_per_call(320, torch.float32, torch.device("cpu"), torch.Size((1, 4, 64, 64)), 2) == 2
+    with pytest.raises(Exception, match="needs about"):
+        memory.images_per_call(320, torch.float32, torch.device("cpu"), torch.Size((64, 4, 512, 512)))

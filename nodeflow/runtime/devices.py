@@ -74,3 +74,9 @@ def available_memory(device: torch.device | str) -> int | None:
         except OSError:
             return None
     return None
+
+
+def fits_in_memory(nbytes: int, device: torch.device | str = "cpu") -> tuple[bool, int | None]:
+    """(whether ``nbytes`` more fit on ``device`` now, the bytes free there or None if unknown)."""
+    free = available_memory(device)
+    return (free is None or nbytes <= free), free

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from nodeflow.sampling.guidance import CFGDenoiser
+from nodeflow.sampling.memory import images_per_call
 from nodeflow.sampling.model import DiffusionModel
 from nodeflow.sampling.noise import NoiseSource, initial_noise
 from nodeflow.sampling.samplers import DISCARD_PENULTIMATE, get_sampler
@@ -92,6 +93,9 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
     max_denoise = math.isclose(float(sigmas[0]), float(model.sampling.sigma_max), rel_tol=1e-5) \
         or float(sigmas[0]) > float(model.sampling.sigma_max)
     x = model.sampling.noise_scaling(sigmas[0], noise, source, max_denoise)
+    channels = getattr(getattr(model.unet, "config", None), "model_channels", None)
+    if channels is not None:  # a U-Net of ours (not a test's toy network): or refuse, with the figures
+        max_batch = images_per_call(channels, model.dtype, samples.device, samples.shape, max_batch)
     denoiser = CFGDenoiser(model, positive, negative, cfg, concat, max_batch)
     mask = latent.get("noise_mask")
     keep = None if mask is None else prepare_mask(mask.to(samples.device), samples.shape)  # (B, C, h, w)
