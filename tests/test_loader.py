@@ -263,3 +263,17 @@ def test_a_diffusers_folder_runs_from_the_checkpoint_loader_by_its_name(tmp_path
     workflow.nodes["3"].inputs["steps"] = 2
     result = Executor(registry, paths).run(workflow)
     assert result.outputs["9"][0]["images"][0].endswith(".png")
+
+
+def test_a_vae_never_runs_in_float16(caplog):
+    """SD's and SDXL's VAE overflow in fp16 (black or NaN images): --dtype fp16 runs the U-Net and
+    the text encoder in fp16 and the VAE in bf16 (CUDA with bf16) or fp32, and the log says so."""
+    import logging
+
+    from nodeflow.runtime.devices import model_dtype
+
+    with caplog.at_level(logging.INFO, logger="nodeflow.runtime.devices"):
+        assert model_dtype("cpu", "fp16", "vae") == torch.float32
+    assert "VAE runs in float32, not float16" in caplog.text
+    assert model_dtype("cpu", "fp16", "unet") == model_dtype("cpu", "fp16", "text") == torch.float16
+    assert model_dtype("cpu", "bf16", "vae") == torch.bfloat16 and model_dtype("cpu", "auto", "vae") == torch.float32

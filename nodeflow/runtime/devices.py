@@ -4,12 +4,18 @@ Rule for ``auto``: CPU runs everything in float32 (fp16 matmuls are slow or miss
 CUDA runs the U-Net and the text encoder in float16; the VAE in bfloat16 where the GPU supports
 it, otherwise float32, because SD's VAE decoder overflows in float16 (NaN/black images). MPS
 runs the U-Net and text encoder in float16 and the VAE in float32. An explicit fp32/fp16/bf16
-applies to every model.
+applies to every model, except that a VAE is never run in float16: asked for fp16, it runs in
+bfloat16 on a CUDA GPU that has it, else float32 (SD's and even more SDXL's VAE overflow in
+float16 and give black or NaN images), and the log says so.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
+
+logger = logging.getLogger(__name__)
 
 NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -34,18 +40,29 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def model_dtype(device: torch.device | str, requested: str = "auto", part: str = "unet") -> torch.dtype:
     """The dtype for ``part`` ("unet", "text", "vae") on ``device``."""
+    kind = torch.device(device).type
     if requested != "auto":
         try:
-            return NAMES[requested]
+            dtype = NAMES[requested]
         except KeyError:
             raise ValueError(f"unknown dtype {requested!r}; one of auto, {', '.join(NAMES)}") from None
-    kind = torch.device(device).type
+        if part == "vae" and dtype == torch.float16:
+            dtype = _vae_dtype(kind)
+            logger.info("the VAE runs in %s, not float16, which overflows in it (black or NaN images)",
+                        str(dtype).removeprefix("torch."))
+        return dtype
     if kind == "cuda":
-        if part == "vae":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.float16
+        return _vae_dtype(kind) if part == "vae" else torch.float16
     if kind == "mps":
         return torch.float32 if part == "vae" else torch.float16
+    return torch.float32
+
+
+def _vae_dtype(kind: str) -> torch.dtype:
+    """The VAE's dtype on a device kind that should not run it in float32 for speed: bfloat16
+    where supported (CUDA), else float32."""
+    if kind == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
     return torch.float32
 
 
