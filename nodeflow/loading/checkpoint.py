@@ -1,14 +1,20 @@
-"""Load single-file Stable Diffusion checkpoints and standalone VAEs in the original layout.
+"""Load single-file Stable Diffusion checkpoints (SD1.x, SD2.x, SDXL base and refiner) and
+standalone VAEs in the original layout.
 
-A checkpoint's keys split by prefix: ``model.diffusion_model.*`` (U-Net),
-``first_stage_model.*`` (VAE), ``cond_stage_model.transformer.*`` (CLIP text encoder, with or
-without the ``text_model.`` segment). Loading is strict: a key no part claims is an error, and so
-is a key a part is missing — except the known harmless extras in ``IGNORED``, on purpose:
-EMA copies (``model_ema.*``), the schedule buffers of the original training code
-(``betas``, ``alphas_cumprod``, ``posterior_*``, ``sqrt_*``...), the training-only ``logvar`` and
-``lvlb_weights``, ``position_ids`` (rebuilt), CLIP's ``text_projection`` and ``logit_scale``
-(the image-text head, unused by SD1's conditioning) and, in VAE files, the training loss's weights
-(``loss.*``, the discriminator and LPIPS of the original VAE training).
+A checkpoint's keys split by prefix: ``model.diffusion_model.*`` (U-Net), ``first_stage_model.*``
+(VAE) and the text encoders' (per family, see nodeflow.loading.families: SD1's
+``cond_stage_model.transformer.*``, SD2's ``cond_stage_model.model.*``, SDXL's
+``conditioner.embedders.N.*``). What the file is comes first (nodeflow.loading.detect): families
+nodeflow does not run (SD3, Flux, Stable Cascade, video models ...) are refused by name before
+anything is built. Loading is strict: a key no part claims is an error, and so is a key a part is
+missing — except the known harmless extras in ``IGNORED``, on purpose: EMA copies
+(``model_ema.*``), the schedule buffers of the original training code (``betas``,
+``alphas_cumprod``, ``posterior_*``, ``sqrt_*``...), the training-only ``logvar`` and
+``lvlb_weights``, ``position_ids`` (rebuilt), CLIP-L's ``text_projection`` and ``logit_scale``
+(the image-text head, unused by the conditioning; OpenCLIP towers' are handled by
+nodeflow.loading.open_clip), the ``v_pred`` / ``ztsnr`` markers (read by
+nodeflow.loading.families) and, in VAE files, the training loss's weights (``loss.*``, the
+discriminator and LPIPS of the original VAE training).
 
 Safetensors metadata may say what shapes cannot: ``nodeflow.unet.num_heads`` and
 ``nodeflow.vae.scaling_factor`` (the embedded model stores both).
@@ -19,27 +25,26 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from nodeflow.errors import ModelFileError
 from nodeflow.loading.detect import describe_keys, detect_kind
-from nodeflow.runtime.devices import model_dtype
 from nodeflow.loading.diffusers_keys import vae_to_original
+from nodeflow.loading.families import FAMILIES, KIND_FAMILY, TEXT_PREFIXES, build_clip, model_sampling, take_text_parts
 from nodeflow.loading.files import read_diffusers_vae, read_safetensors_converted, read_state_dict, stored_dtypes
+from nodeflow.runtime.devices import model_dtype
 from nodeflow.models.unet import unet_from_state_dict
 from nodeflow.models.vae import vae_from_state_dict
 from nodeflow.image.vae import VAE
-from nodeflow.sampling.model import DiffusionModel, LatentFormat
-from nodeflow.sampling.model_sampling import ModelSampling
+from nodeflow.sampling.model import DiffusionModel
 
 logger = logging.getLogger(__name__)
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-TEXT_PREFIX = "cond_stage_model.transformer."
 SD1_SCALING_FACTOR = 0.18215
 META_UNET_HEADS = "nodeflow.unet.num_heads"
 META_VAE_SCALE = "nodeflow.vae.scaling_factor"
@@ -47,16 +52,14 @@ META_VAE_SCALE = "nodeflow.vae.scaling_factor"
 #: Keys ignored on purpose (see the module docstring).
 IGNORED = re.compile(
     r"^(model_ema\.|betas$|alphas_cumprod|alphas_cumprod_prev$|sqrt_|log_one_minus_alphas_cumprod$"
-    r"|posterior_|logvar$|lvlb_weights$|model\.diffusion_model\.logvar|.*position_ids$"
-    r"|cond_stage_model\.transformer\.text_projection|cond_stage_model\.transformer\.logit_scale)")
-
-SUPPORTED = ("sd1", "sd1-inpaint")
+    r"|posterior_|logvar$|lvlb_weights$|model\.diffusion_model\.logvar|.*position_ids$|v_pred$|ztsnr$"
+    r"|(cond_stage_model|conditioner\.embedders\.0)\.transformer\.(text_projection|logit_scale))")
 
 
 @dataclass(frozen=True, eq=False)
 class Checkpoint:
     model: DiffusionModel
-    clip: object  # nodeflow.text.text_encoder.TextEncoder
+    clip: object  # a TextEncoder (nodeflow.text.text_encoder) or, for SDXL, a DualTextEncoder (nodeflow.text.families)
     vae: VAE
     kind: str
     metadata: dict = field(default_factory=dict)
@@ -87,35 +90,51 @@ def _build(path: Path, what: str, build):
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                     dtype: str = "auto", tokenizer=None) -> Checkpoint:
     """MODEL, CLIP and VAE from one single-file checkpoint."""
-    from nodeflow.text.text_encoder import text_encoder_from_state_dict
-    from nodeflow.text.tokenizer import load_tokenizer
-
     path = Path(path)
     device = torch.device(device)
     sd, metadata = _read_checkpoint(path, device, dtype)
+    return checkpoint_from_state_dict(sd, path, metadata, device=device, dtype=dtype, tokenizer=tokenizer)
+
+
+def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata: dict | None = None, *,
+                               device: str | torch.device = "cpu", dtype: str = "auto",
+                               tokenizer=None) -> Checkpoint:
+    """MODEL, CLIP and VAE from a checkpoint's tensors (``path`` names it in messages). ``sd`` is
+    emptied as the parts are built. On the meta device, nothing is allocated (key and shape checks)."""
+    from nodeflow.text.tokenizer import load_tokenizer
+
+    device, metadata = torch.device(device), metadata or {}
     kind = detect_kind(sd)
-    if kind not in SUPPORTED:
+    if kind not in KIND_FAMILY:
         raise ModelFileError(_unsupported(path, kind, sd))
-    _check_unclaimed(path, sd, (UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX))
+    family = FAMILIES[KIND_FAMILY[kind]]
+    sampling = model_sampling(kind, sd)
+    text_parts = take_text_parts(family, sd, ignored=IGNORED.match)
+    _check_unclaimed(path, sd, (UNET_PREFIX, VAE_PREFIX))
     heads = int(metadata[META_UNET_HEADS]) if META_UNET_HEADS in metadata else None
-    scale = float(metadata.get(META_VAE_SCALE, SD1_SCALING_FACTOR))
+    head_channels = family.head_channels if heads is None else None
+    latent_format = family.latent_format
+    if META_VAE_SCALE in metadata:
+        latent_format = replace(latent_format, scale_factor=float(metadata[META_VAE_SCALE]))
+    scale = latent_format.scale_factor
     unet_sd = {k: v for k, v in _take(sd, UNET_PREFIX).items() if not IGNORED.match(k)}
     vae_sd = _take(sd, VAE_PREFIX)
-    text_sd = {k: v for k, v in _take(sd, TEXT_PREFIX).items() if not IGNORED.match(TEXT_PREFIX + k)}
     sd.clear()  # each part's file tensors are released once that part is built (lower peak memory)
-    if not text_sd:
-        raise ModelFileError(f"{path}: no text encoder (cond_stage_model.transformer.*) in this checkpoint")
+    for tower, part in text_parts.items():
+        if not part:
+            raise ModelFileError(f"{path}: no {tower} text encoder ({family.towers[tower][0]}*) in this "
+                                 f"{family.name} checkpoint")
+    unet_dtype = model_dtype(device, dtype, "unet")
     unet = _build(path, "U-Net", lambda: unet_from_state_dict(
-        unet_sd, device=device, dtype=model_dtype(device, dtype, "unet"), num_heads=heads))
+        unet_sd, device=device, dtype=unet_dtype, num_heads=heads, head_channels=head_channels))
     del unet_sd
     vae = load_vae_state_dict(path, vae_sd, device, dtype, scale)
     del vae_sd
-    clip = _build(path, "text encoder", lambda: text_encoder_from_state_dict(
-        text_sd, tokenizer or load_tokenizer(), device=device, dtype=model_dtype(device, dtype, "text")))
-    del text_sd
-    model = DiffusionModel(unet, ModelSampling.sd1(), LatentFormat(scale_factor=scale), device,
-                           model_dtype(device, dtype, "unet"), name=path.name)
-    logger.info("loaded %s (%s) on %s", path.name, kind, device)
+    clip = _build(path, "text encoder", lambda: build_clip(
+        KIND_FAMILY[kind], text_parts, tokenizer or load_tokenizer(), device, model_dtype(device, dtype, "text")))
+    del text_parts
+    model = DiffusionModel(unet, sampling, latent_format, device, unet_dtype, name=path.name, adm=family.adm)
+    logger.info("loaded %s (%s, %s prediction) on %s", path.name, kind, sampling.parameterization, device)
     return Checkpoint(model, clip, vae, kind, metadata)
 
 
@@ -125,7 +144,7 @@ def _read_checkpoint(path: Path, device: torch.device, dtype: str) -> tuple[dict
     weights; otherwise memory-mapped (nothing copied until used)."""
     if device.type != "cpu" or path.suffix.lower() != ".safetensors" or not path.is_file():
         return read_state_dict(path)
-    parts = ((UNET_PREFIX, "unet"), (VAE_PREFIX, "vae"), (TEXT_PREFIX, "text"))
+    parts = ((UNET_PREFIX, "unet"), (VAE_PREFIX, "vae"), *((prefix, "text") for prefix in TEXT_PREFIXES))
 
     def dtype_for(key: str) -> torch.dtype | None:
         part = next((name for prefix, name in parts if key.startswith(prefix)), None)
@@ -162,16 +181,28 @@ def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
     return load_vae_state_dict(path, plain, torch.device(device), dtype, scale)
 
 
-FAMILY_NAMES = {"sd2": "SD2.x", "sd2-v": "SD2.x (v-prediction)", "sd2-inpaint": "SD2.x inpainting", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner"}
+#: Diffusion-model families nodeflow does not run, as users know them (kinds from nodeflow.loading.detect).
+FAMILY_NAMES = {
+    "sd2-unclip": "an SD2.1 unCLIP", "sdxl-edm": "an SDXL EDM model (Playground v2.5 or an EDM v-prediction fine-tune)",
+    "svd": "a Stable Video Diffusion (video) model", "sd3": "a Stable Diffusion 3 / 3.5 model",
+    "stable-cascade": "a Stable Cascade model", "stable-audio": "a Stable Audio model", "auraflow": "an AuraFlow model",
+    "hunyuan-dit": "a Hunyuan-DiT model", "hunyuan-video": "a HunyuanVideo (video) model", "chroma": "a Chroma model",
+    "flux2": "a FLUX.2 model", "flux": "a FLUX.1 model", "mochi": "a Mochi (video) model", "pixart": "a PixArt model",
+    "ltxv": "an LTX-Video (video) model", "wan": "a Wan (video) model", "hidream": "a HiDream model",
+    "lumina2": "a Lumina 2 model", "cosmos": "a Cosmos (video) model",
+}
 OTHER_KINDS = {"vae": "a standalone VAE (use VAELoader)", "lora": "a LoRA (use LoraLoader)",
                "controlnet": "a ControlNet (use ControlNetLoader)", "t2i-adapter": "a T2I-Adapter",
-               "sd1": "an SD1.x checkpoint (use CheckpointLoaderSimple)",
-               "sd1-inpaint": "an SD1.x inpainting checkpoint (use CheckpointLoaderSimple)"}
+               **{kind: f"{FAMILIES[family].name} checkpoint (use CheckpointLoaderSimple)"
+                  for kind, family in KIND_FAMILY.items()}}
+RUNS = "nodeflow runs SD1.x, SD2.x and SDXL"
 
 
-def _unsupported(path: Path, kind: str, sd: dict, wanted: str = "a Stable Diffusion 1.x checkpoint") -> str:
+def _unsupported(path: Path, kind: str, sd: dict, wanted: str = "a Stable Diffusion checkpoint") -> str:
     if kind == "unknown":
         return f"{path}: not {wanted}; found keys like {describe_keys(sd)}"
     if kind in FAMILY_NAMES:
-        return f"{path}: {FAMILY_NAMES[kind]} checkpoints are not supported yet (nodeflow runs SD1.x)"
+        return f"{path}: this is {FAMILY_NAMES[kind]}, a model family nodeflow does not run ({RUNS})"
+    if kind in KIND_FAMILY:
+        return f"{path}: this is an {OTHER_KINDS[kind]}, not {wanted}"
     return f"{path}: this is {OTHER_KINDS.get(kind, kind)}, not {wanted}"

@@ -5,8 +5,11 @@ Layouts read (the ones AUTOMATIC1111, ComfyUI and diffusers write for SD1.x):
 - A1111 ``.pt``: ``{"string_to_param": {"*": tensor (n, D)}, "name": ..., ...}``;
 - A1111 ``.safetensors``: ``{"emb_params": tensor (n, D)}``;
 - diffusers / single-vector files: one tensor, ``{"<token>": tensor (D,) or (n, D)}``;
-- SDXL-style files with ``clip_l`` / ``clip_g``: the ``clip_l`` vectors (what an SD1.x text
-  encoder can use).
+- SDXL-style files with ``clip_l`` / ``clip_g``: the ``clip_l`` vectors by default (what an
+  SD1.x text encoder can use); an SDXL CLIP asks for each tower's own with ``key`` (a finder's
+  ``for_encoder("clip_g")``), as ComfyUI's tokenizers do with their ``embedding_key``. A file
+  without that key gives its usual vectors (an SD1 embedding on SDXL: 768 wide, which CLIP-G
+  refuses with a message).
 
 Pickles load only through ``torch.load(weights_only=True)``: nothing in a file is executed.
 A file is looked up in the embeddings folders by its name with or without its extension
@@ -27,11 +30,12 @@ logger = logging.getLogger(__name__)
 SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
-def load_embedding(path: str | Path) -> torch.Tensor:
-    """The vectors (n, D), float32, of an embedding file."""
+def load_embedding(path: str | Path, key: str | None = None) -> torch.Tensor:
+    """The vectors (n, D), float32, of an embedding file; ``key`` (``clip_l``, ``clip_g``): that
+    tensor when the file has it."""
     path = Path(path)
     data = _read(path)
-    vectors = _vectors(data, path)
+    vectors = data[key] if key is not None and isinstance(data.get(key), torch.Tensor) else _vectors(data, path)
     if vectors.ndim == 1:
         vectors = vectors[None]
     if vectors.ndim != 2 or vectors.shape[0] == 0:
@@ -90,18 +94,25 @@ class EmbeddingFinder:
     """The lookup prompts use: ``finder(name)`` gives the vectors (n, D) of ``name`` from the
     embeddings folders, or None when there is no such file. Each file is read once."""
 
-    def __init__(self, folders: list[Path]) -> None:
+    def __init__(self, folders: list[Path], key: str | None = None, _loaded: dict | None = None) -> None:
         self.folders = list(folders)
-        self._loaded: dict[Path, torch.Tensor] = {}
+        self.key = key  # which tensor of an SDXL-style file (None: clip_l)
+        self._loaded: dict[tuple[Path, str | None], torch.Tensor] = {} if _loaded is None else _loaded
 
     def __call__(self, name: str) -> torch.Tensor | None:
         path = find_embedding_file(self.folders, name)
         if path is None:
             return None
-        if path not in self._loaded:
-            self._loaded[path] = load_embedding(path)
-            logger.info("embedding %s: %d vectors from %s", name, len(self._loaded[path]), path)
-        return self._loaded[path]
+        if (path, self.key) not in self._loaded:
+            vectors = self._loaded[(path, self.key)] = load_embedding(path, self.key)
+            logger.info("embedding %s: %d vectors from %s%s", name, len(vectors), path,
+                        f" ({self.key})" if self.key else "")
+        return self._loaded[(path, self.key)]
+
+    def for_encoder(self, key: str) -> EmbeddingFinder:
+        """The same lookup reading ``key``'s vectors (``clip_l``, ``clip_g``) from files that hold
+        several (each file read once per key)."""
+        return EmbeddingFinder(self.folders, key, self._loaded)
 
     def available(self) -> list[str]:
         return list_embeddings(self.folders)

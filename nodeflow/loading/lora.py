@@ -6,7 +6,9 @@ convolutions). Layer names are the kohya form of diffusers module paths
 (``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``) or of the original
 checkpoint's (``lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q``), and
 ``lora_te_text_model_encoder_layers_0_self_attn_q_proj`` for the text encoder; both are mapped to
-nodeflow's parameter names (the original checkpoint's).
+nodeflow's parameter names (the original checkpoint's). SDXL LoRAs name CLIP-L ``lora_te1_*`` and
+CLIP-G ``lora_te2_*``: they patch the ``clip_l`` / ``clip_g`` towers of SDXL's text model
+(nodeflow.text.families.TextTowers).
 
 Patches never change the loaded model: ``PatchedModule`` runs the shared base module with the
 patched weights substituted (torch.func.functional_call), computing them once per device.
@@ -112,18 +114,31 @@ def _diffusers_module_paths(unet: nn.Module):
     yield from ("time_embedding.linear_1", "time_embedding.linear_2", "conv_in", "conv_out")
 
 
+def _text_names(text_model: nn.Module | None) -> dict[str, dict[str, str]]:
+    """kohya text-encoder prefix (``te``, ``te1``, ``te2``) -> {kohya layer name: module path}.
+    SDXL's two towers (modules ``clip_l``, ``clip_g``) are te1 and te2; a single encoder is te (and te1)."""
+    if text_model is None:
+        return {}
+    towers = {"te1": "clip_l", "te2": "clip_g"}
+    if all(isinstance(getattr(text_model, tower, None), nn.Module) for tower in towers.values()):
+        return {encoder: {name: f"{tower}.{path}" for name, path in _module_names(getattr(text_model, tower)).items()}
+                for encoder, tower in towers.items()}
+    names = _module_names(text_model)
+    return {"te": names, "te1": names}
+
+
 def lora_patches(lora: dict[str, torch.Tensor], unet: nn.Module | None, text_model: nn.Module | None,
                  strength_model: float, strength_clip: float, source: str = "LoRA") -> tuple[list, list, list]:
     """(U-Net patches, text encoder patches, unmatched layer names) of a LoRA state dict."""
     layers: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in lora.items():
-        match = re.match(r"(lora_(?:unet|te1?)_.+?)\.(lora_down\.weight|lora_up\.weight|alpha)$", key)
+        match = re.match(r"(lora_(?:unet|te[12]?)_.+?)\.(lora_down\.weight|lora_up\.weight|alpha)$", key)
         if match:
             layers.setdefault(match.group(1), {})[match.group(2)] = value
     if not layers:
         raise ModelFileError(f"{source}: no LoRA layers in the kohya/A1111 layout (lora_unet_*/lora_te_*)")
     unet_names = {**(_module_names(unet) if unet is not None else {}), **(_diffusers_names(unet) if unet is not None else {})}
-    text_names = _module_names(text_model) if text_model is not None else {}
+    text_names = _text_names(text_model)
     unet_patches, text_patches, unmatched = [], [], []
     for name, parts in layers.items():
         if "lora_up.weight" not in parts or "lora_down.weight" not in parts:
@@ -136,8 +151,9 @@ def lora_patches(lora: dict[str, torch.Tensor], unet: nn.Module | None, text_mod
             path = unet_names.get(name[len("lora_unet_"):])
             target, strength = unet_patches, strength_model
         else:
-            short = re.sub(r"^lora_te1?_", "", name)
-            path = text_names.get(short) or text_names.get(short.removeprefix("text_model_"))
+            encoder, short = re.match(r"lora_(te[12]?)_(.+)", name).groups()
+            names = text_names.get(encoder, {})
+            path = names.get(short) or names.get(short.removeprefix("text_model_"))
             target, strength = text_patches, strength_clip
         if path is None:
             unmatched.append(name)

@@ -6,6 +6,14 @@ follows ComfyUI's CLIPSetLastLayer: None (or any index beyond the depth) means t
 -1 is the last layer, -2 the penultimate ("clip skip 2"), ...; 0, 1, ... count from the first.
 Intermediate layers also go through the final layer norm, as in ComfyUI and A1111.
 
+The other families' encoders are the same class with ComfyUI's settings for them
+(nodeflow.text.families): ``pad_token`` (OpenCLIP towers pad with 0), ``final_norm`` (whether a
+chosen layer goes through the final layer norm: SDXL's do not; beyond the depth, or with
+``layer_idx`` None, it is always the normalised last layer, ComfyUI's "last") and
+``projected_pooled`` (the pooled output times ``text_projection``: a CLIPTextModelWithProjection's
+``text_embeds``, for SD2 and SDXL's CLIP-G) and ``embedding_key`` (which tensor of an SDXL
+textual-inversion file, ``clip_l`` or ``clip_g``, the encoder takes).
+
 Textual-inversion embeddings (``embedding:name`` in a prompt) put their vectors in place of token
 embeddings, at their positions in the window, before the position embeddings are added.
 
@@ -44,6 +52,9 @@ class TextEncoder:
     dtype: torch.dtype = torch.float32
     patches: tuple = ()
     pad_token: int = END_TOKEN
+    final_norm: bool = True  # the chosen layer through the final layer norm (ComfyUI's layer_norm_hidden_state)
+    projected_pooled: bool = False  # pooled = text_embeds (x @ text_projection), not pooler_output
+    embedding_key: str | None = None  # the vectors it takes from SDXL-style embedding files (clip_l, clip_g)
 
     def clone_with(self, **changes) -> TextEncoder:
         """A copy with some fields changed (``layer_idx=-2``, ``model=patched`` ...)."""
@@ -60,7 +71,7 @@ class TextEncoder:
 
     def windows(self, text: str, embeddings=None) -> list[WeightedTokens]:
         """The (token, weight) windows of ``text``, 77 each (``embeddings``: see prompt_weights)."""
-        return prompt_windows(self.tokenizer, text, self.pad_token, embeddings)
+        return prompt_windows(self.tokenizer, text, self.pad_token, embeddings_for(embeddings, self.embedding_key))
 
     @torch.no_grad()
     def encode(self, text: str, embeddings=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,16 +113,37 @@ class TextEncoder:
         return ids, vectors
 
     def encode_ids(self, ids: torch.Tensor, vectors: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states (N, 77, D) at ``layer_idx`` after the final layer norm, and the pooled
-        output (N, D): the last layer's final state at the first end token. ``vectors``
-        {(row, position): (D,)} replace the token embeddings at those places (textual inversion)."""
+        """Hidden states (N, 77, D) at ``layer_idx`` (after the final layer norm if ``final_norm``)
+        and the pooled output (N, D or P): the last layer's normalised state at the first end token
+        (times ``text_projection`` if ``projected_pooled``). ``vectors`` {(row, position): (D,)}
+        replace the token embeddings at those places (textual inversion)."""
         index = hidden_state_index(self.layer_idx, self.num_layers)
+        if index is None and not self.final_norm and _within_depth(self.layer_idx, self.num_layers):
+            index = self.num_layers  # the last layer itself, not normalised (ComfyUI's "hidden" -1)
         with _token_vectors(self.model, vectors or {}):
             output = self.model(input_ids=ids, output_hidden_states=index is not None)
+        pooled = output.text_embeds if self.projected_pooled else output.pooler_output
         if index is None:
-            return output.last_hidden_state, output.pooler_output
-        final_norm = getattr(self.model, "text_model", self.model).final_layer_norm
-        return final_norm(output.hidden_states[index]), output.pooler_output
+            return output.last_hidden_state, pooled
+        hidden = output.hidden_states[index]
+        if self.final_norm:
+            hidden = getattr(self.model, "text_model", self.model).final_layer_norm(hidden)
+        return hidden, pooled
+
+
+def embeddings_for(embeddings, key: str | None):
+    """The textual-inversion lookup for an encoder that takes ``key``'s vectors (``clip_l``,
+    ``clip_g``) from files holding several: ``embeddings.for_encoder(key)`` when the lookup has it
+    (nodeflow.loading.embeddings.EmbeddingFinder), else the lookup itself (ComfyUI's tokenizers
+    read their ``embedding_key`` the same way)."""
+    if key is None or not hasattr(embeddings, "for_encoder"):
+        return embeddings
+    return embeddings.for_encoder(key)
+
+
+def _within_depth(layer_idx: int | None, num_layers: int) -> bool:
+    """Whether ComfyUI takes a chosen layer ("hidden") rather than the normalised last ("last")."""
+    return layer_idx is not None and abs(layer_idx) <= num_layers
 
 
 @contextmanager
@@ -175,16 +207,35 @@ def text_encoder_from_state_dict(sd: dict[str, torch.Tensor], tokenizer: ClipTok
                                  num_heads: int | None = None) -> TextEncoder:
     """Build the CLIPTextModel on the meta device and take the tensors (strict, no copy beyond the
     device/dtype move). Keys may carry ``text_model.`` or not; ``position_ids`` is ignored."""
-    from transformers import CLIPTextModel
-
-    plain = {k.removeprefix("text_model."): v for k, v in sd.items() if not k.endswith(IGNORED_KEYS)}
-    config = clip_config_from_state_dict(plain, num_heads)
-    config._attn_implementation = "sdpa"
-    # the keys are the text transformer's: transformers 4.x nests it as ``text_model``, 5.x not
-    model = load_on_meta(lambda: CLIPTextModel(config), plain, device=device, dtype=dtype,
-                         into=lambda built: getattr(built, "text_model", built))
-    _rebuild_position_ids(model, device)
+    model = clip_model_from_state_dict(sd, device=device, dtype=dtype, num_heads=num_heads)
     return TextEncoder(model, tokenizer, None, torch.device(device), dtype)
+
+
+def clip_model_from_state_dict(sd: dict[str, torch.Tensor], *, device: torch.device | str = "cpu",
+                               dtype: torch.dtype = torch.float32, num_heads: int | None = None,
+                               hidden_act: str = "quick_gelu") -> torch.nn.Module:
+    """A transformers CLIP text model holding the tensors of ``sd`` (transformers' key names, with
+    or without ``text_model.``; ``position_ids`` ignored), built on the meta device and loaded
+    strictly: a CLIPTextModelWithProjection when ``sd`` has ``text_projection.weight`` (P, D),
+    else a CLIPTextModel. ``hidden_act``: quick_gelu for OpenAI's CLIP (SD1, SDXL's CLIP-L), gelu
+    for OpenCLIP's towers."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    projection = sd.get("text_projection.weight")
+    plain = {k.removeprefix("text_model."): v for k, v in sd.items()
+             if not k.endswith(IGNORED_KEYS) and k != "text_projection.weight"}
+    config = clip_config_from_state_dict(plain, num_heads, hidden_act)
+    config._attn_implementation = "sdpa"
+    if projection is None:
+        # the keys are the text transformer's: transformers 4.x nests it as ``text_model``, 5.x not
+        model = load_on_meta(lambda: CLIPTextModel(config), plain, device=device, dtype=dtype,
+                             into=lambda built: getattr(built, "text_model", built))
+    else:
+        config.projection_dim = projection.shape[0]
+        tensors = {"text_model." + k: v for k, v in plain.items()} | {"text_projection.weight": projection}
+        model = load_on_meta(lambda: CLIPTextModelWithProjection(config), tensors, device=device, dtype=dtype)
+    _rebuild_position_ids(model, device)
+    return model
 
 
 def _rebuild_position_ids(model: torch.nn.Module, device: torch.device | str) -> None:
