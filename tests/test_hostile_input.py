@@ -421,3 +421,57 @@ def test_images_per_call_is_what_fits(monkeypatch):
     assert memory.images_per_call(320, torch.float32, torch.device("cpu"), torch.Size((1, 4, 64, 64)), 2) == 2
     with pytest.raises(Exception, match="needs about"):
         memory.images_per_call(320, torch.float32, torch.device("cpu"), torch.Size((64, 4, 512, 512)))
+
+
+def lora_file(tmp_path, edit) -> str:
+    """A tiny checkpoint's LoRA with one layer changed by ``edit(tensors, first_key)``; the file name."""
+    from safetensors.torch import load_file, save_file
+
+    from tests.factories import write_tiny_lora
+
+    path = write_tiny_lora(tmp_path / "loras" / "odd.safetensors")
+    tensors = load_file(str(path))
+    first = sorted(k for k in tensors if k.endswith(".lora_down.weight"))[0]
+    edit(tensors, first)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return first.removesuffix(".lora_down.weight")
+
+
+@pytest.mark.parametrize("case", ["wrong-shape", "nan"])
+def test_a_lora_that_does_not_fit_or_holds_nan_is_refused_when_applied(tmp_path, case):
+    """A LoRA with the wrong shapes loaded silently, then KSampler failed with 'mat1 and mat2 shapes
+    cannot be multiplied'; a NaN one saved a black image. Both are refused naming file and layer."""
+    import torch
+
+    from nodeflow.engine.context import RunContext
+    from nodeflow.errors import ModelFileError
+    from nodeflow.loading.checkpoint import load_checkpoint
+    from nodeflow.runtime.paths import Paths
+    from nodeflow_nodes.lora import lora_loader
+    from tests.factories import write_tiny_checkpoint
+
+    def wrong_shape(tensors, key):
+        down = tensors[key]
+        tensors[key] = torch.zeros(down.shape[0], down.shape[1] + 8, *down.shape[2:])
+
+    def nan(tensors, key):
+        tensors[key] = torch.full_like(tensors[key], float("nan"))
+
+    layer = lora_file(tmp_path, wrong_shape if case == "wrong-shape" else nan)
+    checkpoint = load_checkpoint(write_tiny_checkpoint(tmp_path / "checkpoints" / "tiny.safetensors"))
+    ctx = RunContext(paths=Paths(models_dirs=(tmp_path,), assets_dir=tmp_path / "none"))
+    expected = "a LoRA for another model" if case == "wrong-shape" else "not finite"
+    with pytest.raises(ModelFileError, match=f"odd.safetensors: layer {layer} .*{expected}"):
+        lora_loader(checkpoint.model, checkpoint.clip, "odd.safetensors", 1.0, 1.0, ctx)
+
+
+def test_an_embedding_holding_nan_is_refused(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from nodeflow.errors import ModelFileError
+    from nodeflow.loading.embeddings import load_embedding
+
+    save_file({"emb_params": torch.tensor([[1.0, float("nan")]])}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ModelFileError, match="bad.safetensors: the embedding holds values that are not finite"):
+        load_embedding(tmp_path / "bad.safetensors")

@@ -40,6 +40,8 @@ def load_embedding(path: str | Path, key: str | None = None) -> torch.Tensor:
         vectors = vectors[None]
     if vectors.ndim != 2 or vectors.shape[0] == 0:
         raise ModelFileError(f"{path}: not a textual-inversion embedding (vectors of shape {tuple(vectors.shape)})")
+    if not torch.isfinite(vectors).all():
+        raise ModelFileError(f"{path}: the embedding holds values that are not finite (NaN or inf)")
     return vectors.float()
 
 

@@ -158,8 +158,22 @@ def lora_patches(lora: dict[str, torch.Tensor], unet: nn.Module | None, text_mod
         if path is None:
             unmatched.append(name)
             continue
+        module = unet if name.startswith("lora_unet_") else text_model
+        _check_layer(source, name, up, down, module.get_parameter(path + ".weight"))
         target.append(WeightPatch(path + ".weight", up, down, scale, strength))
     return unet_patches, text_patches, unmatched
+
+
+def _check_layer(source: str, name: str, up: torch.Tensor, down: torch.Tensor, weight: torch.Tensor) -> None:
+    """A layer whose shapes do not make the model's weight (a LoRA for another model family) or
+    whose values are not finite (NaN: a black image) is refused, naming the file and the layer."""
+    out_features, in_features = weight.shape[0], weight[0].numel()
+    if up.ndim < 2 or down.ndim < 2 or up.shape[1] != down.shape[0] \
+            or (up.shape[0], down[0].numel()) != (out_features, in_features):
+        raise ModelFileError(f"{source}: layer {name} is {tuple(up.shape)} x {tuple(down.shape)}, but the "
+                             f"model's weight there is {tuple(weight.shape)}: a LoRA for another model?")
+    if not (torch.isfinite(up).all() and torch.isfinite(down).all()):
+        raise ModelFileError(f"{source}: layer {name} holds values that are not finite (NaN or inf)")
 
 
 class PatchedModule(nn.Module):
