@@ -475,3 +475,9 @@ def test_an_embedding_holding_nan_is_refused(tmp_path):
     save_file({"emb_params": torch.tensor([[1.0, float("nan")]])}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(ModelFileError, match="bad.safetensors: the embedding holds values that are not finite"):
         load_embedding(tmp_path / "bad.safetensors")
+
+
+def test_a_comfyui_workflow_with_two_nodes_of_one_id_is_refused(run):
+    node = {"id": 1, "type": "EmptyImage", "mode": 0, "widgets_values": [8, 8, 1, 0], "inputs": [], "outputs": []}
+    code, err = run("validate", {"nodes": [node, dict(node)], "links": []})
+    assert code == EXIT_USER_ERROR and "two nodes have the id 1" in err

@@ -190,7 +190,12 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
     if (data.get("definitions") or {}).get("subgraphs"):
         raise WorkflowFormatError("ComfyUI UI workflow: subgraphs (group nodes) are not supported; "
                                   "export the workflow in API format instead")
-    raw_nodes = {str(raw["id"]): raw for raw in data["nodes"] if isinstance(raw, dict) and "id" in raw}
+    raw_nodes: dict[str, dict] = {}
+    for raw in data["nodes"]:
+        if isinstance(raw, dict) and "id" in raw:
+            if str(raw["id"]) in raw_nodes:
+                raise WorkflowFormatError(f"ComfyUI UI workflow: two nodes have the id {raw['id']!r}")
+            raw_nodes[str(raw["id"])] = raw
     ui_links = {link.id: link for link in map(_parse_ui_link, filter(None, data.get("links") or []))}
     nodes: dict[str, NodeInstance] = {}
     ui: dict[str, Any] = {"nodes": {}}
