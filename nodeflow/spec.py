@@ -172,13 +172,24 @@ class ModelFile:
 
     The cache signature joins the file's size and modification time (of every file, for a
     diffusers folder), so a replaced file is loaded again; the executor also lists these files in
-    the run's provenance, which output nodes write into saved images (model name and hash)."""
+    the run's provenance, which output nodes write into saved images (model name and hash).
+
+    ``more_inputs`` names further inputs holding files of the same kind (DualCLIPLoader's
+    ``clip_name2``): each file joins the signature; ``input_names`` lists them all."""
 
     kind: str
     input_name: str
+    more_inputs: tuple[str, ...] = ()
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return (self.input_name, *self.more_inputs)
 
     def __call__(self, inputs: dict, paths: Any) -> str:
-        path = paths.resolve_model(self.kind, inputs[self.input_name])
+        return "||".join(self._one(paths, inputs[name]) for name in self.input_names)
+
+    def _one(self, paths: Any, name: str) -> str:
+        path = paths.resolve_model(self.kind, name)
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         return "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 

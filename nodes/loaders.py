@@ -1,13 +1,42 @@
-"""Loader nodes: checkpoints, VAEs, and the text encoder's clip-skip layer."""
+"""Loader nodes: checkpoints, standalone U-Net, text-encoder and VAE files, and the text
+encoder's clip-skip layer.
+
+UNETLoader, CLIPLoader and DualCLIPLoader have ComfyUI's ids, inputs, choices and defaults
+(nodes.py), so shared workflows validate unchanged; the choices for model families nodeflow does
+not run are refused when the node runs, on one line (``type``), and UNETLoader's fp8
+``weight_dtype`` choices round the weights as ComfyUI stores them (nodeflow.loading.diffusion_model).
+"""
 
 from __future__ import annotations
 
+from nodeflow.errors import NodeInputError
 from nodeflow.spec import CLIP, MODEL, VAE, Choice, Input, Int, ModelFile, Output, node
+
+#: ComfyUI's choices (nodes.py UNETLoader, CLIPLoader, DualCLIPLoader), in its order.
+WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
+CLIP_TYPES = ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image", "flux2",
+              "ovis", "longcat_image", "cogvideox", "lens", "pixeldit", "ideogram4", "boogu", "krea2", "joyimage",
+              "mage", "minimax", "yue2"]
+DUAL_CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15",
+                   "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace"]
+DEVICES = ["default", "cpu"]
+RUNS = "nodeflow runs SD1.x, SD2.x and SDXL"
+
+
+def _device_input():
+    return Choice("device", DEVICES, optional=True,
+                  tooltip="cpu: keep the text encoder on the CPU (the sampler still runs on the run's device)")
+
+
+def _text_device(device: str, ctx):
+    return "cpu" if device == "cpu" else ctx.device
 
 
 @node("CheckpointLoaderSimple", display="Load Checkpoint", category="loaders",
       inputs=[Choice("ckpt_name", lambda paths: paths.list_models("checkpoints"),
-                     tooltip="A single-file SD1.x checkpoint from the checkpoints folder (or the embedded model)")],
+                     tooltip="A checkpoint from the checkpoints folder: an SD1.x, SD2.x or SDXL (base, refiner, "
+                             "inpainting) single file or diffusers folder, or the embedded model")],
       outputs=[Output(MODEL), Output(CLIP), Output(VAE)],
       fingerprint=ModelFile("checkpoints", "ckpt_name"))
 def checkpoint_loader_simple(ckpt_name: str, ctx):
@@ -27,6 +56,58 @@ def vae_loader(vae_name: str, ctx):
     from nodeflow.loading.checkpoint import load_vae
 
     return (load_vae(ctx.paths.resolve_model("vae", vae_name), device=ctx.device, dtype=ctx.dtype),)
+
+
+@node("UNETLoader", display="Load Diffusion Model", category="advanced/loaders",
+      inputs=[Choice("unet_name", lambda paths: paths.list_models("diffusion_models"),
+                     tooltip="A U-Net-only file (SD1.x, SD2.x or SDXL) from models/diffusion_models or models/unet"),
+              Choice("weight_dtype", WEIGHT_DTYPES,
+                     tooltip="fp8: weights rounded to 8-bit floats as ComfyUI stores them (same image as "
+                             "ComfyUI's, no memory saved)")],
+      outputs=[Output(MODEL)], fingerprint=ModelFile("diffusion_models", "unet_name"))
+def unet_loader(unet_name: str, weight_dtype: str, ctx):
+    """Load a standalone diffusion model (U-Net) file, without its text encoder or VAE."""
+    from nodeflow.loading.diffusion_model import load_diffusion_model
+
+    return (load_diffusion_model(ctx.paths.resolve_model("diffusion_models", unet_name), device=ctx.device,
+                                 dtype=ctx.dtype, weight_dtype=weight_dtype),)
+
+
+@node("CLIPLoader", display="Load CLIP", category="advanced/loaders",
+      inputs=[Choice("clip_name", lambda paths: paths.list_models("text_encoders"),
+                     tooltip="A text-encoder file from models/text_encoders or models/clip"),
+              Choice("type", CLIP_TYPES,
+                     tooltip="stable_diffusion: CLIP-L for SD1.x, OpenCLIP ViT-H for SD2.x, CLIP-G for the "
+                             "SDXL refiner (the others are for families nodeflow does not run)"),
+              _device_input()],
+      outputs=[Output(CLIP)], fingerprint=ModelFile("text_encoders", "clip_name"))
+def clip_loader(clip_name: str, type: str, ctx, device: str = "default"):
+    """Load one text encoder (CLIP) file; which family it serves is read from the file."""
+    from nodeflow.loading.text_encoder_files import load_clip
+
+    if type != "stable_diffusion":
+        raise NodeInputError("type", f"{type!r} is for a model family nodeflow does not run ({RUNS}); "
+                                     "use 'stable_diffusion'")
+    return (load_clip(ctx.paths.resolve_model("text_encoders", clip_name), device=_text_device(device, ctx),
+                      dtype=ctx.dtype),)
+
+
+@node("DualCLIPLoader", display="DualCLIPLoader", category="advanced/loaders",
+      inputs=[Choice("clip_name1", lambda paths: paths.list_models("text_encoders")),
+              Choice("clip_name2", lambda paths: paths.list_models("text_encoders")),
+              Choice("type", DUAL_CLIP_TYPES, tooltip="sdxl: a CLIP-L and a CLIP-G file, in either order"),
+              _device_input()],
+      outputs=[Output(CLIP)], fingerprint=ModelFile("text_encoders", "clip_name1", ("clip_name2",)))
+def dual_clip_loader(clip_name1: str, clip_name2: str, type: str, ctx, device: str = "default"):
+    """Load SDXL's two text encoders (CLIP-L and CLIP-G) from two files."""
+    from nodeflow.loading.text_encoder_files import load_sdxl_clip
+
+    if type != "sdxl":
+        raise NodeInputError("type", f"{type!r} is for a model family nodeflow does not run ({RUNS}); "
+                                     "use 'sdxl' with a CLIP-L and a CLIP-G file")
+    resolve = ctx.paths.resolve_model
+    return (load_sdxl_clip(resolve("text_encoders", clip_name1), resolve("text_encoders", clip_name2),
+                           device=_text_device(device, ctx), dtype=ctx.dtype),)
 
 
 @node("CLIPSetLastLayer", display="CLIP Set Last Layer", category="conditioning",

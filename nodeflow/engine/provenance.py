@@ -58,15 +58,18 @@ class Provenance:
             node = self.workflow.nodes[node_id]
             spec = self.registry.specs.get(node.type)
             fingerprint = spec.fingerprint if spec is not None else None
-            name = node.inputs.get(fingerprint.input_name) if isinstance(fingerprint, ModelFile) else None
-            if not isinstance(name, str):
+            if not isinstance(fingerprint, ModelFile):
                 continue
-            try:
-                path = self.paths.resolve_model(fingerprint.kind, name)
-            except (OSError, ValueError, NodeflowError) as error:
-                logger.debug("provenance: no file for node %s: %s", node_id, error)
-                continue
-            found.append(ModelFileUse(node_id, node.type, fingerprint.kind, name, path))
+            for input_name in fingerprint.input_names:  # DualCLIPLoader names two files
+                name = node.inputs.get(input_name)
+                if not isinstance(name, str):
+                    continue
+                try:
+                    path = self.paths.resolve_model(fingerprint.kind, name)
+                except (OSError, ValueError, NodeflowError) as error:
+                    logger.debug("provenance: no file for node %s: %s", node_id, error)
+                    continue
+                found.append(ModelFileUse(node_id, node.type, fingerprint.kind, name, path))
         return tuple(found)
 
     def model_files_of(self, kind: str) -> tuple[ModelFileUse, ...]:

@@ -13,7 +13,10 @@ supported_models.py do, from the U-Net's shapes and the text encoder's keys):
   text encoder's prefix (``cond_stage_model.transformer.`` SD1, ``cond_stage_model.model.`` SD2,
   ``conditioner.embedders.`` SDXL: ``0.transformer`` + ``1.model`` base, ``0.model`` the refiner
   (with its ADM input or a 1280-wide context) or else an SD2 saved in the sgm layout);
-- 9 input channels: inpainting.
+- 9 input channels: inpainting;
+- linear ``proj_in`` layers (2-D weights) without an ADM input: SD2 (SD1's are 1x1 convolutions).
+  Real files already tell by their context width; this is for U-Net-only files of other sizes
+  (UNETLoader), where no text-encoder key says which.
 
 SD2's v-prediction models have the same shapes as its epsilon ones. ``sd2-v`` is reported when the
 file says so with a ``v_pred`` key (as some trainers write it), or by ComfyUI's guess for SD2
@@ -106,7 +109,7 @@ def _unet_family(sd: dict[str, torch.Tensor], in_channels: int) -> str:
             return "sdxl-refiner"
         return "sdxl-inpaint" if in_channels == 9 else "sdxl"
     inpaint = in_channels == 9
-    if sd2_text or g_only_text or context == 1024:
+    if sd2_text or g_only_text or context == 1024 or _linear_projections(sd):
         if inpaint:
             return "sd2-inpaint"
         return "sd2-v" if "v_pred" in sd or _sd2_v_guess(sd) else "sd2"
@@ -119,6 +122,11 @@ def _sd2_v_guess(sd: dict[str, torch.Tensor]) -> bool:
     if bias is None or bias.numel() < 2 or bias.is_meta:  # shapes only (meta): no statistic to read
         return False
     return float(bias.float().std(unbiased=False)) > SD2_V_STD
+
+
+def _linear_projections(sd: dict[str, torch.Tensor]) -> bool:
+    proj_in = next((v for k, v in sd.items() if k.startswith(UNET) and k.endswith(".proj_in.weight")), None)
+    return proj_in is not None and proj_in.ndim == 2
 
 
 def _context_dim(sd: dict[str, torch.Tensor]) -> int | None:

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nodeflow.errors import ModelFileError
+from nodeflow.errors import ModelFileError, NodeflowError
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -25,7 +25,23 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "loras": ("loras", "Lora", "LyCORIS"),
     "controlnet": ("controlnet", "ControlNet"),
     "embeddings": ("embeddings",),
+    # UNETLoader's and the CLIP loaders' folders, as ComfyUI's folder_paths names them (the
+    # second is the older name it still reads)
+    "diffusion_models": ("diffusion_models", "unet"),
+    "text_encoders": ("text_encoders", "clip"),
 }
+
+
+def expand_user(path: str | os.PathLike) -> Path:
+    """``Path(path).expanduser()``; a ``~name`` whose home folder is unknown (no such user) is a
+    NodeflowError naming the path, not pathlib's RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        home = Path(path).parts[0]
+        raise NodeflowError(f"{os.fspath(path)!r}: cannot find the home folder of {home!r} "
+                            "(no such user)") from None
+
 
 def default_temp_dir() -> Path:
     """``$TMPDIR/nodeflow-<user id>``: one per user (a shared /tmp folder would belong to whoever
@@ -106,10 +122,10 @@ class Paths:
 
         def pick(given: str | None, variable: str, configured: Path | None, default: str | None) -> Path | None:
             value = given or os.environ.get(variable) or configured or default
-            return Path(value).expanduser() if value else None
+            return expand_user(value) if value else None
 
         return cls(
-            models_dirs=tuple(root.expanduser() for root in (roots or [Path("models")])),
+            models_dirs=tuple(expand_user(root) for root in (roots or [Path("models")])),
             output_dir=pick(output_dir, "NODEFLOW_OUTPUT_DIR", getattr(config, "output", None), "output"),
             input_dir=pick(input_dir, "NODEFLOW_INPUT_DIR", getattr(config, "input", None), "input"),
             custom_nodes_dir=pick(custom_nodes_dir, "NODEFLOW_CUSTOM_NODES",
@@ -173,7 +189,7 @@ class Paths:
 
     def resolve_input(self, name: str) -> Path:
         """A file in the input folders, or an existing path given directly."""
-        direct = Path(name).expanduser()
+        direct = expand_user(name)
         if direct.is_absolute() and direct.is_file():
             return direct
         if ".." not in Path(name).parts:
