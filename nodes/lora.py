@@ -21,7 +21,8 @@ def _load(ctx, lora_name: str, model, clip, strength_model: float, strength_clip
     unet_base, unet_done = base_of(model.unet) if model is not None else (None, ())
     text_base, text_done = base_of(clip.model) if clip is not None else (None, ())
     unet_patches, text_patches, unmatched = lora_patches(lora, unet_base, text_base, strength_model,
-                                                         strength_clip, str(path))
+                                                         strength_clip, str(path),
+                                                         getattr(model, "family", "") if model is not None else "")
     if not unet_patches and not text_patches:
         raise NodeInputError("lora_name", f"{path.name}: none of its layers match this model "
                                           f"(e.g. {', '.join(unmatched[:3])})")

@@ -133,7 +133,8 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
     clip = _build(path, "text encoder", lambda: build_clip(
         KIND_FAMILY[kind], text_parts, tokenizer or load_tokenizer(), device, model_dtype(device, dtype, "text")))
     del text_parts
-    model = DiffusionModel(unet, sampling, latent_format, device, unet_dtype, name=path.name, adm=family.adm)
+    model = DiffusionModel(unet, sampling, latent_format, device, unet_dtype, name=path.name, adm=family.adm,
+                           family=family.name)
     logger.info("loaded %s (%s, %s prediction) on %s", path.name, kind, sampling.parameterization, device)
     return Checkpoint(model, clip, vae, kind, metadata)
 

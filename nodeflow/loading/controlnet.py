@@ -2,7 +2,15 @@
 layout (a ``ControlNetModel`` folder as ``save_pretrained`` writes it, or its weights file alone,
 keys renamed by ``nodeflow.loading.diffusers_keys``), "difference" ControlNets (stored as the
 difference to a base model: the base U-Net's weights are added), and clear refusals for what is
-not supported (T2I-Adapters, SDXL ControlNets)."""
+not supported (T2I-Adapters).
+
+SD1.x, SD2.x and SDXL ControlNets: the family is told from the shapes as for a U-Net-only file
+(nodeflow.loading.detect on the encoder's keys: an ADM input ``label_emb`` is SDXL, a 1024-wide
+context or linear projections SD2), as ComfyUI's load_controlnet_state_dict asks its model
+detection; with it come the heads (SD2/SDXL: 64 channels each) unless the file's metadata or the
+diffusers ``config.json`` states them. The loaded ControlNet carries ``family`` and ``source``
+(the file's name) so that applying it to a model of another family is refused naming both
+(nodeflow.sampling.controlnet.check_fits)."""
 
 from __future__ import annotations
 
@@ -14,7 +22,8 @@ import torch
 
 from nodeflow.errors import ModelFileError
 from nodeflow.models.controlnet import ControlNetModel, controlnet_from_state_dict
-from nodeflow.loading.detect import describe_keys, detect_kind
+from nodeflow.loading.detect import UNET, describe_keys, detect_kind
+from nodeflow.loading.families import FAMILIES, KIND_FAMILY
 from nodeflow.runtime.devices import model_dtype
 from nodeflow.loading.diffusers_keys import controlnet_metadata, controlnet_to_original, is_diffusers_controlnet
 from nodeflow.loading.files import read_diffusers_controlnet, read_state_dict
@@ -23,7 +32,6 @@ PREFIX = "control_model."
 META_HEADS = "nodeflow.unet.num_heads"
 META_HEAD_CHANNELS = "nodeflow.unet.head_channels"
 IGNORED_SUFFIXES = ("lvlb_weights", "position_ids")
-SDXL_KEYS = ("add_embedding.", "label_emb.", "control_model.label_emb.")
 
 
 def is_difference(sd: dict[str, torch.Tensor]) -> bool:
@@ -39,23 +47,37 @@ def load_controlnet(path: str | os.PathLike, *, device="cpu", dtype: str = "auto
         raise ModelFileError(f"{path}: this is a T2I-Adapter; nodeflow does not support T2I-Adapters yet")
     if kind != "controlnet":
         raise ModelFileError(f"{path}: not a ControlNet; found keys like {describe_keys(sd)}")
-    if any(k.startswith(SDXL_KEYS) for k in sd):
-        raise ModelFileError(f"{path}: an SDXL ControlNet (it has a pooled-text/size embedding); "
-                             "nodeflow's ControlNets are for SD1.x/SD2.x U-Nets")
     if is_diffusers_controlnet(sd):
         plain = controlnet_to_original({k: v for k, v in sd.items() if not k.endswith(IGNORED_SUFFIXES)}, path)
     else:
         plain = {k.removeprefix(PREFIX): v for k, v in sd.items() if not k.endswith(IGNORED_SUFFIXES)}
     if is_difference(sd):
         plain = _add_base(path, plain, base_unet)
+    family = controlnet_family(path, plain)
     heads = int(metadata[META_HEADS]) if META_HEADS in metadata else None
     head_channels = int(metadata[META_HEAD_CHANNELS]) if META_HEAD_CHANNELS in metadata else None
+    if heads is None and head_channels is None:
+        head_channels = FAMILIES[family].head_channels  # None for SD1: 8 heads
     device = torch.device(device)
     try:
-        return controlnet_from_state_dict(plain, device=device, dtype=model_dtype(device, dtype, "unet"),
-                                          num_heads=heads, head_channels=head_channels)
-    except (RuntimeError, KeyError, ValueError) as error:
+        model = controlnet_from_state_dict(plain, device=device, dtype=model_dtype(device, dtype, "unet"),
+                                           num_heads=heads, head_channels=head_channels)
+    except (RuntimeError, KeyError, ValueError, IndexError) as error:
         raise ModelFileError(f"{path}: the ControlNet does not match its configuration: {str(error)[:500]}") from None
+    model.family, model.source = FAMILIES[family].name, path.name
+    return model
+
+
+def controlnet_family(path: Path, plain: dict[str, torch.Tensor]) -> str:
+    """The family key (nodeflow.loading.families) of a ControlNet's keys in the original layout
+    (without ``control_model.``): its encoder's shapes, read as a U-Net-only file's."""
+    encoder = {UNET + k: v for k, v in plain.items() if k.startswith(("input_blocks.", "middle_block.", "label_emb."))}
+    if UNET + "input_blocks.0.0.weight" not in encoder:
+        raise ModelFileError(f"{path}: not a ControlNet; found keys like {describe_keys(plain)}")
+    kind = detect_kind(encoder)
+    if kind not in KIND_FAMILY:
+        raise ModelFileError(f"{path}: a ControlNet for a {kind} model, a family nodeflow does not run")
+    return KIND_FAMILY[kind]
 
 
 def read_controlnet_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

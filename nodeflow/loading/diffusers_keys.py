@@ -93,6 +93,8 @@ def unet_to_original(sd: dict[str, torch.Tensor], where: Path = Path("unet")) ->
         raise ModelFileError(f"{where}: not a diffusers UNet2DConditionModel (no down_blocks.*.resnets)")
     r = UNET_RESNET_RENAMES
     table = [("time_embedding.linear_1.", "time_embed.0.", ()), ("time_embedding.linear_2.", "time_embed.2.", ()),
+             # SDXL's ADM input (diffusers' "text_time" addition embedding)
+             ("add_embedding.linear_1.", "label_emb.0.0.", ()), ("add_embedding.linear_2.", "label_emb.0.2.", ()),
              ("conv_in.", "input_blocks.0.0.", ()), ("conv_norm_out.", "out.0.", ()), ("conv_out.", "out.2.", ())]
     for level in range(levels):
         for j in range(per_level):
@@ -155,11 +157,11 @@ def text_encoder_to_original(sd: dict[str, torch.Tensor], where: Path = Path("te
 
 
 # ----- ControlNets ---------------------------------------------------------------------------
-# A diffusers ControlNetModel is the U-Net's encoder (time_embedding, conv_in, down_blocks,
-# mid_block: renamed by unet_to_original) plus its own parts, renamed by the table below.
+# A diffusers ControlNetModel is the U-Net's encoder (time_embedding, SDXL's add_embedding, conv_in,
+# down_blocks, mid_block: renamed by unet_to_original) plus its own parts, renamed by the table below.
 
 CONTROLNET_HINT_KEY = "controlnet_cond_embedding.conv_in.weight"
-CONTROLNET_ENCODER_PREFIXES = ("time_embedding.", "conv_in.", "down_blocks.", "mid_block.")
+CONTROLNET_ENCODER_PREFIXES = ("time_embedding.", "add_embedding.", "conv_in.", "down_blocks.", "mid_block.")
 
 
 def is_diffusers_controlnet(sd: dict[str, torch.Tensor]) -> bool:

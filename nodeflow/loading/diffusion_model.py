@@ -78,7 +78,8 @@ def load_diffusion_model(path: str | os.PathLike, *, device: str | torch.device 
     if META_VAE_SCALE in metadata:
         latent_format = replace(latent_format, scale_factor=float(metadata[META_VAE_SCALE]))
     logger.info("loaded the U-Net %s (%s, %s prediction) on %s", path.name, kind, sampling.parameterization, device)
-    return DiffusionModel(unet, sampling, latent_format, device, unet_dtype, name=path.name, adm=family.adm)
+    return DiffusionModel(unet, sampling, latent_format, device, unet_dtype, name=path.name, adm=family.adm,
+                          family=family.name)
 
 
 def _read(path: Path, device: torch.device, unet_dtype: torch.dtype) -> tuple[dict, dict]:

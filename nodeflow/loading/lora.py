@@ -1,4 +1,4 @@
-"""LoRA files (Hu et al. 2021) for SD1.x in the kohya / AUTOMATIC1111 key layouts.
+"""LoRA files (Hu et al. 2021) for SD1.x, SD2.x and SDXL in the kohya / AUTOMATIC1111 key layouts.
 
 A LoRA holds, per patched layer, ``lora_down`` (rank x in), ``lora_up`` (out x rank) and an
 optional ``alpha``; the patched weight is W + strength * (alpha / rank) * up @ down (reshaped for
@@ -61,6 +61,7 @@ def _unet_diffusers_to_original(name: str, layers_per_block: int = 2) -> str | N
         (r"up_blocks\.(\d+)\.upsamplers\.0\.conv$",  # after the resnet (and attention, if any)
          lambda i: f"output_blocks.{per_level * int(i) + per_level - 1}.{{1|2}}.conv"),
         (r"time_embedding\.linear_(\d)$", lambda k: f"time_embed.{0 if k == '1' else 2}"),
+        (r"add_embedding\.linear_(\d)$", lambda k: f"label_emb.0.{0 if k == '1' else 2}"),  # SDXL's ADM input
         (r"conv_in$", lambda: "input_blocks.0.0"),
         (r"conv_out$", lambda: "out.2"),
     ]
@@ -94,7 +95,8 @@ def _diffusers_names(unet: nn.Module) -> dict[str, str]:
 
 
 def _diffusers_module_paths(unet: nn.Module):
-    """Candidate diffusers module paths (enough to cover SD1's layers)."""
+    """Candidate diffusers module paths (enough to cover SD1's, SD2's and SDXL's layers: up to 4
+    levels, 3 residual blocks per level, 10 transformer blocks deep)."""
     inner = ["proj_in", "proj_out"] + [f"transformer_blocks.{b}.{part}" for b in range(10) for part in (
         "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
         "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "norm1", "norm2", "norm3")]
@@ -111,7 +113,8 @@ def _diffusers_module_paths(unet: nn.Module):
     yield from (f"mid_block.attentions.0.{p}" for p in inner)
     for j in range(2):
         yield from (f"mid_block.resnets.{j}.{p}" for p in resnet)
-    yield from ("time_embedding.linear_1", "time_embedding.linear_2", "conv_in", "conv_out")
+    yield from ("time_embedding.linear_1", "time_embedding.linear_2", "add_embedding.linear_1",
+                "add_embedding.linear_2", "conv_in", "conv_out")
 
 
 def _text_names(text_model: nn.Module | None) -> dict[str, dict[str, str]]:
@@ -128,8 +131,10 @@ def _text_names(text_model: nn.Module | None) -> dict[str, dict[str, str]]:
 
 
 def lora_patches(lora: dict[str, torch.Tensor], unet: nn.Module | None, text_model: nn.Module | None,
-                 strength_model: float, strength_clip: float, source: str = "LoRA") -> tuple[list, list, list]:
-    """(U-Net patches, text encoder patches, unmatched layer names) of a LoRA state dict."""
+                 strength_model: float, strength_clip: float, source: str = "LoRA",
+                 family: str = "") -> tuple[list, list, list]:
+    """(U-Net patches, text encoder patches, unmatched layer names) of a LoRA state dict;
+    ``family``: the model's family name, for the message refusing a layer of another family."""
     layers: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in lora.items():
         match = re.match(r"(lora_(?:unet|te[12]?)_.+?)\.(lora_down\.weight|lora_up\.weight|alpha)$", key)
@@ -159,19 +164,22 @@ def lora_patches(lora: dict[str, torch.Tensor], unet: nn.Module | None, text_mod
             unmatched.append(name)
             continue
         module = unet if name.startswith("lora_unet_") else text_model
-        _check_layer(source, name, up, down, module.get_parameter(path + ".weight"))
+        _check_layer(source, name, up, down, module.get_parameter(path + ".weight"), family)
         target.append(WeightPatch(path + ".weight", up, down, scale, strength))
     return unet_patches, text_patches, unmatched
 
 
-def _check_layer(source: str, name: str, up: torch.Tensor, down: torch.Tensor, weight: torch.Tensor) -> None:
+def _check_layer(source: str, name: str, up: torch.Tensor, down: torch.Tensor, weight: torch.Tensor,
+                 family: str = "") -> None:
     """A layer whose shapes do not make the model's weight (a LoRA for another model family) or
     whose values are not finite (NaN: a black image) is refused, naming the file and the layer."""
     out_features, in_features = weight.shape[0], weight[0].numel()
     if up.ndim < 2 or down.ndim < 2 or up.shape[1] != down.shape[0] \
             or (up.shape[0], down[0].numel()) != (out_features, in_features):
-        raise ModelFileError(f"{source}: layer {name} is {tuple(up.shape)} x {tuple(down.shape)}, but the "
-                             f"model's weight there is {tuple(weight.shape)}: a LoRA for another model?")
+        model = f"this {family} model's" if family else "the model's"
+        raise ModelFileError(f"{source}: layer {name} is {tuple(up.shape)} x {tuple(down.shape)}, but {model} "
+                             f"weight there is {tuple(weight.shape)}: a LoRA made for another model family "
+                             "(e.g. an SD1.x LoRA on an SDXL model)?")
     if not (torch.isfinite(up).all() and torch.isfinite(down).all()):
         raise ModelFileError(f"{source}: layer {name} holds values that are not finite (NaN or inf)")
 

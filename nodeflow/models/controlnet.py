@@ -36,6 +36,11 @@ class ControlNetConfig:
 
 
 class ControlNetModel(nn.Module):
+    #: set by the loader (nodeflow.loading.controlnet): the model family it was made for ("SDXL")
+    #: and the file it came from; empty for a ControlNet built otherwise
+    family: str = ""
+    source: str = ""
+
     def __init__(self, config: ControlNetConfig) -> None:
         super().__init__()
         self.config = config

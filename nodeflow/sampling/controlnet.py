@@ -72,14 +72,23 @@ def _shape_of(config) -> tuple:
 
 def check_fits(controlnet: torch.nn.Module, model) -> None:
     """A ControlNet adds residuals to one U-Net architecture; any other is a user's mistake that
-    would otherwise surface as a matrix-shape error deep in a forward pass."""
+    would otherwise surface as a matrix-shape error deep in a forward pass. Refused on one line
+    naming the ControlNet's file and both families when the loaders recorded them (an SD1.x
+    ControlNet on an SDXL model), else both shapes."""
     ours = getattr(getattr(controlnet, "config", None), "unet", None)
     theirs = getattr(getattr(model, "unet", None), "config", None)
+    source = getattr(controlnet, "source", "") or "the ControlNet"
+    family, model_family = getattr(controlnet, "family", ""), getattr(model, "family", "")
+    name = getattr(model, "name", "") or ""
+    if family and model_family and family != model_family:
+        raise NodeflowError(f"{source}: an {family} ControlNet cannot guide an {model_family} model"
+                            f"{f' ({name})' if name else ''}; use a ControlNet made for {model_family}")
     if ours is None or theirs is None or _shape_of(ours) == _shape_of(theirs):
         return
     def describe(config) -> str:
         channels, mult, blocks, context = _shape_of(config)
         return f"{channels} channels x {mult}, {blocks} res blocks per level, text context {context}"
-    raise NodeflowError(f"the ControlNet does not fit this model: it was made for a U-Net with {describe(ours)}, "
-                        f"the model {getattr(model, 'name', '') or ''} has {describe(theirs)} "
+    made_for = f"an {family} U-Net" if family else "a U-Net"
+    raise NodeflowError(f"{source} does not fit this model: it was made for {made_for} with {describe(ours)}, "
+                        f"the {model_family + ' ' if model_family else ''}model {name} has {describe(theirs)} "
                         "(use a ControlNet made for this model's family, e.g. SD1.x with SD1.x)")

@@ -56,6 +56,9 @@ class DiffusionModel:
     #: which ADM vector the U-Net's label_emb takes: adm.SDXL, adm.SDXL_REFINER, or None to tell
     #: from the shapes (nodeflow.sampling.adm.adm_kind); unused by U-Nets without label_emb
     adm: str | None = None
+    #: the model family's name as nodeflow.loading.families has it ("SD1.x", "SDXL" ...), set by
+    #: the loaders; "" when unknown (a ControlNet of another family is refused by it)
+    family: str = ""
 
     def clone_with(self, **changes) -> DiffusionModel:
         return replace(self, **changes)
