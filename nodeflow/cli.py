@@ -90,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("nodeflow").exception("error")
         print(f"nodeflow: {error}", file=sys.stderr)
         return EXIT_FAILED if isinstance(error, NodeError) and error.is_bug else EXIT_USER_ERROR
+    except OSError as error:  # the system's answer about a file or folder the user named (too long, no permission)
+        if args.debug:
+            logging.getLogger("nodeflow").exception("error")
+        print(f"nodeflow: {error.strerror or type(error).__name__}: {error.filename or error}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 def _settings(args: argparse.Namespace):
@@ -277,8 +282,11 @@ def apply_override(workflow, assignment: str, registry=None) -> None:
             raise WorkflowFormatError(f"--set {assignment!r}: node {node_id} ({node_type}) has no "
                                       f"input {input_name!r}; its values: {known or 'none'}")
     try:
+        raw.encode("utf-8")  # bytes that are not UTF-8 reach Python as lone surrogates: no file can hold them
         value = parse_value(raw, input_spec.type if input_spec else None)
-    except ValueError as error:
+    except UnicodeEncodeError:
+        raise WorkflowFormatError(f"--set {assignment!r}: the value is not UTF-8 text") from None
+    except (ValueError, WorkflowFormatError) as error:
         raise WorkflowFormatError(f"--set {assignment!r}: {error}") from None
     workflow.nodes[node_id].inputs[input_name] = value
 
@@ -301,10 +309,15 @@ def parse_value(raw: str, socket_type: str | None = None) -> Any:
         return raw.lower() in TRUE_WORDS
     if socket_type in ("STRING", "CHOICE"):
         return raw
+    from nodeflow.formats.json_text import parse_json
+
     try:
-        return json.loads(raw)
+        json.loads(raw)
     except json.JSONDecodeError:
-        return raw
+        return raw  # not JSON: text
+    except (RecursionError, ValueError):
+        pass  # JSON beyond the bounds of a workflow's: parse_json says which
+    return parse_json(raw, "the value")  # the bounds of workflow files (depth, digits, Unicode)
 
 
 def resolve_device(name: str) -> str:

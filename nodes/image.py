@@ -75,8 +75,8 @@ def image_scale(image: torch.Tensor, upscale_method: str, width: int, height: in
               Float("scale_by", 1.0, min=0.01, max=8.0, step=0.01)],
       outputs=[Output(IMAGE)])
 def image_scale_by(image: torch.Tensor, upscale_method: str, scale_by: float):
-    """Resize images by a factor."""
-    width, height = round(image.shape[2] * scale_by), round(image.shape[1] * scale_by)
+    """Resize images by a factor (to 1 pixel at least: 8 pixels by 0.01 is 1, not 0)."""
+    width, height = max(1, round(image.shape[2] * scale_by)), max(1, round(image.shape[1] * scale_by))
     return (nchw_to_image(upscale(image_to_nchw(image), width, height, upscale_method)),)
 
 
@@ -87,7 +87,7 @@ def image_scale_by(image: torch.Tensor, upscale_method: str, scale_by: float):
 def image_scale_to_total_pixels(image: torch.Tensor, upscale_method: str, megapixels: float):
     """Resize images to about ``megapixels`` million pixels, keeping the aspect ratio."""
     scale = math.sqrt(int(megapixels * 1024 * 1024) / (image.shape[1] * image.shape[2]))
-    width, height = round(image.shape[2] * scale), round(image.shape[1] * scale)
+    width, height = max(1, round(image.shape[2] * scale)), max(1, round(image.shape[1] * scale))
     return (nchw_to_image(upscale(image_to_nchw(image), width, height, upscale_method)),)
 
 
@@ -182,6 +182,7 @@ def image_blend(image1: torch.Tensor, image2: torch.Tensor, blend_factor: float,
       outputs=[Output(IMAGE)])
 def image_blur(image: torch.Tensor, blur_radius: int, sigma: float):
     """Gaussian blur."""
+    _check_filter_fits(image, blur_radius, "blur_radius")
     return (blur(image, blur_radius, sigma),)
 
 
@@ -191,7 +192,16 @@ def image_blur(image: torch.Tensor, blur_radius: int, sigma: float):
       outputs=[Output(IMAGE)])
 def image_sharpen(image: torch.Tensor, sharpen_radius: int, sigma: float, alpha: float):
     """Unsharp mask: image + 10 alpha (image - blur(image)), clamped (ComfyUI's scale)."""
+    _check_filter_fits(image, sharpen_radius, "sharpen_radius")
     return (sharpen(image, sharpen_radius, sigma, alpha),)
+
+
+def _check_filter_fits(image: torch.Tensor, radius: int, input_name: str) -> None:
+    """The filters reflect the image at its borders: the radius must be below both sides."""
+    height, width = image.shape[1:3]
+    if radius >= min(width, height):
+        raise NodeInputError(input_name, f"{radius} does not fit the {width}x{height} image "
+                                         "(it must be smaller than both sides)")
 
 
 @node("EmptyImage", display="Empty Image", category="image",

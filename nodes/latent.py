@@ -63,9 +63,9 @@ def latent_upscale(samples: dict, upscale_method: str, width: int, height: int, 
               Float("scale_by", 1.5, min=0.01, max=8.0, step=0.01)],
       outputs=[Output(LATENT)])
 def latent_upscale_by(samples: dict, upscale_method: str, scale_by: float):
-    """Resize latents by a factor."""
+    """Resize latents by a factor (to 1 latent pixel at least)."""
     x = samples["samples"]
-    width, height = round(x.shape[3] * scale_by), round(x.shape[2] * scale_by)
+    width, height = max(1, round(x.shape[3] * scale_by)), max(1, round(x.shape[2] * scale_by))
     return (_copy(samples, upscale(x, width, height, upscale_method)),)
 
 

@@ -465,7 +465,7 @@ def test_a_lora_that_does_not_fit_or_holds_nan_is_refused_when_applied(tmp_path,
     layer = lora_file(tmp_path, wrong_shape if case == "wrong-shape" else nan)
     checkpoint = load_checkpoint(write_tiny_checkpoint(tmp_path / "checkpoints" / "tiny.safetensors"))
     ctx = RunContext(paths=Paths(models_dirs=(tmp_path,), assets_dir=tmp_path / "none"))
-    expected = "a LoRA for another model" if case == "wrong-shape" else "not finite"
+    expected = "a LoRA made for another model family" if case == "wrong-shape" else "not finite"
     with pytest.raises(ModelFileError, match=f"odd.safetensors: layer {layer} .*{expected}"):
         lora_loader(checkpoint.model, checkpoint.clip, "odd.safetensors", 1.0, 1.0, ctx)
 
@@ -533,3 +533,113 @@ def test_an_escaped_surrogate_pair_is_one_character(run, tmp_path):
     code, err = run("run", json.dumps(workflow).replace("EMOJI", "\\ud83d\\ude00"))
     assert code == 0, err
     assert (tmp_path / "out" / "\U0001f600_00001_.png").is_file()
+
+
+def test_an_infinite_comfyui_ui_link_id_is_a_format_error(run):
+    """``int(Infinity)`` raised OverflowError, which the UI reader let through as a traceback."""
+    ui = {"nodes": [{"id": 1, "type": "EmptyImage", "widgets_values": [8, 8, 1, 0]}],
+          "links": [[float("inf"), 1, 0, 2, 0, "IMAGE"]]}
+    code, err = run("validate", json.dumps(ui))  # json writes the float as Infinity
+    assert code == EXIT_USER_ERROR and "malformed link [inf, 1, 0, 2, 0, 'IMAGE']" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["api", "ui"])
+def test_a_comfyui_title_that_is_not_text_is_a_format_error(run, where):
+    """It ran, and the PNG it saved could not be read back ("node 1 has a title that is not text")."""
+    if where == "api":
+        workflow = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+                          "_meta": {"title": 5}},
+                    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "out", "images": ["1", 0]}}}
+    else:
+        workflow = {"nodes": [{"id": 1, "type": "EmptyImage", "widgets_values": [8, 8, 1, 0], "title": 5},
+                              {"id": 9, "type": "SaveImage", "widgets_values": ["out"],
+                               "inputs": [{"name": "images", "link": 1}]}],
+                    "links": [[1, 1, 0, 9, 0, "IMAGE"]]}
+    code, err = run("run", workflow)
+    assert code == EXIT_USER_ERROR and "node 1 has a title that is not text (5)" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("key", ["models", "input", "custom_nodes"])
+def test_a_settings_folder_name_too_long_for_the_file_system_is_a_clean_error(run, tmp_path, key):
+    """Looking into a folder named by 5000 characters raised OSError (ENAMETOOLONG) as a traceback."""
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'{key} = "{"x" * 5000}"\n')
+    workflow = tiny_workflow({"1": {"type": "LoadImage", "inputs": {"image": "a.png"}},
+                              "2": {"type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m.safetensors"}},
+                              "9": {"type": "PreviewImage"}}, [{"from": ["1", 0], "to": ["9", "images"]}])
+    code, err = run("validate", workflow, config=settings)
+    assert code == EXIT_USER_ERROR and "Traceback" not in err
+    assert err.startswith(f"nodeflow: File name too long: {tmp_path / ('x' * 5000)}")
+
+
+def test_a_settings_folder_with_a_nul_is_a_config_error(run, tmp_path):
+    """It read as "the filename prefix 'out' leads outside the output folder" when SaveImage ran."""
+    settings = tmp_path / "settings.toml"
+    settings.write_text('output = "out\\u0000put"\n')
+    code, err = run("validate", image_chain(), config=settings)
+    assert code == EXIT_USER_ERROR and "output: a folder path cannot hold a NUL character" in err
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("x\udcff", "the value is not UTF-8 text"),  # the byte 0xff in an argument, as Python decodes it
+    ('"\\ud800"', "the value holds the escape \\ud800: half of a surrogate pair, alone, is not a character"),
+    ("[" * 3000, "the value nests more than 100 levels deep"),
+    ("9" * 5000, "the value has a number with 5000 digits (at most 40)"),
+])
+def test_a_hostile_set_value_is_a_clean_error(run, value, problem):
+    """A value not UTF-8 made SaveImage crash (exit 1); one 3000 deep or with 5000 digits, for an
+    input that takes JSON, gave a RecursionError or ValueError traceback."""
+    workflow = image_chain()
+    workflow["nodes"]["5"] = {"type": "NotInstalled", "mode": "muted"}
+    target = "9.filename_prefix" if value.startswith("x") else "5.x"
+    code, err = run("run", workflow, extra=[f"--set={target}={value}"])
+    assert code == EXIT_USER_ERROR and problem in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("node_type, radius", [("ImageBlur", "blur_radius"), ("ImageSharpen", "sharpen_radius")])
+def test_a_filter_wider_than_the_image_is_a_clean_error(run, node_type, radius):
+    """On a 512x1 image the filter's ValueError was taken for a crash (exit 1, a traceback logged)."""
+    workflow = image_chain()
+    workflow["nodes"]["1"]["inputs"].update(width=512, height=1)
+    workflow["nodes"]["2"] = {"type": node_type, "inputs": {radius: 1}}
+    workflow["links"] = [{"from": ["1", 0], "to": ["2", "image"]}, {"from": ["2", 0], "to": ["9", "images"]}]
+    code, err = run("run", workflow)
+    assert code == EXIT_USER_ERROR and "Traceback" not in err
+    assert f"node 2 ({node_type}): input '{radius}': 1 does not fit the 512x1 image" in err
+
+
+def test_batching_images_of_very_different_shapes_keeps_a_pixel_of_the_crop():
+    """Image 2 (512x512) centre-cropped to image 1's 512:1 kept 0 rows: interpolate raised a
+    RuntimeError (exit 1). ComfyUI's crop has the same rounding; at least the middle rows stay."""
+    import torch
+
+    from nodeflow.image.ops import center_crop_to_aspect
+    from nodeflow_nodes.image import image_batch
+
+    batch = image_batch(torch.zeros(1, 1, 512, 3), torch.ones(1, 512, 512, 3))[0]
+    assert batch.shape == (2, 1, 512, 3) and batch[1].min() == 1
+    assert center_crop_to_aspect(torch.zeros(1, 3, 512, 512), 512, 1).shape[-2:] == (2, 512)
+    assert center_crop_to_aspect(torch.zeros(1, 3, 3, 511), 1, 512).shape[-2:] == (3, 1)
+    assert center_crop_to_aspect(torch.zeros(1, 3, 480, 640), 512, 512).shape[-2:] == (480, 480)  # as before
+
+
+@pytest.mark.parametrize("node_type, inputs", [
+    ("ImageScaleBy", {"upscale_method": "nearest-exact", "scale_by": 0.01}),
+    ("ImageScaleBy", {"upscale_method": "lanczos", "scale_by": 0.01}),
+])
+def test_scaling_a_small_image_down_by_a_small_factor_keeps_one_pixel(run, tmp_path, node_type, inputs):
+    """8 pixels x 0.01 rounded to 0: interpolate raised a RuntimeError (or Pillow a ValueError), exit 1."""
+    workflow = image_chain()
+    workflow["nodes"]["2"] = {"type": node_type, "inputs": inputs}
+    workflow["links"] = [{"from": ["1", 0], "to": ["2", "image"]}, {"from": ["2", 0], "to": ["9", "images"]}]
+    code, err = run("run", workflow)
+    assert code == 0, err
+    assert Image.open(tmp_path / "out" / "out_00001_.png").size == (1, 1)
+
+
+def test_scaling_a_small_latent_down_by_a_small_factor_keeps_one_latent_pixel():
+    import torch
+
+    from nodeflow_nodes.latent import latent_upscale_by
+
+    assert latent_upscale_by({"samples": torch.zeros(1, 4, 2, 2)}, "nearest-exact", 0.01)[0]["samples"].shape == (1, 4, 1, 1)

@@ -59,7 +59,7 @@ def read_comfy_ui(data: Any, registry: Any, source: str) -> Workflow:
 def _malformed_is_format_error(parse: Any, data: Any, registry: Any, what: str) -> Workflow:
     try:
         return parse(data, registry)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
         log.debug("%s could not be read", what, exc_info=True)
         raise WorkflowFormatError(f"{what} is malformed ({type(error).__name__}: {error})") from None
 
@@ -97,7 +97,7 @@ def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
                 links.append(Link(str(value[0]), int(value[1]), node_id, name))
             else:
                 literals[name] = _normalise(spec, name, value)
-        title = (entry.get("_meta") or {}).get("title")
+        title = _title(node_id, (entry.get("_meta") or {}).get("title"))
         if spec is not None and title == spec.display:
             title = None
         nodes[node_id] = NodeInstance(node_id, entry["class_type"], literals,
@@ -210,7 +210,8 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
         mode = raw.get("mode", 0)
         if mode not in MODES:
             log.debug("node %s: LiteGraph mode %r read as normal", node_id, mode)
-        title = raw.get("title") if raw.get("title") != spec.display else None
+        title = _title(node_id, raw.get("title"))
+        title = title if title != spec.display else None
         nodes[node_id] = NodeInstance(node_id, node_type, values, version=spec.version,
                                       mode=MODES.get(mode, "normal"), title=title or None)
         if _layout(raw):
@@ -221,6 +222,14 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
     if data.get("groups"):
         ui["groups"] = data["groups"]
     return Workflow(nodes, sorted(links, key=link_order), ui)
+
+
+def _title(node_id: str, title: Any) -> str | None:
+    """A node's title, which must be text (our format reads no other: what runs must save and
+    read back)."""
+    if title is not None and not isinstance(title, str):
+        raise WorkflowFormatError(f"ComfyUI workflow: node {node_id} has a title that is not text ({title!r:.40})")
+    return title
 
 
 def _is_virtual(node_type: Any, registry: Any) -> bool:
@@ -235,7 +244,7 @@ def _parse_ui_link(item: Any) -> _UILink:
                            str(item["target_id"]), int(item["target_slot"]))
         link_id, src, src_slot, dst, dst_slot, *_ = item
         return _UILink(int(link_id), str(src), int(src_slot), str(dst), int(dst_slot))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity)
         raise WorkflowFormatError(f"ComfyUI UI workflow: malformed link {item!r}") from None
 
 

@@ -2,13 +2,15 @@
 
 A workflow file is at most ``MAX_BYTES`` long and nests at most ``MAX_DEPTH`` levels (real ones
 nest under 10); integers have at most ``MAX_INT_DIGITS`` digits (a seed has 20); an object may not
-name a key twice (JSON readers differ on which one wins). Anything else is a
-``WorkflowFormatError`` naming the source, never a RecursionError or a memory blow-up.
+name a key twice (JSON readers differ on which one wins); text is Unicode (an escaped lone
+surrogate such as ``"\\ud800"`` is no character, and could be written to no file or PNG). Anything
+else is a ``WorkflowFormatError`` naming the source, never a RecursionError or a memory blow-up.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from nodeflow.errors import WorkflowFormatError
 MAX_BYTES = 64 * 2**20
 MAX_DEPTH = 100
 MAX_INT_DIGITS = 40
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Refused(ValueError):
@@ -37,6 +41,11 @@ def parse_json(text: str, source: str) -> Any:
                                   f"column {error.colno}") from None
     if _depth_exceeds(data, MAX_DEPTH):
         raise WorkflowFormatError(f"{source} nests more than {MAX_DEPTH} levels deep")
+    if _SURROGATE_ESCAPE.search(text):  # pairs make one character; a lone half stays a surrogate
+        lone = _lone_surrogate(data)
+        if lone is not None:
+            raise WorkflowFormatError(f"{source} holds the escape {lone}: half of a surrogate pair, "
+                                      "alone, is not a character")
     return data
 
 
@@ -78,3 +87,20 @@ def _depth_exceeds(data: Any, limit: int) -> bool:
                 return True
             stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
     return False
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """The first lone surrogate in the text of ``data`` (keys included), as its JSON escape."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            found = _SURROGATE.search(value)
+            if found:
+                return f"\\u{ord(found.group()):04x}"
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None

@@ -17,14 +17,15 @@ LATENT_UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "bisle
 
 
 def center_crop_to_aspect(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Crop (B, C, H, W) at the centre to the aspect ratio width:height."""
+    """Crop (B, C, H, W) at the centre to the aspect ratio width:height (at least the middle
+    pixel or two stay: 512 x 512 cropped to 512:1 keeps 2 rows, not 0)."""
     old_w, old_h = x.shape[-1], x.shape[-2]
     old_aspect, new_aspect = old_w / old_h, width / height
     x0 = y0 = 0
     if old_aspect > new_aspect:
-        x0 = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+        x0 = min(round((old_w - old_w * (new_aspect / old_aspect)) / 2), (old_w - 1) // 2)
     elif old_aspect < new_aspect:
-        y0 = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+        y0 = min(round((old_h - old_h * (old_aspect / new_aspect)) / 2), (old_h - 1) // 2)
     return x[..., y0:old_h - y0, x0:old_w - x0]
 
 

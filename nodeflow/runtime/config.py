@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nodeflow.errors import NodeflowError
+from nodeflow.runtime.paths import expand_user
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,7 +67,7 @@ def find_config(explicit: str | os.PathLike | None = None) -> Path | None:
     first default location that exists."""
     named = explicit or os.environ.get("NODEFLOW_CONFIG")
     if named:
-        path = Path(named).expanduser()
+        path = expand_user(named)
         if not path.is_file():
             raise ConfigError(f"settings file {path} not found")
         return path.absolute()
@@ -87,6 +88,9 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read it: {error}") from None
+    except ValueError:  # tomllib lets out one more: int() refusing a number over Python's digit limit
+        raise ConfigError(f"{path}: not valid TOML: a number has more than "
+                          f"{sys.get_int_max_str_digits()} digits") from None
     return parse_config(data, path)
 
 
@@ -103,7 +107,12 @@ def parse_config(data: dict, path: Path) -> Config:
     def folder(key: str, value) -> Path:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{path}: {key} must be a folder path (a string), got {value!r}")
-        return base / Path(value).expanduser()
+        if "\0" in value:
+            raise ConfigError(f"{path}: {key}: a folder path cannot hold a NUL character, got {value!r}")
+        try:
+            return base / expand_user(value)
+        except NodeflowError as error:
+            raise ConfigError(f"{path}: {key}: {error}") from None
 
     models = data.get("models", [])
     if isinstance(models, str):
