@@ -163,9 +163,9 @@ def test_diffusers_folder_loads_equal_to_single_file(diffusers_folder, single):
 def test_diffusers_folder_with_unknown_keys_is_refused(tmp_path):
     from nodeflow.loading.diffusers_keys import unet_to_original
 
-    with pytest.raises(ModelFileError, match="U-Net keys nodeflow cannot map.*add_embedding.linear_1.weight"):
+    with pytest.raises(ModelFileError, match="U-Net keys nodeflow cannot map.*encoder_hid_proj.weight"):
         unet_to_original({"down_blocks.0.resnets.0.conv1.weight": torch.zeros(1),
-                          "add_embedding.linear_1.weight": torch.zeros(1)})
+                          "encoder_hid_proj.weight": torch.zeros(1)})  # add_embedding maps now (SDXL)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelFileError, match="empty: a folder, but not a diffusers model folder"):
         read_state_dict(tmp_path / "empty")
