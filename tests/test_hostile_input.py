@@ -643,3 +643,17 @@ def test_scaling_a_small_latent_down_by_a_small_factor_keeps_one_latent_pixel():
     from nodeflow_nodes.latent import latent_upscale_by
 
     assert latent_upscale_by({"samples": torch.zeros(1, 4, 2, 2)}, "nearest-exact", 0.01)[0]["samples"].shape == (1, 4, 1, 1)
+
+
+def test_a_compressed_chunk_after_the_text_budget_is_spent_is_refused(run, tmp_path, monkeypatch):
+    """zlib's max_length 0 means no limit: with the budget used up exactly, the next compressed
+    chunk inflated without bound."""
+    import zlib
+
+    from nodeflow.formats import png_text
+
+    monkeypatch.setattr(png_text, "MAX_TEXT_BYTES", 1000)
+    chunks = [(b"tEXt", b"a\0" + b"x" * 1000), (b"zTXt", b"prompt\0\x00" + zlib.compress(b"[" * 100_000))]
+    png = png_with_chunks(tmp_path / "spent.png", chunks, width=4, height=4)
+    code, err = run("validate", png.read_bytes(), name="wf.png")
+    assert code == EXIT_USER_ERROR and "text chunks hold more than" in err

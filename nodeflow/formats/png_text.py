@@ -70,8 +70,8 @@ def _decode(kind: bytes, data: bytes, budget: int, path) -> tuple[str, str]:
 
 def _inflate(data: bytes, budget: int, path) -> bytes:
     inflater = zlib.decompressobj()
-    text = inflater.decompress(data, budget)
-    if inflater.unconsumed_tail:
+    text = inflater.decompress(data, budget + 1)  # max_length 0 would mean no limit at all
+    if len(text) > budget or inflater.unconsumed_tail:
         raise _too_much(path)
     return text
 
