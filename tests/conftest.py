@@ -12,13 +12,15 @@ def pytest_configure(config):
 
 
 def _keep_the_users_home_out_of_reach():
-    """The editor keeps recent files in $XDG_CONFIG_HOME and recovery files in $XDG_STATE_HOME:
-    point both (for this process and every process a test starts) at a folder of the test run, so
-    no test writes to the user's real settings or state, even one that forgets to pass folders."""
+    """The editor keeps recent files in $XDG_CONFIG_HOME and recovery files in $XDG_STATE_HOME,
+    the settings file is looked for in ~/.config: point HOME and both variables (for this process
+    and every process a test starts) at a folder of the test run, so no test writes to (or reads)
+    the user's real settings or state, even one that forgets to pass its folders."""
     import os
     import tempfile
 
     root = tempfile.mkdtemp(prefix="nodeflow-tests-home-")
+    os.environ["HOME"] = os.path.join(root, "home")
     os.environ["XDG_CONFIG_HOME"] = os.path.join(root, "config")
     os.environ["XDG_STATE_HOME"] = os.path.join(root, "state")
 

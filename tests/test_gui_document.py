@@ -224,7 +224,8 @@ def test_recovery_file_keeps_unsaved_work_unless_discarded(doc, tmp_path):
     from nodeflow.gui.app import EditorApp
     from nodeflow.gui.recovery import RecoveryFolder
 
-    app = EditorApp(doc, Executor(doc.registry), None, RecoveryFolder(tmp_path / "recovery"))
+    app = EditorApp(doc, Executor(doc.registry), None, RecoveryFolder(tmp_path / "recovery"),
+                    RecentFiles(tmp_path / "recent.json"))
     recovery = app.session.recovery_file  # this window's own
     node = doc.add_node("Number")
     app.autosave(1e9)  # due: written

@@ -135,6 +135,7 @@ import dearpygui.dearpygui as dpg
 from nodeflow.engine.executor import Executor
 from nodeflow.gui.app import EditorApp, show_window
 from nodeflow.gui.document import Document
+from nodeflow.gui.recent import RecentFiles
 from nodeflow.gui.recovery import RecoveryFolder
 from nodeflow.runtime.paths import Paths
 from nodeflow.engine.registry import Registry
@@ -144,6 +145,11 @@ paths = Paths(output_dir=tmp / "out", temp_dir=tmp / "tmp")
 registry = Registry.load(paths)
 document = Document(registry)
 app = None
+
+def editor_for(document):
+    """The editor on ``document``, its recovery and recent files in the scenario's folder."""
+    return EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery"),
+                     RecentFiles(tmp / "recent.json"))
 
 def open_window(editor):
     global app
@@ -199,7 +205,7 @@ def run_scenario(tmp_path, body: str) -> dict:
 DRAG = r"""
 latent = document.add_node("EmptyLatentImage", (40, 60))
 decode = document.add_node("VAEDecode", (420, 60))
-open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
+open_window(editor_for(document))
 
 def text_center_y(attribute):
     state = dpg.get_item_state(dpg.get_item_children(attribute, 1)[0])
@@ -226,7 +232,7 @@ def test_real_mouse_drag_wires_an_output_to_an_input(display, tmp_path):
 
 SEARCH = r"""
 document.add_node("EmptyLatentImage", (40, 60))
-open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
+open_window(editor_for(document))
 
 def added(before):
     [node_id] = set(document.workflow.nodes) - before
@@ -266,7 +272,7 @@ def test_search_enter_places_the_first_match(display, tmp_path):
 RENAME = r"""
 latent = document.add_node("EmptyLatentImage", (40, 60))
 decode = document.add_node("VAEDecode", (420, 60))
-open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
+open_window(editor_for(document))
 
 def title_point(node_id):  # on the title text (a node's reported rect starts at its title)
     x, y = dpg.get_item_rect_min(app.node_items[node_id])
@@ -300,7 +306,7 @@ MOVE = r"""
 first = document.add_node("EmptyLatentImage", (60, 60))
 second = document.add_node("VAEDecode", (420, 60))
 document.save(tmp / "moved.json")
-open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
+open_window(editor_for(document))
 history = len(document._undo)
 titles = [dpg.get_viewport_title()]
 (x0, y0), (x1, _) = dpg.get_item_rect_min(app.node_items[first]), dpg.get_item_rect_max(app.node_items[second])
@@ -388,7 +394,7 @@ def session(user, edit=lambda document: None, app_class=EditorApp):
 
     def make_app(document, executor, recovery):
         global app
-        app = app_class(document, executor, paths, recovery)
+        app = app_class(document, executor, paths, recovery, RecentFiles(tmp / "recent.json"))
         edit(document)
         threading.Thread(target=act, daemon=True).start()
         return app
@@ -471,7 +477,7 @@ wide.ui["nodes"]["9"]["pos"][0] = 6000
 save_workflow(wide, tmp / "wide.json")
 stored = json.loads((tmp / "wide.json").read_text())["ui"]["nodes"]
 document = Document.open(registry, tmp / "wide.json")
-open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
+open_window(editor_for(document))
 
 def outside():  # the nodes whose drawn rect is not inside the canvas
     (cx0, cy0), (cx1, cy1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
@@ -525,7 +531,7 @@ ZOOM = r"""
 latent = document.add_node("EmptyLatentImage", (100, 100))
 decode = document.add_node("VAEDecode", (500, 100))
 document.save(tmp / "zoom.json")
-open_window(EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery")))
+open_window(editor_for(document))
 seen = {"keys": [app.view.zoom]}
 history = len(document._undo)  # the two additions
 
