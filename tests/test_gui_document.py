@@ -222,6 +222,7 @@ def test_seed_mode_is_an_undoable_edit():
 
 def test_recovery_file_keeps_unsaved_work_unless_discarded(doc, tmp_path):
     from nodeflow.gui.app import EditorApp
+    from nodeflow.gui.recent import RecentFiles
     from nodeflow.gui.recovery import RecoveryFolder
 
     app = EditorApp(doc, Executor(doc.registry), None, RecoveryFolder(tmp_path / "recovery"),
