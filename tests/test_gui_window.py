@@ -146,8 +146,7 @@ registry = Registry.load(paths)
 document = Document(registry)
 app = None
 
-def editor_for(document):
-    """The editor on ``document``, its recovery and recent files in the scenario's folder."""
+def editor_for(document):  # its recovery and recent files in the scenario's folder, never the home
     return EditorApp(document, Executor(registry, paths), paths, RecoveryFolder(tmp / "recovery"),
                      RecentFiles(tmp / "recent.json"))
 
