@@ -309,15 +309,12 @@ def parse_value(raw: str, socket_type: str | None = None) -> Any:
         return raw.lower() in TRUE_WORDS
     if socket_type in ("STRING", "CHOICE"):
         return raw
-    from nodeflow.formats.json_text import parse_json
+    from nodeflow.formats.json_text import NotJson, parse_json
 
     try:
-        json.loads(raw)
-    except json.JSONDecodeError:
-        return raw  # not JSON: text
-    except (RecursionError, ValueError):
-        pass  # JSON beyond the bounds of a workflow's: parse_json says which
-    return parse_json(raw, "the value")  # the bounds of workflow files (depth, digits, Unicode)
+        return parse_json(raw, "the value")  # within the bounds of workflow files (depth, digits, Unicode)
+    except NotJson:
+        return raw  # text
 
 
 def resolve_device(name: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nodeflow.errors import NodeInputError
@@ -28,7 +30,7 @@ def empty_latent_image(width: int, height: int, batch_size: int):
     from nodeflow.runtime.devices import fits_in_memory
 
     shape = (batch_size, 4, height // 8, width // 8)
-    needed = 4 * batch_size * 4 * (height // 8) * (width // 8)
+    needed = 4 * math.prod(shape)  # float32 bytes
     fits, free = fits_in_memory(needed)
     if not fits:
         raise NodeInputError("batch_size", f"{batch_size} latents of {width}x{height} need "

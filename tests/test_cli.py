@@ -76,24 +76,18 @@ def test_user_mistakes_are_one_line_and_exit_2(stub_folder, tmp_path, capsys, ov
     assert code == 2 and message in err and "Traceback" not in err
 
 
-def test_a_node_refusing_its_input_while_running_exits_2_naming_it(stub_folder, tmp_path, capsys):
-    """The rule: 2 for anything the user can fix, also when it is found while running."""
+@pytest.mark.parametrize("node_type, code, message", [
+    ("Fail", 2, "node 3 (Fail): input 'x': 3 is not acceptable"),  # the user can fix it, found while running
+    ("Crash", 1, "node 3 (Crash): ZeroDivisionError"),  # an unexpected exception in a node: a bug
+])
+def test_a_failing_node_names_itself_and_exits_by_the_rule(stub_folder, tmp_path, capsys, node_type, code, message):
     workflow = sample()
-    workflow.nodes["3"] = NodeInstance("3", "Fail")
+    workflow.nodes["3"] = NodeInstance("3", node_type)
     workflow.links = [Link("1", 0, "3", "x"), Link("3", 0, "2", "value")]
-    code = cli.main(["run", write(tmp_path, workflow), "--custom-nodes", str(stub_folder), "--device", "cpu"])
+    exit_code = cli.main(["run", write(tmp_path, workflow), "--custom-nodes", str(stub_folder), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 2 and "node 3 (Fail): input 'x': 3 is not acceptable" in err and "Traceback" not in err
-
-
-def test_a_node_crashing_exits_1_naming_it(stub_folder, tmp_path, capsys):
-    """An unexpected exception in a node is a bug: exit 1."""
-    workflow = sample()
-    workflow.nodes["3"] = NodeInstance("3", "Crash")
-    workflow.links = [Link("1", 0, "3", "x"), Link("3", 0, "2", "value")]
-    code = cli.main(["run", write(tmp_path, workflow), "--custom-nodes", str(stub_folder), "--device", "cpu"])
-    err = capsys.readouterr().err
-    assert code == 1 and "node 3 (Crash): ZeroDivisionError" in err
+    assert exit_code == code and message in err
+    assert ("Traceback" not in err) or node_type == "Crash"
 
 
 def test_validate_and_malformed_json(stub_folder, tmp_path, capsys):

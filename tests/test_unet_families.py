@@ -31,14 +31,6 @@ from diffusers.loaders import single_file_utils as sfu  # noqa: E402
 PREFIX = "model.diffusion_model."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def family(**changes) -> UNetConfig:
     base = dict(model_channels=64, num_res_blocks=2, num_heads=None, head_channels=64,
                 use_linear_in_transformer=True)

@@ -47,7 +47,7 @@ class Provenance:
         """Provenance of running ``node_ids`` (default: every node not muted or bypassed)."""
         if node_ids is None:
             node_ids = [i for i, n in workflow.nodes.items() if n.mode == "normal"]
-        return cls(workflow.copy(), registry, paths, tuple(node_ids))
+        return cls(workflow, registry, paths, tuple(node_ids))
 
     @functools.cached_property
     def model_files(self) -> tuple[ModelFileUse, ...]:

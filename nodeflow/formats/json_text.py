@@ -23,6 +23,10 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+class NotJson(WorkflowFormatError):
+    """The text is not JSON at all (as opposed to JSON beyond the bounds)."""
+
+
 class _Refused(ValueError):
     """A bound broken while parsing (raised from json's hooks)."""
 
@@ -37,7 +41,7 @@ def parse_json(text: str, source: str) -> Any:
     except RecursionError:
         raise WorkflowFormatError(f"{source} nests more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as error:
-        raise WorkflowFormatError(f"{source} is not valid JSON: {error.msg} at line {error.lineno} "
+        raise NotJson(f"{source} is not valid JSON: {error.msg} at line {error.lineno} "
                                   f"column {error.colno}") from None
     if _depth_exceeds(data, MAX_DEPTH):
         raise WorkflowFormatError(f"{source} nests more than {MAX_DEPTH} levels deep")

@@ -34,7 +34,7 @@ from nodeflow.errors import ModelFileError
 from nodeflow.loading.detect import describe_keys, detect_kind
 from nodeflow.loading.diffusers_keys import vae_to_original
 from nodeflow.loading.families import FAMILIES, KIND_FAMILY, TEXT_PREFIXES, build_clip, model_sampling, take_text_parts
-from nodeflow.loading.files import read_diffusers_vae, read_safetensors_converted, read_state_dict, stored_dtypes
+from nodeflow.loading.files import read_diffusers_vae, read_state_dict, read_state_dict_for
 from nodeflow.runtime.devices import model_dtype
 from nodeflow.models.unet import unet_from_state_dict
 from nodeflow.models.vae import vae_from_state_dict
@@ -140,21 +140,14 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
 
 
 def _read_checkpoint(path: Path, device: torch.device, dtype: str) -> tuple[dict, dict]:
-    """The file's tensors. When the CPU load changes their dtype (an fp16 file run in fp32), each
-    tensor is converted as it is read, so the file is never held whole beside the converted
-    weights; otherwise memory-mapped (nothing copied until used)."""
-    if device.type != "cpu" or path.suffix.lower() != ".safetensors" or not path.is_file():
-        return read_state_dict(path)
+    """The file's tensors, each part's converted to its dtype as it is read (see read_state_dict_for)."""
     parts = ((UNET_PREFIX, "unet"), (VAE_PREFIX, "vae"), *((prefix, "text") for prefix in TEXT_PREFIXES))
 
     def dtype_for(key: str) -> torch.dtype | None:
         part = next((name for prefix, name in parts if key.startswith(prefix)), None)
         return model_dtype(device, dtype, part) if part else None
 
-    stored = stored_dtypes(path)
-    if all(dtype_for(key) in (None, kind) for key, kind in stored.items() if kind.is_floating_point):
-        return read_state_dict(path)
-    return read_safetensors_converted(path, dtype_for)
+    return read_state_dict_for(path, device, dtype_for)
 
 
 def load_vae_state_dict(path: Path, sd: dict[str, torch.Tensor], device: torch.device, dtype: str,

@@ -39,7 +39,7 @@ from nodeflow.loading.checkpoint import (IGNORED, META_UNET_HEADS, META_VAE_SCAL
 from nodeflow.loading.detect import describe_keys, detect_kind
 from nodeflow.loading.diffusers_keys import unet_to_original
 from nodeflow.loading.families import FAMILIES, KIND_FAMILY, TEXT_PREFIXES, model_sampling
-from nodeflow.loading.files import read_safetensors_converted, read_state_dict, stored_dtypes
+from nodeflow.loading.files import read_state_dict_for
 from nodeflow.loading.text_encoder_files import is_text_encoder
 from nodeflow.models.unet import unet_from_state_dict
 from nodeflow.runtime.devices import model_dtype
@@ -83,18 +83,13 @@ def load_diffusion_model(path: str | os.PathLike, *, device: str | torch.device 
 
 
 def _read(path: Path, device: torch.device, unet_dtype: torch.dtype) -> tuple[dict, dict]:
-    """The file's tensors; on the CPU, floating U-Net tensors stored in another dtype are converted
-    as they are read (nodeflow.loading.files.read_safetensors_converted: lower peak memory)."""
-    if device.type != "cpu" or path.suffix.lower() != ".safetensors" or not path.is_file():
-        return read_state_dict(path)
+    """The file's tensors, the U-Net's converted to ``unet_dtype`` as they are read (see
+    read_state_dict_for)."""
 
     def dtype_for(key: str) -> torch.dtype | None:
         return None if key.startswith((VAE_PREFIX, *TEXT_PREFIXES)) or key in MARKERS else unet_dtype
 
-    stored = stored_dtypes(path)
-    if all(not kind.is_floating_point or dtype_for(key) in (None, kind) for key, kind in stored.items()):
-        return read_state_dict(path)
-    return read_safetensors_converted(path, dtype_for)
+    return read_state_dict_for(path, device, dtype_for)
 
 
 def _original_layout(path: Path, sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:

@@ -210,6 +210,20 @@ def stored_dtypes(path: str | os.PathLike) -> dict[str, torch.dtype]:
             for key, info in header.items() if key != "__metadata__"}
 
 
+def read_state_dict_for(path: str | os.PathLike, device: torch.device, dtype_for) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a model file for a load on ``device`` that wants each floating tensor
+    in ``dtype_for(key)`` (None: as stored). On the CPU, when some stored dtype differs, each
+    tensor is converted as it is read (``read_safetensors_converted``: the file is never held whole
+    beside the converted weights); otherwise the file is read as it is (memory-mapped)."""
+    path = Path(path)
+    if torch.device(device).type != "cpu" or path.suffix.lower() != ".safetensors" or not path.is_file():
+        return read_state_dict(path)
+    stored = stored_dtypes(path)
+    if all(dtype_for(key) in (None, kind) for key, kind in stored.items() if kind.is_floating_point):
+        return read_state_dict(path)
+    return read_safetensors_converted(path, dtype_for)
+
+
 def read_safetensors_converted(path: str | os.PathLike, dtype_for) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a .safetensors file, each floating tensor converted on reading to
     ``dtype_for(key)`` (None: kept as stored).
