@@ -141,3 +141,26 @@ def write_family_checkpoint(path: str | Path, family: str, seed: int = 0, in_cha
     sd, sources = family_state_dict(family, seed, in_channels, markers)
     save_file(sd, str(path), metadata={"format": "pt"})
     return path, sources
+
+
+def original_config(unet: UNetConfig, vae: VAEConfig, scale: float) -> dict:
+    """The sgm/LDM config (what sd_xl_base.yaml or v2-inference.yaml hold) for these U-Net and VAE configs."""
+    params = {"in_channels": unet.in_channels, "out_channels": unet.out_channels, "model_channels": unet.model_channels,
+              "channel_mult": list(unet.channel_mult), "num_res_blocks": unet.num_res_blocks,
+              "attention_resolutions": [2 ** level for level, depth in enumerate(unet.transformer_depth) if depth],
+              "transformer_depth": _depth(unet), "num_head_channels": 64,
+              "use_linear_in_transformer": True, "context_dim": unet.context_dim, "use_spatial_transformer": True}
+    if unet.adm_in_channels:
+        params |= {"num_classes": "sequential", "adm_in_channels": unet.adm_in_channels}
+    ddconfig = {"double_z": True, "z_channels": vae.z_channels, "resolution": 256, "in_channels": vae.in_channels,
+                "out_ch": vae.out_channels, "ch": vae.ch, "ch_mult": list(vae.ch_mult),
+                "num_res_blocks": vae.num_res_blocks, "attn_resolutions": [], "dropout": 0.0}
+    return {"model": {"params": {"scale_factor": scale, "network_config": {"params": params},
+                                 "first_stage_config": {"params": {"embed_dim": vae.embed_dim, "ddconfig": ddconfig}}}}}
+
+
+def _depth(unet: UNetConfig) -> int | list[int]:
+    """As the yaml files write it: one number when every attention level has the same depth (SD2,
+    the refiner: diffusers then also gives the middle block that depth), else per level (SDXL)."""
+    depths = {d for d in unet.transformer_depth if d}
+    return depths.pop() if len(depths) == 1 else list(unet.transformer_depth)

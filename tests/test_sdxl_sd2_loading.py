@@ -26,8 +26,10 @@ from nodeflow.models.vae import AutoencoderKL, VAEConfig
 from nodeflow.sampling.model_sampling import ModelSampling
 from nodeflow.text.families import DualTextEncoder
 from nodeflow.text.text_encoder import TextEncoder
+from tests.comfy_reference import diffusers_unet
 from tests.family_files import (TINY_VAE, VIT_BIGG, VIT_H, VIT_L, clip_config, family_state_dict, open_clip_layout,
-                                prefixed, tiny_unet, transformers_layout, write_family_checkpoint)
+                                original_config, prefixed, tiny_unet, transformers_layout,
+                                write_family_checkpoint)
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
@@ -38,38 +40,6 @@ U = "model.diffusion_model."
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
-
-
-def original_config(unet: UNetConfig, vae: VAEConfig, scale: float) -> dict:
-    """The sgm/LDM config (what sd_xl_base.yaml or v2-inference.yaml hold) for these U-Net and VAE configs."""
-    params = {"in_channels": unet.in_channels, "out_channels": unet.out_channels, "model_channels": unet.model_channels,
-              "channel_mult": list(unet.channel_mult), "num_res_blocks": unet.num_res_blocks,
-              "attention_resolutions": [2 ** level for level, depth in enumerate(unet.transformer_depth) if depth],
-              "transformer_depth": _depth(unet), "num_head_channels": 64,
-              "use_linear_in_transformer": True, "context_dim": unet.context_dim, "use_spatial_transformer": True}
-    if unet.adm_in_channels:
-        params |= {"num_classes": "sequential", "adm_in_channels": unet.adm_in_channels}
-    ddconfig = {"double_z": True, "z_channels": vae.z_channels, "resolution": 256, "in_channels": vae.in_channels,
-                "out_ch": vae.out_channels, "ch": vae.ch, "ch_mult": list(vae.ch_mult),
-                "num_res_blocks": vae.num_res_blocks, "attn_resolutions": [], "dropout": 0.0}
-    return {"model": {"params": {"scale_factor": scale, "network_config": {"params": params},
-                                 "first_stage_config": {"params": {"embed_dim": vae.embed_dim, "ddconfig": ddconfig}}}}}
-
-
-def _depth(unet: UNetConfig) -> int | list[int]:
-    """As the yaml files write it: one number when every attention level has the same depth (SD2,
-    the refiner: diffusers then also gives the middle block that depth), else per level (SDXL)."""
-    depths = {d for d in unet.transformer_depth if d}
-    return depths.pop() if len(depths) == 1 else list(unet.transformer_depth)
-
-
-def diffusers_unet(checkpoint: dict, ldm: dict):
-    """diffusers' U-Net from the checkpoint, built on the meta device and loaded strictly."""
-    config = sfu.create_unet_diffusers_config_from_ldm(ldm, checkpoint)
-    with torch.device("meta"):
-        model = diffusers.UNet2DConditionModel(**config)
-    model.load_state_dict(sfu.convert_ldm_unet_checkpoint(checkpoint, config), strict=True, assign=True)
-    return model.eval()
 
 
 def heads_per_width(unet: torch.nn.Module) -> dict[int, set[int]]:
