@@ -179,3 +179,29 @@ def test_tiny_sdxl_unet_is_sdxl_shaped():
     blocks below, linear projections and an ADM input."""
     config = tiny_unet("sdxl")
     assert config.transformer_depth == (0, 2) and config.use_linear_in_transformer and config.adm_in_channels
+
+
+def test_peft_named_text_encoder_loras_equal_kohyas(sdxl):
+    """diffusers/PEFT files name SDXL's towers ``text_encoder.`` and ``text_encoder_2.`` (module
+    paths, ``lora_A``/``lora_B``): the same layers as kohya's te1/te2, per diffusers' own converter."""
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+
+    loaded, sources, root, ctx = sdxl
+    kohya, peft = {}, {}
+    for tower, kohya_prefix, peft_prefix, seed in (("clip_l", "lora_te1_", "text_encoder.", 4),
+                                                   ("clip_g", "lora_te2_", "text_encoder_2.", 5)):
+        paths = text_layers(sources[tower])
+        lora = {k: v for k, v in random_lora(paths, seed=seed, prefix=kohya_prefix).items() if not k.endswith("alpha")}
+        kohya |= lora
+        for path in paths:
+            key = kohya_prefix + path.replace(".", "_")
+            peft[f"{peft_prefix}{path}.lora_A.weight"] = lora[key + ".lora_down.weight"]
+            peft[f"{peft_prefix}{path}.lora_B.weight"] = lora[key + ".lora_up.weight"]
+    assert {k for k in convert_state_dict_to_kohya(peft) if not k.endswith(".alpha")} == set(kohya)
+    encoded = {}
+    for name, lora in (("kohya", kohya), ("peft", peft)):
+        _, clip = lora_loader(loaded.model, loaded.clip, save_lora(root, f"te-{name}.safetensors", lora), 0.0, 0.9, ctx)
+        assert len(clip.model.patches) == len(kohya) // 2
+        encoded[name] = clip.encode(PROMPT)
+    assert torch.equal(encoded["peft"][0], encoded["kohya"][0]) and torch.equal(encoded["peft"][1], encoded["kohya"][1])
+    assert relative_error(encoded["peft"][0], loaded.clip.encode(PROMPT)[0]) > 1e-3

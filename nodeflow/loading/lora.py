@@ -1,8 +1,12 @@
-"""LoRA files (Hu et al. 2021) for SD1.x, SD2.x and SDXL in the kohya / AUTOMATIC1111 key layouts.
+"""LoRA files (Hu et al. 2021) for SD1.x, SD2.x and SDXL: kohya / AUTOMATIC1111, LyCORIS, PEFT and
+diffusers key layouts.
 
 A LoRA holds, per patched layer, ``lora_down`` (rank x in), ``lora_up`` (out x rank) and an
 optional ``alpha``; the patched weight is W + strength * (alpha / rank) * up @ down (reshaped for
-convolutions). Layer names are the kohya form of diffusers module paths
+convolutions). LyCORIS files hold LoCon, LoHa, LoKr or full layers (with DoRA's ``dora_scale``)
+under the same layer names: their weights are in nodeflow.loading.layer_deltas. PEFT and diffusers
+files (``unet.``/``text_encoder.``/``text_encoder_2.`` + a module path, ``lora_A``/``lora_B``) are
+read as the kohya names of those paths. Layer names are the kohya form of diffusers module paths
 (``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``) or of the original
 checkpoint's (``lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q``), and
 ``lora_te_text_model_encoder_layers_0_self_attn_q_proj`` for the text encoder; both are mapped to
@@ -17,28 +21,22 @@ patched weights substituted (torch.func.functional_call), computing them once pe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nodeflow.errors import ModelFileError
+from nodeflow.loading.layer_deltas import SUFFIXES, LayerDelta, layer_kind
 
-
-@dataclass(frozen=True, eq=False)
-class WeightPatch:
-    """strength * scale * up @ down for one parameter."""
-
-    parameter: str  # the module's parameter name, e.g. "input_blocks.1.1.proj_in.weight"
-    up: torch.Tensor
-    down: torch.Tensor
-    scale: float
-    strength: float
-
-    def delta(self, like: torch.Tensor) -> torch.Tensor:
-        up, down = self.up.to(like.device, torch.float32), self.down.to(like.device, torch.float32)
-        product = up.flatten(1) @ down.flatten(1)  # (out, in * kh * kw): linear, 1x1 and 3x3 convs
-        return (product.reshape(like.shape) * (self.scale * self.strength)).to(like.dtype)
+_KOHYA = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
+# PEFT / diffusers suffixes -> kohya's
+_RENAMED = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight",
+            "lora.down.weight": "lora_down.weight", "lora.up.weight": "lora_up.weight",
+            "lora_linear_layer.down.weight": "lora_down.weight", "lora_linear_layer.up.weight": "lora_up.weight"}
+# module-path prefixes of PEFT / diffusers files -> kohya's ("text_encoder_2." before "text_encoder.")
+_PATH_PREFIXES = (("unet.", "lora_unet_"), ("base_model.model.", "lora_unet_"),
+                  ("text_encoder_2.", "lora_te2_"), ("text_encoder.", "lora_te1_"))
+_SUFFIX = re.compile(r"\.(" + "|".join(re.escape(s) for s in (*_RENAMED, *SUFFIXES)) + r")$")
 
 
 def _unet_diffusers_to_original(name: str, layers_per_block: int = 2) -> str | None:
@@ -130,6 +128,23 @@ def _text_names(text_model: nn.Module | None) -> dict[str, dict[str, str]]:
     return {"te": names, "te1": names}
 
 
+def _split_key(key: str) -> tuple[str, str] | None:
+    """(kohya layer name, kohya suffix) of a LoRA file's key, or None for a key of no layer."""
+    # diffusers' old attention processors: attn1.processor.to_q_lora.down.weight
+    key = re.sub(r"\.processor\.(to_[qkv]|to_out)_lora\.(down|up)\.weight$",
+                 lambda m: f".{m.group(1)}{'.0' if m.group(1) == 'to_out' else ''}.lora.{m.group(2)}.weight", key)
+    match = _SUFFIX.search(key)
+    if not match:
+        return None
+    layer, suffix = key[:match.start()], _RENAMED.get(match.group(1), match.group(1))
+    if layer.startswith(_KOHYA):
+        return layer, suffix
+    for prefix, kohya in _PATH_PREFIXES:
+        if layer.startswith(prefix):
+            return kohya + layer[len(prefix):].replace(".", "_"), suffix
+    return None
+
+
 def lora_patches(lora: dict[str, torch.Tensor], unet: nn.Module | None, text_model: nn.Module | None,
                  strength_model: float, strength_clip: float, source: str = "LoRA",
                  family: str = "") -> tuple[list, list, list]:
@@ -137,57 +152,41 @@ def lora_patches(lora: dict[str, torch.Tensor], unet: nn.Module | None, text_mod
     ``family``: the model's family name, for the message refusing a layer of another family."""
     layers: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in lora.items():
-        match = re.match(r"(lora_(?:unet|te[12]?)_.+?)\.(lora_down\.weight|lora_up\.weight|alpha)$", key)
-        if match:
-            layers.setdefault(match.group(1), {})[match.group(2)] = value
+        split = _split_key(key)
+        if split:
+            layers.setdefault(split[0], {})[split[1]] = value
     if not layers:
-        raise ModelFileError(f"{source}: no LoRA layers in the kohya/A1111 layout (lora_unet_*/lora_te_*)")
+        raise ModelFileError(f"{source}: no LoRA layers in a known layout (kohya/A1111 lora_unet_*/lora_te_*, "
+                             "LyCORIS, PEFT or diffusers)")
     unet_names = {**(_module_names(unet) if unet is not None else {}), **(_diffusers_names(unet) if unet is not None else {})}
     text_names = _text_names(text_model)
     unet_patches, text_patches, unmatched = [], [], []
     for name, parts in layers.items():
-        if "lora_up.weight" not in parts or "lora_down.weight" not in parts:
-            unmatched.append(name)
-            continue
-        down, up = parts["lora_down.weight"], parts["lora_up.weight"]
-        rank = down.shape[0]
-        scale = float(parts["alpha"]) / rank if "alpha" in parts else 1.0
+        kind = layer_kind(parts)
         if name.startswith("lora_unet_"):
             path = unet_names.get(name[len("lora_unet_"):])
-            target, strength = unet_patches, strength_model
+            module, target, strength = unet, unet_patches, strength_model
         else:
             encoder, short = re.match(r"lora_(te[12]?)_(.+)", name).groups()
             names = text_names.get(encoder, {})
             path = names.get(short) or names.get(short.removeprefix("text_model_"))
-            target, strength = text_patches, strength_clip
-        if path is None:
+            module, target, strength = text_model, text_patches, strength_clip
+        if kind is None or path is None:
             unmatched.append(name)
             continue
-        module = unet if name.startswith("lora_unet_") else text_model
-        _check_layer(source, name, up, down, module.get_parameter(path + ".weight"), family)
-        target.append(WeightPatch(path + ".weight", up, down, scale, strength))
+        patches = [LayerDelta(path + ".weight", kind, parts, strength)]
+        if kind == "full" and "diff_b" in parts:
+            patches.append(LayerDelta(path + ".bias", kind, parts, strength, bias=True))
+        for patch in patches:
+            patch.check(source, name, module.get_parameter(patch.parameter), family)
+        target.extend(patches)
     return unet_patches, text_patches, unmatched
-
-
-def _check_layer(source: str, name: str, up: torch.Tensor, down: torch.Tensor, weight: torch.Tensor,
-                 family: str = "") -> None:
-    """A layer whose shapes do not make the model's weight (a LoRA for another model family) or
-    whose values are not finite (NaN: a black image) is refused, naming the file and the layer."""
-    out_features, in_features = weight.shape[0], weight[0].numel()
-    if up.ndim < 2 or down.ndim < 2 or up.shape[1] != down.shape[0] \
-            or (up.shape[0], down[0].numel()) != (out_features, in_features):
-        model = f"this {family} model's" if family else "the model's"
-        raise ModelFileError(f"{source}: layer {name} is {tuple(up.shape)} x {tuple(down.shape)}, but {model} "
-                             f"weight there is {tuple(weight.shape)}: a LoRA made for another model family "
-                             "(e.g. an SD1.x LoRA on an SDXL model)?")
-    if not (torch.isfinite(up).all() and torch.isfinite(down).all()):
-        raise ModelFileError(f"{source}: layer {name} holds values that are not finite (NaN or inf)")
 
 
 class PatchedModule(nn.Module):
     """A base module run with patched weights substituted; the base is shared, never changed."""
 
-    def __init__(self, base: nn.Module, patches: tuple[WeightPatch, ...]) -> None:
+    def __init__(self, base: nn.Module, patches: tuple[LayerDelta, ...]) -> None:
         super().__init__()
         self.base = base
         self.patches = tuple(patches)
@@ -204,7 +203,7 @@ class PatchedModule(nn.Module):
             weights: dict[str, torch.Tensor] = {}
             for patch in self.patches:
                 current = weights.get(patch.parameter, parameters[patch.parameter])
-                weights[patch.parameter] = current + patch.delta(current)
+                weights[patch.parameter] = patch.new_weight(current)
             self._weights = {key: weights}
         return self._weights[key]
 
