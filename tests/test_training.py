@@ -64,3 +64,29 @@ def test_stage_4_writes_a_lora_every_layer_of_which_matches_the_model(checkpoint
     unet_patches, _, unmatched = lora_patches(load_file(written), loaded.model.unet, None, 1.0, 1.0)
     assert unet_patches and not unmatched
     assert len(unet_patches) == len(train_lora.target_layers(loaded.model.unet))
+
+
+def test_sdxl_sibling_stage_writes_an_sdxl_file_conditioned_as_nodeflow_encodes(checkpoint, tmp_path):
+    """The SDXL sibling loads as an SDXL checkpoint (family from its shapes), and what training
+    conditions the U-Net on (both towers' penultimate states, CLIP-G's pooled output, the 64 px
+    size embeddings) is what CLIPTextEncode and the sampler give for the same prompt."""
+    from nodeflow.loading.checkpoint import load_checkpoint
+    from nodeflow.sampling.adm import embed_numbers
+    from nodeflow.training import sdxl
+
+    path, _ = checkpoint
+    small = sdxl.SDXLArchitecture(unet_channels=64, unet_channel_mult=(1, 2), unet_transformer_depth=(0, 1),
+                                  unet_middle_transformer_depth=1, text_layers=2, text_intermediate=64)
+    settings = replace(run.DEFAULTS.diffusion, steps=2, batch_size=4, pool_size=16, warmup=1, snapshot_every=2)
+    written = run.train_sdxl_stage(path, tmp_path, torch.device("cpu"), settings, arch=small)
+    loaded = load_checkpoint(written)
+    assert loaded.kind == "sdxl" and loaded.model.latent_format.scale_factor == load_checkpoint(path).vae.scaling_factor
+    assert loaded.model.unet.config.transformer_depth == (0, 1)
+    ids = sdxl.tokenize(["a red circle on a blue background"])
+    assert ids[0, 0, -1] == 49407 and ids[0, 1, -1] == 0 and (ids[0, 1] == 49407).sum() == 1
+    towers = sdxl.Towers(loaded.clip.tower("clip_l").model, loaded.clip.tower("clip_g").model)
+    with torch.no_grad():
+        trained = sdxl.condition(towers, ids)
+    context, pooled = loaded.clip.encode("a red circle on a blue background")
+    assert torch.allclose(trained["context"], context, atol=1e-5)
+    assert torch.allclose(trained["y"], torch.cat([pooled, embed_numbers([64, 64, 0, 0, 64, 64])], -1), atol=1e-5)

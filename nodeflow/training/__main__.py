@@ -1,6 +1,7 @@
 """Regenerate the embedded model from a seed: ``python -m nodeflow.training --seed 0 --out assets/``.
 
-Stage 1 trains the VAE, stage 2 the U-Net and the text encoder jointly; a checkpoint (EMA
+Stage 1 trains the VAE, stage 2 the U-Net and the text encoder jointly (``--sdxl-from``: the SDXL
+sibling's U-Net and two text towers on the VAE of a finished checkpoint); a checkpoint (EMA
 weights) and a sample grid are written every ``--snapshot-every`` steps, so an interrupted run
 leaves usable weights. Progress goes to stderr. ``--estimate`` times a few steps of each stage
 and prints how long the full run would take on this machine, without training.
@@ -51,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lora-from", type=Path, default=None, metavar="CHECKPOINT",
                         help="only stage 4: train the example LoRA (big shapes) for this exported checkpoint")
     parser.add_argument("--lora-steps", type=int, default=1500)
+    parser.add_argument("--sdxl-from", type=Path, default=None, metavar="CHECKPOINT",
+                        help="only the SDXL sibling (U-Net and both text towers; --unet-* settings), "
+                             "with the frozen VAE of this exported SD1 checkpoint")
     parser.add_argument("--estimate", action="store_true",
                         help="time a few steps of each stage, print the projected run time, exit")
     return parser.parse_args(argv)
@@ -83,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         path = run.train_lora_stage(args.lora_from, args.out, device, LoRATraining(steps=args.lora_steps),
                                     args.seed, workers)
         logger.info("lora written: %s", path)
+        return 0
+    if args.sdxl_from is not None:
+        path = run.train_sdxl_stage(args.sdxl_from, args.out, device, settings.diffusion, args.seed, workers)
+        logger.info("sdxl sibling written: %s", path)
         return 0
     if args.estimate:
         report = run.estimate(settings, device)

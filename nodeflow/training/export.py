@@ -45,11 +45,11 @@ def checkpoint_state_dict(
                 continue  # a constant buffer, not a weight
             if module is text_encoder and not key.startswith("text_model."):
                 key = "text_model." + key  # transformers >= 5 drops the segment; SD files have it
-            tensors[prefix + key] = _to_fp16(value)
+            tensors[prefix + key] = to_fp16(value)
     return tensors
 
 
-def _to_fp16(value: torch.Tensor) -> torch.Tensor:
+def to_fp16(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().to("cpu")
     if value.is_floating_point():
         value = value.to(torch.float16)
@@ -85,7 +85,7 @@ def export_checkpoint(
 def export_controlnet(path: str | os.PathLike, controlnet: torch.nn.Module, *, name: str, description: str,
                       unet_num_heads: int, settings: dict[str, Any], seed: int) -> Path:
     """Save a ControlNet in the original layout (``control_model.*``), fp16, atomically."""
-    tensors = {"control_model." + key: _to_fp16(value) for key, value in controlnet.state_dict().items()}
+    tensors = {"control_model." + key: to_fp16(value) for key, value in controlnet.state_dict().items()}
     metadata = {"name": name, "description": description, "nodeflow.training": json.dumps(settings, sort_keys=True),
                 "nodeflow.seed": str(seed), META_UNET_HEADS: str(unet_num_heads), "format": "pt"}
     return save_atomically(path, tensors, metadata)

@@ -90,6 +90,15 @@ def encode_text(text_encoder: torch.nn.Module, input_ids: torch.Tensor) -> torch
     return text_encoder(input_ids=input_ids).last_hidden_state
 
 
+def sd1_condition(text_encoder: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The U-Net's conditioning inputs for token ids (B, 77): SD1's context."""
+    return {"context": encode_text(text_encoder, input_ids)}
+
+
+#: (text encoder, token ids) -> the U-Net's keyword inputs (context, and y for SDXL)
+Condition = Callable[[torch.nn.Module, torch.Tensor], dict]
+
+
 def diffusion_loss(
     unet: torch.nn.Module,
     text_encoder: torch.nn.Module,
@@ -97,15 +106,16 @@ def diffusion_loss(
     input_ids: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     generator: torch.Generator | None = None,
+    condition: Condition = sd1_condition,
 ) -> torch.Tensor:
-    """Epsilon-prediction MSE on a batch of scaled latents (B, 4, h, w) and token ids (B, 77)."""
+    """Epsilon-prediction MSE on a batch of scaled latents (B, 4, h, w) and token ids (B, 77)
+    (or whatever ``condition`` turns into the U-Net's inputs)."""
     batch = latents.shape[0]
     t = torch.randint(0, len(alphas_cumprod), (batch,), device=latents.device, generator=generator)
     noise = torch.randn(latents.shape, device=latents.device, generator=generator)
     abar = alphas_cumprod[t].to(latents.dtype)[:, None, None, None]  # (B, 1, 1, 1)
     noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise  # (B, 4, h, w)
-    context = encode_text(text_encoder, input_ids)  # (B, 77, D)
-    predicted = unet(noisy, t.to(latents.dtype), context)  # (B, 4, h, w)
+    predicted = unet(noisy, t.to(latents.dtype), **condition(text_encoder, input_ids))  # (B, 4, h, w)
     return F.mse_loss(predicted, noise)
 
 
@@ -120,11 +130,12 @@ def train_text_unet(
     seed: int,
     on_step: StepCallback | None = None,
     on_snapshot: SnapshotCallback | None = None,
+    condition: Condition = sd1_condition,
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Train ``unet`` and ``text_encoder`` in place on latents drawn from ``pool`` (scaled by
     ``scaling_factor``); return their EMA copies.
 
-    ``caption_tokens`` (C, 77) holds the token ids of ``data.ALL_CAPTIONS`` (row 0: the empty
+    ``caption_tokens`` (C, 77) (or (C, towers, 77)) holds the token ids of ``data.ALL_CAPTIONS`` (row 0: the empty
     caption). ``on_snapshot`` receives the EMA models every ``settings.snapshot_every`` steps
     and at the end, so an interrupted run still leaves usable weights.
     """
@@ -148,7 +159,7 @@ def train_text_unet(
             ids = pool.caption_ids[rows]
             dropped = torch.rand(ids.shape, device=device, generator=generator) < settings.caption_dropout
             ids = torch.where(dropped, torch.zeros_like(ids), ids)  # row 0: the empty caption
-        loss = diffusion_loss(unet, text_encoder, latents, tokens[ids], alphas_cumprod, generator)
+        loss = diffusion_loss(unet, text_encoder, latents, tokens[ids], alphas_cumprod, generator, condition)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
