@@ -25,8 +25,9 @@ from typing import Any
 from nodeflow.errors import NodeDeclarationError
 
 # The socket types, re-exported for node packs (what each one carries: nodeflow.types).
-from nodeflow.types import (ANY, BOOLEAN, CHOICE, CLIP, CONDITIONING, CONTROL_NET, FLOAT, IMAGE,  # noqa: F401
-                            INT, LATENT, MASK, MODEL, SOCKET_TYPES, STRING, VAE, WIDGET_TYPES)
+from nodeflow.types import (ANY, BOOLEAN, CHOICE, CLIP, CONDITIONING, CONTROL_NET, FLOAT, GUIDER,  # noqa: F401
+                            IMAGE, INT, LATENT, MASK, MODEL, NOISE, SAMPLER, SIGMAS, SOCKET_TYPES, STRING, VAE,
+                            WIDGET_TYPES)
 
 SEED_MAX = 2**64 - 1
 Validator = Callable[..., None]  # (value) or (value, paths); raises ValueError with the problem

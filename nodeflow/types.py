@@ -6,6 +6,10 @@
 | CLIP          | ``Clip``: nodeflow.text.text_encoder.TextEncoder (tokenizer + text model)        |
 | VAE           | ``Vae``: nodeflow.image.vae.VAE (encode/decode, tiled when memory is short)     |
 | CONTROL_NET   | ``ControlNet``: nodeflow.models.controlnet.ControlNetModel                       |
+| SAMPLER       | ``Sampler``: nodeflow.sampling.custom.SamplerChoice (a sampler and its options)  |
+| SIGMAS        | ``Sigmas``: float32 tensor (N,), the noise levels to visit, decreasing           |
+| NOISE         | ``Noise``: nodeflow.sampling.custom.Noise (initial noise from a seed, or none)   |
+| GUIDER        | ``Guider``: nodeflow.sampling.custom.Guider (model + guidance over conditioning) |
 | CONDITIONING  | ``Conditioning``: a list of (cond (1, T, D), options dict), as ComfyUI's         |
 | LATENT        | ``Latent``: {"samples": (B, 4, H/8, W/8), optional "noise_mask", "batch_index"} |
 | IMAGE         | ``Image``: float32 tensor (B, H, W, C) in 0..1                                  |
@@ -27,16 +31,20 @@ if TYPE_CHECKING:
 
     from nodeflow.image.vae import VAE as Vae
     from nodeflow.models.controlnet import ControlNetModel as ControlNet
+    from nodeflow.sampling.custom import Guider, Noise
+    from nodeflow.sampling.custom import SamplerChoice as Sampler
     from nodeflow.sampling.model import DiffusionModel as Model
     from nodeflow.text.text_encoder import TextEncoder as Clip
 
     Image = torch.Tensor  # (B, H, W, C) float32 in 0..1
     Mask = torch.Tensor  # (B, H, W) float32 in 0..1
     Conditioning = list[tuple[torch.Tensor, dict[str, Any]]]
+    Sigmas = torch.Tensor  # (N,) float32
 
-__all__ = ["MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "CONTROL_NET", "INT",
-           "FLOAT", "STRING", "BOOLEAN", "CHOICE", "ANY", "SOCKET_TYPES", "WIDGET_TYPES", "Latent",
-           "Model", "Clip", "Vae", "ControlNet", "Conditioning", "Image", "Mask"]
+__all__ = ["MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "CONTROL_NET", "SAMPLER",
+           "SIGMAS", "NOISE", "GUIDER", "INT", "FLOAT", "STRING", "BOOLEAN", "CHOICE", "ANY", "SOCKET_TYPES",
+           "WIDGET_TYPES", "Latent", "Model", "Clip", "Vae", "ControlNet", "Conditioning", "Image", "Mask",
+           "Sampler", "Sigmas", "Noise", "Guider"]
 
 # Socket type names (also exported by nodeflow.spec, the node API).
 MODEL = "MODEL"
@@ -47,6 +55,10 @@ LATENT = "LATENT"
 IMAGE = "IMAGE"
 MASK = "MASK"
 CONTROL_NET = "CONTROL_NET"
+SAMPLER = "SAMPLER"
+SIGMAS = "SIGMAS"
+NOISE = "NOISE"
+GUIDER = "GUIDER"
 INT = "INT"
 FLOAT = "FLOAT"
 STRING = "STRING"
@@ -54,7 +66,7 @@ BOOLEAN = "BOOLEAN"
 CHOICE = "CHOICE"  # an enumerated string; links carry it as a STRING-like value
 ANY = "*"  # accepts any type (debugging and utility nodes)
 
-SOCKET_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK, CONTROL_NET,
+SOCKET_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK, CONTROL_NET, SAMPLER, SIGMAS, NOISE, GUIDER,
                 INT, FLOAT, STRING, BOOLEAN, CHOICE, ANY)
 WIDGET_TYPES = (INT, FLOAT, STRING, BOOLEAN, CHOICE)
 

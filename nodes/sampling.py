@@ -12,18 +12,11 @@ def _run(ctx, model, **settings) -> dict:
     is cheap, a 4 x 3 matmul) reported to ``ctx`` and cancellation checked before every model
     evaluation."""
     from nodeflow.sampling.ksampler import sample
-    from nodeflow.sampling.latent_preview import latent_preview
-
-    def progress(step: int, total: int, denoised) -> None:
-        done = step + 1
-        show = ctx.wants_preview(done, total)
-        latent_format = model.latent_format
-        preview = latent_preview(denoised, latent_format.rgb_factors, getattr(latent_format, "rgb_bias", None)) \
-            if show else None
-        ctx.progress(done, total, preview)
+    from nodeflow.sampling.latent_preview import progress_reporter
 
     ctx.check_cancel()
-    return sample(model, callback=progress, check_cancel=ctx.check_cancel, **settings)
+    return sample(model, callback=progress_reporter(ctx, model.latent_format), check_cancel=ctx.check_cancel,
+                  **settings)
 
 
 COMMON_HEAD = [Input("model", MODEL)]

@@ -1,4 +1,4 @@
-"""ComfyUI's own SDXL example workflows (tests/data/comfy/templates, unchanged UI exports) with
+"""ComfyUI's own SDXL example workflows (simple, base + refiner, SDXL Turbo) (tests/data/comfy/templates, unchanged UI exports) with
 scaled-down SDXL files of the names they ask for: they validate as they are, and run (at a small
 size and few steps, so the suite stays quick; `nodeflow run` on them unchanged takes ~45 s each
 on 2 CPU cores) to an image.
@@ -27,6 +27,8 @@ CASES = {  # template: (files it loads, the overrides that make it small, its Sa
     "sdxl_refiner_prompt_example": ({"sd_xl_base_1.0.safetensors": "sdxl", "sd_xl_refiner_1.0.safetensors": "sdxl-refiner"},
                                     ["5.width=64", "5.height=64", "10.steps=4", "10.end_at_step=3",
                                      "11.steps=4", "11.start_at_step=3"], "19"),
+    # SamplerCustom with KSamplerSelect and SDTurboScheduler (custom sampling)
+    "sdxlturbo_example": ({"sd_xl_turbo_1.0_fp16.safetensors": "sdxl"}, ["5.width=64", "5.height=64"], "27"),
 }
 
 

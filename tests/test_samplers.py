@@ -54,7 +54,7 @@ REFERENCE_NAMES = {
     "dpm_2": "sample_dpm_2", "dpm_2_ancestral": "sample_dpm_2_ancestral", "lms": "sample_lms",
     "dpmpp_2s_ancestral": "sample_dpmpp_2s_ancestral", "dpmpp_sde": "sample_dpmpp_sde",
     "dpmpp_2m": "sample_dpmpp_2m", "dpmpp_2m_sde": "sample_dpmpp_2m_sde",
-    "dpmpp_3m_sde": "sample_dpmpp_3m_sde",
+    "dpmpp_3m_sde": "sample_dpmpp_3m_sde", "dpmpp_2m_sde_heun": "sample_dpmpp_2m_sde",
 }
 
 
@@ -62,14 +62,17 @@ def relative_error(got, expected):
     return float((got - expected).abs().max() / expected.abs().max())
 
 
-def run_both(name, sigmas, **options):
-    """Ours and k-diffusion's on the same toy denoiser, start and noise draws."""
-    reference = getattr(load_sampling(), REFERENCE_NAMES[name])
+def run_both(name, sigmas, reference_name=None, **options):
+    """Ours and k-diffusion's on the same toy denoiser, start and noise draws (and options)."""
+    reference = getattr(load_sampling(), reference_name or REFERENCE_NAMES[name])
     x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0)) * sigmas[0]
     ours_noise, their_noise = ListNoise(x.shape), ListNoise(x.shape)
-    got = SAMPLERS[name](toy_denoiser, x.clone(), sigmas, noise=ours_noise)
+    got = SAMPLERS[name](toy_denoiser, x.clone(), sigmas, noise=ours_noise, **options)
     kwargs = {"noise_sampler": their_noise} if name in STOCHASTIC else {}
-    expected = reference(lambda x, sigma: toy_denoiser(x, sigma), x.clone(), sigmas, disable=True, **kwargs)
+    if name == "dpmpp_2m_sde_heun":
+        options = options | {"solver_type": "heun"}
+    expected = reference(lambda x, sigma: toy_denoiser(x, sigma), x.clone(), sigmas, disable=True, **kwargs,
+                         **options)
     assert ours_noise.used == their_noise.used
     return got, expected
 
@@ -85,6 +88,22 @@ def test_matches_k_diffusion_down_to_sigma_min(name):
 def test_matches_k_diffusion_down_to_zero(name):
     got, expected = run_both(name, karras(ModelSampling.sd1(), 12))
     assert relative_error(got, expected) < 1e-5
+
+
+@pytest.mark.parametrize("name, options", [
+    ("euler_ancestral", {"eta": 0.6, "s_noise": 0.8}), ("dpm_2_ancestral", {"eta": 0.5, "s_noise": 1.2}),
+    ("dpmpp_2s_ancestral", {"eta": 0.7, "s_noise": 0.9}), ("dpmpp_sde", {"eta": 0.8, "s_noise": 0.7, "r": 0.4}),
+    ("dpmpp_2m_sde", {"eta": 0.6, "s_noise": 1.1, "solver_type": "heun"}), ("dpmpp_2m_sde_heun", {"s_noise": 0.5}),
+    ("dpmpp_3m_sde", {"eta": 0.5, "s_noise": 0.8}), ("lms", {"order": 2}),
+])
+def test_sampler_options_match_k_diffusion(name, options):
+    """The options ComfyUI's sampler nodes (SamplerEulerAncestral, SamplerDPMPP_2M_SDE, ...) pass."""
+    sigmas = karras(ModelSampling.sd1(), 10)[:-1]
+    reference = "sample_dpmpp_2m_sde" if name == "dpmpp_2m_sde_heun" else None
+    got, expected = run_both(name, sigmas, reference, **options)
+    assert relative_error(got, expected) < 1e-5
+    default, _ = run_both(name, sigmas, reference)
+    assert relative_error(got, default) > 1e-4  # the options matter
 
 
 def test_lms_last_step_returns_the_denoised_estimate():
@@ -235,10 +254,10 @@ def test_names_follow_comfyui_order():
     comfy_order = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
                    "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
                    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
-                   "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm",
+                   "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm",
                    "ipndm", "ipndm_v", "deis", "ddim", "uni_pc", "uni_pc_bh2"]
     assert list(SAMPLER_NAMES) == [name for name in comfy_order if name in SAMPLERS]
-    assert len(SAMPLER_NAMES) == 21
+    assert len(SAMPLER_NAMES) == 22
 
 
 def test_lcm_follows_its_variance_recursion():

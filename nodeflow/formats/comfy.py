@@ -40,7 +40,7 @@ CONSTANT_NODES = {"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "Primitiv
 #: ComfyUI's "_gpu" samplers are its SDE samplers with the Brownian noise drawn on the GPU; ours
 #: draw it from their own seeded tree wherever they run, so these names are the same samplers.
 SAMPLER_ALIASES = {"dpmpp_sde_gpu": "dpmpp_sde", "dpmpp_2m_sde_gpu": "dpmpp_2m_sde",
-                   "dpmpp_3m_sde_gpu": "dpmpp_3m_sde"}
+                   "dpmpp_2m_sde_heun_gpu": "dpmpp_2m_sde_heun", "dpmpp_3m_sde_gpu": "dpmpp_3m_sde"}
 MODES = {0: "normal", 2: "muted", 4: "bypassed"}  # LiteGraph: 2 = NEVER; ComfyUI: 4 = bypass
 
 

@@ -41,7 +41,8 @@ SMALLEST = {dpg.mvNodeStyleVar_GridSpacing: 8}  # denser grid lines would only d
 SOCKET_COLORS = {
     "MODEL": (180, 130, 230), "CLIP": (250, 210, 90), "VAE": (250, 110, 110),
     "CONDITIONING": (250, 160, 60), "LATENT": (250, 120, 200), "IMAGE": (100, 180, 250),
-    "MASK": (120, 220, 150), "CONTROL_NET": (80, 200, 200), "INT": (160, 200, 120),
+    "MASK": (120, 220, 150), "CONTROL_NET": (80, 200, 200), "SAMPLER": (236, 180, 180),
+    "SIGMAS": (205, 255, 205), "NOISE": (176, 176, 176), "GUIDER": (102, 255, 255), "INT": (160, 200, 120),
     "FLOAT": (170, 210, 170), "STRING": (160, 200, 180), "BOOLEAN": (200, 200, 120),
     "CHOICE": (180, 180, 180), "*": (220, 220, 220),
 }

@@ -78,17 +78,36 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
     and may raise to stop sampling. ``concat``: extra input channels (inpainting models);
     ``max_batch``: at most this many images per model call.
     """
-    samples = latent["samples"].float().to(model.device)  # (B, C, h, w); sampling runs on the model's device
+    samples = latent["samples"]
     sigmas = schedule(model, sampler_name, scheduler, steps, denoise)
     sigmas = cut_schedule(sigmas, start_step, end_step, force_full_denoise) if len(sigmas) else None
     if sigmas is None or len(sigmas) < 2:
         return dict(latent)
-    sigmas = sigmas.to(samples.device)
-    if add_noise:
-        noise = initial_noise(samples.shape, seed, latent.get("batch_index"))
-    else:
-        noise = torch.zeros_like(samples)
-    noise = noise.to(samples.device)  # drawn on the CPU (same image on any device), then moved
+    noise = initial_noise(samples.shape, seed, latent.get("batch_index")) if add_noise else torch.zeros(samples.shape)
+
+    def guidance(batch_limit: int | None) -> CFGDenoiser:
+        return CFGDenoiser(model, positive, negative, cfg, concat, batch_limit)
+
+    output, _ = run_sampler(model, guidance, get_sampler(sampler_name), sigmas, latent, noise, seed,
+                            callback=callback, check_cancel=check_cancel, max_batch=max_batch)
+    return output
+
+
+def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable], sampler: Callable,
+                sigmas: torch.Tensor, latent: dict, noise: torch.Tensor, seed: int, *,
+                callback: StepCallback | None = None, check_cancel: Callable[[], None] | None = None,
+                max_batch: int | None = None) -> tuple[dict, dict]:
+    """Run ``sampler`` over ``sigmas`` from ``latent`` with the initial ``noise`` (CPU, the
+    latent's shape); ``guidance(max_batch)`` makes the denoiser (CFG over the conditioning lists).
+    The samplers' own noise comes from a CPU generator seeded with ``seed`` + 1, as ComfyUI's.
+
+    Returns (output, denoised_output) LATENTs: the sampled latent, and the model's last clean
+    estimate (SamplerCustom's two outputs), both with the input's extra keys."""
+    samples = latent["samples"].float().to(model.device)  # (B, C, h, w); sampling runs on the model's device
+    if len(sigmas) < 2:
+        return dict(latent), dict(latent)
+    sigmas = sigmas.float().to(samples.device)
+    noise = noise.float().to(samples.device)  # drawn on the CPU (same image on any device), then moved
     source = model.latent_format.process_in(samples)  # (B, C, h, w)
     max_denoise = math.isclose(float(sigmas[0]), float(model.sampling.sigma_max), rel_tol=1e-5) \
         or float(sigmas[0]) > float(model.sampling.sigma_max)
@@ -96,23 +115,29 @@ def sample(model: DiffusionModel, *, seed: int, steps: int, cfg: float, sampler_
     channels = getattr(getattr(model.unet, "config", None), "model_channels", None)
     if channels is not None:  # a U-Net of ours (not a test's toy network): or refuse, with the figures
         max_batch = images_per_call(channels, model.dtype, samples.device, samples.shape, max_batch)
-    denoiser = CFGDenoiser(model, positive, negative, cfg, concat, max_batch)
+    denoiser = guidance(max_batch)
     mask = latent.get("noise_mask")
     keep = None if mask is None else prepare_mask(mask.to(samples.device), samples.shape)  # (B, C, h, w)
     denoise_fn = denoiser if keep is None else _masked(denoiser, model, keep, source, noise)
     if check_cancel is not None:
         denoise_fn = _cancellable(denoise_fn, check_cancel)
+    last = {}
 
     def report(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        last["denoised"] = denoised
         if callback is not None:
             callback(step, total, denoised)
 
-    x = get_sampler(sampler_name)(denoise_fn, x, sigmas, noise=NoiseSource(seed + 1), callback=report)
+    x = sampler(denoise_fn, x, sigmas, noise=NoiseSource(seed + 1), callback=report)
     if keep is not None:  # outside the mask: the source noised to the last sigma
         x = x * keep + model.sampling.noise_scaling(sigmas[-1], noise, source, False) * (1 - keep)
-    result = dict(latent)
-    result["samples"] = model.latent_format.process_out(x).to(latent["samples"].device)
-    return result
+    output, denoised_output = dict(latent), dict(latent)
+    output["samples"] = model.latent_format.process_out(x).to(latent["samples"].device)
+    if "denoised" in last:
+        denoised_output["samples"] = model.latent_format.process_out(last["denoised"]).to(latent["samples"].device)
+    else:
+        denoised_output = output
+    return output, denoised_output
 
 
 def _cancellable(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

@@ -43,3 +43,18 @@ def latent_preview(latent: torch.Tensor, factors: Sequence[Sequence[float]] = SD
     if bias is not None:
         rgb = rgb + torch.tensor(bias, dtype=torch.float32)
     return ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def progress_reporter(ctx, latent_format):
+    """A sampler callback ``(step, total, denoised)`` that reports each step's progress to the
+    run context ``ctx`` (``ctx.progress(done, total, preview)``), with a latent preview when
+    ``ctx.wants_preview(done, total)`` (cheap: a 4 x 3 projection, no VAE)."""
+
+    def report(step: int, total: int, denoised: torch.Tensor) -> None:
+        done = step + 1
+        preview = None
+        if ctx.wants_preview(done, total):
+            preview = latent_preview(denoised, latent_format.rgb_factors, getattr(latent_format, "rgb_bias", None))
+        ctx.progress(done, total, preview)
+
+    return report

@@ -21,8 +21,9 @@ from nodeflow.sampling.samplers_dpm_solver import sample_dpm_adaptive, sample_dp
 from nodeflow.sampling.samplers_multistep import sample_deis, sample_dpmpp_2m, sample_ipndm, sample_lms
 from nodeflow.sampling.samplers_ode import sample_ddim, sample_dpm_2, sample_euler, sample_heun, sample_heunpp2
 from nodeflow.sampling.samplers_stochastic import (sample_ddpm, sample_dpm_2_ancestral, sample_dpmpp_2m_sde,
-                                                   sample_dpmpp_2s_ancestral, sample_dpmpp_3m_sde,
-                                                   sample_dpmpp_sde, sample_euler_ancestral, sample_lcm)
+                                                   sample_dpmpp_2m_sde_heun, sample_dpmpp_2s_ancestral,
+                                                   sample_dpmpp_3m_sde, sample_dpmpp_sde, sample_euler_ancestral,
+                                                   sample_lcm)
 from nodeflow.sampling.samplers_unipc import sample_uni_pc, sample_uni_pc_bh2
 
 Sampler = Callable[..., torch.Tensor]
@@ -44,6 +45,7 @@ SAMPLERS: dict[str, Sampler] = {
     "dpmpp_sde": sample_dpmpp_sde,
     "dpmpp_2m": sample_dpmpp_2m,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+    "dpmpp_2m_sde_heun": sample_dpmpp_2m_sde_heun,
     "dpmpp_3m_sde": sample_dpmpp_3m_sde,
     "ddpm": sample_ddpm,
     "lcm": sample_lcm,
@@ -57,7 +59,7 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 
 #: Samplers whose result depends on the noise source.
 STOCHASTIC = frozenset({"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
-                        "dpmpp_2m_sde", "dpmpp_3m_sde", "ddpm", "lcm"})
+                        "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm"})
 
 #: Samplers that ComfyUI runs on a schedule of steps + 1 with the penultimate sigma dropped.
 DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})

@@ -78,7 +78,7 @@ def _ancestral_target(t, t_next, t_end, eta: float):
 @torch.no_grad()
 def sample_dpm_fast(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                     noise: NoiseSource | None = None, callback: Callback = None,
-                    eta: float = 0.0) -> torch.Tensor:
+                    eta: float = 0.0, s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver-fast (Lu et al. 2022, section 3.4): len(sigmas) - 1 model evaluations spent on
     steps uniform in t = -log(sigma), third order but a last 2nd/1st order step."""
     if len(sigmas) <= 1:
@@ -97,7 +97,7 @@ def sample_dpm_fast(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
         report(callback, i, len(orders), x, denoised)
         x = steps[order](cache, x, t, t_next_)
         if eta:
-            x = x + noise.step(x) * sigma_up
+            x = x + noise.step(x) * s_noise * sigma_up
     return x
 
 
@@ -132,7 +132,7 @@ def sample_dpm_adaptive(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
                         noise: NoiseSource | None = None, callback: Callback = None,
                         order: int = 3, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,
                         pcoeff: float = 0.0, icoeff: float = 1.0, dcoeff: float = 0.0,
-                        accept_safety: float = 0.81, eta: float = 0.0) -> torch.Tensor:
+                        accept_safety: float = 0.81, eta: float = 0.0, s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver-12 / -23 with adaptive step size (Lu et al. 2022, algorithm 6 / appendix C):
     the difference between a lower- and a higher-order step estimates the local error."""
     if len(sigmas) <= 1:
@@ -158,7 +158,7 @@ def sample_dpm_adaptive(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
         error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
         if controller.propose(error):
             x_prev = x_low
-            x = x_high + (noise.step(x) * sigma_up if eta else 0)
+            x = x_high + (noise.step(x) * s_noise * sigma_up if eta else 0)
             s = t
         report(callback, attempt, max(nominal, attempt + 1), x, denoised)
         attempt += 1

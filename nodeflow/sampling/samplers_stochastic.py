@@ -13,7 +13,7 @@ from nodeflow.sampling.samplers_common import (Callback, Denoiser, ancestral_ste
 @torch.no_grad()
 def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                            noise: NoiseSource | None = None, callback: Callback = None,
-                           eta: float = 1.0) -> torch.Tensor:
+                           eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
     """Ancestral Euler (k-diffusion; Karras et al. 2022 with the ancestral step of Song et al.
     2021): an Euler step to sigma_down, then fresh noise of std sigma_up; the last step returns
     the denoised estimate and draws nothing."""
@@ -26,14 +26,14 @@ def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Ten
             x = denoised
             continue
         x = x + derivative(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
-        x = x + noise.step(x) * sigma_up
+        x = x + noise.step(x) * s_noise * sigma_up
     return x
 
 
 @torch.no_grad()
 def sample_dpm_2_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                            noise: NoiseSource | None = None, callback: Callback = None,
-                           eta: float = 1.0) -> torch.Tensor:
+                           eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
     """Ancestral DPM2 (Karras et al. 2022 / Lu et al. 2022): a log-sigma midpoint step to
     sigma_down, then fresh noise of std sigma_up."""
     total = len(sigmas) - 1
@@ -49,14 +49,14 @@ def sample_dpm_2_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Ten
         x_2 = x + d * (sigma_mid - sigmas[i])
         d_2 = derivative(x_2, sigma_mid, denoise(x_2, sigma_batch(x, sigma_mid)))
         x = x + d_2 * (sigma_down - sigmas[i])
-        x = x + noise.step(x) * sigma_up
+        x = x + noise.step(x) * s_noise * sigma_up
     return x
 
 
 @torch.no_grad()
 def sample_dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                               noise: NoiseSource | None = None, callback: Callback = None,
-                              eta: float = 1.0) -> torch.Tensor:
+                              eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver++(2S), ancestral (Lu et al. 2022b, "DPM-Solver++: Fast Solver for Guided
     Sampling of Diffusion Probabilistic Models", algorithm 1): second-order single-step in the
     data prediction to sigma_down, then fresh noise."""
@@ -75,7 +75,7 @@ def sample_dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.
             denoised_2 = denoise(x_2, sigma_batch(x, sigma_of(s)))
             x = (sigma_of(t_next) / sigma_of(t)) * x - (-h).expm1() * denoised_2
         if sigmas[i + 1] > 0:
-            x = x + noise.step(x) * sigma_up
+            x = x + noise.step(x) * s_noise * sigma_up
     return x
 
 
@@ -121,7 +121,7 @@ def sample_lcm(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
 @torch.no_grad()
 def sample_dpmpp_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                      noise: NoiseSource | None = None, callback: Callback = None,
-                     eta: float = 1.0, r: float = 0.5) -> torch.Tensor:
+                     eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5) -> torch.Tensor:
     """DPM-Solver++ SDE (k-diffusion's stochastic DPM-Solver++, Lu et al. 2022b): second order,
     intermediate point at ratio r in log-sigma, ancestral noise from the seeded Brownian motion."""
     total = len(sigmas) - 1
@@ -138,22 +138,25 @@ def sample_dpmpp_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
         sd, su = ancestral_step(sigma_of(t), sigma_of(s), eta)
         s_ = t_of(sd)
         x_2 = (sigma_of(s_) / sigma_of(t)) * x - (t - s_).expm1() * denoised
-        x_2 = x_2 + noise.brownian(x, sigmas, sigma_of(t), sigma_of(s)) * su
+        x_2 = x_2 + noise.brownian(x, sigmas, sigma_of(t), sigma_of(s)) * s_noise * su
         denoised_2 = denoise(x_2, sigma_batch(x, sigma_of(s)))
         sd, su = ancestral_step(sigma_of(t), sigma_of(t_next), eta)
         t_next_ = t_of(sd)
         mixed = (1 - fac) * denoised + fac * denoised_2
         x = (sigma_of(t_next_) / sigma_of(t)) * x - (t - t_next_).expm1() * mixed
-        x = x + noise.brownian(x, sigmas, sigma_of(t), sigma_of(t_next)) * su
+        x = x + noise.brownian(x, sigmas, sigma_of(t), sigma_of(t_next)) * s_noise * su
     return x
 
 
 @torch.no_grad()
 def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                         noise: NoiseSource | None = None, callback: Callback = None,
-                        eta: float = 1.0) -> torch.Tensor:
-    """DPM-Solver++(2M) SDE (Lu et al. 2022b, the SDE variant of algorithm 2; midpoint
-    correction), noise from the seeded Brownian motion."""
+                        eta: float = 1.0, s_noise: float = 1.0, solver_type: str = "midpoint") -> torch.Tensor:
+    """DPM-Solver++(2M) SDE (Lu et al. 2022b, the SDE variant of algorithm 2), noise from the
+    seeded Brownian motion. ``solver_type``: the second-order correction of k-diffusion's
+    midpoint (0.5 (1 - e^-(h + eta h)) / r) or heun (((1 - e^-(h + eta h)) / -(h + eta h) + 1) / r) form."""
+    if solver_type not in ("midpoint", "heun"):
+        raise ValueError(f"unknown solver_type {solver_type!r} (midpoint, heun)")
     total = len(sigmas) - 1
     previous, h_last = None, None
     for i in range(total):
@@ -166,10 +169,14 @@ def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
             eta_h = eta * h
             x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
             if previous is not None:
-                x = x + 0.5 * (-h - eta_h).expm1().neg() * (h / h_last) * (denoised - previous)
+                if solver_type == "heun":
+                    weight = (-h - eta_h).expm1().neg() / (-h - eta_h) + 1
+                else:
+                    weight = 0.5 * (-h - eta_h).expm1().neg()
+                x = x + weight * (h / h_last) * (denoised - previous)
             if eta:
                 x = x + (noise.brownian(x, sigmas, sigmas[i], sigmas[i + 1]) * sigmas[i + 1]
-                         * (-2 * eta_h).expm1().neg().sqrt())
+                         * (-2 * eta_h).expm1().neg().sqrt() * s_noise)
             h_last = h
         previous = denoised
     return x
@@ -178,7 +185,7 @@ def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
 @torch.no_grad()
 def sample_dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                         noise: NoiseSource | None = None, callback: Callback = None,
-                        eta: float = 1.0) -> torch.Tensor:
+                        eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver++(3M) SDE (Lu et al. 2022b, third-order multistep, as in k-diffusion), noise
     from the seeded Brownian motion."""
     total = len(sigmas) - 1
@@ -205,7 +212,15 @@ def sample_dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
                 x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
             if eta:
                 x = x + (noise.brownian(x, sigmas, sigmas[i], sigmas[i + 1]) * sigmas[i + 1]
-                         * (-2 * h * eta).expm1().neg().sqrt())
+                         * (-2 * h * eta).expm1().neg().sqrt() * s_noise)
             h_1, h_2 = h, h_1
         denoised_1, denoised_2 = denoised, denoised_1
     return x
+
+
+def sample_dpmpp_2m_sde_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                             noise: NoiseSource | None = None, callback: Callback = None,
+                             eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE with the heun correction (ComfyUI's dpmpp_2m_sde_heun)."""
+    return sample_dpmpp_2m_sde(denoise, x, sigmas, noise=noise, callback=callback, eta=eta, s_noise=s_noise,
+                               solver_type="heun")

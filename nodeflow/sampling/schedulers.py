@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from nodeflow.sampling import custom_schedules
 from nodeflow.sampling.model_sampling import ModelSampling
 
 
@@ -34,17 +35,13 @@ def sgm_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
 
 
 def karras(ms: ModelSampling, steps: int, rho: float = 7.0) -> torch.Tensor:
-    """Karras et al. 2022, eq. 5: sigma_i = (max^(1/rho) + i/(n-1) (min^(1/rho) - max^(1/rho)))^rho."""
-    sigma_min, sigma_max = float(ms.sigma_min), float(ms.sigma_max)
-    ramp = torch.linspace(0, 1, steps)
-    min_inv, max_inv = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return _append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
+    """Karras et al. 2022, eq. 5, between the table's sigma_min and sigma_max."""
+    return custom_schedules.karras(steps, float(ms.sigma_min), float(ms.sigma_max), rho)
 
 
 def exponential(ms: ModelSampling, steps: int) -> torch.Tensor:
     """Evenly spaced in log-sigma between sigma_max and sigma_min."""
-    log_sigmas = torch.linspace(math.log(float(ms.sigma_max)), math.log(float(ms.sigma_min)), steps)
-    return _append_zero(log_sigmas.exp())
+    return custom_schedules.exponential(steps, float(ms.sigma_min), float(ms.sigma_max))
 
 
 def simple(ms: ModelSampling, steps: int) -> torch.Tensor:

@@ -1,0 +1,98 @@
+"""The values of ComfyUI's custom sampling: a SAMPLER (a sampler with its options), a NOISE (the
+initial noise and the seed of the samplers' own noise), a GUIDER (the model and the guidance over
+its conditioning) and SIGMAS (a 1-D float tensor, the schedule). SamplerCustom and
+SamplerCustomAdvanced put them together through the KSampler's own sampling loop
+(nodeflow.sampling.ksampler.run_sampler), so a custom graph equal to a KSampler gives its image.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nodeflow.sampling.guidance import CFGDenoiser
+from nodeflow.sampling.model import DiffusionModel
+from nodeflow.sampling.noise import initial_noise
+from nodeflow.sampling.samplers import get_sampler
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """A SAMPLER: the sampler called ``name`` with keyword ``options`` (eta, s_noise, order ...)."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, denoise, x: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
+        function = get_sampler(self.name)
+        accepted = inspect.signature(function).parameters
+        options = {k: v for k, v in self.options if k in accepted}
+        return function(denoise, x, sigmas, **kwargs, **options)  # custom sigmas run as given
+
+
+@dataclass(frozen=True)
+class Noise:
+    """A NOISE: RandomNoise(seed) or DisableNoise (zeros, seed 0)."""
+
+    seed: int = 0
+    enabled: bool = True
+
+    def generate(self, latent: dict) -> torch.Tensor:
+        samples = latent["samples"]
+        if not self.enabled:
+            return torch.zeros(samples.shape)
+        return initial_noise(samples.shape, self.seed, latent.get("batch_index"))
+
+
+@dataclass(frozen=True, eq=False)
+class Guider:
+    """A GUIDER: CFG over ``conds`` (positive, negative), or one list with cfg 1 (BasicGuider), or
+    DualCFGGuider's three lists (cond1, cond2, negative) with ``cfg`` and ``cfg2``."""
+
+    model: DiffusionModel
+    conds: tuple[list, ...]
+    cfg: float = 1.0
+    cfg2: float = 1.0
+    style: str = "cfg"  # cfg | dual-regular | dual-nested
+    options: dict = field(default_factory=dict)
+
+    def denoiser(self, max_batch: int | None = None):
+        if self.style == "cfg":
+            negative = self.conds[1] if len(self.conds) > 1 else []
+            return CFGDenoiser(self.model, self.conds[0], negative, self.cfg if negative else 1.0, None, max_batch)
+        return DualCFGDenoiser(self, max_batch)
+
+
+class DualCFGDenoiser:
+    """DualCFGGuider: predictions for (negative, cond2, cond1) combined as ComfyUI's regular style
+    neg + (cond2 - neg) * cfg2 + (cond1 - cond2) * cfg1, or its nested style
+    neg + cfg2 * (cond2 + (cond1 - cond2) * cfg1 - neg)."""
+
+    def __init__(self, guider: Guider, max_batch: int | None) -> None:
+        cond1, cond2, negative = guider.conds
+        self.cfg1, self.cfg2, self.nested = guider.cfg, guider.cfg2, guider.style == "dual-nested"
+        # cond2 is treated as a negative prompt (the refiner's low aesthetic score), as in ComfyUI
+        self.first = CFGDenoiser(guider.model, cond1, cond2, 2.0, None, max_batch)
+        self.second = CFGDenoiser(guider.model, cond2, negative, 2.0, None, max_batch)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        lists = self.first.entries(*x.shape[-2:])
+        cond1, cond2 = self.first.predict(x, sigma, lists)
+        negative = self.second.predict(x, sigma, self.second.entries(*x.shape[-2:])[1:])[0]
+        if self.nested:
+            return negative + self.cfg2 * (cond2 + (cond1 - cond2) * self.cfg1 - negative)
+        return negative + (cond2 - negative) * self.cfg2 + (cond1 - cond2) * self.cfg1
+
+
+def check_sigmas(sigmas: torch.Tensor) -> str | None:
+    """Why ``sigmas`` cannot be sampled (None when it can): a 1-D float list of finite,
+    non-negative values."""
+    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1:
+        return "sigmas must be a 1-D list of noise levels"
+    if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
+        return "sigmas must be finite and not negative"
+    return None
+

@@ -1,0 +1,210 @@
+"""Custom sampling (issue 15): the nodes' values and semantics.
+
+- SamplerCustom and SamplerCustomAdvanced with KSamplerSelect + BasicScheduler are KSampler (same
+  seed, same latent, ancestral noise included), and their second output is the last clean estimate.
+- Schedules equal k-diffusion's get_sigmas_* (1e-6) or their formula; sigma edits as ComfyUI's.
+- Guiders: BasicGuider is CFG 1; DualCFGGuider's two styles by their formulas.
+- The SDXL Turbo template (SamplerCustom, SDTurboScheduler, KSamplerSelect) is in test_comfy_templates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nodeflow.engine.context import RunContext
+from nodeflow.errors import NodeInputError
+from nodeflow.sampling.ksampler import sample
+from nodeflow.sampling.model_sampling import ModelSampling
+from nodeflow_nodes import custom_sampling as nodes
+from tests.kdiffusion_ref import load_sampling
+from tests.toy_models import cond, toy_model
+
+LATENT = {"samples": torch.zeros(2, 4, 8, 8)}
+
+
+def ctx():
+    return RunContext()
+
+
+@pytest.mark.parametrize("sampler_name, scheduler", [("euler", "normal"), ("euler_ancestral", "karras"),
+                                                     ("dpmpp_2m_sde", "exponential"), ("heun", "simple")])
+def test_sampler_custom_and_advanced_equal_ksampler(sampler_name, scheduler):
+    model = toy_model()
+    positive, negative = cond(1.0), cond(-1.0)
+    expected = sample(model, seed=5, steps=6, cfg=4.0, sampler_name=sampler_name, scheduler=scheduler,
+                      positive=positive, negative=negative, latent=LATENT)["samples"]
+    [sampler] = nodes.ksampler_select(sampler_name)
+    [sigmas] = nodes.basic_scheduler(model, scheduler, 6, 1.0)
+    output, denoised = nodes.sampler_custom(model, True, 5, 4.0, positive, negative, sampler, sigmas, LATENT, ctx())
+    assert torch.equal(output["samples"], expected)
+    [noise] = nodes.random_noise(5)
+    [guider] = nodes.cfg_guider(model, positive, negative, 4.0)
+    advanced, _ = nodes.sampler_custom_advanced(noise, guider, sampler, sigmas, LATENT, ctx())
+    assert torch.equal(advanced["samples"], expected)
+    assert denoised["samples"].shape == expected.shape
+
+
+def test_denoised_output_is_the_last_clean_estimate_and_input_is_untouched():
+    model = toy_model()
+    seen = []
+    latent = {"samples": torch.randn(1, 4, 8, 8), "batch_index": [3]}
+    before = latent["samples"].clone()
+    [sampler] = nodes.ksampler_select("euler")
+    [sigmas] = nodes.basic_scheduler(model, "normal", 4, 1.0)
+    context = RunContext(on_event=seen.append)
+    output, denoised = nodes.sampler_custom(model, True, 1, 3.0, cond(1.0), cond(0.0), sampler, sigmas, latent,
+                                            context)
+    assert torch.equal(latent["samples"], before) and output["batch_index"] == [3]
+    # the Euler step to 0 lands on the denoised estimate: both outputs agree on the last step
+    assert torch.allclose(output["samples"], denoised["samples"], atol=1e-6)
+    assert [e.step for e in seen if hasattr(e, "step")][-1] == 4
+
+
+def test_disable_noise_and_add_noise():
+    model = toy_model()
+    [off] = nodes.disable_noise()
+    assert torch.equal(off.generate(LATENT), torch.zeros(2, 4, 8, 8))
+    [noise] = nodes.random_noise(7)
+    sigmas = torch.tensor([5.0, 2.0, 0.0])
+    [noisy] = nodes.add_noise(model, noise, sigmas, LATENT)
+    scale = model.latent_format.scale_factor
+    assert torch.allclose(noisy["samples"], noise.generate(LATENT) * 5.0 / scale)  # sigma: first - last
+    latent = {"samples": torch.ones(1, 4, 8, 8)}
+    [noisy] = nodes.add_noise(model, noise, torch.tensor([3.0]), latent)
+    assert torch.allclose(noisy["samples"], 1 + noise.generate(latent) * 3.0 / scale)
+    assert nodes.add_noise(model, noise, torch.zeros(0), latent)[0] is latent
+
+
+def test_initial_noise_is_comfyuis_cpu_noise():
+    [noise] = nodes.random_noise(7)
+    values = noise.generate({"samples": torch.zeros(1, 4, 8, 8)}).flatten()[:4]
+    assert torch.allclose(values, torch.tensor([-0.82013452, 0.39563116, 0.89890850, -1.38840389]))
+
+
+# ---- schedules
+
+@pytest.mark.parametrize("node, reference, args", [
+    ("karras_scheduler", "get_sigmas_karras", dict(rho=7.0)),
+    ("exponential_scheduler", "get_sigmas_exponential", {}),
+    ("polyexponential_scheduler", "get_sigmas_polyexponential", dict(rho=1.7)),
+])
+def test_schedules_equal_k_diffusion(node, reference, args):
+    got = getattr(nodes, node)(12, 14.614642, 0.0291675, *args.values())[0]
+    expected = getattr(load_sampling(), reference)(12, 0.0291675, 14.614642, *args.values())
+    assert got.dtype == torch.float32 and len(got) == 13 and float(got[-1]) == 0
+    assert torch.allclose(got, expected.float(), rtol=1e-6)
+
+
+def test_vp_and_laplace_schedules():
+    got = nodes.vp_scheduler(10, 19.9, 0.1, 0.001)[0]
+    t = torch.linspace(1, 0.001, 10, dtype=torch.float64)
+    exact = torch.sqrt(torch.expm1(19.9 * t**2 / 2 + 0.1 * t))  # ComfyUI's expm1 (k-diffusion 0.1.1: exp - 1)
+    assert torch.allclose(got[:-1].double(), exact, rtol=1e-5) and float(got[-1]) == 0
+    assert torch.allclose(got, load_sampling().get_sigmas_vp(10, 19.9, 0.1, 0.001).float(), rtol=1e-3)
+    laplace = nodes.laplace_scheduler(9, 14.614642, 0.0291675, 0.3, 0.5)[0]
+    assert len(laplace) == 9 and float(laplace[-1]) > 0  # no appended 0, as ComfyUI's
+    assert math.isclose(float(laplace[4]), math.exp(0.3 + 0.5 * math.log(1 + 1e-5)), rel_tol=1e-5)  # the median
+    assert bool((laplace[:-1] >= laplace[1:]).all()) and float(laplace.max()) == pytest.approx(14.614642)
+
+
+def test_align_your_steps_sd_turbo_and_basic_scheduler():
+    ays = nodes.align_your_steps_scheduler("SDXL", 10, 1.0)[0]
+    assert float(ays[0]) == pytest.approx(14.6146412293) and float(ays[-1]) == 0 and len(ays) == 11
+    assert float(ays[5]) == pytest.approx(0.8620721141)
+    doubled = nodes.align_your_steps_scheduler("SD1", 20, 1.0)[0]
+    assert len(doubled) == 21 and float(doubled[2]) == pytest.approx(6.4745760956, rel=1e-6)  # log-linear: every other
+    assert float(doubled[1]) == pytest.approx(math.sqrt(14.6146412293 * 6.4745760956), rel=1e-6)
+    half = nodes.align_your_steps_scheduler("SD1", 10, 0.5)[0]
+    assert len(half) == 6 and float(half[0]) == pytest.approx(1.3943805092)
+    model = toy_model()
+    turbo = nodes.sd_turbo_scheduler(model, 4, 1.0)[0]
+    assert torch.allclose(turbo[:-1], model.sampling.sigma(torch.tensor([999.0, 899.0, 799.0, 699.0])))
+    assert float(nodes.sd_turbo_scheduler(model, 1, 0.5)[0][0]) == pytest.approx(float(model.sampling.sigma(torch.tensor(499.0))))
+    from nodeflow.sampling.schedulers import compute_sigmas
+    assert torch.equal(nodes.basic_scheduler(model, "karras", 5, 0.5)[0], compute_sigmas(model.sampling, "karras", 10)[-6:])
+    assert len(nodes.basic_scheduler(model, "karras", 5, 0.0)[0]) == 0
+
+
+def test_sigma_edits():
+    sigmas = torch.tensor([10.0, 5.0, 2.0, 1.0, 0.0])
+    high, low = nodes.split_sigmas(sigmas, 2)
+    assert high.tolist() == [10.0, 5.0, 2.0] and low.tolist() == [2.0, 1.0, 0.0]
+    high, low = nodes.split_sigmas_denoise(sigmas, 0.5)
+    assert high.tolist() == [10.0, 5.0, 2.0] and low.tolist() == [2.0, 1.0, 0.0]
+    assert nodes.flip_sigmas(sigmas)[0].tolist() == pytest.approx([0.0001, 1.0, 2.0, 5.0, 10.0])
+    assert nodes.set_first_sigma(sigmas, 136.0)[0].tolist() == [136.0, 5.0, 2.0, 1.0, 0.0] and sigmas[0] == 10.0
+    extended = nodes.extend_intermediate_sigmas(sigmas, 2, -1.0, 4.0, "linear")[0]
+    assert extended.tolist() == [10.0, 7.5, 5.0, 3.5, 2.0, 1.0, 0.0]
+    assert nodes.manual_sigmas("14.6, 7,1 0.5")[0].tolist() == pytest.approx([14.6, 7.0, 1.0, 0.5])
+    model = toy_model()
+    assert nodes.sampling_percent_to_sigma(model, 0.0, True)[0] == pytest.approx(float(ModelSampling.sd1().sigma_max))
+    assert nodes.sampling_percent_to_sigma(model, 0.5, False)[0] == pytest.approx(
+        float(model.sampling.sigma(torch.tensor(499.5))))
+
+
+# ---- guiders
+
+def test_basic_guider_is_cfg_one_and_dual_cfg_follows_its_formulas():
+    model = toy_model()
+    x, sigma = torch.randn(1, 4, 8, 8), torch.tensor([3.0])
+    c1, c2, negative = cond(1.0), cond(0.3), cond(-1.0)
+    [basic] = nodes.basic_guider(model, c1)
+    [one] = nodes.cfg_guider(model, c1, negative, 1.0)
+    assert torch.equal(basic.denoiser()(x, sigma), one.denoiser()(x, sigma))
+
+    def prediction(conditioning):
+        return nodes.basic_guider(model, conditioning)[0].denoiser()(x, sigma)
+
+    p1, p2, pn = prediction(c1), prediction(c2), prediction(negative)
+    [regular] = nodes.dual_cfg_guider(model, c1, c2, negative, 3.0, 2.0, "regular")
+    assert torch.allclose(regular.denoiser()(x, sigma), pn + (p2 - pn) * 2.0 + (p1 - p2) * 3.0, atol=1e-6)
+    [nested] = nodes.dual_cfg_guider(model, c1, c2, negative, 3.0, 2.0, "nested")
+    assert torch.allclose(nested.denoiser()(x, sigma), pn + 2.0 * (p2 + (p1 - p2) * 3.0 - pn), atol=1e-6)
+    [as_cfg] = nodes.dual_cfg_guider(model, c1, c2, negative, 3.0, 1.0, "regular")
+    [cfg] = nodes.cfg_guider(model, c1, c2, 3.0)
+    assert torch.allclose(as_cfg.denoiser()(x, sigma), cfg.denoiser()(x, sigma), atol=1e-6)
+
+
+# ---- samplers with options, bad input
+
+def test_sampler_nodes_pass_their_options():
+    [choice] = nodes.sampler_dpmpp_2m_sde("heun", 0.5, 0.8, "cpu")
+    assert choice.name == "dpmpp_2m_sde" and dict(choice.options) == {"eta": 0.5, "s_noise": 0.8, "solver_type": "heun"}
+    model = toy_model()
+    [sigmas] = nodes.karras_scheduler(5, 14.614642, 0.0291675, 7.0)
+    results = [nodes.sampler_custom(model, True, 3, 2.0, cond(1.0), cond(0.0), nodes.sampler_euler_ancestral(eta, 1.0)[0],
+                                    sigmas, LATENT, ctx())[0]["samples"] for eta in (1.0, 0.0)]
+    [euler] = nodes.ksampler_select("euler")
+    plain = nodes.sampler_custom(model, True, 3, 2.0, cond(1.0), cond(0.0), euler, sigmas, LATENT, ctx())[0]["samples"]
+    assert not torch.allclose(results[0], results[1]) and torch.allclose(results[1], plain, atol=1e-6)  # eta 0: Euler
+
+
+def test_empty_or_broken_sigmas_name_the_input():
+    model = toy_model()
+    [sampler] = nodes.ksampler_select("euler")
+    with pytest.raises(NodeInputError, match="empty") as error:
+        nodes.sampler_custom(model, True, 0, 1.0, cond(1.0), cond(0.0), sampler, torch.zeros(0), LATENT, ctx())
+    assert error.value.input_name == "sigmas"
+    with pytest.raises(NodeInputError, match="finite"):
+        nodes.sampler_custom(model, True, 0, 1.0, cond(1.0), cond(0.0), sampler, torch.tensor([1.0, float("nan")]),
+                             LATENT, ctx())
+    one = nodes.sampler_custom(model, True, 0, 1.0, cond(1.0), cond(0.0), sampler, torch.tensor([1.0]), LATENT, ctx())
+    assert torch.equal(one[0]["samples"], LATENT["samples"])  # nothing to do: the input
+
+
+def test_noise_wired_into_a_sampler_input_is_refused_by_validation(tmp_path):
+    from nodeflow.engine.registry import Registry
+    from nodeflow.engine.validate import validate
+    from nodeflow.engine.workflow import Link, NodeInstance, Workflow
+    from nodeflow.runtime.paths import Paths
+
+    paths = Paths(models_dirs=(tmp_path,), output_dir=tmp_path / "out")
+    registry = Registry.load(paths)
+    workflow = Workflow(nodes={"1": NodeInstance("1", "RandomNoise", {"noise_seed": 1}),
+                               "2": NodeInstance("2", "SamplerCustomAdvanced", {})},
+                        links=[Link("1", 0, "2", "sampler")])
+    problems = [str(p) for p in validate(workflow, registry, paths)]
+    assert any("2" in p and "sampler" in p and "NOISE" in p for p in problems), problems
