@@ -37,7 +37,7 @@ class Job:
     seed: int = 0
     steps: int = 6
     cfg: float = 5.0
-    sampler: str = "euler"           # euler | dpmpp_2m
+    sampler: str = "euler"           # a k-diffusion sampler name: euler, dpmpp_2m, euler_ancestral, dpmpp_2m_sde ...
     scheduler: str = "normal"        # normal | karras
     parameterization: str = "eps"    # eps | v
     sdxl_sizes: dict = field(default_factory=dict)  # CLIPTextEncodeSDXL's inputs; empty: plain CLIPTextEncode
@@ -132,6 +132,22 @@ class Denoiser:
         return uncond + (cond - uncond) * self.cfg
 
 
+def run_sampler(job: Job, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """k-diffusion's sampler with the noise ComfyUI gives it on the CPU: ancestral draws from a
+    generator seeded with seed + 1, SDE samplers' Brownian tree (torchsde) with entropy = seed
+    over [smallest positive sigma, largest sigma]."""
+    kdiffusion = load_sampling()
+    sampler = getattr(kdiffusion, f"sample_{job.sampler}")
+    if job.sampler.endswith("ancestral"):
+        generator = torch.Generator().manual_seed(job.seed + 1)
+        return sampler(denoiser, x, sigmas, disable=True,
+                       noise_sampler=lambda sigma, sigma_next: torch.randn(x.shape, generator=generator))
+    if "sde" in job.sampler:
+        tree = kdiffusion.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=job.seed)
+        return sampler(denoiser, x, sigmas, disable=True, noise_sampler=tree)
+    return sampler(denoiser, x, sigmas, disable=True)
+
+
 # ---- networks from the file, through diffusers' converters
 
 def diffusers_unet(checkpoint: dict, ldm: dict):
@@ -176,8 +192,7 @@ def render(path, ldm: dict, sources: dict, job: Job) -> np.ndarray:
     noise = torch.randn([1, 4, job.height // 8, job.width // 8], generator=torch.Generator().manual_seed(job.seed))
     x = noise * (1 + sigmas[0] ** 2) ** 0.5  # convention 9: the empty latent is all zeros
     denoiser = Denoiser(diffusers_unet(checkpoint, ldm), table, job.parameterization, cond, uncond, job.cfg)
-    sampler = {"euler": "sample_euler", "dpmpp_2m": "sample_dpmpp_2m"}[job.sampler]
-    latent = getattr(load_sampling(), sampler)(denoiser, x, sigmas, disable=True)
+    latent = run_sampler(job, denoiser, x, sigmas)
     decoded = diffusers_vae(checkpoint, ldm).decode(latent / scale).sample
     pixels = ((decoded + 1) / 2).clamp(0, 1)[0].permute(1, 2, 0).numpy()
     return np.clip(255.0 * pixels, 0, 255).astype(np.uint8)  # convention 11: truncation

@@ -72,6 +72,8 @@ JOBS = {
     "sdxl karras non-square": Job("sdxl", "a red house", "", width=96, height=64, seed=9, sampler="dpmpp_2m",
                                   scheduler="karras", cfg=6.5),
     "sd2 v-prediction": Job("sd2", "a red house by the sea", "ugly", seed=10, parameterization="v"),
+    "sdxl dpmpp_2m_sde karras": Job("sdxl", "a blue car", "", seed=11, sampler="dpmpp_2m_sde", scheduler="karras"),
+    "sd2 euler_ancestral": Job("sd2", "a green tree", "", seed=12, sampler="euler_ancestral"),
 }
 
 

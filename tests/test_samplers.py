@@ -291,34 +291,36 @@ def test_callback_reports_every_step():
     assert seen == [(i, 5) for i in range(5)]
 
 
-def test_brownian_tree_is_a_brownian_motion():
-    """Increments over disjoint intervals: standard normal after scaling, uncorrelated; the same
-    value whatever the order of queries."""
-    from nodeflow.sampling.noise import BrownianTree
+@pytest.mark.parametrize("name", ["dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde"])
+def test_sde_samplers_draw_comfyuis_brownian_noise(name):
+    """NoiseSource(seed) gives the increments of ComfyUI's BrownianTreeNoiseSampler for that seed
+    (torchsde's BrownianTree over [smallest positive sigma, largest], entropy = the seed): the
+    same run as k-diffusion's sampler given that noise sampler (ComfyUI's, built the same way)."""
+    kdiffusion = load_sampling()
+    sigmas = karras(ModelSampling.sd1(), 10)
+    x = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    got = SAMPLERS[name](toy_denoiser, x.clone(), sigmas, noise=NoiseSource(1234))
+    tree = kdiffusion.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=1234)
+    reference = getattr(kdiffusion, REFERENCE_NAMES[name])
+    options = {"solver_type": "heun"} if name == "dpmpp_2m_sde_heun" else {}
+    expected = reference(toy_denoiser, x.clone(), sigmas, disable=True, noise_sampler=tree, **options)
+    assert relative_error(got, expected) < 1e-5
+    other = SAMPLERS[name](toy_denoiser, x.clone(), sigmas, noise=NoiseSource(1235))
+    assert relative_error(other, expected) > 1e-3
 
-    like = torch.zeros(10000)
-    tree = BrownianTree(like, 0.03, 14.6, seed=11)
-    points = [14.6, 9.0, 3.3, 1.0, 0.2, 0.031]
-    values = [tree(t) for t in points]
-    increments = [(values[i] - values[i + 1]) / (points[i] - points[i + 1]) ** 0.5 for i in range(len(points) - 1)]
-    for z in increments:
-        assert abs(float(z.mean())) < 0.04 and abs(float(z.std()) - 1) < 0.04  # 4 standard errors
-    for a, b in zip(increments[:-1], increments[1:]):
-        assert abs(float((a * b).mean())) < 0.04
-    again = BrownianTree(like, 0.03, 14.6, seed=11)
-    assert all(torch.equal(again(t), v) for t, v in reversed(list(zip(points, values))))
-    assert not torch.equal(BrownianTree(like, 0.03, 14.6, seed=12)(3.3), values[2])
 
-
-def test_brownian_increments_keep_their_variance_on_tiny_steps():
-    from nodeflow.sampling.noise import tree_depth
-
+def test_brownian_increments_are_standard_normal_and_reproducible():
     sigmas = torch.cat([torch.linspace(14.6, 0.0292, 2000), torch.zeros(1)])  # steps of ~0.007
-    source = NoiseSource(4)
-    x = torch.zeros(10000)
-    z = source.brownian(x, sigmas, float(sigmas[-3]), float(sigmas[-2]))
-    assert tree_depth(sigmas) > 16
-    assert abs(float(z.std()) - 1) < 0.04
+    x = torch.zeros(20000)
+    z = NoiseSource(4).brownian(x, sigmas, sigmas[-3], sigmas[-2])
+    w = NoiseSource(4).brownian(x, sigmas, sigmas[0], sigmas[1])
+    assert abs(float(z.std()) - 1) < 0.03 and abs(float(z.mean())) < 0.03 and abs(float((z * w).mean())) < 0.03
+    assert torch.equal(NoiseSource(4).brownian(x, sigmas, sigmas[-3], sigmas[-2]), z)
+
+
+def test_ancestral_noise_is_comfyuis_cpu_noise_seeded_with_seed_plus_one():
+    x = torch.zeros(2, 3)
+    assert torch.equal(NoiseSource(7).step(x), torch.randn(2, 3, generator=torch.Generator().manual_seed(8)))
 
 
 def test_seeds_wrap_modulo_2_64():

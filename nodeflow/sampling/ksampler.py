@@ -99,7 +99,8 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
                 max_batch: int | None = None) -> tuple[dict, dict]:
     """Run ``sampler`` over ``sigmas`` from ``latent`` with the initial ``noise`` (CPU, the
     latent's shape); ``guidance(max_batch)`` makes the denoiser (CFG over the conditioning lists).
-    The samplers' own noise comes from a CPU generator seeded with ``seed`` + 1, as ComfyUI's.
+    The samplers' own noise: ``NoiseSource(seed)`` (ancestral steps seeded with ``seed`` + 1,
+    SDE samplers' Brownian tree with ``seed``, as ComfyUI's).
 
     Returns (output, denoised_output) LATENTs: the sampled latent, and the model's last clean
     estimate (SamplerCustom's two outputs), both with the input's extra keys."""
@@ -128,7 +129,7 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
         if callback is not None:
             callback(step, total, denoised)
 
-    x = sampler(denoise_fn, x, sigmas, noise=NoiseSource(seed + 1), callback=report)
+    x = sampler(denoise_fn, x, sigmas, noise=NoiseSource(seed), callback=report)
     if keep is not None:  # outside the mask: the source noised to the last sigma
         x = x * keep + model.sampling.noise_scaling(sigmas[-1], noise, source, False) * (1 - keep)
     output, denoised_output = dict(latent), dict(latent)

@@ -138,13 +138,13 @@ def sample_dpmpp_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
         sd, su = ancestral_step(sigma_of(t), sigma_of(s), eta)
         s_ = t_of(sd)
         x_2 = (sigma_of(s_) / sigma_of(t)) * x - (t - s_).expm1() * denoised
-        x_2 = x_2 + noise.brownian(x, sigmas, sigma_of(t), sigma_of(s)) * s_noise * su
+        x_2 = x_2 + noise.brownian(x, sigmas, sigmas[i], sigma_of(s)) * s_noise * su
         denoised_2 = denoise(x_2, sigma_batch(x, sigma_of(s)))
         sd, su = ancestral_step(sigma_of(t), sigma_of(t_next), eta)
         t_next_ = t_of(sd)
         mixed = (1 - fac) * denoised + fac * denoised_2
         x = (sigma_of(t_next_) / sigma_of(t)) * x - (t - t_next_).expm1() * mixed
-        x = x + noise.brownian(x, sigmas, sigma_of(t), sigma_of(t_next)) * s_noise * su
+        x = x + noise.brownian(x, sigmas, sigmas[i], sigmas[i + 1]) * s_noise * su
     return x
 
 
