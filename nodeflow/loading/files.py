@@ -61,19 +61,43 @@ def is_diffusers_folder(path: Path) -> bool:
 
 
 def read_diffusers_folder(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state dict in the original layout, metadata) of a diffusers pipeline folder."""
+    """(state dict in the original layout, metadata) of a diffusers pipeline folder: SD1.x, SD2.x
+    (a GELU text encoder: OpenCLIP ViT-H), SDXL (``text_encoder`` and ``text_encoder_2``) or the
+    SDXL refiner (``text_encoder_2`` only), each part renamed to its single-file keys."""
     sd: dict[str, torch.Tensor] = {}
     metadata: dict[str, str] = {"nodeflow.source": "diffusers"}
-    parts = {"unet": (UNET_PREFIX, unet_to_original), "vae": (VAE_PREFIX, vae_to_original),
-             "text_encoder": (TEXT_PREFIX, text_encoder_to_original)}
-    for part, (prefix, convert) in parts.items():
+    for part, (prefix, convert) in {"unet": (UNET_PREFIX, unet_to_original),
+                                    "vae": (VAE_PREFIX, vae_to_original)}.items():
         folder = path / part
         if not folder.is_dir():
-            raise ModelFileError(f"{path}: diffusers folder without {part}/ (needs unet/, vae/, text_encoder/)")
-        converted = convert(_read_part(folder), folder)
-        sd.update({prefix + k: v for k, v in converted.items()})
+            raise ModelFileError(f"{path}: diffusers folder without {part}/ (needs unet/, vae/ and a text encoder)")
+        sd.update({prefix + k: v for k, v in convert(_read_part(folder), folder).items()})
         metadata.update(part_metadata(part, _read_config(folder)))
+    sd.update(_diffusers_text_encoders(path))
     return sd, metadata
+
+
+def _diffusers_text_encoders(path: Path) -> dict[str, torch.Tensor]:
+    """The text encoders of a diffusers folder under the prefixes of their family's single files."""
+    from nodeflow.loading.open_clip import transformers_to_open_clip
+
+    first, second = path / "text_encoder", path / "text_encoder_2"
+    if not first.is_dir() and not second.is_dir():
+        raise ModelFileError(f"{path}: diffusers folder without text_encoder/ (needs unet/, vae/ and a text encoder)")
+    out: dict[str, torch.Tensor] = {}
+    if second.is_dir():  # SDXL: CLIP-L and CLIP-G; the refiner: CLIP-G alone
+        clip_g = transformers_to_open_clip(text_encoder_to_original(_read_part(second), second))
+        prefix = "conditioner.embedders.1.model." if first.is_dir() else "conditioner.embedders.0.model."
+        out.update({prefix + k: v for k, v in clip_g.items()})
+        if first.is_dir():
+            clip_l = text_encoder_to_original(_read_part(first), first)
+            out.update({"conditioner.embedders.0.transformer." + k: v for k, v in clip_l.items()})
+        return out
+    tensors = text_encoder_to_original(_read_part(first), first)
+    if _read_config(first).get("hidden_act") == "gelu":  # OpenCLIP ViT-H: SD2.x, stored without its last layer
+        return {"cond_stage_model.model." + k: v
+                for k, v in transformers_to_open_clip(tensors, extra_identity_layer=True).items()}
+    return {TEXT_PREFIX + k: v for k, v in tensors.items()}
 
 
 def read_diffusers_vae(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

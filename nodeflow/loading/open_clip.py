@@ -97,3 +97,42 @@ def open_clip_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
         logger.info("OpenCLIP text tower without text_projection: using the identity (as ComfyUI does)")
         out["text_projection.weight"] = torch.eye(width, dtype=like.dtype, device=like.device)
     return out
+
+
+def transformers_to_open_clip(sd: dict[str, torch.Tensor], extra_identity_layer: bool = False) -> dict[str, torch.Tensor]:
+    """The inverse: a CLIPTextModel(WithProjection)'s tensors (``text_model.*`` or, as
+    transformers 5 saves them, without that segment) under OpenCLIP's names, q/k/v fused, the
+    projection as (D, P). ``extra_identity_layer`` appends a block that leaves its input as it is
+    (zero output projections): diffusers stores SD2's ViT-H without its last layer, which SD2
+    never uses (it conditions on the penultimate one), and the padded tower keeps that meaning."""
+    sd = {k.removeprefix("text_model."): v for k, v in sd.items() if not k.endswith("position_ids")}
+    inverse_top = {v.removeprefix("text_model."): k for k, v in _TOP.items()}
+    inverse_block = {v: k for k, v in _BLOCK.items()}
+    out: dict[str, torch.Tensor] = {}
+    layers = set()
+    for key, value in sd.items():
+        if key in inverse_top:
+            out[inverse_top[key]] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.t().contiguous()
+        elif match := re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", key):
+            layer, module, kind = match.groups()
+            layers.add(int(layer))
+            if module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                continue  # fused below
+            if module not in inverse_block:
+                raise OpenClipKeyError(f"unknown CLIP text-model key {key!r}")
+            out[f"transformer.resblocks.{layer}.{inverse_block[module]}.{kind}"] = value
+        else:
+            raise OpenClipKeyError(f"unknown CLIP text-model key {key!r}")
+    for layer in sorted(layers):
+        for kind in ("weight", "bias"):
+            out[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat(
+                [sd[f"encoder.layers.{layer}.self_attn.{p}_proj.{kind}"] for p in "qkv"])
+    if extra_identity_layer and layers:
+        last, new = max(layers), max(layers) + 1
+        for key in [k for k in out if k.startswith(f"transformer.resblocks.{last}.")]:
+            like = out[key]
+            norm_scale = key.endswith(("ln_1.weight", "ln_2.weight"))
+            out[key.replace(f".{last}.", f".{new}.", 1)] = torch.ones_like(like) if norm_scale else torch.zeros_like(like)
+    return out

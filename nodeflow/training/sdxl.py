@@ -109,33 +109,14 @@ def condition(towers: Towers, input_ids: torch.Tensor) -> dict[str, torch.Tensor
     return {"context": context, "y": torch.cat([clip_g.text_embeds, sizes], dim=-1)}
 
 
-def open_clip_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A CLIPTextModelWithProjection's tensors under OpenCLIP's names, as SDXL files store
-    CLIP-G: fused q/k/v ``attn.in_proj_*`` (rows q | k | v), ``mlp.c_fc``/``c_proj``,
-    ``ln_1``/``ln_2``/``ln_final``, ``positional_embedding`` and ``text_projection`` as (D, P)."""
-    sd = {k.removeprefix("text_model."): v for k, v in model.state_dict().items()}
-    out = {"token_embedding.weight": sd["embeddings.token_embedding.weight"],
-           "positional_embedding": sd["embeddings.position_embedding.weight"],
-           "ln_final.weight": sd["final_layer_norm.weight"], "ln_final.bias": sd["final_layer_norm.bias"],
-           "text_projection": sd["text_projection.weight"].t()}
-    names = (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
-             ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"))
-    for i in range(model.config.num_hidden_layers):
-        ours, theirs = f"encoder.layers.{i}.", f"transformer.resblocks.{i}."
-        for kind in ("weight", "bias"):
-            out[f"{theirs}attn.in_proj_{kind}"] = torch.cat([sd[f"{ours}self_attn.{p}_proj.{kind}"] for p in "qkv"])
-            for original, hf in names:
-                out[f"{theirs}{original}.{kind}"] = sd[f"{ours}{hf}.{kind}"]
-    return out
-
-
 def checkpoint_state_dict(unet: nn.Module, vae: nn.Module, towers: Towers) -> dict[str, torch.Tensor]:
     """SDXL's original single-file layout, fp16, contiguous, on the CPU."""
+    from nodeflow.loading.open_clip import transformers_to_open_clip
     from nodeflow.training.export import UNET_PREFIX, VAE_PREFIX, to_fp16
 
     clip_l = {("" if k.startswith("text_model.") else "text_model.") + k: v
               for k, v in towers.clip_l.state_dict().items() if not k.endswith("position_ids")}
     parts = {UNET_PREFIX: unet.state_dict(), VAE_PREFIX: vae.state_dict(),
              "conditioner.embedders.0.transformer.": clip_l,
-             "conditioner.embedders.1.model.": open_clip_state_dict(towers.clip_g)}
+             "conditioner.embedders.1.model.": transformers_to_open_clip(towers.clip_g.state_dict())}
     return {prefix + key: to_fp16(value) for prefix, sd in parts.items() for key, value in sd.items()}
