@@ -1,8 +1,8 @@
-"""Model patches that change how the MODEL is sampled (ComfyUI's advanced/model nodes)."""
+"""Model patches that change how the MODEL is sampled or run (ComfyUI's advanced/model and model_patches nodes)."""
 
 from __future__ import annotations
 
-from nodeflow.spec import MODEL, Boolean, Choice, Input, Output, node
+from nodeflow.spec import MODEL, Boolean, Choice, Float, Input, Output, node
 
 #: ComfyUI's choice -> nodeflow.sampling.model_sampling's parameterisation
 SAMPLING = {"eps": "eps", "v_prediction": "v", "lcm": "lcm", "x0": "x0"}
@@ -23,3 +23,44 @@ def model_sampling_discrete(model, sampling: str, zsnr: bool):
     if sampling not in SAMPLING:
         raise NodeInputError("sampling", f"{sampling!r} is not one of {', '.join(SAMPLING)}")
     return (model.clone_with(sampling=model.sampling.with_parameterization(SAMPLING[sampling], zsnr)),)
+
+
+@node("RescaleCFG", display="RescaleCFG", category="advanced/model",
+      inputs=[Input("model", MODEL), Float("multiplier", 0.7, min=0.0, max=1.0, step=0.01,
+                                           tooltip="How much of the rescaled guidance to use (0: plain CFG)")],
+      outputs=[Output(MODEL)])
+def rescale_cfg(model, multiplier: float):
+    """CFG rescaled to the conditional prediction's spread (for v-prediction and zero-SNR models)."""
+    from nodeflow.sampling.model_patches import rescale_cfg as rescaled
+
+    return (model.clone_with(guidance_function=rescaled(multiplier)),)
+
+
+def _freeu(model, b1: float, b2: float, s1: float, s2: float, version: int):
+    from nodeflow.errors import NodeInputError
+    from nodeflow.sampling.model_patches import freeu
+
+    channels = getattr(getattr(model.unet, "config", None), "model_channels", None)
+    if channels is None:
+        raise NodeInputError("model", "FreeU needs a U-Net model (its base width sets which blocks it scales)")
+    patch = freeu(channels, b1, b2, s1, s2, version)
+    return (model.clone_with(output_block_patches=model.output_block_patches + (patch,)),)
+
+
+def _freeu_inputs(b1: float, b2: float) -> list:
+    return [Input("model", MODEL), Float("b1", b1, min=0.0, max=10.0, step=0.01),
+            Float("b2", b2, min=0.0, max=10.0, step=0.01), Float("s1", 0.9, min=0.0, max=10.0, step=0.01),
+            Float("s2", 0.2, min=0.0, max=10.0, step=0.01)]
+
+
+@node("FreeU", display="FreeU", category="model_patches/unet", inputs=_freeu_inputs(1.1, 1.2), outputs=[Output(MODEL)])
+def free_u(model, b1: float, b2: float, s1: float, s2: float):
+    """FreeU: stronger decoder backbone features (b), weaker low frequencies of the skip features (s)."""
+    return _freeu(model, b1, b2, s1, s2, 1)
+
+
+@node("FreeU_V2", display="FreeU_V2", category="model_patches/unet", inputs=_freeu_inputs(1.3, 1.4),
+      outputs=[Output(MODEL)])
+def free_u_v2(model, b1: float, b2: float, s1: float, s2: float):
+    """FreeU version 2: the backbone scaled in proportion to its channel-mean map."""
+    return _freeu(model, b1, b2, s1, s2, 2)

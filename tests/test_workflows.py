@@ -9,6 +9,7 @@ from nodeflow.engine.registry import Registry
 from nodeflow.engine.validate import validate
 from nodeflow.formats import load_workflow
 from tests.factories import write_tiny_checkpoint, write_tiny_controlnet, write_tiny_lora
+from tests.family_files import write_family_checkpoint
 from tests.project import ROOT
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -20,6 +21,7 @@ def setup(tmp_path_factory):
     write_tiny_checkpoint(root / "models" / "checkpoints" / "nodeflow-tiny.safetensors")
     write_tiny_controlnet(root / "models" / "controlnet" / "nodeflow-tiny-mask.safetensors")
     write_tiny_lora(root / "models" / "loras" / "nodeflow-tiny-big-shapes.safetensors")
+    write_family_checkpoint(root / "models" / "checkpoints" / "nodeflow-tiny-xl.safetensors", "sdxl")
     paths = Paths(models_dirs=(root / "models",), output_dir=root / "out", input_dir=root / "in",
                   temp_dir=root / "tmp", assets_dir=ROOT / "assets")
     registry = Registry.load(paths)
@@ -28,7 +30,8 @@ def setup(tmp_path_factory):
 
 def test_there_are_examples():
     names = {path.stem for path in WORKFLOWS}
-    assert {"txt2img", "img2img", "inpaint", "outpaint", "area_composition", "hires_fix", "controlnet", "lora"} <= names
+    assert {"txt2img", "img2img", "inpaint", "outpaint", "area_composition", "hires_fix", "controlnet", "lora",
+            "sdxl_txt2img"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

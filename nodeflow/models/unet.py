@@ -20,6 +20,7 @@ per output block: ``transformer_depth_output`` (as ComfyUI's model detection rea
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -156,9 +157,12 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                control: ControlResiduals | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+                control: ControlResiduals | None = None, y: torch.Tensor | None = None,
+                output_patches: Sequence[Callable] = ()) -> torch.Tensor:
         """x (B, in, h, w), timesteps (B,), context (B, T, context_dim), y (B, adm_in_channels)
-        for SDXL models (ignored by others) -> (B, out, h, w)."""
+        for SDXL models (ignored by others) -> (B, out, h, w). ``output_patches``: functions
+        (h, skip) -> (h, skip) applied, in order, before each decoder block joins its skip
+        connection (after the ControlNet's residual), as ComfyUI's output_block_patch (FreeU)."""
         dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         emb = add_label_embedding(self, emb, y)
@@ -174,6 +178,8 @@ class UNetModel(nn.Module):
             skip = skips.pop()
             if control is not None:
                 skip = skip + control.skips[len(skips)].to(skip.dtype)
+            for patch in output_patches:
+                h, skip = patch(h, skip)
             h = torch.cat([h, skip], dim=1)  # (B, ch + skip_ch, h, w)
             size = skips[-1].shape[-2:] if skips else None
             h = block(h, emb, context, size)

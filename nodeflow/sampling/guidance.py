@@ -81,9 +81,13 @@ class CFGDenoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         lists = self.entries(*x.shape[-2:])
         if math.isclose(self.cfg, 1.0):
-            return self.predict(x, sigma, lists[:1])[0]
-        cond, uncond = self.predict(x, sigma, lists)
-        return uncond + (cond - uncond) * self.cfg
+            cond = self.predict(x, sigma, lists[:1])[0]
+            if self.model.guidance_function is None:
+                return cond
+            uncond = torch.zeros_like(cond)  # skipped at cfg 1, as ComfyUI does (it then passes zeros)
+        else:
+            cond, uncond = self.predict(x, sigma, lists)
+        return self.model.guide(x, sigma, cond, uncond, self.cfg)
 
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, lists: list[list[Entry]]) -> list[torch.Tensor]:
         """Each list's combined prediction for x (B, C, h, w) at sigma (B,)."""

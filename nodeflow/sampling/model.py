@@ -9,6 +9,7 @@ that way), so a cached model never changes under another node.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -59,9 +60,21 @@ class DiffusionModel:
     #: the model family's name as nodeflow.loading.families has it ("SD1.x", "SDXL" ...), set by
     #: the loaders; "" when unknown (a ControlNet of another family is refused by it)
     family: str = ""
+    #: model patches (nodeflow.sampling.model_patches): a guidance function replacing CFG's
+    #: combination (the last one set wins, as in ComfyUI), and U-Net output-block patches (in order)
+    guidance_function: Callable | None = None
+    output_block_patches: tuple[Callable, ...] = ()
 
     def clone_with(self, **changes) -> DiffusionModel:
         return replace(self, **changes)
+
+    def guide(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+              cfg: float) -> torch.Tensor:
+        """The guided clean-latent estimate from the conditional and unconditional ones:
+        uncond + (cond - uncond) cfg, or the model's guidance function."""
+        if self.guidance_function is not None:
+            return self.guidance_function(x, sigma, cond, uncond, cfg)
+        return uncond + (cond - uncond) * cfg
 
     @property
     def in_channels(self) -> int:
@@ -107,5 +120,7 @@ class DiffusionModel:
         model_input = scaled
         if concat is not None:
             model_input = torch.cat([scaled, concat.to(scaled)], dim=1)  # (B, C + c, h, w)
+        if self.output_block_patches:
+            extra["output_patches"] = self.output_block_patches
         output = self.unet(model_input, timesteps, context, control=residuals, **extra)
         return self.sampling.calculate_denoised(sigma, output.float().to(x.device), x)

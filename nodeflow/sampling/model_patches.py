@@ -1,0 +1,78 @@
+"""Model patches that change how the model is used rather than its weights (ComfyUI's "model
+patches"): a guidance function replacing CFG's combination (RescaleCFG), functions applied after it,
+and U-Net output-block patches on the decoder's features and skip connections (FreeU, FreeU_V2).
+
+A patched MODEL is a copy (``DiffusionModel.clone_with``) holding the patch; the input model never
+changes, and patches compose with each other and with LoRAs (which replace the U-Net, not these).
+
+Guidance functions take (x, sigma (B,), cond, uncond, cfg) as clean-latent estimates and return
+the guided estimate; output-block patches take (h, skip) and return them, before they are joined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+GuidanceFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+OutputBlockPatch = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def rescale_cfg(multiplier: float) -> GuidanceFunction:
+    """RescaleCFG (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+    eq. 15-16): CFG in the v-prediction space, its result rescaled per image to the standard
+    deviation of the conditional prediction, blended by ``multiplier`` with plain CFG. For an
+    epsilon model's estimates D: v = (x / (s^2 + 1) - D) sqrt(s^2 + 1) / s and back
+    D = x / (s^2 + 1) - v s / sqrt(s^2 + 1), as ComfyUI's RescaleCFG node."""
+
+    def guide(x, sigma, cond, uncond, cfg):
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        x_scaled = x / (s * s + 1.0)
+        v_cond = (x_scaled - cond) * (s**2 + 1.0) ** 0.5 / s
+        v_uncond = (x_scaled - uncond) * (s**2 + 1.0) ** 0.5 / s
+        v_cfg = v_uncond + cfg * (v_cond - v_uncond)
+        dims = tuple(range(1, x.ndim))
+        ratio = torch.std(v_cond, dim=dims, keepdim=True) / torch.std(v_cfg, dim=dims, keepdim=True)
+        v_final = multiplier * (v_cfg * ratio) + (1.0 - multiplier) * v_cfg
+        return x_scaled - v_final * s / (s * s + 1.0) ** 0.5
+
+    return guide
+
+
+def fourier_filter(x: torch.Tensor, threshold: int, scale: float) -> torch.Tensor:
+    """FreeU's skip-feature filter: the 2 threshold x 2 threshold lowest spatial frequencies (around
+    the centre of the shifted spectrum) multiplied by ``scale``, in float32."""
+    spectrum = torch.fft.fftshift(torch.fft.fftn(x.float(), dim=(-2, -1)), dim=(-2, -1))
+    height, width = spectrum.shape[-2:]
+    mask = torch.ones(spectrum.shape, device=x.device)
+    row, col = height // 2, width // 2
+    mask[..., row - threshold:row + threshold, col - threshold:col + threshold] = scale
+    spectrum = torch.fft.ifftshift(spectrum * mask, dim=(-2, -1))
+    return torch.fft.ifftn(spectrum, dim=(-2, -1)).real.to(x.dtype)
+
+
+def freeu(model_channels: int, b1: float, b2: float, s1: float, s2: float, version: int = 1) -> OutputBlockPatch:
+    """FreeU (Si et al. 2024, "FreeU: Free Lunch in Diffusion U-Net"): in the decoder blocks whose
+    features are 4 x (b1, s1) or 2 x (b2, s2) the model's base width, the first half of the
+    backbone features is scaled by b and the skip features' low frequencies by s. Version 2 scales
+    the backbone by 1 + (b - 1) x the channel-mean map normalised to 0..1 per image."""
+    scales = {model_channels * 4: (b1, s1), model_channels * 2: (b2, s2)}
+
+    def patch(h: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = scales.get(int(h.shape[1]))
+        if scale is None:
+            return h, skip
+        b, s = scale
+        half = h.shape[1] // 2
+        factor: torch.Tensor | float = b
+        if version == 2:
+            mean = h.mean(1, keepdim=True)  # (B, 1, h, w)
+            flat = mean.reshape(mean.shape[0], -1)
+            low = flat.min(dim=-1).values[:, None, None, None]
+            high = flat.max(dim=-1).values[:, None, None, None]
+            factor = (b - 1) * ((mean - low) / (high - low)) + 1
+        h = torch.cat([h[:, :half] * factor, h[:, half:]], dim=1)
+        return h, fourier_filter(skip, threshold=1, scale=s)
+
+    return patch
