@@ -158,7 +158,9 @@ def consistency_denoiser(x, sigma):
 
 DETERMINISTIC = sorted(set(SAMPLERS) - STOCHASTIC)
 END_SIGMA = {"dpm_fast": "sigma_min", "dpm_adaptive": "sigma_min", "uni_pc": 0.001, "uni_pc_bh2": 0.001}
-FIRST_ORDER = ["euler", "ddim", "heunpp2"]  # Heun++'s weights tend to Euler's as sigma falls
+# Heun++'s weights tend to Euler's as sigma falls; CFG++ Euler is Euler when U = D (no guidance);
+# gradient estimation corrects Euler's direction, not its order (measured 0.060 at 50 steps)
+FIRST_ORDER = ["euler", "euler_cfg_pp", "ddim", "heunpp2", "gradient_estimation", "gradient_estimation_cfg_pp"]
 ODE_TOLERANCE = {**dict.fromkeys(FIRST_ORDER, 0.08), "dpm_adaptive": 0.1}  # others 0.005
 
 
@@ -183,9 +185,10 @@ MONTE_CARLO = 4.5 / SAMPLES**0.5  # 4.5 standard errors, times S for the mean, S
 # in ComfyUI) or takes the last step sigma_min -> 0 as one denoising step (losing about
 # sigma_min^2 of variance), whatever the step count: hence 2e-3 for the higher-order solvers.
 VARIANCE_BIAS = {
-    **dict.fromkeys(["euler", "ddim"], 0.04),  # first order: error ~1.6 / steps (-0.032)
+    **dict.fromkeys(["euler", "euler_cfg_pp", "ddim", "gradient_estimation", "gradient_estimation_cfg_pp"], 0.04),
+    # first order: error ~1.6 / steps (-0.032)
     "heunpp2": 0.04,  # Euler-like at small sigma (-0.028)
-    **dict.fromkeys(["euler_ancestral", "ddpm"], 0.07),  # first-order ancestral step (-0.063)
+    **dict.fromkeys(["euler_ancestral", "euler_ancestral_cfg_pp", "ddpm"], 0.07),  # first-order ancestral step (-0.063)
     "dpm_adaptive": 0.05,  # bounded by its rtol 0.05 / atol 0.0078, not by the steps (+0.037)
     **dict.fromkeys(["dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"],
                     0.006),  # second/third order stochastic (+-0.005 over five seeds)
@@ -223,7 +226,9 @@ def test_error_shrinks_with_steps(name):
         x = torch.linspace(-3, 3, 11, dtype=torch.float64) * float(sigmas[0])
         got = SAMPLERS[name](gaussian_denoiser, x.clone(), sigmas.double(), noise=None)
         errors.append(float((got - exact_ode_solution(x, float(sigmas[0]), float(sigmas[-1]))).abs().max()))
-    assert errors[1] < errors[0] / (3 if name in FIRST_ORDER else 8), errors
+    # gradient estimation extrapolates d over uneven karras steps: it converges, more slowly (2.55)
+    ratio = 2 if name.startswith("gradient_estimation") else 3 if name in FIRST_ORDER else 8
+    assert errors[1] < errors[0] / ratio, errors
 
 
 def test_dpm_adaptive_reaches_its_tolerance():
@@ -252,12 +257,15 @@ def test_deis_weights_integrate_dsigma():
 
 def test_names_follow_comfyui_order():
     comfy_order = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
+                   "exp_heun_2_x0", "exp_heun_2_x0_sde",
                    "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
                    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
                    "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm",
-                   "ipndm", "ipndm_v", "deis", "ddim", "uni_pc", "uni_pc_bh2"]
+                   "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+                   "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde",
+                   "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"]
     assert list(SAMPLER_NAMES) == [name for name in comfy_order if name in SAMPLERS]
-    assert len(SAMPLER_NAMES) == 22
+    assert len(SAMPLER_NAMES) == 34
 
 
 def test_lcm_follows_its_variance_recursion():

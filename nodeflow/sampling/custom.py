@@ -26,6 +26,11 @@ class SamplerChoice:
     name: str
     options: tuple[tuple[str, Any], ...] = ()
 
+    @property
+    def wants_uncond(self) -> bool:
+        """Whether the sampler reads the guidance's unconditional estimate (CFG++)."""
+        return getattr(get_sampler(self.name), "wants_uncond", False)
+
     def __call__(self, denoise, x: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
         function = get_sampler(self.name)
         accepted = inspect.signature(function).parameters
@@ -75,6 +80,7 @@ class DualCFGDenoiser:
         cond1, cond2, negative = guider.conds
         self.cfg1, self.cfg2, self.nested = guider.cfg, guider.cfg2, guider.style == "dual-nested"
         # cond2 is treated as a negative prompt (the refiner's low aesthetic score), as in ComfyUI
+        self.uncond_record = None  # a CFG++ sampler's: here the negative prediction, as ComfyUI's post-CFG sees it
         self.first = CFGDenoiser(guider.model, cond1, cond2, 2.0, None, max_batch)
         self.second = CFGDenoiser(guider.model, cond2, negative, 2.0, None, max_batch)
 
@@ -82,6 +88,8 @@ class DualCFGDenoiser:
         lists = self.first.entries(*x.shape[-2:])
         cond1, cond2 = self.first.predict(x, sigma, lists)
         negative = self.second.predict(x, sigma, self.second.entries(*x.shape[-2:])[1:])[0]
+        if self.uncond_record is not None:
+            self.uncond_record.value = negative
         if self.nested:
             return negative + self.cfg2 * (cond2 + (cond1 - cond2) * self.cfg1 - negative)
         return negative + (cond2 - negative) * self.cfg2 + (cond1 - cond2) * self.cfg1

@@ -63,6 +63,7 @@ class CFGDenoiser:
                  concat: torch.Tensor | None = None, max_batch: int | None = None) -> None:
         self.model, self.positive, self.negative, self.cfg = model, positive, negative, float(cfg)
         self.concat, self.max_batch = concat, max_batch
+        self.uncond_record = None  # a CFG++ sampler's UncondRecord: filled at every call, even at cfg 1
         self.separate = False  # set when a batched forward ran out of memory: one entry per call since
         self.calls = 0  # model forwards so far (tests, statistics)
         self._entries: dict[tuple[int, int], list[list[Entry]]] = {}
@@ -80,13 +81,15 @@ class CFGDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         lists = self.entries(*x.shape[-2:])
-        if math.isclose(self.cfg, 1.0):
+        if math.isclose(self.cfg, 1.0) and self.uncond_record is None:
             cond = self.predict(x, sigma, lists[:1])[0]
             if self.model.guidance_function is None:
                 return cond
             uncond = torch.zeros_like(cond)  # skipped at cfg 1, as ComfyUI does (it then passes zeros)
         else:
             cond, uncond = self.predict(x, sigma, lists)
+            if self.uncond_record is not None:
+                self.uncond_record.value = uncond
         return self.model.guide(x, sigma, cond, uncond, self.cfg)
 
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, lists: list[list[Entry]]) -> list[torch.Tensor]:

@@ -24,6 +24,7 @@ from nodeflow.sampling.memory import images_per_call
 from nodeflow.sampling.model import DiffusionModel
 from nodeflow.sampling.noise import NoiseSource, initial_noise
 from nodeflow.sampling.samplers import DISCARD_PENULTIMATE, get_sampler
+from nodeflow.sampling.samplers_cfg_pp import UncondRecord
 from nodeflow.sampling.schedulers import compute_sigmas
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total, denoised latent)
@@ -117,6 +118,10 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
     if channels is not None:  # a U-Net of ours (not a test's toy network): or refuse, with the figures
         max_batch = images_per_call(channels, model.dtype, samples.device, samples.shape, max_batch)
     denoiser = guidance(max_batch)
+    extra = {}
+    if getattr(sampler, "wants_uncond", False):  # CFG++ samplers read the unconditional estimate
+        extra["uncond"] = UncondRecord()
+        denoiser.uncond_record = extra["uncond"]
     mask = latent.get("noise_mask")
     keep = None if mask is None else prepare_mask(mask.to(samples.device), samples.shape)  # (B, C, h, w)
     denoise_fn = denoiser if keep is None else _masked(denoiser, model, keep, source, noise)
@@ -129,7 +134,7 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
         if callback is not None:
             callback(step, total, denoised)
 
-    x = sampler(denoise_fn, x, sigmas, noise=NoiseSource(seed), callback=report)
+    x = sampler(denoise_fn, x, sigmas, noise=NoiseSource(seed), callback=report, **extra)
     if keep is not None:  # outside the mask: the source noised to the last sigma
         x = x * keep + model.sampling.noise_scaling(sigmas[-1], noise, source, False) * (1 - keep)
     output, denoised_output = dict(latent), dict(latent)

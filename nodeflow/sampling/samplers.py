@@ -16,24 +16,32 @@ from collections.abc import Callable
 
 import torch
 
+from nodeflow.sampling.samplers_cfg_pp import (sample_dpmpp_2m_cfg_pp, sample_dpmpp_2s_ancestral_cfg_pp,
+                                                sample_euler_ancestral_cfg_pp, sample_euler_cfg_pp,
+                                                sample_gradient_estimation, sample_gradient_estimation_cfg_pp,
+                                                sample_res_multistep, sample_res_multistep_ancestral,
+                                                sample_res_multistep_ancestral_cfg_pp, sample_res_multistep_cfg_pp)
 from nodeflow.sampling.samplers_common import ancestral_step  # noqa: F401  (re-exported)
 from nodeflow.sampling.samplers_dpm_solver import sample_dpm_adaptive, sample_dpm_fast
-from nodeflow.sampling.samplers_multistep import sample_deis, sample_dpmpp_2m, sample_ipndm, sample_lms
+from nodeflow.sampling.samplers_multistep import (sample_deis, sample_dpmpp_2m, sample_ipndm, sample_ipndm_v,
+                                                 sample_lms)
 from nodeflow.sampling.samplers_ode import sample_ddim, sample_dpm_2, sample_euler, sample_heun, sample_heunpp2
 from nodeflow.sampling.samplers_stochastic import (sample_ddpm, sample_dpm_2_ancestral, sample_dpmpp_2m_sde,
                                                    sample_dpmpp_2m_sde_heun, sample_dpmpp_2s_ancestral,
-                                                   sample_dpmpp_3m_sde, sample_dpmpp_sde, sample_euler_ancestral,
-                                                   sample_lcm)
+                                                   sample_dpmpp_3m_sde, sample_dpmpp_sde, sample_er_sde,
+                                                   sample_euler_ancestral, sample_lcm)
 from nodeflow.sampling.samplers_unipc import sample_uni_pc, sample_uni_pc_bh2
 
 Sampler = Callable[..., torch.Tensor]
 
-#: Name -> sampler, in the order of ComfyUI's KSampler list (its SAMPLER_NAMES, less the
-#: variants we do not have: *_cfg_pp, ipndm_v, res_multistep, ...; its *_gpu names are read as the
-#: samplers they are, see nodeflow.formats.comfy.SAMPLER_ALIASES).
+#: Name -> sampler, in the order of ComfyUI's KSampler list (its SAMPLER_NAMES, less the ones we
+#: do not have yet: exp_heun_2_x0(_sde), seeds_2/3, sa_solver(_pece); its *_gpu names are
+#: read as the samplers they are, see nodeflow.formats.comfy.SAMPLER_ALIASES).
 SAMPLERS: dict[str, Sampler] = {
     "euler": sample_euler,
+    "euler_cfg_pp": sample_euler_cfg_pp,
     "euler_ancestral": sample_euler_ancestral,
+    "euler_ancestral_cfg_pp": sample_euler_ancestral_cfg_pp,
     "heun": sample_heun,
     "heunpp2": sample_heunpp2,
     "dpm_2": sample_dpm_2,
@@ -42,15 +50,25 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm_fast": sample_dpm_fast,
     "dpm_adaptive": sample_dpm_adaptive,
     "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
+    "dpmpp_2s_ancestral_cfg_pp": sample_dpmpp_2s_ancestral_cfg_pp,
     "dpmpp_sde": sample_dpmpp_sde,
     "dpmpp_2m": sample_dpmpp_2m,
+    "dpmpp_2m_cfg_pp": sample_dpmpp_2m_cfg_pp,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
     "dpmpp_2m_sde_heun": sample_dpmpp_2m_sde_heun,
     "dpmpp_3m_sde": sample_dpmpp_3m_sde,
     "ddpm": sample_ddpm,
     "lcm": sample_lcm,
     "ipndm": sample_ipndm,
+    "ipndm_v": sample_ipndm_v,
     "deis": sample_deis,
+    "res_multistep": sample_res_multistep,
+    "res_multistep_cfg_pp": sample_res_multistep_cfg_pp,
+    "res_multistep_ancestral": sample_res_multistep_ancestral,
+    "res_multistep_ancestral_cfg_pp": sample_res_multistep_ancestral_cfg_pp,
+    "gradient_estimation": sample_gradient_estimation,
+    "gradient_estimation_cfg_pp": sample_gradient_estimation_cfg_pp,
+    "er_sde": sample_er_sde,
     "ddim": sample_ddim,  # deterministic DDIM: the Euler step in sigma, as in ComfyUI
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
@@ -58,8 +76,9 @@ SAMPLERS: dict[str, Sampler] = {
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 
 #: Samplers whose result depends on the noise source.
-STOCHASTIC = frozenset({"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
-                        "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm"})
+STOCHASTIC = frozenset({"euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "dpmpp_2s_ancestral",
+                        "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde",
+                        "ddpm", "lcm", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "er_sde"})
 
 #: Samplers that ComfyUI runs on a schedule of steps + 1 with the penultimate sigma dropped.
 DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
