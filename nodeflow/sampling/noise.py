@@ -80,7 +80,7 @@ class NoiseSource:
         t0 = torch.as_tensor(sigma, dtype=torch.float32).detach().cpu()
         t1 = torch.as_tensor(sigma_next, dtype=torch.float32).detach().cpu()
         low, high, sign = (t0, t1, 1) if t0 < t1 else (t1, t0, -1)
-        with warnings.catch_warnings():  # torchsde compares a float32 end with its float64 copy
-            warnings.filterwarnings("ignore", message="Should have t[ab]<=t1", category=UserWarning)
+        with warnings.catch_warnings():  # torchsde compares float32 ends with their float64 copies
+            warnings.filterwarnings("ignore", message="Should have t[ab]", category=UserWarning)
             increment = self._tree(low, high) * sign
         return (increment / (t1 - t0).abs().sqrt()).to(x.device, x.dtype)
