@@ -29,13 +29,15 @@ from nodeflow.sampling.samplers_ode import sample_ddim, sample_dpm_2, sample_eul
 from nodeflow.sampling.samplers_stochastic import (sample_ddpm, sample_dpm_2_ancestral, sample_dpmpp_2m_sde,
                                                    sample_dpmpp_2m_sde_heun, sample_dpmpp_2s_ancestral,
                                                    sample_dpmpp_3m_sde, sample_dpmpp_sde, sample_er_sde,
-                                                   sample_euler_ancestral, sample_lcm)
+                                                   sample_euler_ancestral, sample_exp_heun_2_x0,
+                                                   sample_exp_heun_2_x0_sde, sample_lcm, sample_seeds_2,
+                                                   sample_seeds_3)
 from nodeflow.sampling.samplers_unipc import sample_uni_pc, sample_uni_pc_bh2
 
 Sampler = Callable[..., torch.Tensor]
 
 #: Name -> sampler, in the order of ComfyUI's KSampler list (its SAMPLER_NAMES, less the ones we
-#: do not have yet: exp_heun_2_x0(_sde), seeds_2/3, sa_solver(_pece); its *_gpu names are
+#: do not have yet: sa_solver and sa_solver_pece; its *_gpu names are
 #: read as the samplers they are, see nodeflow.formats.comfy.SAMPLER_ALIASES).
 SAMPLERS: dict[str, Sampler] = {
     "euler": sample_euler,
@@ -44,6 +46,8 @@ SAMPLERS: dict[str, Sampler] = {
     "euler_ancestral_cfg_pp": sample_euler_ancestral_cfg_pp,
     "heun": sample_heun,
     "heunpp2": sample_heunpp2,
+    "exp_heun_2_x0": sample_exp_heun_2_x0,
+    "exp_heun_2_x0_sde": sample_exp_heun_2_x0_sde,
     "dpm_2": sample_dpm_2,
     "dpm_2_ancestral": sample_dpm_2_ancestral,
     "lms": sample_lms,
@@ -69,6 +73,8 @@ SAMPLERS: dict[str, Sampler] = {
     "gradient_estimation": sample_gradient_estimation,
     "gradient_estimation_cfg_pp": sample_gradient_estimation_cfg_pp,
     "er_sde": sample_er_sde,
+    "seeds_2": sample_seeds_2,
+    "seeds_3": sample_seeds_3,
     "ddim": sample_ddim,  # deterministic DDIM: the Euler step in sigma, as in ComfyUI
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
@@ -78,7 +84,8 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 #: Samplers whose result depends on the noise source.
 STOCHASTIC = frozenset({"euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "dpmpp_2s_ancestral",
                         "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde",
-                        "ddpm", "lcm", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "er_sde"})
+                        "ddpm", "lcm", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "er_sde",
+                        "exp_heun_2_x0_sde", "seeds_2", "seeds_3"})
 
 #: Samplers that ComfyUI runs on a schedule of steps + 1 with the penultimate sigma dropped.
 DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})

@@ -271,3 +271,120 @@ def sample_er_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                 x = x + noise.step(x) * s_noise * (lambda_t**2 - lambda_s**2 * r**2).sqrt().nan_to_num(nan=0.0)
         old_denoised = denoised
     return x
+
+
+def _phi_1(h: torch.Tensor) -> torch.Tensor:
+    """h phi_1(h) of exponential integrators: e^h - 1."""
+    return torch.expm1(h)
+
+
+def _phi_2(h: torch.Tensor) -> torch.Tensor:
+    """h phi_2(h): (e^h - 1 - h) / h."""
+    return (torch.expm1(h) - h) / h
+
+
+@torch.no_grad()
+def sample_seeds_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                   noise: NoiseSource | None = None, callback: Callback = None, eta: float = 1.0,
+                   s_noise: float = 1.0, r: float = 0.5, solver_type: str = "phi_1") -> torch.Tensor:
+    """SEEDS-2 (Gonzalez et al. 2023, "SEEDS: Exponential SDE Solvers for Fast High-Quality
+    Sampling from Diffusion Models", data prediction, stage 2): an exponential-integrator step to
+    the intermediate log-SNR at ratio ``r``, a second model call there, then the full step with
+    the two estimates combined (phi_1: mixed by 1 / (2 r); phi_2: the second-order weights), with
+    SDE noise whose two segments are correlated as one Brownian path (eta: how stochastic)."""
+    if solver_type not in ("phi_1", "phi_2"):
+        raise ValueError(f"unknown solver_type {solver_type!r} (phi_1, phi_2)")
+    inject = eta > 0 and s_noise > 0
+    total = len(sigmas) - 1
+    for i in range(total):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        report(callback, i, total, x, denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        lambda_s, lambda_t = t_of(sigmas[i]), t_of(sigmas[i + 1])
+        h = lambda_t - lambda_s
+        h_eta = h * (eta + 1)
+        lambda_1 = torch.lerp(lambda_s, lambda_t, r)
+        sigma_1 = sigma_of(lambda_1)
+        alpha_1, alpha_t = sigma_1 * lambda_1.exp(), sigmas[i + 1] * lambda_t.exp()  # 1 for VE models
+        x_2 = sigma_1 / sigmas[i] * (-r * h * eta).exp() * x - alpha_1 * _phi_1(-r * h_eta) * denoised
+        if inject:
+            path = (-2 * r * h * eta).expm1().neg().sqrt() * noise.step(x)
+            x_2 = x_2 + path * sigma_1 * s_noise
+        denoised_2 = denoise(x_2, sigma_batch(x, sigma_1))
+        if solver_type == "phi_1":
+            mixed = torch.lerp(denoised, denoised_2, 1 / (2 * r))
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * _phi_1(-h_eta) * mixed
+        else:
+            b2 = _phi_2(-h_eta) / r
+            b1 = _phi_1(-h_eta) - b2
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * denoised + b2 * denoised_2)
+        if inject:
+            segment = (r - 1) * h * eta
+            path = path * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise.step(x)
+            x = x + path * sigmas[i + 1] * s_noise
+    return x
+
+
+@torch.no_grad()
+def sample_exp_heun_2_x0(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                         noise: NoiseSource | None = None, callback: Callback = None,
+                         solver_type: str = "phi_2") -> torch.Tensor:
+    """Exponential Heun, second order, in data prediction and log-SNR time: SEEDS-2 with r = 1,
+    deterministic."""
+    return sample_seeds_2(denoise, x, sigmas, noise=noise, callback=callback, eta=0.0, s_noise=0.0, r=1.0,
+                          solver_type=solver_type)
+
+
+@torch.no_grad()
+def sample_exp_heun_2_x0_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                             noise: NoiseSource | None = None, callback: Callback = None, eta: float = 1.0,
+                             s_noise: float = 1.0, solver_type: str = "phi_2") -> torch.Tensor:
+    """Exponential Heun with SDE noise: SEEDS-2 with r = 1."""
+    return sample_seeds_2(denoise, x, sigmas, noise=noise, callback=callback, eta=eta, s_noise=s_noise, r=1.0,
+                          solver_type=solver_type)
+
+
+@torch.no_grad()
+def sample_seeds_3(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                   noise: NoiseSource | None = None, callback: Callback = None, eta: float = 1.0,
+                   s_noise: float = 1.0, r_1: float = 1 / 3, r_2: float = 2 / 3) -> torch.Tensor:
+    """SEEDS-3: three model calls per step, at the start and at log-SNR ratios r_1 and r_2,
+    combined with third-order exponential-integrator weights; SDE noise along one Brownian path."""
+    inject = eta > 0 and s_noise > 0
+    total = len(sigmas) - 1
+    for i in range(total):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        report(callback, i, total, x, denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        lambda_s, lambda_t = t_of(sigmas[i]), t_of(sigmas[i + 1])
+        h = lambda_t - lambda_s
+        h_eta = h * (eta + 1)
+        lambda_1, lambda_2 = torch.lerp(lambda_s, lambda_t, r_1), torch.lerp(lambda_s, lambda_t, r_2)
+        sigma_1, sigma_2 = sigma_of(lambda_1), sigma_of(lambda_2)
+        alpha_1, alpha_2 = sigma_1 * lambda_1.exp(), sigma_2 * lambda_2.exp()
+        alpha_t = sigmas[i + 1] * lambda_t.exp()
+        x_2 = sigma_1 / sigmas[i] * (-r_1 * h * eta).exp() * x - alpha_1 * _phi_1(-r_1 * h_eta) * denoised
+        if inject:
+            path = (-2 * r_1 * h * eta).expm1().neg().sqrt() * noise.step(x)
+            x_2 = x_2 + path * sigma_1 * s_noise
+        denoised_2 = denoise(x_2, sigma_batch(x, sigma_1))
+        a3_2 = r_2 / r_1 * _phi_2(-r_2 * h_eta)
+        a3_1 = _phi_1(-r_2 * h_eta) - a3_2
+        x_3 = sigma_2 / sigmas[i] * (-r_2 * h * eta).exp() * x - alpha_2 * (a3_1 * denoised + a3_2 * denoised_2)
+        if inject:
+            segment = (r_1 - r_2) * h * eta
+            path = path * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise.step(x)
+            x_3 = x_3 + path * sigma_2 * s_noise
+        denoised_3 = denoise(x_3, sigma_batch(x, sigma_2))
+        b3 = _phi_2(-h_eta) / r_2
+        b1 = _phi_1(-h_eta) - b3
+        x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * denoised + b3 * denoised_3)
+        if inject:
+            segment = (r_2 - 1) * h * eta
+            path = path * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise.step(x)
+            x = x + path * sigmas[i + 1] * s_noise
+    return x

@@ -1,10 +1,11 @@
-"""Loading a full-size SD1.5 single-file checkpoint (random weights, fp16 file): wall time and
-peak RSS over the file size. Goal: peak RSS under 1.3x the weights.
+"""Loading a full-size SD1.5 or SDXL single-file checkpoint (random weights, fp16 file): wall time
+and peak RSS over the file size. Goal: peak RSS under 1.3x the weights.
 
-    python tests/bench/bench_loading.py [--dtype fp16|fp32] [--keep PATH]
+    python tests/bench/bench_loading.py [--family sd15|sdxl] [--dtype fp16|fp32] [--keep PATH]
 
-The checkpoint is written once (about 2.1 GB) to a temporary folder, or to --keep's path and
-reused. Loading runs in a fresh process so its peak RSS (``VmHWM``, Linux) is its own; the baseline
+The checkpoint is written once (SD1.5 about 2.1 GB, SDXL about 6.9 GB: U-Net 320 x (1, 2, 4) with
+transformer depths (0, 2, 10), CLIP-L and OpenCLIP bigG in their original layouts) to a temporary
+folder, or to --keep's path and reused. Loading runs in a fresh process so its peak RSS (``VmHWM``, Linux) is its own; the baseline
 (Python, torch and nodeflow imported) is subtracted and printed. An fp16 load at the file's
 dtype memory-maps the file (pages read on use) and copies nothing; an fp32 load of an fp16 file
 reads and converts one tensor at a time (nodeflow.loading.files.read_safetensors_converted), so the
@@ -19,6 +20,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # tests.family_files (the SDXL layout helpers)
 
 CHILD = r"""
 import json, sys, time
@@ -75,15 +79,47 @@ def write_sd15_checkpoint(path: Path) -> None:
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
 
 
+def write_sdxl_checkpoint(path: Path) -> None:
+    """SDXL base's architecture and key layout, every tensor filled with uniform noise in fp16
+    straight away (the models are built on the meta device: shapes only, no 10 GB fp32 detour)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from nodeflow.models.unet import UNetConfig, UNetModel
+    from nodeflow.models.vae import AutoencoderKL, VAEConfig
+    from tests.family_files import VIT_BIGG, VIT_L, clip_config, open_clip_layout, prefixed, transformers_layout
+
+    with torch.device("meta"):
+        unet = UNetModel(UNetConfig(model_channels=320, channel_mult=(1, 2, 4), transformer_depth=(0, 2, 10),
+                                    middle_transformer_depth=10, context_dim=2048, num_heads=None, head_channels=64,
+                                    use_linear_in_transformer=True, adm_in_channels=2816))
+        shapes = prefixed("model.diffusion_model.", unet.state_dict())
+        shapes |= prefixed("first_stage_model.", AutoencoderKL(VAEConfig()).state_dict())
+        shapes |= prefixed("conditioner.embedders.0.transformer.",
+                           transformers_layout(CLIPTextModel(clip_config(VIT_L))))
+        shapes |= prefixed("conditioner.embedders.1.model.",
+                           open_clip_layout(CLIPTextModelWithProjection(clip_config(VIT_BIGG))))
+    generator = torch.Generator().manual_seed(0)
+    sd = {}
+    for key, meta in shapes.items():
+        if meta.dtype == torch.int64:  # position ids
+            sd[key] = torch.arange(meta.shape[-1]).expand(meta.shape).contiguous()
+        else:
+            sd[key] = torch.empty(meta.shape, dtype=torch.float16).uniform_(-0.02, 0.02, generator=generator)
+    save_file(sd, str(path))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", default="sd15", choices=["sd15", "sdxl"])
     parser.add_argument("--dtype", default="fp16", choices=["fp16", "fp32", "auto"])
     parser.add_argument("--keep", type=Path, help="write/reuse the checkpoint here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        path = args.keep or Path(folder) / "sd15-random.safetensors"
+        path = args.keep or Path(folder) / f"{args.family}-random.safetensors"
         if not path.exists():
-            write_sd15_checkpoint(path)
+            (write_sdxl_checkpoint if args.family == "sdxl" else write_sd15_checkpoint)(path)
         out = subprocess.run([sys.executable, "-c", CHILD, str(path), args.dtype], check=True,
                              capture_output=True, text=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
