@@ -105,6 +105,45 @@ def sampler_dpm_adaptative(order: int, rtol: float, atol: float, h_init: float, 
                     dcoeff=dcoeff, accept_safety=accept_safety, eta=eta, s_noise=s_noise)
 
 
+@node("SamplerEulerAncestralCFGPP", display="SamplerEulerAncestralCFG++", category="sampling/custom_sampling/samplers",
+      inputs=[Float("eta", 1.0, min=0.0, max=1.0, step=0.01), Float("s_noise", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Output(SAMPLER)])
+def sampler_euler_ancestral_cfg_pp(eta: float, s_noise: float):
+    """Euler ancestral CFG++ with its options."""
+    return _sampler("euler_ancestral_cfg_pp", eta=eta, s_noise=s_noise)
+
+
+class ReverseTimeNoiseScaler:
+    """ER-SDE's noise scale for a reverse-time SDE of strength eta: x^(eta + 1)."""
+
+    def __init__(self, eta: float) -> None:
+        self.eta = eta
+
+    def __call__(self, x):
+        return x ** (self.eta + 1)
+
+
+@node("SamplerER_SDE", category="sampling/custom_sampling/samplers",
+      inputs=[Choice("solver_type", ["ER-SDE", "Reverse-time SDE", "ODE"]), Int("max_stage", 3, min=1, max=3),
+              _eta(), _s_noise()],
+      outputs=[Output(SAMPLER)])
+def sampler_er_sde(solver_type: str, max_stage: int, eta: float, s_noise: float):
+    """ER-SDE: its own noise scale (ER-SDE), a reverse-time SDE of strength eta, or the ODE."""
+    if solver_type == "ODE" or (solver_type == "Reverse-time SDE" and eta == 0):
+        eta, s_noise = 0.0, 0.0
+    scaler = None if solver_type == "ER-SDE" else ReverseTimeNoiseScaler(eta)
+    return _sampler("er_sde", s_noise=s_noise, noise_scaler=scaler, max_stage=max_stage)
+
+
+@node("SamplerSEEDS2", category="sampling/custom_sampling/samplers",
+      inputs=[Choice("solver_type", ["phi_1", "phi_2"]), _eta(), _s_noise(),
+              Float("r", 0.5, min=0.01, max=1.0, step=0.01)],
+      outputs=[Output(SAMPLER)])
+def sampler_seeds_2(solver_type: str, eta: float, s_noise: float, r: float):
+    """SEEDS-2 (phi_2, r 1, eta 0: exponential Heun)."""
+    return _sampler("seeds_2", eta=eta, s_noise=s_noise, r=r, solver_type=solver_type)
+
+
 # ---- schedulers
 
 @node("BasicScheduler", category="sampling/custom_sampling/schedulers",

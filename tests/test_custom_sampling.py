@@ -208,3 +208,28 @@ def test_noise_wired_into_a_sampler_input_is_refused_by_validation(tmp_path):
                         links=[Link("1", 0, "2", "sampler")])
     problems = [str(p) for p in validate(workflow, registry, paths)]
     assert any("2" in p and "sampler" in p and "NOISE" in p for p in problems), problems
+
+
+def test_er_sde_modes_and_seeds_2():
+    model = toy_model()
+    [sigmas] = nodes.karras_scheduler(6, 14.614642, 0.0291675, 7.0)
+
+    def run(sampler, seed):
+        return nodes.sampler_custom(model, True, seed, 3.0, cond(1.0), cond(0.0), sampler, sigmas, LATENT, ctx())[0]["samples"]
+
+    [ode] = nodes.sampler_er_sde("ODE", 3, 1.0, 1.0)
+    [sde] = nodes.sampler_er_sde("ER-SDE", 3, 1.0, 1.0)
+    [reverse] = nodes.sampler_er_sde("Reverse-time SDE", 3, 0.5, 1.0)
+    same_start = {"samples": torch.zeros(2, 4, 8, 8)}
+    a = nodes.sampler_custom(model, False, 1, 3.0, cond(1.0), cond(0.0), ode, sigmas, same_start, ctx())[0]["samples"]
+    b = nodes.sampler_custom(model, False, 2, 3.0, cond(1.0), cond(0.0), ode, sigmas, same_start, ctx())[0]["samples"]
+    assert torch.equal(a, b)  # the ODE draws no noise: the seed only sets the (disabled) initial noise
+    c = nodes.sampler_custom(model, False, 1, 3.0, cond(1.0), cond(0.0), sde, sigmas, same_start, ctx())[0]["samples"]
+    d = nodes.sampler_custom(model, False, 2, 3.0, cond(1.0), cond(0.0), sde, sigmas, same_start, ctx())[0]["samples"]
+    assert not torch.allclose(c, d) and not torch.allclose(c, a)
+    assert torch.isfinite(run(reverse, 3)).all()
+    [seeds] = nodes.sampler_seeds_2("phi_1", 1.0, 1.0, 0.5)
+    [heun] = nodes.sampler_seeds_2("phi_2", 0.0, 1.0, 1.0)
+    [exp_heun] = nodes.ksampler_select("exp_heun_2_x0")
+    assert torch.isfinite(run(seeds, 4)).all()
+    assert torch.allclose(run(heun, 4), run(exp_heun, 4), atol=1e-6)  # SEEDS-2 phi_2, r 1, eta 0 = exp Heun

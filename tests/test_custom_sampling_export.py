@@ -23,6 +23,9 @@ SAMPLER_NODES = {
     "SamplerDPMPP_2M_SDE": {"solver_type": "heun", "eta": 1.0, "s_noise": 1.0, "noise_device": "cpu"},
     "SamplerDPMPP_3M_SDE": {"eta": 1.0, "s_noise": 1.0, "noise_device": "gpu"},
     "SamplerLMS": {"order": 4},
+    "SamplerEulerAncestralCFGPP": {"eta": 1.0, "s_noise": 1.0},
+    "SamplerER_SDE": {"solver_type": "Reverse-time SDE", "max_stage": 3, "eta": 0.5, "s_noise": 1.0},
+    "SamplerSEEDS2": {"solver_type": "phi_2", "eta": 1.0, "s_noise": 1.0, "r": 0.5},
     "SamplerDPMAdaptative": {"order": 3, "rtol": 0.05, "atol": 0.0078, "h_init": 0.05, "pcoeff": 0.0, "icoeff": 1.0,
                              "dcoeff": 0.0, "accept_safety": 0.81, "eta": 0.0, "s_noise": 1.0},
 }
