@@ -205,3 +205,30 @@ def test_peft_named_text_encoder_loras_equal_kohyas(sdxl):
         encoded[name] = clip.encode(PROMPT)
     assert torch.equal(encoded["peft"][0], encoded["kohya"][0]) and torch.equal(encoded["peft"][1], encoded["kohya"][1])
     assert relative_error(encoded["peft"][0], loaded.clip.encode(PROMPT)[0]) > 1e-3
+
+
+def test_sd2_lora_on_unet_and_open_clip_text_tower(tmp_path):
+    """SD2.x: kohya names of the original U-Net (linear proj_in/proj_out, 64-channel heads) and of the
+    ViT-H text tower as transformers names it (``lora_te_text_model_encoder_layers_*``, what kohya's
+    trainer writes for SD2): LoraLoader equals the weights merged directly."""
+    path, sources = write_family_checkpoint(tmp_path / "models" / "checkpoints" / "sd2.safetensors", "sd2")
+    loaded = load_checkpoint(path)
+    unet = loaded.model.unet
+    lora = random_lora(linear_layers(unet, ("input_blocks", "middle_block", "output_blocks")), seed=6)
+    assert any("proj_in" in k for k in lora) and unet.input_blocks[1][1].proj_in.weight.ndim == 2  # linear
+    lora |= random_lora(text_layers(sources["clip_h"]), seed=7, prefix="lora_te_")
+    (tmp_path / "models" / "loras").mkdir()
+    name = save_lora(tmp_path, "sd2.safetensors", lora)
+    ctx = SimpleNamespace(paths=Paths(models_dirs=(tmp_path / "models",)), device="cpu", dtype="auto")
+    model, clip = lora_loader(loaded.model, loaded.clip, name, 0.7, 0.9, ctx)
+    assert len(model.unet.patches) + len(clip.model.patches) == len(lora) // 3
+    merged_unet = copy.deepcopy(unet)
+    apply_directly(merged_unet, lora, 0.7)
+    merged_text = copy.deepcopy(loaded.clip.model)
+    apply_directly(merged_text, lora, 0.9, prefix="lora_te_")
+    (x, t, context, _), _ = unet_call(unet, unet.config)
+    with torch.no_grad():
+        assert relative_error(model.unet(x, t, context), merged_unet(x, t, context)) < 1e-4
+    merged_clip = loaded.clip.clone_with(model=merged_text)
+    assert relative_error(clip.encode(PROMPT)[0], merged_clip.encode(PROMPT)[0]) < 1e-4
+    assert relative_error(clip.encode(PROMPT)[0], loaded.clip.encode(PROMPT)[0]) > 1e-3
