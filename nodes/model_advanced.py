@@ -64,3 +64,22 @@ def free_u(model, b1: float, b2: float, s1: float, s2: float):
 def free_u_v2(model, b1: float, b2: float, s1: float, s2: float):
     """FreeU version 2: the backbone scaled in proportion to its channel-mean map."""
     return _freeu(model, b1, b2, s1, s2, 2)
+
+
+@node("CFGZeroStar", display="CFGZeroStar", category="advanced/guidance", inputs=[Input("model", MODEL)],
+      outputs=[Output(MODEL, "patched_model")])
+def cfg_zero_star(model):
+    """CFG-Zero*: the unconditional estimate rescaled to its projection on the conditional one."""
+    from nodeflow.sampling.model_patches import cfg_zero_star as patch
+
+    return (model.clone_with(post_guidance=model.post_guidance + (patch(),)),)
+
+
+@node("CFGNorm", display="CFGNorm", category="advanced/guidance",
+      inputs=[Input("model", MODEL), Float("strength", 1.0, min=0.0, max=100.0, step=0.01)],
+      outputs=[Output(MODEL, "patched_model")])
+def cfg_norm(model, strength: float):
+    """The guided estimate kept, per pixel, within the conditional estimate's norm."""
+    from nodeflow.sampling.model_patches import cfg_norm as patch
+
+    return (model.clone_with(post_guidance=model.post_guidance + (patch(strength),)),)

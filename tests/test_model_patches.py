@@ -134,3 +134,32 @@ def test_declarations_follow_comfyui(node_id, defaults):
     spec = Registry.load(Paths()).get(node_id)
     assert {i.name: i.default for i in spec.inputs if i.name != "model"} == defaults
     assert [o.type for o in spec.outputs] == ["MODEL"]
+
+
+def comfy_style_zero_star(x, cond_d, uncond_d, out, cfg):
+    """ComfyUI's CFGZeroStar post-CFG function, written out: alpha from the noise estimates."""
+    positive, negative = (x - cond_d).reshape(x.shape[0], -1), (x - uncond_d).reshape(x.shape[0], -1)
+    alpha = (positive * negative).sum(1, keepdim=True) / ((negative**2).sum(1, keepdim=True) + 1e-8)
+    alpha = alpha.reshape(-1, 1, 1, 1)
+    return out + uncond_d * (alpha - 1.0) + cfg * uncond_d * (1.0 - alpha)
+
+
+def test_cfg_zero_star_and_cfg_norm_follow_comfyuis_post_cfg_functions():
+    from nodeflow_nodes.model_advanced import cfg_norm, cfg_zero_star
+
+    model = toy_model()
+    x, sigma = torch.randn(2, 4, 8, 8), torch.tensor([2.0, 2.0])
+    plain = CFGDenoiser(model, cond(1.0), cond(-1.0), 5.0)
+    c, u = plain.predict(x, sigma, plain.entries(8, 8))
+    guided = u + (c - u) * 5.0
+    [zero_star] = cfg_zero_star(model)
+    got = CFGDenoiser(zero_star, cond(1.0), cond(-1.0), 5.0)(x, sigma)
+    assert torch.allclose(got, comfy_style_zero_star(x, c, u, guided, 5.0), atol=1e-5)
+    [normed] = cfg_norm(model, 0.8)
+    scale = (torch.norm(c, dim=1, keepdim=True) / (torch.norm(guided, dim=1, keepdim=True) + 1e-8)).clamp(0, 1)
+    assert torch.allclose(CFGDenoiser(normed, cond(1.0), cond(-1.0), 5.0)(x, sigma), guided * scale * 0.8, atol=1e-5)
+    [both] = cfg_norm(zero_star, 0.8)  # post functions apply in order
+    first = comfy_style_zero_star(x, c, u, guided, 5.0)
+    scale = (torch.norm(c, dim=1, keepdim=True) / (torch.norm(first, dim=1, keepdim=True) + 1e-8)).clamp(0, 1)
+    assert torch.allclose(CFGDenoiser(both, cond(1.0), cond(-1.0), 5.0)(x, sigma), first * scale * 0.8, atol=1e-5)
+    assert model.post_guidance == ()

@@ -83,7 +83,7 @@ class CFGDenoiser:
         lists = self.entries(*x.shape[-2:])
         if math.isclose(self.cfg, 1.0) and self.uncond_record is None:
             cond = self.predict(x, sigma, lists[:1])[0]
-            if self.model.guidance_function is None:
+            if not self.model.patches_guidance:
                 return cond
             uncond = torch.zeros_like(cond)  # skipped at cfg 1, as ComfyUI does (it then passes zeros)
         else:

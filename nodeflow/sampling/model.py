@@ -63,6 +63,7 @@ class DiffusionModel:
     #: model patches (nodeflow.sampling.model_patches): a guidance function replacing CFG's
     #: combination (the last one set wins, as in ComfyUI), and U-Net output-block patches (in order)
     guidance_function: Callable | None = None
+    post_guidance: tuple[Callable, ...] = ()  # applied after it, in order (CFGZeroStar, CFGNorm)
     output_block_patches: tuple[Callable, ...] = ()
 
     def clone_with(self, **changes) -> DiffusionModel:
@@ -71,10 +72,20 @@ class DiffusionModel:
     def guide(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
               cfg: float) -> torch.Tensor:
         """The guided clean-latent estimate from the conditional and unconditional ones:
-        uncond + (cond - uncond) cfg, or the model's guidance function."""
+        uncond + (cond - uncond) cfg, or the model's guidance function; then its post-guidance
+        functions in order."""
         if self.guidance_function is not None:
-            return self.guidance_function(x, sigma, cond, uncond, cfg)
-        return uncond + (cond - uncond) * cfg
+            guided = self.guidance_function(x, sigma, cond, uncond, cfg)
+        else:
+            guided = uncond + (cond - uncond) * cfg
+        for function in self.post_guidance:
+            guided = function(x, sigma, guided, cond, uncond, cfg)
+        return guided
+
+    @property
+    def patches_guidance(self) -> bool:
+        """Whether a patch changes how the conditional and unconditional estimates combine."""
+        return self.guidance_function is not None or bool(self.post_guidance)
 
     @property
     def in_channels(self) -> int:

@@ -1,6 +1,6 @@
 """Model patches that change how the model is used rather than its weights (ComfyUI's "model
-patches"): a guidance function replacing CFG's combination (RescaleCFG), functions applied after it,
-and U-Net output-block patches on the decoder's features and skip connections (FreeU, FreeU_V2).
+patches"): a guidance function replacing CFG's combination (RescaleCFG), functions applied after it
+(CFGZeroStar, CFGNorm), and U-Net output-block patches on the decoder's features and skip connections (FreeU, FreeU_V2).
 
 A patched MODEL is a copy (``DiffusionModel.clone_with``) holding the patch; the input model never
 changes, and patches compose with each other and with LoRAs (which replace the U-Net, not these).
@@ -38,6 +38,32 @@ def rescale_cfg(multiplier: float) -> GuidanceFunction:
         return x_scaled - v_final * s / (s * s + 1.0) ** 0.5
 
     return guide
+
+
+def cfg_zero_star() -> Callable:
+    """CFG-Zero* (Fan et al. 2025, "CFG-Zero*: Improved Classifier-Free Guidance for Flow
+    Matching Models"): the unconditional estimate rescaled by s* = <e_c, e_u> / |e_u|^2 per image
+    (e = x - D, the noise estimates), i.e. guided + U (s* - 1) + cfg U (1 - s*), as ComfyUI's
+    post-CFG function."""
+
+    def post(x, sigma, guided, cond, uncond, cfg):
+        e_c, e_u = (x - cond).reshape(x.shape[0], -1), (x - uncond).reshape(x.shape[0], -1)
+        scale = (e_c * e_u).sum(dim=1, keepdim=True) / ((e_u**2).sum(dim=1, keepdim=True) + 1e-8)
+        scale = scale.reshape(-1, *([1] * (x.ndim - 1)))
+        return guided + uncond * (scale - 1.0) + cfg * uncond * (1.0 - scale)
+
+    return post
+
+
+def cfg_norm(strength: float) -> Callable:
+    """CFGNorm: the guided estimate scaled down, per pixel, to at most the conditional estimate's
+    norm over channels, times ``strength``."""
+
+    def post(x, sigma, guided, cond, uncond, cfg):
+        scale = (torch.norm(cond, dim=1, keepdim=True) / (torch.norm(guided, dim=1, keepdim=True) + 1e-8))
+        return guided * scale.clamp(min=0.0, max=1.0) * strength
+
+    return post
 
 
 def fourier_filter(x: torch.Tensor, threshold: int, scale: float) -> torch.Tensor:
