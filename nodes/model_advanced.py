@@ -83,3 +83,13 @@ def cfg_norm(model, strength: float):
     from nodeflow.sampling.model_patches import cfg_norm as patch
 
     return (model.clone_with(post_guidance=model.post_guidance + (patch(strength),)),)
+
+
+@node("DifferentialDiffusion", display="Differential Diffusion", category="_for_testing",
+      inputs=[Input("model", MODEL), Float("strength", 1.0, min=0.0, max=1.0, step=0.01)],
+      outputs=[Output(MODEL)])
+def differential_diffusion(model, strength: float):
+    """Inpaint with a soft mask: each pixel changes for the share of the steps its mask value gives."""
+    from nodeflow.sampling.model_patches import differential_diffusion as mask_function
+
+    return (model.clone_with(denoise_mask_function=mask_function(strength)),)

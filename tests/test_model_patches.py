@@ -163,3 +163,34 @@ def test_cfg_zero_star_and_cfg_norm_follow_comfyuis_post_cfg_functions():
     scale = (torch.norm(c, dim=1, keepdim=True) / (torch.norm(first, dim=1, keepdim=True) + 1e-8)).clamp(0, 1)
     assert torch.allclose(CFGDenoiser(both, cond(1.0), cond(-1.0), 5.0)(x, sigma), first * scale * 0.8, atol=1e-5)
     assert model.post_guidance == ()
+
+
+def test_differential_diffusion_opens_each_pixel_for_its_share_of_the_steps():
+    from nodeflow.sampling.ksampler import sample, schedule
+    from nodeflow.sampling.model_patches import differential_diffusion
+    from nodeflow_nodes.model_advanced import differential_diffusion as node
+
+    model = toy_model()
+    sigmas = schedule(model, "euler", "normal", 10)
+    mask = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]).reshape(1, 1, 1, 5).expand(1, 4, 2, 5)
+    function = differential_diffusion()
+    ms = model.sampling
+    opened = [function(ms, sigmas[i:i + 1], mask, sigmas)[0, 0, 0].tolist() for i in range(10)]
+    assert opened[0] == [0, 0, 0, 0, 1]  # at the first step only mask 1 changes
+    assert opened[-1] == [1, 1, 1, 1, 1]  # at the last (threshold 0: sigma_min), everything
+    assert all(sum(a) <= sum(b) for a, b in zip(opened, opened[1:]))  # pixels open and stay open
+    half = differential_diffusion(0.5)(ms, sigmas[:1], mask, sigmas)
+    assert torch.allclose(half, 0.5 * opened_tensor(opened[0]) + 0.5 * mask)
+    # through the sampler: pixels whose mask is 0 keep the source, the rest changes
+    latent = {"samples": torch.ones(1, 4, 2, 5) * 0.5, "noise_mask": mask[0, 0]}
+    [patched] = node(model, 1.0)
+    out = sample(patched, seed=1, steps=10, cfg=3.0, sampler_name="euler", scheduler="normal",
+                 positive=cond(1.0), negative=cond(-1.0), latent=latent)["samples"]
+    plain = sample(model, seed=1, steps=10, cfg=3.0, sampler_name="euler", scheduler="normal",
+                   positive=cond(1.0), negative=cond(-1.0), latent=latent)["samples"]
+    assert torch.allclose(out[..., 0], latent["samples"][..., 0], atol=1e-5)
+    assert not torch.allclose(out[..., 1:4], plain[..., 1:4], atol=1e-3)
+
+
+def opened_tensor(row):
+    return torch.tensor(row, dtype=torch.float32).reshape(1, 1, 1, 5).expand(1, 4, 2, 5)

@@ -124,7 +124,7 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
         denoiser.uncond_record = extra["uncond"]
     mask = latent.get("noise_mask")
     keep = None if mask is None else prepare_mask(mask.to(samples.device), samples.shape)  # (B, C, h, w)
-    denoise_fn = denoiser if keep is None else _masked(denoiser, model, keep, source, noise)
+    denoise_fn = denoiser if keep is None else _masked(denoiser, model, keep, source, noise, sigmas)
     if check_cancel is not None:
         denoise_fn = _cancellable(denoise_fn, check_cancel)
     last = {}
@@ -155,11 +155,16 @@ def _cancellable(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     return checked
 
 
-def _masked(denoiser: CFGDenoiser, model: DiffusionModel, mask: torch.Tensor, source: torch.Tensor,
-            noise: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Inpainting: outside the mask, x is the source noised to sigma and D is the source."""
+def _masked(denoiser: CFGDenoiser, model: DiffusionModel, keep: torch.Tensor, source: torch.Tensor,
+            noise: torch.Tensor, sigmas: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Inpainting: outside the mask, x is the source noised to sigma and D is the source. A model
+    patched with a mask function (DifferentialDiffusion) turns the mask into the one for this
+    sigma first."""
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        mask = keep
+        if model.denoise_mask_function is not None:
+            mask = model.denoise_mask_function(model.sampling, sigma, keep, sigmas)
         noised_source = model.sampling.noise_scaling(sigma, noise, source, max_denoise=False)
         x = x * mask + noised_source * (1 - mask)
         return denoiser(x, sigma) * mask + source * (1 - mask)

@@ -65,6 +65,8 @@ class DiffusionModel:
     guidance_function: Callable | None = None
     post_guidance: tuple[Callable, ...] = ()  # applied after it, in order (CFGZeroStar, CFGNorm)
     output_block_patches: tuple[Callable, ...] = ()
+    #: (sampling, sigma, mask, sigmas) -> the inpainting mask at this sigma (DifferentialDiffusion)
+    denoise_mask_function: Callable | None = None
 
     def clone_with(self, **changes) -> DiffusionModel:
         return replace(self, **changes)

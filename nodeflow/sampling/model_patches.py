@@ -66,6 +66,24 @@ def cfg_norm(strength: float) -> Callable:
     return post
 
 
+def differential_diffusion(strength: float = 1.0) -> Callable:
+    """Differential Diffusion (Levin & Fried 2024, "Differential Diffusion: Giving Each Pixel Its
+    Strength"): a soft inpainting mask becomes, at each step, the pixels whose mask value reaches
+    the fraction of the run's timesteps still ahead, so a pixel with mask m changes during the last
+    m of the schedule; ``strength`` < 1 blends that binary mask with the soft one."""
+
+    def mask_at(sampling, sigma, mask, sigmas):
+        sigma_to = torch.maximum(sigmas[-1], sampling.sigma_min.to(sigmas))
+        start, end = sampling.timestep(sigmas[0].reshape(1)), sampling.timestep(sigma_to.reshape(1))
+        threshold = (sampling.timestep(sigma[:1]) - end) / (start - end)
+        binary = (mask >= threshold.to(mask)).to(mask.dtype)
+        if strength and strength < 1:
+            return strength * binary + (1 - strength) * mask
+        return binary
+
+    return mask_at
+
+
 def fourier_filter(x: torch.Tensor, threshold: int, scale: float) -> torch.Tensor:
     """FreeU's skip-feature filter: the 2 threshold x 2 threshold lowest spatial frequencies (around
     the centre of the shifted spectrum) multiplied by ``scale``, in float32."""
