@@ -150,24 +150,26 @@ def run_sampler(job: Job, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Ten
 
 # ---- networks from the file, through diffusers' converters
 
-def diffusers_unet(checkpoint: dict, ldm: dict):
+def _from_file(cls_name: str, part: str, checkpoint: dict, ldm: dict, config_changes: dict | None = None):
+    """diffusers' ``cls_name`` for ``part`` (unet, vae) of the file: its config derived from the
+    original (LDM/sgm) config, built on the meta device and loaded strictly from the converted keys."""
     import diffusers
     from diffusers.loaders import single_file_utils as sfu
-    config = sfu.create_unet_diffusers_config_from_ldm(ldm, checkpoint)
+    config = getattr(sfu, f"create_{part}_diffusers_config_from_ldm")(ldm, checkpoint) | (config_changes or {})
     with torch.device("meta"):
-        model = diffusers.UNet2DConditionModel(**config)
-    model.load_state_dict(sfu.convert_ldm_unet_checkpoint(checkpoint, config), strict=True, assign=True)
+        model = getattr(diffusers, cls_name)(**config)
+    converted = getattr(sfu, f"convert_ldm_{part}_checkpoint")(checkpoint, config)
+    model.load_state_dict(converted, strict=True, assign=True)
     return model.eval()
+
+
+def diffusers_unet(checkpoint: dict, ldm: dict, config_changes: dict | None = None):
+    """UNet2DConditionModel from the file (``config_changes``: e.g. SDXL's text_time embedding)."""
+    return _from_file("UNet2DConditionModel", "unet", checkpoint, ldm, config_changes)
 
 
 def diffusers_vae(checkpoint: dict, ldm: dict):
-    import diffusers
-    from diffusers.loaders import single_file_utils as sfu
-    config = sfu.create_vae_diffusers_config_from_ldm(ldm, checkpoint)
-    with torch.device("meta"):
-        model = diffusers.AutoencoderKL(**config)
-    model.load_state_dict(sfu.convert_ldm_vae_checkpoint(checkpoint, config), strict=True, assign=True)
-    return model.eval()
+    return _from_file("AutoencoderKL", "vae", checkpoint, ldm)
 
 
 # ---- the whole graph

@@ -37,18 +37,9 @@ def sd2_text_encoder_as_diffusers_stores_it(clip_h) -> torch.nn.Module:
     return model
 
 
-def sdxl_unet(checkpoint: dict, ldm: dict):
-    """diffusers' U-Net as its SDXL pipelines have it: the ADM MLP as ``add_embedding`` (text_time),
-    which diffusers' converter picks by the real context widths (2048, 1280) only, so it is set here
-    for the scaled-down ones."""
-    from diffusers.loaders import single_file_utils as sfu
-
-    config = sfu.create_unet_diffusers_config_from_ldm(ldm, checkpoint)
-    config |= {"class_embed_type": None, "addition_embed_type": "text_time", "addition_time_embed_dim": 256}
-    with torch.device("meta"):
-        model = diffusers.UNet2DConditionModel(**config)
-    model.load_state_dict(sfu.convert_ldm_unet_checkpoint(checkpoint, config), strict=True, assign=True)
-    return model.eval()
+#: diffusers' SDXL pipelines hold the ADM MLP as ``add_embedding`` (text_time); its converter picks
+#: that by the real context widths (2048, 1280) only, so it is asked for here for the scaled-down ones
+SDXL_UNET = {"class_embed_type": None, "addition_embed_type": "text_time", "addition_time_embed_dim": 256}
 
 
 def write_folder(root, family: str, checkpoint_path, sources) -> None:
@@ -56,8 +47,7 @@ def write_folder(root, family: str, checkpoint_path, sources) -> None:
 
     checkpoint = sfu.load_single_file_checkpoint(str(checkpoint_path))
     ldm = original_config(tiny_unet(family), TINY_VAE, SCALE[family])
-    sdxl_unet(checkpoint, ldm).save_pretrained(root / "unet") if family != "sd2" else \
-        diffusers_unet(checkpoint, ldm).save_pretrained(root / "unet")
+    diffusers_unet(checkpoint, ldm, None if family == "sd2" else SDXL_UNET).save_pretrained(root / "unet")
     vae = diffusers_vae(checkpoint, ldm)
     vae.register_to_config(scaling_factor=SCALE[family])
     vae.save_pretrained(root / "vae")

@@ -139,11 +139,11 @@ class LayerDelta:
         t = self.tensors
         if self.bias:
             return t["diff_b"].numel() == weight.numel()
-        if self.kind == "lora" and "lora_mid.weight" not in t:  # cheap: no product needed
+        if self.kind == "lora" and "lora_mid.weight" not in t:  # up and down must each match their side
             up, down = t["lora_up.weight"], t["lora_down.weight"]
             return up.ndim >= 2 and down.ndim >= 2 and up.shape[1] == down.shape[0] \
                 and (up.shape[0], down[0].numel()) == (weight.shape[0], weight[0].numel())
-        try:
-            return _difference(self.kind, t, weight.shape, "cpu").shape == weight.shape
+        try:  # on the meta device: shapes only, nothing computed
+            return _difference(self.kind, t, weight.shape, "meta").shape == weight.shape
         except (RuntimeError, ValueError, IndexError):
             return False

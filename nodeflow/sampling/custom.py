@@ -7,8 +7,7 @@ SamplerCustomAdvanced put them together through the KSampler's own sampling loop
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,10 +31,7 @@ class SamplerChoice:
         return getattr(get_sampler(self.name), "wants_uncond", False)
 
     def __call__(self, denoise, x: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
-        function = get_sampler(self.name)
-        accepted = inspect.signature(function).parameters
-        options = {k: v for k, v in self.options if k in accepted}
-        return function(denoise, x, sigmas, **kwargs, **options)  # custom sigmas run as given
+        return get_sampler(self.name)(denoise, x, sigmas, **kwargs, **dict(self.options))  # sigmas as given
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,6 @@ class Guider:
     cfg: float = 1.0
     cfg2: float = 1.0
     style: str = "cfg"  # cfg | dual-regular | dual-nested
-    options: dict = field(default_factory=dict)
 
     def denoiser(self, max_batch: int | None = None):
         if self.style == "cfg":

@@ -16,7 +16,8 @@ import torch
 from nodeflow.sampling.model_sampling import ModelSampling
 
 
-def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
+def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    """The sigmas in float32 with a final 0."""
     return torch.cat([sigmas.float(), sigmas.new_zeros(1, dtype=torch.float32)])
 
 
@@ -24,25 +25,25 @@ def karras(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> 
     """Karras et al. 2022, eq. 5: (max^(1/rho) + i/(n-1) (min^(1/rho) - max^(1/rho)))^rho, then 0."""
     ramp = torch.linspace(0, 1, steps)
     min_inv, max_inv = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return _append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
+    return append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
 
 
 def exponential(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """Evenly spaced in log-sigma from sigma_max to sigma_min, then 0."""
-    return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp())
+    return append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp())
 
 
 def polyexponential(steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
     """log sigma = min + (1 - i/(n-1))^rho (log max - log min), then 0 (rho 1: exponential)."""
     ramp = torch.linspace(1, 0, steps) ** rho
-    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+    return append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
 
 
 def vp(steps: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
     """The continuous VP SDE's sigmas (Song et al. 2021): sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)
     for t from 1 to eps_s, then 0."""
     t = torch.linspace(1, eps_s, steps)
-    return _append_zero(torch.sqrt(torch.special.expm1(beta_d * t**2 / 2 + beta_min * t)))
+    return append_zero(torch.sqrt(torch.special.expm1(beta_d * t**2 / 2 + beta_min * t)))
 
 
 def laplace(steps: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
@@ -58,7 +59,7 @@ def sd_turbo(ms: ModelSampling, steps: int, denoise: float) -> torch.Tensor:
     of them, each's sigma from the model's table, then 0."""
     start = 10 - int(10 * denoise)
     timesteps = torch.flip(torch.arange(1, 11) * 100 - 1, (0,))[start:start + steps]
-    return _append_zero(ms.sigma(timesteps))
+    return append_zero(ms.sigma(timesteps))
 
 
 #: Align Your Steps' optimised 10-step schedules (Sabour et al. 2024, NVIDIA's published values).

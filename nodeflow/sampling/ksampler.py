@@ -105,9 +105,9 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
 
     Returns (output, denoised_output) LATENTs: the sampled latent, and the model's last clean
     estimate (SamplerCustom's two outputs), both with the input's extra keys."""
-    samples = latent["samples"].float().to(model.device)  # (B, C, h, w); sampling runs on the model's device
     if len(sigmas) < 2:
         return dict(latent), dict(latent)
+    samples = latent["samples"].float().to(model.device)  # (B, C, h, w); sampling runs on the model's device
     sigmas = sigmas.float().to(samples.device)
     noise = noise.float().to(samples.device)  # drawn on the CPU (same image on any device), then moved
     source = model.latent_format.process_in(samples)  # (B, C, h, w)
@@ -127,7 +127,7 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
     denoise_fn = denoiser if keep is None else _masked(denoiser, model, keep, source, noise, sigmas)
     if check_cancel is not None:
         denoise_fn = _cancellable(denoise_fn, check_cancel)
-    last = {}
+    last = {}  # the latest step's clean estimate: every sampler reports at least one step
 
     def report(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
         last["denoised"] = denoised
@@ -137,12 +137,9 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
     x = sampler(denoise_fn, x, sigmas, noise=NoiseSource(seed), callback=report, **extra)
     if keep is not None:  # outside the mask: the source noised to the last sigma
         x = x * keep + model.sampling.noise_scaling(sigmas[-1], noise, source, False) * (1 - keep)
-    output, denoised_output = dict(latent), dict(latent)
-    output["samples"] = model.latent_format.process_out(x).to(latent["samples"].device)
-    if "denoised" in last:
-        denoised_output["samples"] = model.latent_format.process_out(last["denoised"]).to(latent["samples"].device)
-    else:
-        denoised_output = output
+    device = latent["samples"].device
+    output = dict(latent) | {"samples": model.latent_format.process_out(x).to(device)}
+    denoised_output = dict(latent) | {"samples": model.latent_format.process_out(last["denoised"]).to(device)}
     return output, denoised_output
 
 

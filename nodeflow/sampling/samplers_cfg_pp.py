@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 
 from nodeflow.sampling.noise import NoiseSource
-from nodeflow.sampling.samplers_common import (Callback, Denoiser, ancestral_step, report, sigma_batch, sigma_of,
-                                               t_of)
+from nodeflow.sampling.samplers_common import (Callback, Denoiser, ancestral_step, derivative, report, sigma_batch,
+                                               sigma_of, t_of)
 
 
 class UncondRecord:
@@ -52,7 +52,7 @@ def sample_euler_ancestral_cfg_pp(denoise: Denoiser, x: torch.Tensor, sigmas: to
             x = denoised
             continue
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        x = denoised + sigma_down * (x - unconditional) / sigmas[i]
+        x = denoised + derivative(x, sigmas[i], unconditional) * sigma_down
         if eta > 0 and s_noise > 0:
             x = x + noise.step(x) * s_noise * sigma_up
     return x
@@ -83,7 +83,7 @@ def sample_dpmpp_2s_ancestral_cfg_pp(denoise: Denoiser, x: torch.Tensor, sigmas:
         guidance = denoised - unconditional
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0:
-            x = x + (x - unconditional) / sigmas[i] * (sigma_down - sigmas[i])
+            x = x + derivative(x, sigmas[i], unconditional) * (sigma_down - sigmas[i])
         else:
             t, t_next = t_of(sigmas[i]), t_of(sigma_down)
             h = t_next - t
@@ -142,9 +142,9 @@ def _res_multistep(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noi
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0 or old_denoised is None:
             if cfg_pp:
-                x = denoised + (x - unconditional) / sigmas[i] * sigma_down
+                x = denoised + derivative(x, sigmas[i], unconditional) * sigma_down
             else:
-                x = x + (x - denoised) / sigmas[i] * (sigma_down - sigmas[i])
+                x = x + derivative(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
             t, t_old, t_next, t_prev = t_of(sigmas[i]), t_of(old_sigma_down), t_of(sigma_down), t_of(sigmas[i - 1])
             h = t_next - t
@@ -205,7 +205,7 @@ def _gradient_estimation(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
     old_d = None
     for i in range(total):
         denoised, unconditional = _evaluate(denoise, x, sigmas[i], uncond if cfg_pp else None)
-        d = (x - (unconditional if cfg_pp else denoised)) / sigmas[i]
+        d = derivative(x, sigmas[i], unconditional if cfg_pp else denoised)
         report(callback, i, total, x, denoised)
         dt = sigmas[i + 1] - sigmas[i]
         if sigmas[i + 1] == 0:

@@ -4,6 +4,7 @@ steps (one evaluation per step) to reach higher order."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -76,14 +77,15 @@ def sample_dpmpp_2m(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     return x
 
 
-@torch.no_grad()
-def sample_ipndm(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                 noise: NoiseSource | None = None, callback: Callback = None,
-                 max_order: int = 4) -> torch.Tensor:
-    """Improved pseudo linear multistep (iPNDM; Zhang & Chen 2023, "DEIS"): Adams-Bashforth
-    with fixed coefficients of up to fourth order on the ODE derivative."""
-    weights = {1: [1.0], 2: [3 / 2, -1 / 2], 3: [23 / 12, -16 / 12, 5 / 12],
-               4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
+#: iPNDM's fixed Adams-Bashforth weights per order (current derivative first)
+IPNDM_WEIGHTS = {1: [1.0], 2: [3 / 2, -1 / 2], 3: [23 / 12, -16 / 12, 5 / 12], 4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
+
+
+def _adams_bashforth(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback, max_order: int,
+                     weights: Callable[[int, list], list[float]]) -> torch.Tensor:
+    """Pseudo linear multistep on the ODE derivative: x_next = x + h_0 sum_k w_k d_k over the
+    current and up to max_order - 1 earlier derivatives, ``weights(order, steps)`` giving w for the
+    step sizes [h_0, h_1, ...] (this step's first); the step to 0 returns the denoised estimate."""
     total = len(sigmas) - 1
     history: list[torch.Tensor] = []
     for i in range(total):
@@ -94,10 +96,19 @@ def sample_ipndm(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            slope = sum(w * h for w, h in zip(weights[order], [d] + history[::-1]))
-            x = x + (sigmas[i + 1] - sigmas[i]) * slope
+            steps = [sigmas[i + 1] - sigmas[i]] + [sigmas[i - k] - sigmas[i - k - 1] for k in range(order - 1)]
+            x = x + steps[0] * sum(w * h for w, h in zip(weights(order, steps), [d] + history[::-1]))
         history = (history + [d])[-(max_order - 1):]
     return x
+
+
+@torch.no_grad()
+def sample_ipndm(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                 noise: NoiseSource | None = None, callback: Callback = None,
+                 max_order: int = 4) -> torch.Tensor:
+    """Improved pseudo linear multistep (iPNDM; Zhang & Chen 2023, "DEIS"): Adams-Bashforth
+    with fixed coefficients of up to fourth order on the ODE derivative."""
+    return _adams_bashforth(denoise, x, sigmas, callback, max_order, lambda order, steps: IPNDM_WEIGHTS[order])
 
 
 def _ipndm_v_weights(order: int, h: list[float]) -> list[float]:
@@ -131,21 +142,7 @@ def sample_ipndm_v(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """iPNDM with variable step sizes (iPNDM-v; Zhou et al. 2024, "Fast ODE-based sampling for
     diffusion models in around 5 steps"): Adams-Bashforth weights recomputed from the actual
     sigma steps."""
-    total = len(sigmas) - 1
-    history: list[torch.Tensor] = []
-    for i in range(total):
-        denoised = denoise(x, sigma_batch(x, sigmas[i]))
-        report(callback, i, total, x, denoised)
-        d = derivative(x, sigmas[i], denoised)
-        order = min(max_order, i + 1)
-        if sigmas[i + 1] == 0:
-            x = denoised
-        else:
-            steps = [sigmas[i + 1] - sigmas[i]] + [sigmas[i - k] - sigmas[i - k - 1] for k in range(order - 1)]
-            weights = _ipndm_v_weights(order, steps)
-            x = x + steps[0] * sum(w * h for w, h in zip(weights, [d] + history[::-1]))
-        history = (history + [d])[-(max_order - 1):]
-    return x
+    return _adams_bashforth(denoise, x, sigmas, callback, max_order, _ipndm_v_weights)
 
 
 def _deis_times(sigmas: torch.Tensor, eps_s: float = 1e-3, edm_min: float = 0.002, edm_max: float = 80.0):

@@ -283,6 +283,21 @@ def _phi_2(h: torch.Tensor) -> torch.Tensor:
     return (torch.expm1(h) - h) / h
 
 
+def _seeds_point(lambda_s: torch.Tensor, lambda_t: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma, alpha) at the log-SNR ``ratio`` of the way from lambda_s to lambda_t (alpha: 1 for
+    VE models, computed as sigma e^lambda like ComfyUI, rounding included)."""
+    lam = torch.lerp(lambda_s, lambda_t, ratio)
+    sigma = sigma_of(lam)
+    return sigma, sigma * lam.exp()
+
+
+def _seeds_noise(path: torch.Tensor | None, segment: torch.Tensor, noise: NoiseSource, x: torch.Tensor) -> torch.Tensor:
+    """SEEDS' SDE noise over the next segment of one Brownian path (segment = -ratio h eta): the
+    previous part decayed by e^segment plus fresh noise of the missing variance 1 - e^(2 segment)."""
+    fresh = segment.mul(2).expm1().neg().sqrt() * noise.step(x)
+    return fresh if path is None else path * segment.exp() + fresh
+
+
 @torch.no_grad()
 def sample_seeds_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                    noise: NoiseSource | None = None, callback: Callback = None, eta: float = 1.0,
@@ -305,24 +320,21 @@ def sample_seeds_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
         lambda_s, lambda_t = t_of(sigmas[i]), t_of(sigmas[i + 1])
         h = lambda_t - lambda_s
         h_eta = h * (eta + 1)
-        lambda_1 = torch.lerp(lambda_s, lambda_t, r)
-        sigma_1 = sigma_of(lambda_1)
-        alpha_1, alpha_t = sigma_1 * lambda_1.exp(), sigmas[i + 1] * lambda_t.exp()  # 1 for VE models
+        sigma_1, alpha_1 = _seeds_point(lambda_s, lambda_t, r)
+        alpha_t = sigmas[i + 1] * lambda_t.exp()  # 1 for VE models
         x_2 = sigma_1 / sigmas[i] * (-r * h * eta).exp() * x - alpha_1 * _phi_1(-r * h_eta) * denoised
         if inject:
-            path = (-2 * r * h * eta).expm1().neg().sqrt() * noise.step(x)
+            path = _seeds_noise(None, -r * h * eta, noise, x)
             x_2 = x_2 + path * sigma_1 * s_noise
         denoised_2 = denoise(x_2, sigma_batch(x, sigma_1))
         if solver_type == "phi_1":
-            mixed = torch.lerp(denoised, denoised_2, 1 / (2 * r))
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * _phi_1(-h_eta) * mixed
+            estimate = _phi_1(-h_eta) * torch.lerp(denoised, denoised_2, 1 / (2 * r))
         else:
             b2 = _phi_2(-h_eta) / r
-            b1 = _phi_1(-h_eta) - b2
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * denoised + b2 * denoised_2)
+            estimate = (_phi_1(-h_eta) - b2) * denoised + b2 * denoised_2
+        x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * estimate
         if inject:
-            segment = (r - 1) * h * eta
-            path = path * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise.step(x)
+            path = _seeds_noise(path, (r - 1) * h * eta, noise, x)
             x = x + path * sigmas[i + 1] * s_noise
     return x
 
@@ -363,28 +375,25 @@ def sample_seeds_3(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
         lambda_s, lambda_t = t_of(sigmas[i]), t_of(sigmas[i + 1])
         h = lambda_t - lambda_s
         h_eta = h * (eta + 1)
-        lambda_1, lambda_2 = torch.lerp(lambda_s, lambda_t, r_1), torch.lerp(lambda_s, lambda_t, r_2)
-        sigma_1, sigma_2 = sigma_of(lambda_1), sigma_of(lambda_2)
-        alpha_1, alpha_2 = sigma_1 * lambda_1.exp(), sigma_2 * lambda_2.exp()
-        alpha_t = sigmas[i + 1] * lambda_t.exp()
+        sigma_1, alpha_1 = _seeds_point(lambda_s, lambda_t, r_1)
+        sigma_2, alpha_2 = _seeds_point(lambda_s, lambda_t, r_2)
+        alpha_t = sigmas[i + 1] * lambda_t.exp()  # 1 for VE models
         x_2 = sigma_1 / sigmas[i] * (-r_1 * h * eta).exp() * x - alpha_1 * _phi_1(-r_1 * h_eta) * denoised
         if inject:
-            path = (-2 * r_1 * h * eta).expm1().neg().sqrt() * noise.step(x)
+            path = _seeds_noise(None, -r_1 * h * eta, noise, x)
             x_2 = x_2 + path * sigma_1 * s_noise
         denoised_2 = denoise(x_2, sigma_batch(x, sigma_1))
         a3_2 = r_2 / r_1 * _phi_2(-r_2 * h_eta)
         a3_1 = _phi_1(-r_2 * h_eta) - a3_2
         x_3 = sigma_2 / sigmas[i] * (-r_2 * h * eta).exp() * x - alpha_2 * (a3_1 * denoised + a3_2 * denoised_2)
         if inject:
-            segment = (r_1 - r_2) * h * eta
-            path = path * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise.step(x)
+            path = _seeds_noise(path, (r_1 - r_2) * h * eta, noise, x)
             x_3 = x_3 + path * sigma_2 * s_noise
         denoised_3 = denoise(x_3, sigma_batch(x, sigma_2))
         b3 = _phi_2(-h_eta) / r_2
-        b1 = _phi_1(-h_eta) - b3
-        x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * denoised + b3 * denoised_3)
+        estimate = (_phi_1(-h_eta) - b3) * denoised + b3 * denoised_3
+        x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * estimate
         if inject:
-            segment = (r_2 - 1) * h * eta
-            path = path * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise.step(x)
+            path = _seeds_noise(path, (r_2 - 1) * h * eta, noise, x)
             x = x + path * sigmas[i + 1] * s_noise
     return x

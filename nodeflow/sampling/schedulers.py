@@ -12,18 +12,15 @@ from collections.abc import Callable
 import torch
 
 from nodeflow.sampling import custom_schedules
+from nodeflow.sampling.custom_schedules import append_zero
 from nodeflow.sampling.model_sampling import ModelSampling
-
-
-def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
-    return torch.cat([sigmas.float(), sigmas.new_zeros(1, dtype=torch.float32)])
 
 
 def normal(ms: ModelSampling, steps: int) -> torch.Tensor:
     """Timesteps evenly spaced from the last to the first, sigma interpolated in log-sigma."""
     start, end = ms.timestep(ms.sigma_max), ms.timestep(ms.sigma_min)
     timesteps = torch.linspace(float(start), float(end), steps)
-    return _append_zero(ms.sigma(timesteps))
+    return append_zero(ms.sigma(timesteps))
 
 
 def sgm_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
@@ -31,7 +28,7 @@ def sgm_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
     k-diffusion's DiscreteSchedule.get_sigmas(steps + 1) without its sigma at t = 0."""
     start, end = ms.timestep(ms.sigma_max), ms.timestep(ms.sigma_min)
     timesteps = torch.linspace(float(start), float(end), steps + 1)[:-1]
-    return _append_zero(ms.sigma(timesteps))
+    return append_zero(ms.sigma(timesteps))
 
 
 def karras(ms: ModelSampling, steps: int, rho: float = 7.0) -> torch.Tensor:
@@ -51,7 +48,7 @@ def simple(ms: ModelSampling, steps: int) -> torch.Tensor:
     steps divides T (1000); otherwise one index lower wherever the fraction is over a half.
     """
     stride = len(ms.sigmas) / steps
-    return _append_zero(torch.stack([ms.sigmas[-(1 + int(i * stride))] for i in range(steps)]))
+    return append_zero(torch.stack([ms.sigmas[-(1 + int(i * stride))] for i in range(steps)]))
 
 
 def ddim_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
@@ -115,7 +112,7 @@ def kl_optimal(ms: ModelSampling, steps: int) -> torch.Tensor:
     "Align Your Steps", the KL-optimal schedule; A1111 PR 15608)."""
     t = torch.arange(steps, dtype=torch.float32) / max(steps - 1, 1)
     lo, hi = math.atan(float(ms.sigma_min)), math.atan(float(ms.sigma_max))
-    return _append_zero(torch.tan(t * lo + (1 - t) * hi))
+    return append_zero(torch.tan(t * lo + (1 - t) * hi))
 
 
 #: Name -> scheduler, in the order of ComfyUI's SCHEDULER_HANDLERS (its KSampler list).
