@@ -163,6 +163,13 @@ def test_basic_guider_is_cfg_one_and_dual_cfg_follows_its_formulas():
     assert torch.allclose(regular.denoiser()(x, sigma), pn + (p2 - pn) * 2.0 + (p1 - p2) * 3.0, atol=1e-6)
     [nested] = nodes.dual_cfg_guider(model, c1, c2, negative, 3.0, 2.0, "nested")
     assert torch.allclose(nested.denoiser()(x, sigma), pn + 2.0 * (p2 + (p1 - p2) * 3.0 - pn), atol=1e-6)
+    # a model patch changes the guided part as in ComfyUI (its cfg_function sees cond2 vs the negative)
+    from nodeflow_nodes.model_advanced import cfg_zero_star
+    [patched] = cfg_zero_star(model)
+    [dual_patched] = nodes.dual_cfg_guider(patched, c1, c2, negative, 3.0, 2.0, "regular")
+    expected = patched.guide(x, sigma, p2, pn, 2.0) + (p1 - p2) * 3.0
+    assert torch.allclose(dual_patched.denoiser()(x, sigma), expected, atol=1e-6)
+    assert not torch.allclose(expected, pn + (p2 - pn) * 2.0 + (p1 - p2) * 3.0, atol=1e-4)
     [as_cfg] = nodes.dual_cfg_guider(model, c1, c2, negative, 3.0, 1.0, "regular")
     [cfg] = nodes.cfg_guider(model, c1, c2, 3.0)
     assert torch.allclose(as_cfg.denoiser()(x, sigma), cfg.denoiser()(x, sigma), atol=1e-6)

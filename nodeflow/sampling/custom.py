@@ -68,11 +68,13 @@ class Guider:
 
 class DualCFGDenoiser:
     """DualCFGGuider: predictions for (negative, cond2, cond1) combined as ComfyUI's regular style
-    neg + (cond2 - neg) * cfg2 + (cond1 - cond2) * cfg1, or its nested style
-    neg + cfg2 * (cond2 + (cond1 - cond2) * cfg1 - neg)."""
+    guide(cond2 vs neg, cfg2) + (cond1 - cond2) * cfg1, or its nested style
+    neg + cfg2 * (guide(cond1 vs cond2, cfg1) - neg), where guide is the model's CFG combination
+    (uncond + (cond - uncond) cfg, or its patches: RescaleCFG, CFGZeroStar ...)."""
 
     def __init__(self, guider: Guider, max_batch: int | None) -> None:
         cond1, cond2, negative = guider.conds
+        self.model = guider.model
         self.cfg1, self.cfg2, self.nested = guider.cfg, guider.cfg2, guider.style == "dual-nested"
         # cond2 is treated as a negative prompt (the refiner's low aesthetic score), as in ComfyUI
         self.uncond_record = None  # a CFG++ sampler's: here the negative prediction, as ComfyUI's post-CFG sees it
@@ -86,8 +88,8 @@ class DualCFGDenoiser:
         if self.uncond_record is not None:
             self.uncond_record.value = negative
         if self.nested:
-            return negative + self.cfg2 * (cond2 + (cond1 - cond2) * self.cfg1 - negative)
-        return negative + (cond2 - negative) * self.cfg2 + (cond1 - cond2) * self.cfg1
+            return negative + self.cfg2 * (self.model.guide(x, sigma, cond1, cond2, self.cfg1) - negative)
+        return self.model.guide(x, sigma, cond2, negative, self.cfg2) + (cond1 - cond2) * self.cfg1
 
 
 def check_sigmas(sigmas: torch.Tensor) -> str | None:
