@@ -122,6 +122,14 @@ def test_usage_errors_exit_2():
     assert caught.value.code == 2
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default. A test run started in the background (``&``,
+    nohup) ignores SIGINT, children inherit that, and Python then never sees a Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("moment", ["loading", "sampling"])
 def test_ctrl_c_cancels_the_run_and_exits_130(tmp_path, moment):
     """A real SIGINT to a real `nodeflow run`: the run stops at the next safe point, exit 130, no
@@ -140,7 +148,7 @@ def test_ctrl_c_cancels_the_run_and_exits_130(tmp_path, moment):
                "--models-dir", str(tmp_path / "models"), "--output-dir", str(tmp_path / "out"),
                "--set", "4.ckpt_name=tiny.safetensors", "--set", "3.steps=10000", "--device", "cpu"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=default_sigint)
     wanted = "[1/" if moment == "loading" else "/10000"
     seen, started = "", time.monotonic()
     while wanted not in seen and time.monotonic() - started < 60:
@@ -170,7 +178,7 @@ def test_a_second_ctrl_c_during_sampling_exits_130_at_once(tmp_path):
                "--set", "4.ckpt_name=tiny.safetensors", "--set", "3.steps=10000", "--device", "cpu"]
     for trial in range(3):
         process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                                   env={**os.environ, "OMP_NUM_THREADS": "2"})
+                                   env={**os.environ, "OMP_NUM_THREADS": "2"}, preexec_fn=default_sigint)
         seen, started = "", time.monotonic()
         while "/10000" not in seen and time.monotonic() - started < 60:
             seen += process.stderr.read(1)
