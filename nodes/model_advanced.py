@@ -44,7 +44,7 @@ def _freeu(model, b1: float, b2: float, s1: float, s2: float, version: int):
     if channels is None:
         raise NodeInputError("model", "FreeU needs a U-Net model (its base width sets which blocks it scales)")
     patch = freeu(channels, b1, b2, s1, s2, version)
-    return (model.clone_with(output_block_patches=model.output_block_patches + (patch,)),)
+    return (model.with_unet_patches(output_block=(patch,)),)
 
 
 def _freeu_inputs(b1: float, b2: float) -> list:

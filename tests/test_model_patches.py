@@ -75,7 +75,7 @@ def test_freeu_acts_on_the_decoder_blocks_of_2x_and_4x_width():
     model = unet_model()
     channels = model.unet.config.model_channels
     seen = []
-    spy = model.clone_with(output_block_patches=(lambda h, skip: (seen.append(h.shape[1]), (h, skip))[1],))
+    spy = model.with_unet_patches(output_block=(lambda h, skip, call: (seen.append(h.shape[1]), (h, skip))[1],))
     x, t, context = torch.randn(1, 4, 16, 16), torch.tensor([0.5]), torch.randn(1, 77, tiny_config().context_dim)
     spy.predict_denoised(x, t, context)
     assert channels * 2 in seen or channels * 4 in seen  # the widths FreeU looks for occur
@@ -86,7 +86,7 @@ def test_freeu_acts_on_the_decoder_blocks_of_2x_and_4x_width():
     assert torch.allclose(neutral.predict_denoised(x, t, context), base, atol=1e-5)
     assert not torch.allclose(patched.predict_denoised(x, t, context), base, atol=1e-4)
     assert not torch.allclose(patched_v2.predict_denoised(x, t, context), patched.predict_denoised(x, t, context))
-    assert model.output_block_patches == ()
+    assert not model.unet_patches
 
 
 def test_freeu_v2_scales_the_backbone_by_its_normalised_mean_map():
@@ -119,7 +119,7 @@ def test_patches_compose_in_either_order_and_with_a_lora(tmp_path):
     save_file({k: v.contiguous() for k, v in random_lora(layers(model.unet, ("input_blocks.1.1",)), seed=3).items()},
               str(tmp_path / "loras" / "style.safetensors"))
     [with_lora] = lora_loader_model_only(a, "style.safetensors", 1.0, RunContext(paths=Paths(models_dirs=(tmp_path,))))
-    assert with_lora.output_block_patches == a.output_block_patches and with_lora.guidance_function is a.guidance_function
+    assert with_lora.unet_patches == a.unet_patches and with_lora.guidance_function is a.guidance_function
     assert not torch.allclose(CFGDenoiser(with_lora, positive, negative, 4.0)(x, sigma),
                               CFGDenoiser(a, positive, negative, 4.0)(x, sigma))
 

@@ -10,11 +10,14 @@ available). Attribute names are the checkpoint's (``transformer_blocks.0.attn1.t
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nodeflow.models.layers import ContextBlock, normalization
+from nodeflow.models.unet_patches import PatchCall
 
 
 class CrossAttention(nn.Module):
@@ -30,15 +33,22 @@ class CrossAttention(nn.Module):
         self.to_v = nn.Linear(context_dim or query_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                value: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention of ``x``'s queries over ``context``'s keys (x itself when None) and
+        ``value``'s values (the context when None)."""
         context = x if context is None else context
-        batch, tokens, _ = x.shape
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)  # (B, N|T, inner)
-        q, k, v = (t.reshape(batch, -1, self.heads, t.shape[-1] // self.heads).transpose(1, 2)
-                   for t in (q, k, v))  # (B, heads, N|T, dim_head)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, dim_head)
-        out = out.transpose(1, 2).reshape(batch, tokens, -1)  # (B, N, inner)
-        return self.to_out(out)
+        value = context if value is None else value
+        return self.to_out(attention(self.to_q(x), self.to_k(context), self.to_v(value), self.heads))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v per head: q (B, N, inner), k and v (B, T, inner) -> (B, N, inner)."""
+    batch, tokens, _ = q.shape
+    q, k, v = (t.reshape(batch, -1, heads, t.shape[-1] // heads).transpose(1, 2)
+               for t in (q, k, v))  # (B, heads, N|T, dim_head)
+    out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, dim_head)
+    return out.transpose(1, 2).reshape(batch, tokens, -1)  # (B, N, inner)
 
 
 class GEGLU(nn.Module):
@@ -76,10 +86,30 @@ class BasicTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x))
+    def forward(self, x: torch.Tensor, context: torch.Tensor, call: PatchCall | None = None) -> torch.Tensor:
+        if call is None:
+            x = x + self.attn1(self.norm1(x))
+        else:
+            x = x + self.patched_self_attention(self.norm1(x), call)
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
+
+    def patched_self_attention(self, n: torch.Tensor, call: PatchCall) -> torch.Tensor:
+        """The self-attention of the normalised tokens ``n`` with the model's patches
+        (nodeflow.models.unet_patches): token patches, a replaced attention product, output patches."""
+        patches, attn = call.patches, self.attn1
+        call = replace(call, heads=attn.heads, dim_head=attn.to_q.out_features // attn.heads)
+        context = value = n
+        for patch in patches.attn1_patch:
+            n, context, value = patch(n, context, value, call)
+        product = patches.replacement(call.block, call.block_index)
+        if product is None:
+            out = attn(n, context, value)
+        else:
+            out = attn.to_out(product(attn.to_q(n), attn.to_k(context), attn.to_v(value), call))
+        for patch in patches.attn1_output_patch:
+            out = patch(out, call)
+        return out
 
 
 class SpatialTransformer(ContextBlock):
@@ -98,7 +128,7 @@ class SpatialTransformer(ContextBlock):
             BasicTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth))
         self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv2d(inner, channels, 1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, call: PatchCall | None = None) -> torch.Tensor:
         batch, _, height, width = x.shape
         h = self.norm(x)
         if not self.use_linear:
@@ -106,8 +136,8 @@ class SpatialTransformer(ContextBlock):
         h = h.flatten(2).transpose(1, 2)  # (B, H*W, C)
         if self.use_linear:
             h = self.proj_in(h)
-        for block in self.transformer_blocks:
-            h = block(h, context)
+        for index, block in enumerate(self.transformer_blocks):
+            h = block(h, context, None if call is None else replace(call, block_index=index))
         if self.use_linear:
             h = self.proj_out(h)
         h = h.transpose(1, 2).reshape(batch, -1, height, width)  # (B, inner|C, H, W)

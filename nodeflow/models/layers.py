@@ -94,12 +94,13 @@ class TimestepSequential(nn.Sequential):
     """A block of the U-Net: passes the embedding to ResBlocks and the context to transformers."""
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
-                output_size: tuple[int, int] | None = None) -> torch.Tensor:
+                output_size: tuple[int, int] | None = None, call=None) -> torch.Tensor:
+        """``call``: the model patches' PatchCall at this block (nodeflow.models.unet_patches), or None."""
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, ContextBlock):
-                x = layer(x, context)
+                x = layer(x, context) if call is None else layer(x, context, call)
             elif isinstance(layer, Upsample):
                 x = layer(x, output_size)
             else:

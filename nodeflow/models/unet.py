@@ -20,7 +20,6 @@ per output block: ``transformer_depth_output`` (as ComfyUI's model detection rea
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -31,6 +30,7 @@ from nodeflow.models.attention import SpatialTransformer
 from nodeflow.models.layers import (Downsample, ResBlock, TimestepSequential, Upsample, normalization,
                                     timestep_embedding)
 from nodeflow.models.meta import load_on_meta
+from nodeflow.models.unet_patches import PatchCall, UNetPatches
 
 
 @dataclass
@@ -158,31 +158,39 @@ class UNetModel(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 control: ControlResiduals | None = None, y: torch.Tensor | None = None,
-                output_patches: Sequence[Callable] = ()) -> torch.Tensor:
+                patches: UNetPatches | None = None, sigma: torch.Tensor | None = None,
+                extra: dict | None = None) -> torch.Tensor:
         """x (B, in, h, w), timesteps (B,), context (B, T, context_dim), y (B, adm_in_channels)
-        for SDXL models (ignored by others) -> (B, out, h, w). ``output_patches``: functions
-        (h, skip) -> (h, skip) applied, in order, before each decoder block joins its skip
-        connection (after the ControlNet's residual), as ComfyUI's output_block_patch (FreeU)."""
+        for SDXL models (ignored by others) -> (B, out, h, w). ``patches``: a patched model's hooks
+        (nodeflow.models.unet_patches), told the noise levels ``sigma`` (B,) and the caller's
+        ``extra`` facts; output-block hooks see the skip after the ControlNet's residual."""
         dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         emb = add_label_embedding(self, emb, y)
         h, context = x.to(dtype), context.to(dtype)
+        call = PatchCall(patches, tuple(x.shape), sigma, extra=extra or {}) if patches else None
         skips = []
-        for block in self.input_blocks:
-            h = block(h, emb, context)
+        for index, block in enumerate(self.input_blocks):
+            where = None if call is None else call.at(("input", index))
+            h = block(h, emb, context, call=where)
             skips.append(h)
-        h = self.middle_block(h, emb, context)
+            if where is not None:
+                for patch in patches.input_block_after_skip:
+                    h = patch(h, where)
+        h = self.middle_block(h, emb, context, call=None if call is None else call.at(("middle", 0)))
         if control is not None:
             h = h + control.middle.to(h.dtype)
-        for block in self.output_blocks:
+        for index, block in enumerate(self.output_blocks):
             skip = skips.pop()
             if control is not None:
                 skip = skip + control.skips[len(skips)].to(skip.dtype)
-            for patch in output_patches:
-                h, skip = patch(h, skip)
+            where = None if call is None else call.at(("output", index))
+            if where is not None:
+                for patch in patches.output_block:
+                    h, skip = patch(h, skip, where)
             h = torch.cat([h, skip], dim=1)  # (B, ch + skip_ch, h, w)
             size = skips[-1].shape[-2:] if skips else None
-            h = block(h, emb, context, size)
+            h = block(h, emb, context, size, call=where)
         return self.out(h).to(x.dtype)
 
 

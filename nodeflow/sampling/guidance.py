@@ -163,7 +163,8 @@ class CFGDenoiser:
             adm = torch.cat([_repeat_to(job.entry.y, size) for job in batch])  # (n B, adm)
         out = self.model.predict_denoised(torch.cat(crops), sigma.repeat(len(batch)), torch.cat(contexts),
                                           control=batch[0].entry.control, concat=concat,
-                                          halves=len(batch), y=adm)  # (n B, C, h, w)
+                                          halves=len(batch), y=adm,
+                                          cond_or_uncond=tuple(job.which for job in batch))  # (n B, C, h, w)
         self.calls += 1
         return out.chunk(len(batch))
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from nodeflow.models.unet_patches import UNetPatches
 from nodeflow.sampling import adm
 from nodeflow.sampling.control_hooks import chain_residuals
 from nodeflow.sampling.latent_preview import SD1_RGB_FACTORS, SDXL_RGB_BIAS, SDXL_RGB_FACTORS
@@ -61,15 +62,20 @@ class DiffusionModel:
     #: the loaders; "" when unknown (a ControlNet of another family is refused by it)
     family: str = ""
     #: model patches (nodeflow.sampling.model_patches): a guidance function replacing CFG's
-    #: combination (the last one set wins, as in ComfyUI), and U-Net output-block patches (in order)
+    #: combination (the last one set wins, as in ComfyUI), and hooks into the U-Net's forward
+    #: (nodeflow.models.unet_patches: attention and block patches, in the order they were added)
     guidance_function: Callable | None = None
     post_guidance: tuple[Callable, ...] = ()  # applied after it, in order (CFGZeroStar, CFGNorm)
-    output_block_patches: tuple[Callable, ...] = ()
+    unet_patches: UNetPatches = UNetPatches()
     #: (sampling, sigma, mask, sigmas) -> the inpainting mask at this sigma (DifferentialDiffusion)
     denoise_mask_function: Callable | None = None
 
     def clone_with(self, **changes) -> DiffusionModel:
         return replace(self, **changes)
+
+    def with_unet_patches(self, **hooks: tuple) -> DiffusionModel:
+        """A copy whose U-Net hooks also include ``hooks`` (UNetPatches fields), after the present ones."""
+        return replace(self, unet_patches=self.unet_patches + UNetPatches(**hooks))
 
     def guide(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
               cfg: float) -> torch.Tensor:
@@ -110,7 +116,7 @@ class DiffusionModel:
     @torch.no_grad()
     def predict_denoised(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                          control=None, concat: torch.Tensor | None = None, halves: int = 1,
-                         y: torch.Tensor | None = None) -> torch.Tensor:
+                         y: torch.Tensor | None = None, cond_or_uncond: tuple[int, ...] = ()) -> torch.Tensor:
         """D(x; sigma): the clean-latent estimate for x (B, C, h, w) at sigma (B,), float32.
 
         The U-Net runs in the model's dtype on its device on c_in(sigma) x = x / sqrt(sigma^2 + 1)
@@ -120,6 +126,8 @@ class DiffusionModel:
         masked latent). ``halves``: how many equal parts the batch is made of (conditional,
         unconditional ...), so ControlNets give each part its own control images. ``y`` (B, adm):
         the ADM vectors of SDXL models (``encode_adm``), given to the U-Net and ControlNets.
+        ``cond_or_uncond``: for each of the halves, 0 if it is conditional, 1 if unconditional (told
+        to the U-Net patches, as ComfyUI's transformer_options).
         """
         scaled = self.sampling.calculate_input(sigma, x).to(self.device, self.dtype)  # (B, C, h, w)
         context = context.to(self.device, self.dtype)
@@ -133,7 +141,7 @@ class DiffusionModel:
         model_input = scaled
         if concat is not None:
             model_input = torch.cat([scaled, concat.to(scaled)], dim=1)  # (B, C + c, h, w)
-        if self.output_block_patches:
-            extra["output_patches"] = self.output_block_patches
+        if self.unet_patches:
+            extra.update(patches=self.unet_patches, sigma=sigma, extra={"cond_or_uncond": cond_or_uncond})
         output = self.unet(model_input, timesteps, context, control=residuals, **extra)
         return self.sampling.calculate_denoised(sigma, output.float().to(x.device), x)

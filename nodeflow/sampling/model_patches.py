@@ -1,12 +1,13 @@
 """Model patches that change how the model is used rather than its weights (ComfyUI's "model
 patches"): a guidance function replacing CFG's combination (RescaleCFG), functions applied after it
-(CFGZeroStar, CFGNorm), and U-Net output-block patches on the decoder's features and skip connections (FreeU, FreeU_V2).
+(CFGZeroStar, CFGNorm), and hooks into the U-Net's forward (nodeflow.models.unet_patches): output-block
+patches on the decoder's features and skip connections (FreeU, FreeU_V2).
 
 A patched MODEL is a copy (``DiffusionModel.clone_with``) holding the patch; the input model never
 changes, and patches compose with each other and with LoRAs (which replace the U-Net, not these).
 
 Guidance functions take (x, sigma (B,), cond, uncond, cfg) as clean-latent estimates and return
-the guided estimate; output-block patches take (h, skip) and return them, before they are joined.
+the guided estimate; output-block patches take (h, skip, call) and return (h, skip), before they are joined.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 GuidanceFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
-OutputBlockPatch = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+OutputBlockPatch = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (h, skip, PatchCall) -> (h, skip)
 
 
 def rescale_cfg(multiplier: float) -> GuidanceFunction:
@@ -103,7 +104,7 @@ def freeu(model_channels: int, b1: float, b2: float, s1: float, s2: float, versi
     the backbone by 1 + (b - 1) x the channel-mean map normalised to 0..1 per image."""
     scales = {model_channels * 4: (b1, s1), model_channels * 2: (b2, s2)}
 
-    def patch(h: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def patch(h: torch.Tensor, skip: torch.Tensor, call=None) -> tuple[torch.Tensor, torch.Tensor]:
         scale = scales.get(int(h.shape[1]))
         if scale is None:
             return h, skip

@@ -1,0 +1,74 @@
+"""Hooks into a U-Net forward that model patches use (ComfyUI's transformer_options patches):
+functions on the self-attention of the transformer blocks and on the blocks' features.
+
+- ``attn1_patch``: (n, context, value, call) -> (n, context, value), on a transformer block's
+  normalised tokens n (B, N, C) before its self-attention reads them (HyperTile, ToMe);
+- ``attn1_output_patch``: (out, call) -> out, on the self-attention's output before the residual;
+- ``attn1_replace``: ((block, id) or (block, id, index), function) pairs; the function
+  (q, k, v, call) -> (B, N, inner) replaces the attention product of the self-attention of the
+  matching transformer blocks, between its projections (PAG, SAG);
+- ``input_block_after_skip``: (h, call) -> h, on an input block's output after it was kept as
+  the skip connection (deep shrink);
+- ``output_block``: (h, skip, call) -> (h, skip), before a decoder block joins its skip (FreeU,
+  deep shrink).
+
+A U-Net forward with patches hands each hook a ``PatchCall``: where it is (``block``:
+("input", i), ("middle", 0) or ("output", i), as ComfyUI numbers them; ``block_index``: the
+transformer block within its spatial transformer), the U-Net input's shape, the noise levels of
+the batch and the heads of the attention. Without patches the forward passes None and pays nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+
+Location = tuple  # ("input", 4) or ("input", 4, 0): a block, or one transformer block in it
+
+
+@dataclass(frozen=True)
+class UNetPatches:
+    """The hooks of one patched model; ``+`` joins two sets (the right one's replacements win)."""
+
+    attn1_patch: tuple[Callable, ...] = ()
+    attn1_output_patch: tuple[Callable, ...] = ()
+    attn1_replace: tuple[tuple[Location, Callable], ...] = ()
+    input_block_after_skip: tuple[Callable, ...] = ()
+    output_block: tuple[Callable, ...] = ()
+
+    def __add__(self, other: UNetPatches) -> UNetPatches:
+        return UNetPatches(*(getattr(self, name) + getattr(other, name) for name in _FIELDS))
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in _FIELDS)
+
+    def replacement(self, block: tuple, index: int) -> Callable | None:
+        """The self-attention replacement for transformer block ``index`` of ``block`` (the last one
+        set for (block, index), else for the whole block), or None."""
+        specific = [function for location, function in self.attn1_replace if location == (*block, index)]
+        general = [function for location, function in self.attn1_replace if location == block]
+        found = specific or general
+        return found[-1] if found else None
+
+
+_FIELDS = ("attn1_patch", "attn1_output_patch", "attn1_replace", "input_block_after_skip", "output_block")
+
+
+@dataclass(frozen=True)
+class PatchCall:
+    """What a hook is told about the forward it runs in."""
+
+    patches: UNetPatches
+    original_shape: tuple[int, ...]  # the U-Net input's (B, C, h, w)
+    sigma: torch.Tensor | None = None  # (B,) the noise levels, when the sampler gave them
+    block: tuple = ("input", 0)
+    block_index: int = 0
+    heads: int = 1
+    dim_head: int = 0
+    #: free-form facts the caller adds (e.g. which batch chunks are unconditional)
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def at(self, block: tuple) -> PatchCall:
+        return replace(self, block=block, block_index=0)
