@@ -9,9 +9,12 @@ log-sigma (``sigma``, ``fractional_timestep``); the network itself is given the 
 index (``timestep``), as ComfyUI gives it.
 
 What the network predicts (``parameterization``): the noise eps (SD1, SDXL), v (Salimans & Ho
-2022; SD2-768), the clean latent itself (x0), or eps read through LCM's boundary condition (Luo et
+2022; SD2-768), the clean latent itself (x0), eps read through LCM's boundary condition (Luo et
 al. 2023, "Latent Consistency Models"), whose table keeps only every 20th timestep (50 of 1000,
-``skip_steps``). ``discrete`` builds any of them, optionally with the zero-terminal-SNR rescale
+``skip_steps``), or the EDM preconditioned output F (Karras et al. 2022, table 1: D = c_skip x +
+c_out F with the data's standard deviation ``sigma_data``; v is the same with -F). Models trained
+in continuous time (nodeflow.sampling.model_sampling_continuous) keep these and change only how
+a sigma becomes the network's timestep. ``discrete`` builds any of them, optionally with the zero-terminal-SNR rescale
 (Lin et al. 2024), as ComfyUI's ModelSamplingDiscrete node does.
 """
 
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 ZSNR_LAST_ALPHA_BAR = 4.8973451890853435e-08
-PARAMETERIZATIONS = ("eps", "v", "x0", "lcm")
+PARAMETERIZATIONS = ("eps", "v", "x0", "lcm", "edm")
 LCM_ORIGINAL_STEPS = 50  # LCM's table: every (1000 / 50)-th timestep
 LCM_SIGMA_DATA = 0.5
 LCM_TIMESTEP_SCALING = 10.0
@@ -82,6 +85,8 @@ class ModelSampling:
     #: what the table was made from (``discrete`` rebuilds from it); None: SD's schedule
     schedule: BetaSchedule | None = None
     zsnr: bool = False
+    #: the data's standard deviation in the preconditioning (1 but for EDM-trained models)
+    sigma_data: float = 1.0
 
     @classmethod
     def from_betas(cls, betas: torch.Tensor, parameterization: str = "eps") -> ModelSampling:
@@ -198,18 +203,21 @@ class ModelSampling:
         return float(self.sigma(torch.tensor((1.0 - percent) * 999.0)))
 
     def calculate_input(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The network's input z_t = x / sqrt(sigma^2 + 1)."""
-        return x / (_expand(sigma, x) ** 2 + 1) ** 0.5
+        """The network's input x / sqrt(sigma^2 + sigma_data^2) (z_t for sigma_data 1)."""
+        return x / (_expand(sigma, x) ** 2 + self.sigma_data**2) ** 0.5
 
     def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """z0 estimate: x - sigma eps (eps), x / (sigma^2+1) - v sigma / sqrt(sigma^2+1) (v,
-        Salimans & Ho 2022), the output itself (x0), or LCM's c_out (x - sigma eps) + c_skip x with
-        c_skip = 0.25 / (s^2 + 0.25), c_out = s / sqrt(s^2 + 0.25), s = 10 x the timestep (Luo et
-        al. 2023, eq. 9 with sigma_data 0.5; applied to x, the variance-exploding latent, as
-        ComfyUI's LCM sampling does)."""
+        """z0 estimate: x - sigma eps (eps); c_skip x - c_out v (v, Salimans & Ho 2022) or
+        c_skip x + c_out F (edm, Karras et al. 2022) with c_skip = d^2 / (sigma^2 + d^2), c_out =
+        sigma d / sqrt(sigma^2 + d^2), d = sigma_data; the output itself (x0); or LCM's
+        c_out (x - sigma eps) + c_skip x with c_skip = 0.25 / (s^2 + 0.25), c_out = s / sqrt(s^2 +
+        0.25), s = 10 x the timestep (Luo et al. 2023, eq. 9 with sigma_data 0.5; applied to x, the
+        variance-exploding latent, as ComfyUI's LCM sampling does)."""
         s = _expand(sigma, x)
-        if self.parameterization == "v":
-            return x / (s**2 + 1) - output * s / (s**2 + 1) ** 0.5
+        if self.parameterization in ("v", "edm"):
+            data = self.sigma_data
+            skip, out = x * data**2 / (s**2 + data**2), output * s * data / (s**2 + data**2) ** 0.5
+            return skip - out if self.parameterization == "v" else skip + out
         if self.parameterization == "x0":
             return output
         if self.parameterization == "lcm":
