@@ -24,24 +24,45 @@ from nodeflow.sampling.model_sampling import ModelSampling
 @dataclass(frozen=True)
 class LatentFormat:
     """How the VAE's latents are scaled for the diffusion model (SD1.x and SD2.x: 0.18215; SDXL,
-    another VAE: 0.13025, ``sdxl()``)."""
+    another VAE: 0.13025, ``sdxl()``; Playground v2.5: per-channel mean and deviation, then 0.5)."""
 
     scale_factor: float = 0.18215
     channels: int = 4
     #: latent -> RGB preview factors (channels x 3) and bias, see nodeflow.sampling.latent_preview
     rgb_factors: tuple[tuple[float, float, float], ...] = SD1_RGB_FACTORS
     rgb_bias: tuple[float, float, float] | None = None
+    #: per-channel statistics subtracted and divided out before the scale (Playground v2.5)
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
 
     @classmethod
     def sdxl(cls) -> LatentFormat:
         """SDXL's (base and refiner): scale 0.13025 (shared/reference/comfyui-conventions.md, 19)."""
         return cls(scale_factor=0.13025, rgb_factors=SDXL_RGB_FACTORS, rgb_bias=SDXL_RGB_BIAS)
 
+    @classmethod
+    def playground_v25(cls) -> LatentFormat:
+        """Playground v2.5's (an SDXL VAE whose latents were normalised per channel), as ComfyUI's
+        SDXL_Playground_2_5 format; the preview uses SDXL's factors."""
+        return cls(scale_factor=0.5, rgb_factors=SDXL_RGB_FACTORS, rgb_bias=SDXL_RGB_BIAS,
+                   latents_mean=(-1.6574, 1.886, -1.383, 2.5155), latents_std=(8.4927, 5.9022, 6.5498, 5.2299))
+
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
-        return latent * self.scale_factor
+        if self.latents_mean is None:
+            return latent * self.scale_factor
+        mean, std = self._statistics(latent)
+        return (latent - mean) * self.scale_factor / std
 
     def process_out(self, latent: torch.Tensor) -> torch.Tensor:
-        return latent / self.scale_factor
+        if self.latents_mean is None:
+            return latent / self.scale_factor
+        mean, std = self._statistics(latent)
+        return latent * std / self.scale_factor + mean
+
+    def _statistics(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The channel means and deviations as (1, C, 1, 1) tensors like ``latent``."""
+        return tuple(torch.tensor(values, dtype=latent.dtype, device=latent.device).view(1, -1, 1, 1)
+                     for values in (self.latents_mean, self.latents_std))
 
 
 @dataclass(frozen=True, eq=False)
