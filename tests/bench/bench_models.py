@@ -9,6 +9,8 @@ median of each is reported; ratio = ours / diffusers (goal: <= 1.0).
     python tests/bench/bench_models.py --full          # the README figures: U-Net batch 2 at a
                                                        # 64x64 latent, VAE decode of 512x512
     python tests/bench/bench_models.py --tiny          # a scaled-down config (seconds)
+    python tests/bench/bench_models.py --sdxl          # SDXL's U-Net, batch 2 (cond + uncond) at
+                                                       # 512x512: seconds per sampling step
     options: --repeats N, --threads N, --device cuda
 """
 
@@ -27,6 +29,9 @@ from nodeflow.models.vae import AutoencoderKL, VAEConfig
 TINY_UNET = UNetConfig(model_channels=64, channel_mult=(1, 2, 4), transformer_depth=(1, 1, 0),
                        context_dim=64)
 TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1)
+SDXL_UNET = UNetConfig(model_channels=320, channel_mult=(1, 2, 4), transformer_depth=(0, 2, 10),
+                       middle_transformer_depth=10, context_dim=2048, num_heads=None, head_channels=64,
+                       use_linear_in_transformer=True, adm_in_channels=2816)
 
 
 def diffusers_unet(config: UNetConfig, ours: UNetModel) -> torch.nn.Module:
@@ -40,10 +45,20 @@ def diffusers_unet(config: UNetConfig, ours: UNetModel) -> torch.nn.Module:
             up_block_types=["CrossAttnUpBlock2D" if d else "UpBlock2D" for d in reversed(config.transformer_depth)],
             block_out_channels=[config.model_channels * m for m in config.channel_mult],
             layers_per_block=config.num_res_blocks, cross_attention_dim=config.context_dim,
-            attention_head_dim=config.num_heads, use_linear_projection=config.use_linear_in_transformer)
+            attention_head_dim=config.num_heads or [config.model_channels * m // config.head_channels
+                                                    for m in config.channel_mult],
+            use_linear_projection=config.use_linear_in_transformer, **_sdxl_options(config))
     sd = {"model.diffusion_model." + k: v for k, v in ours.state_dict().items()}
     model.load_state_dict(convert_ldm_unet_checkpoint(sd, model.config), strict=True, assign=True)
     return model.eval()
+
+
+def _sdxl_options(config: UNetConfig) -> dict:
+    """diffusers' settings for SDXL's U-Net (per-level transformer depth, the text_time embedding)."""
+    if not config.adm_in_channels:
+        return {}
+    return dict(transformer_layers_per_block=list(config.transformer_depth), addition_embed_type="text_time",
+                addition_time_embed_dim=256, projection_class_embeddings_input_dim=config.adm_in_channels)
 
 
 def diffusers_vae(config: VAEConfig, ours: AutoencoderKL) -> torch.nn.Module:
@@ -91,10 +106,16 @@ def bench_unet(config: UNetConfig, name: str, shapes: list[tuple[int, int]], rep
         x = torch.randn(batch, config.in_channels, size, size, device=device)
         t = torch.full((batch,), 500.0, device=device)
         context = torch.randn(batch, 77, config.context_dim, device=device)
+        ours_kwargs, theirs_kwargs = {}, {}
+        if config.adm_in_channels:  # SDXL: ours takes the ADM vector, diffusers builds it from its parts
+            ours_kwargs["y"] = torch.randn(batch, config.adm_in_channels, device=device)
+            theirs_kwargs["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, config.adm_in_channels - 6 * 256, device=device),
+                                                  "time_ids": torch.tensor([[size * 8] * 2 + [0, 0] + [size * 8] * 2]
+                                                                           * batch, device=device)}
         with torch.inference_mode():
             compare(f"U-Net {name} batch {batch} latent {size}x{size}",
-                    lambda: ours(x, t, context), lambda: theirs(x, t, encoder_hidden_states=context),
-                    repeats, device)
+                    lambda: ours(x, t, context, **ours_kwargs),
+                    lambda: theirs(x, t, encoder_hidden_states=context, **theirs_kwargs), repeats, device)
 
 
 def bench_vae(config: VAEConfig, name: str, sizes: list[int], repeats: int, device: torch.device) -> None:
@@ -116,6 +137,7 @@ def main() -> None:
     scale = parser.add_mutually_exclusive_group()
     scale.add_argument("--full", action="store_true", help="README sizes (U-Net b2 64x64, VAE 512)")
     scale.add_argument("--tiny", action="store_true", help="scaled-down configs, seconds")
+    scale.add_argument("--sdxl", action="store_true", help="SDXL's U-Net, batch 2 at 512x512 (64x64 latent)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
@@ -128,6 +150,8 @@ def main() -> None:
     if args.tiny:
         bench_unet(TINY_UNET, "tiny", [(1, 16), (2, 32)], args.repeats, device)
         bench_vae(TINY_VAE, "tiny", [128, 256], args.repeats, device)
+    elif args.sdxl:
+        bench_unet(SDXL_UNET, "SDXL", [(2, 64)], args.repeats, device)
     elif args.full:
         bench_unet(UNetConfig(), "SD1.5", [(2, 64)], args.repeats, device)
         bench_vae(VAEConfig(), "SD", [512], args.repeats, device)
