@@ -22,6 +22,7 @@ Safetensors metadata may say what shapes cannot: ``nodeflow.unet.num_heads`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -48,6 +49,9 @@ VAE_PREFIX = "first_stage_model."
 SD1_SCALING_FACTOR = 0.18215
 META_UNET_HEADS = "nodeflow.unet.num_heads"
 META_VAE_SCALE = "nodeflow.vae.scaling_factor"
+#: live-preview factors fitted to the file's own VAE (nodeflow.training.preview_factors):
+#: JSON {"factors": 4 x 3, "bias": 3}
+META_LATENT_RGB = "nodeflow.latent_rgb"
 
 #: Keys ignored on purpose (see the module docstring).
 IGNORED = re.compile(
@@ -63,6 +67,19 @@ class Checkpoint:
     vae: VAE
     kind: str
     metadata: dict = field(default_factory=dict)
+
+
+def preview_factors(path: Path, text: str) -> dict:
+    """The live-preview factors stored in a file's metadata, as LatentFormat fields."""
+    try:
+        stored = json.loads(text)
+        factors = tuple(tuple(float(v) for v in row) for row in stored["factors"])
+        bias = tuple(float(v) for v in stored["bias"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelFileError(f"{path}: unreadable {META_LATENT_RGB} metadata ({error})") from None
+    if len(factors) != 4 or any(len(row) != 3 for row in factors) or len(bias) != 3:
+        raise ModelFileError(f"{path}: {META_LATENT_RGB} metadata must hold 4 x 3 factors and 3 biases")
+    return {"rgb_factors": factors, "rgb_bias": bias}
 
 
 def _take(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -116,6 +133,8 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
     latent_format = family.latent_format
     if META_VAE_SCALE in metadata:
         latent_format = replace(latent_format, scale_factor=float(metadata[META_VAE_SCALE]))
+    if META_LATENT_RGB in metadata:
+        latent_format = replace(latent_format, **preview_factors(path, metadata[META_LATENT_RGB]))
     scale = latent_format.scale_factor
     unet_sd = {k: v for k, v in _take(sd, UNET_PREFIX).items() if not IGNORED.match(k)}
     vae_sd = _take(sd, VAE_PREFIX)

@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sdxl-from", type=Path, default=None, metavar="CHECKPOINT",
                         help="only the SDXL sibling (U-Net and both text towers; --unet-* settings), "
                              "with the frozen VAE of this exported SD1 checkpoint")
+    parser.add_argument("--fit-preview", type=Path, nargs="+", default=None, metavar="CHECKPOINT",
+                        help="only fit the live-preview factors to each checkpoint's VAE and store them in it")
     parser.add_argument("--estimate", action="store_true",
                         help="time a few steps of each stage, print the projected run time, exit")
     return parser.parse_args(argv)
@@ -76,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     device = run.pick_device(args.device)
     workers = args.workers if args.workers is not None else (6 if device.type == "cuda" else 0)
+    if args.fit_preview:
+        from nodeflow.training.preview_factors import add_preview_factors
+
+        for path in args.fit_preview:
+            logger.info("%s: preview factors %s", path, add_preview_factors(path))
+        return 0
     if args.controlnet_from is not None:
         path = run.train_controlnet_stage(args.controlnet_from, args.out, device, args.controlnet_steps,
                                           args.seed, workers, batch_size=args.controlnet_batch_size)

@@ -13,6 +13,7 @@ import torch
 from nodeflow.training import architecture
 from nodeflow.training.data import ALL_CAPTIONS, batches
 from nodeflow.training.export import export_checkpoint
+from nodeflow.training.preview_factors import add_preview_factors
 from nodeflow.training.sample_grid import PREVIEW_CAPTIONS, sample_images, save_grid
 from nodeflow.training.progress import ProgressBar, format_seconds
 from nodeflow.training.shapes import ShapeDataset
@@ -120,6 +121,7 @@ def train(settings: TrainingRun, out: Path, device: torch.device, workers: int =
                 format_seconds(time.perf_counter() - started))
     train_text_unet(unet, text_encoder, pool, tokens, settings.diffusion, scale, device,
                     settings.seed, on_step=ProgressBar("unet"), on_snapshot=snapshot)
+    add_preview_factors(checkpoint)
     return checkpoint
 
 
@@ -283,4 +285,5 @@ def train_sdxl_stage(checkpoint_path: Path, out: Path, device: torch.device, set
 
     train_text_unet(unet, towers, pool, sdxl.tokenize(ALL_CAPTIONS), settings, scale, device, seed,
                     on_step=ProgressBar("sdxl"), on_snapshot=snapshot, condition=sdxl.condition)
+    add_preview_factors(target)
     return target
