@@ -137,9 +137,9 @@ def cfg_norm(model, strength: float):
 
 
 @node("DifferentialDiffusion", display="Differential Diffusion", category="_for_testing",
-      inputs=[Input("model", MODEL), Float("strength", 1.0, min=0.0, max=1.0, step=0.01)],
+      inputs=[Input("model", MODEL), Float("strength", 1.0, min=0.0, max=1.0, step=0.01, optional=True)],
       outputs=[Output(MODEL)])
-def differential_diffusion(model, strength: float):
+def differential_diffusion(model, strength: float = 1.0):
     """Inpaint with a soft mask: each pixel changes for the share of the steps its mask value gives."""
     from nodeflow.sampling.model_patches import differential_diffusion as mask_function
 
