@@ -144,6 +144,25 @@ def sampler_seeds_2(solver_type: str, eta: float, s_noise: float, r: float):
     return _sampler("seeds_2", eta=eta, s_noise=s_noise, r=r, solver_type=solver_type)
 
 
+@node("SamplerSASolver", category="sampling/custom_sampling/samplers",
+      inputs=[Input("model", MODEL), Float("eta", 1.0, min=0.0, max=10.0, step=0.01),
+              Float("sde_start_percent", 0.2, min=0.0, max=1.0, step=0.001),
+              Float("sde_end_percent", 0.8, min=0.0, max=1.0, step=0.001), _s_noise(),
+              Int("predictor_order", 3, min=1, max=6), Int("corrector_order", 4, min=0, max=6),
+              Boolean("use_pece", False), Boolean("simple_order_2", False)],
+      outputs=[Output(SAMPLER)])
+def sampler_sa_solver(model, eta: float, sde_start_percent: float, sde_end_percent: float, s_noise: float,
+                      predictor_order: int, corrector_order: int, use_pece: bool, simple_order_2: bool):
+    """SA-Solver, stochastic (eta) between the model's sigmas at sde_start_percent and sde_end_percent
+    of the way through sampling, with its predictor and corrector orders."""
+    from nodeflow.sampling.samplers_sa_solver import TauInterval
+
+    sampling = model.sampling
+    tau = TauInterval(sampling.percent_to_sigma(sde_start_percent), sampling.percent_to_sigma(sde_end_percent), eta)
+    return _sampler("sa_solver", tau_func=tau, s_noise=s_noise, predictor_order=predictor_order,
+                    corrector_order=corrector_order, use_pece=use_pece, simple_order_2=simple_order_2)
+
+
 # ---- schedulers
 
 @node("BasicScheduler", category="sampling/custom_sampling/schedulers",
@@ -240,6 +259,21 @@ def align_your_steps_scheduler(model_type: str, steps: int, denoise: float):
     from nodeflow.sampling import custom_schedules
 
     return (custom_schedules.align_your_steps(model_type, steps, denoise),)
+
+
+@node("GITSScheduler", category="sampling/custom_sampling/schedulers",
+      inputs=[Float("coeff", 1.20, min=0.80, max=1.50, step=0.05), Int("steps", 10, min=2, max=1000),
+              Float("denoise", 1.0, min=0.0, max=1.0, step=0.01)],
+      outputs=[Output(SIGMAS)])
+def gits_scheduler(coeff: float, steps: int, denoise: float):
+    """GITS's searched schedules for SD (coeff: 0.80 .. 1.50 in steps of 0.05), interpolated above 20 steps."""
+    from nodeflow.errors import NodeInputError
+    from nodeflow.sampling import custom_schedules
+
+    if denoise > 0.0 and round(coeff, 2) not in custom_schedules.GITS_SCHEDULES:
+        known = ", ".join(f"{c:.2f}" for c in custom_schedules.GITS_SCHEDULES)
+        raise NodeInputError("coeff", f"GITS has schedules for {known}, not {coeff}")
+    return (custom_schedules.gits(coeff, steps, denoise),)
 
 
 # ---- sigma lists

@@ -240,3 +240,129 @@ def test_er_sde_modes_and_seeds_2():
     [exp_heun] = nodes.ksampler_select("exp_heun_2_x0")
     assert torch.isfinite(run(seeds, 4)).all()
     assert torch.allclose(run(heun, 4), run(exp_heun, 4), atol=1e-6)  # SEEDS-2 phi_2, r 1, eta 0 = exp Heun
+
+
+def test_sa_solver_node_declares_comfyuis_inputs_and_passes_its_options():
+    from nodeflow.sampling.samplers_sa_solver import TauInterval
+    from nodeflow.spec import spec_of
+
+    spec = spec_of(nodes.sampler_sa_solver)
+    declared = {i.name: (i.default, i.min, i.max) for i in spec.inputs if i.is_widget}
+    assert [i.name for i in spec.inputs][0] == "model" and declared == {  # ComfyUI's SamplerSASolver
+        "eta": (1.0, 0.0, 10.0), "sde_start_percent": (0.2, 0.0, 1.0), "sde_end_percent": (0.8, 0.0, 1.0),
+        "s_noise": (1.0, 0.0, 100.0), "predictor_order": (3, 1, 6), "corrector_order": (4, 0, 6),
+        "use_pece": (False, None, None), "simple_order_2": (False, None, None)}
+    model = toy_model()
+    [choice] = nodes.sampler_sa_solver(model, 0.7, 0.1, 0.9, 0.5, 2, 3, True, True)
+    sampling = model.sampling
+    assert choice.name == "sa_solver" and dict(choice.options) == {
+        "tau_func": TauInterval(sampling.percent_to_sigma(0.1), sampling.percent_to_sigma(0.9), 0.7), "s_noise": 0.5,
+        "predictor_order": 2, "corrector_order": 3, "use_pece": True, "simple_order_2": True}
+    assert choice.options[0][1].start_sigma == pytest.approx(float(sampling.sigma(torch.tensor(899.1))))
+
+
+def test_sa_solver_node_with_defaults_is_ksamplers_sa_solver():
+    """At its defaults (the model's sigmas at 20 % and 80 %, eta 1, orders 3 and 4) the node's
+    sampler is KSampler's sa_solver; with use_pece its sa_solver_pece; eta 0 draws no noise."""
+    model = toy_model()
+    [sigmas] = nodes.basic_scheduler(model, "karras", 8, 1.0)
+
+    def run(sampler, seed):
+        return nodes.sampler_custom(model, True, seed, 3.0, cond(1.0), cond(0.0), sampler, sigmas, LATENT, ctx())[0]
+
+    for use_pece, name in ((False, "sa_solver"), (True, "sa_solver_pece")):
+        [node_sampler] = nodes.sampler_sa_solver(model, 1.0, 0.2, 0.8, 1.0, 3, 4, use_pece, False)
+        expected = sample(model, seed=4, steps=8, cfg=3.0, sampler_name=name, scheduler="karras",
+                          positive=cond(1.0), negative=cond(0.0), latent=LATENT)["samples"]
+        assert torch.equal(run(node_sampler, 4)["samples"], expected)
+    [noisy] = nodes.sampler_sa_solver(model, 1.0, 0.2, 0.8, 1.0, 3, 4, False, False)
+    [ode] = nodes.sampler_sa_solver(model, 0.0, 0.2, 0.8, 1.0, 3, 4, False, False)
+    same_start = {"samples": torch.zeros(2, 4, 8, 8)}
+
+    def without_initial_noise(sampler, seed):
+        return nodes.sampler_custom(model, False, seed, 3.0, cond(1.0), cond(0.0), sampler, sigmas, same_start,
+                                    ctx())[0]["samples"]
+
+    assert torch.equal(without_initial_noise(ode, 1), without_initial_noise(ode, 2))
+    assert not torch.allclose(without_initial_noise(noisy, 1), without_initial_noise(noisy, 2))
+
+
+# ---- GITS
+
+# ComfyUI's comfy_extras/nodes_gits.py NOISE_LEVELS (from the GITS authors' zju-pi/diff-sampler):
+GITS_1_20_STEPS_10 = [14.61464119, 5.85520077, 2.84484982, 1.67050016, 1.08895338, 0.74807048, 0.50118381,
+                      0.32104823, 0.19894916, 0.09824532, 0.02916753]  # NOISE_LEVELS[1.20][10 - 2]
+GITS_1_20_STEPS_20 = [14.61464119, 7.49001646, 4.65472794, 3.07277966, 2.19988537, 1.61558151, 1.24153244,
+                      0.95350921, 0.74807048, 0.59516323, 0.50118381, 0.41087446, 0.34370604, 0.29807833, 0.25053367,
+                      0.22545385, 0.19894916, 0.17026083, 0.13792117, 0.09824532, 0.02916753]  # [1.20][20 - 2]
+GITS_0_80_STEPS_2 = [14.61464119, 7.49001646, 0.02916753]  # NOISE_LEVELS[0.80][0]
+GITS_1_50_STEPS_4 = [14.61464119, 0.86115354, 0.32104823, 0.09824532, 0.02916753]  # NOISE_LEVELS[1.50][2]
+
+
+def with_final_zero(levels):
+    return torch.tensor(levels[:-1] + [0.0], dtype=torch.float32)
+
+
+def test_gits_node_declares_comfyuis_inputs_and_gives_its_table_rows():
+    from nodeflow.spec import spec_of
+
+    spec = spec_of(nodes.gits_scheduler)
+    assert [(i.name, i.default, i.min, i.max) for i in spec.inputs] == [
+        ("coeff", 1.20, 0.80, 1.50), ("steps", 10, 2, 1000), ("denoise", 1.0, 0.0, 1.0)]
+    assert spec.input("coeff").step == 0.05
+    for coeff, steps, levels in ((1.2, 10, GITS_1_20_STEPS_10), (1.2, 20, GITS_1_20_STEPS_20),
+                                 (0.8, 2, GITS_0_80_STEPS_2), (1.5, 4, GITS_1_50_STEPS_4)):
+        [sigmas] = nodes.gits_scheduler(coeff, steps, 1.0)
+        assert sigmas.dtype == torch.float32 and torch.equal(sigmas, with_final_zero(levels)), (coeff, steps)
+    [float_noise] = nodes.gits_scheduler(1.15 + 0.05, 10, 1.0)  # 1.2000000000000002: rounded to 2 places
+    assert torch.equal(float_noise, with_final_zero(GITS_1_20_STEPS_10))
+
+
+def test_gits_interpolates_the_20_step_row_above_20_steps():
+    """Above 20 steps: the 20-step row spread log-linearly over steps + 1 points (numpy's interp
+    of log sigma at evenly spaced positions, ComfyUI's loglinear_interp); both ends kept."""
+    for steps in (21, 25, 60):
+        [sigmas] = nodes.gits_scheduler(1.2, steps, 1.0)
+        assert len(sigmas) == steps + 1 and float(sigmas[-1]) == 0
+        expected = []
+        for j in range(steps + 1):  # position of point j on the row's 20 intervals, from the low end
+            position = (steps - j) / steps * 20
+            low = min(int(position), 19)
+            fraction = position - low
+            a, b = GITS_1_20_STEPS_20[20 - low], GITS_1_20_STEPS_20[19 - low]
+            expected.append(a ** (1 - fraction) * b**fraction)
+        assert torch.allclose(sigmas[:-1].double(), torch.tensor(expected[:-1], dtype=torch.float64), rtol=1e-6)
+        assert float(sigmas[0]) == pytest.approx(14.61464119, rel=1e-7)  # the last point, 0.02916753, became 0
+    assert float(nodes.gits_scheduler(1.2, 40, 1.0)[0][2]) == pytest.approx(7.49001646, rel=1e-6)  # every other point
+
+
+def test_gits_denoise_and_edges():
+    """denoise < 1 keeps the last round(steps * denoise) steps (Python's rounding: half to even),
+    denoise 0 gives no sigmas; a coeff outside the table names the input."""
+    [half] = nodes.gits_scheduler(1.2, 10, 0.5)
+    assert torch.equal(half, with_final_zero(GITS_1_20_STEPS_10[-6:]))
+    assert len(nodes.gits_scheduler(1.2, 10, 0.0)[0]) == 0
+    assert nodes.gits_scheduler(1.2, 10, 0.04)[0].tolist() == [0.0]  # round(0.4) = 0 steps: only the final 0
+    assert len(nodes.gits_scheduler(1.2, 5, 0.5)[0]) == 3  # round(2.5) = 2
+    assert len(nodes.gits_scheduler(1.2, 7, 0.5)[0]) == 5  # round(3.5) = 4
+    assert torch.equal(nodes.gits_scheduler(1.2, 10, 0.999)[0], nodes.gits_scheduler(1.2, 10, 1.0)[0])
+    with pytest.raises(NodeInputError, match="1.25") as error:
+        nodes.gits_scheduler(1.22, 10, 1.0)
+    assert error.value.input_name == "coeff"
+
+
+def test_gits_table_rows_are_schedules_and_its_grid_is_sds_sigmas():
+    """Every row (15 coeffs, 2 to 20 steps): steps + 1 strictly decreasing sigmas from SD's
+    sigma_max to its sigma_min; the grid's point k is SD's sigma at timestep 9.99 k (within 3e-6)."""
+    from nodeflow.sampling import custom_schedules
+
+    assert list(custom_schedules.GITS_SCHEDULES) == [round(0.80 + 0.05 * i, 2) for i in range(15)]
+    for coeff in custom_schedules.GITS_SCHEDULES:
+        assert len(custom_schedules.GITS_SCHEDULES[coeff]) == 19
+        for steps in range(2, 21):
+            levels = custom_schedules.gits_table_levels(coeff, steps)
+            assert len(levels) == steps + 1 and levels[0] == 14.61464119 and levels[-1] == 0.02916753
+            assert all(a > b for a, b in zip(levels, levels[1:])), (coeff, steps)
+    sd = ModelSampling.sd1()
+    for k, sigma in custom_schedules.GITS_GRID.items():
+        assert abs(float(sd.sigma(torch.tensor(9.99 * k, dtype=torch.float64))) - sigma) < 3e-6 + 1e-6 * sigma, k

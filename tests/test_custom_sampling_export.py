@@ -26,6 +26,9 @@ SAMPLER_NODES = {
     "SamplerEulerAncestralCFGPP": {"eta": 1.0, "s_noise": 1.0},
     "SamplerER_SDE": {"solver_type": "Reverse-time SDE", "max_stage": 3, "eta": 0.5, "s_noise": 1.0},
     "SamplerSEEDS2": {"solver_type": "phi_2", "eta": 1.0, "s_noise": 1.0, "r": 0.5},
+    "SamplerSASolver": {"model": ["1", 0], "eta": 1.0, "sde_start_percent": 0.2, "sde_end_percent": 0.8,
+                        "s_noise": 1.0, "predictor_order": 3, "corrector_order": 4, "use_pece": True,
+                        "simple_order_2": False},
     "SamplerDPMAdaptative": {"order": 3, "rtol": 0.05, "atol": 0.0078, "h_init": 0.05, "pcoeff": 0.0, "icoeff": 1.0,
                              "dcoeff": 0.0, "accept_safety": 0.81, "eta": 0.0, "s_noise": 1.0},
 }
@@ -37,6 +40,7 @@ SCHEDULE_NODES = {
     "PolyexponentialScheduler": {"steps": STEPS, "sigma_max": 14.614642, "sigma_min": 0.0291675, "rho": 1.0},
     "LaplaceScheduler": {"steps": STEPS, "sigma_max": 14.614642, "sigma_min": 0.0291675, "mu": 0.0, "beta": 0.5},
     "VPScheduler": {"steps": STEPS, "beta_d": 19.9, "beta_min": 0.1, "eps_s": 0.001},
+    "GITSScheduler": {"coeff": 1.2, "steps": STEPS, "denoise": 1.0},
     "BetaSamplingScheduler": {"model": ["1", 0], "steps": STEPS, "alpha": 0.6, "beta": 0.6},
     "SDTurboScheduler": {"model": ["1", 0], "steps": 2, "denoise": 1.0},
     "AlignYourStepsScheduler": {"model_type": "SD1", "steps": STEPS, "denoise": 1.0},

@@ -267,7 +267,7 @@ def test_names_follow_comfyui_order():
                    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde",
                    "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"]
     assert list(SAMPLER_NAMES) == [name for name in comfy_order if name in SAMPLERS]
-    assert len(SAMPLER_NAMES) == 38
+    assert len(SAMPLER_NAMES) == 40  # all of ComfyUI's KSampler names, less its 4 _gpu aliases
 
 
 def test_lcm_follows_its_variance_recursion():

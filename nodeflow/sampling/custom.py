@@ -30,6 +30,11 @@ class SamplerChoice:
         """Whether the sampler reads the guidance's unconditional estimate (CFG++)."""
         return getattr(get_sampler(self.name), "wants_uncond", False)
 
+    @property
+    def wants_model_sampling(self) -> bool:
+        """Whether the sampler reads the model's sampling (SA-Solver's default SDE interval)."""
+        return getattr(get_sampler(self.name), "wants_model_sampling", False)
+
     def __call__(self, denoise, x: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
         return get_sampler(self.name)(denoise, x, sigmas, **kwargs, **dict(self.options))  # sigmas as given
 

@@ -122,6 +122,8 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
     if getattr(sampler, "wants_uncond", False):  # CFG++ samplers read the unconditional estimate
         extra["uncond"] = UncondRecord()
         denoiser.uncond_record = extra["uncond"]
+    if getattr(sampler, "wants_model_sampling", False):  # SA-Solver: its default SDE interval is the model's
+        extra["model_sampling"] = model.sampling
     mask = latent.get("noise_mask")
     keep = None if mask is None else prepare_mask(mask.to(samples.device), samples.shape)  # (B, C, h, w)
     denoise_fn = denoiser if keep is None else _masked(denoiser, model, keep, source, noise, sigmas)

@@ -7,7 +7,7 @@ model's estimate of the clean latent at noise level ``sigma`` (a (B,) tensor), `
 denoised)`` is called once per step with the step's first model estimate.
 
 The methods live in samplers_ode (single-step ODE), samplers_dpm_solver (dpm_fast/adaptive),
-samplers_multistep, samplers_unipc and samplers_stochastic (ancestral and SDE).
+samplers_multistep, samplers_unipc, samplers_stochastic (ancestral and SDE) and samplers_sa_solver.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from nodeflow.sampling.samplers_dpm_solver import sample_dpm_adaptive, sample_dp
 from nodeflow.sampling.samplers_multistep import (sample_deis, sample_dpmpp_2m, sample_ipndm, sample_ipndm_v,
                                                  sample_lms)
 from nodeflow.sampling.samplers_ode import sample_ddim, sample_dpm_2, sample_euler, sample_heun, sample_heunpp2
+from nodeflow.sampling.samplers_sa_solver import sample_sa_solver, sample_sa_solver_pece
 from nodeflow.sampling.samplers_stochastic import (sample_ddpm, sample_dpm_2_ancestral, sample_dpmpp_2m_sde,
                                                    sample_dpmpp_2m_sde_heun, sample_dpmpp_2s_ancestral,
                                                    sample_dpmpp_3m_sde, sample_dpmpp_sde, sample_er_sde,
@@ -36,8 +37,7 @@ from nodeflow.sampling.samplers_unipc import sample_uni_pc, sample_uni_pc_bh2
 
 Sampler = Callable[..., torch.Tensor]
 
-#: Name -> sampler, in the order of ComfyUI's KSampler list (its SAMPLER_NAMES, less the ones we
-#: do not have yet: sa_solver and sa_solver_pece; its *_gpu names are
+#: Name -> sampler, in the order of ComfyUI's KSampler list (its SAMPLER_NAMES; its *_gpu names are
 #: read as the samplers they are, see nodeflow.formats.comfy.SAMPLER_ALIASES).
 SAMPLERS: dict[str, Sampler] = {
     "euler": sample_euler,
@@ -75,6 +75,8 @@ SAMPLERS: dict[str, Sampler] = {
     "er_sde": sample_er_sde,
     "seeds_2": sample_seeds_2,
     "seeds_3": sample_seeds_3,
+    "sa_solver": sample_sa_solver,
+    "sa_solver_pece": sample_sa_solver_pece,
     "ddim": sample_ddim,  # deterministic DDIM: the Euler step in sigma, as in ComfyUI
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
@@ -85,7 +87,7 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 STOCHASTIC = frozenset({"euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "dpmpp_2s_ancestral",
                         "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde",
                         "ddpm", "lcm", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "er_sde",
-                        "exp_heun_2_x0_sde", "seeds_2", "seeds_3"})
+                        "exp_heun_2_x0_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece"})
 
 #: Samplers that ComfyUI runs on a schedule of steps + 1 with the penultimate sigma dropped.
 DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
