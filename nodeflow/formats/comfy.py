@@ -29,6 +29,7 @@ from nodeflow.errors import UnknownNodeType, WorkflowFormatError
 from nodeflow.spec import CHOICE, FLOAT, INT, STRING
 from nodeflow.engine.graph import active_links
 from nodeflow.engine.workflow import Link, NodeInstance, Workflow, is_numeric_id, link_order, node_id_order
+from nodeflow.formats.comfy_subgraphs import flatten_subgraphs
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +188,7 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
         raise WorkflowFormatError("reading a ComfyUI UI workflow needs the node registry")
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
         raise WorkflowFormatError("ComfyUI UI workflow: expected an object with a 'nodes' list")
-    if (data.get("definitions") or {}).get("subgraphs"):
-        raise WorkflowFormatError("ComfyUI UI workflow: subgraphs (group nodes) are not supported; "
-                                  "export the workflow in API format instead")
+    data = flatten_subgraphs(data, registry)  # subgraphs and group nodes become their inner nodes
     raw_nodes: dict[str, dict] = {}
     for raw in data["nodes"]:
         if isinstance(raw, dict) and "id" in raw:
