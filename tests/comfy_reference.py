@@ -5,7 +5,8 @@ shared/reference/comfyui-conventions.md (checked there against ComfyUI's own cod
 It reads the same single file as nodeflow, but through diffusers' single-file converters (U-Net,
 VAE) and the transformers text models the file was written from (tests/family_files.py). The
 tokenizer is transformers' CLIPTokenizer, the schedules and the model wrapper are written here
-from the conventions, the samplers are k-diffusion's. Nothing here imports nodeflow except the
+from the conventions, the samplers are k-diffusion's (those it lacks, the Align Your Steps schedule
+and the model patches: tests/comfy_reference_extras.py). Nothing here imports nodeflow except the
 location of the tokenizer files, so a mistake in nodeflow's loaders, text encoders, ADM vector,
 noise, schedules or decoding shows as different pixels.
 
@@ -38,9 +39,15 @@ class Job:
     steps: int = 6
     cfg: float = 5.0
     sampler: str = "euler"           # a k-diffusion sampler name: euler, dpmpp_2m, euler_ancestral, dpmpp_2m_sde ...
-    scheduler: str = "normal"        # normal | karras
+                                     # or one written in comfy_reference_extras: er_sde, res_multistep, euler_cfg_pp
+    scheduler: str = "normal"        # normal | karras | align_your_steps (extras; SDXL, 10 steps, custom_advanced)
     parameterization: str = "eps"    # eps | v
     sdxl_sizes: dict = field(default_factory=dict)  # CLIPTextEncodeSDXL's inputs; empty: plain CLIPTextEncode
+    # model patch nodes between the loader and the sampler, in order: (class_type, ((input, value), ...)),
+    # e.g. ("RescaleCFG", (("multiplier", 0.7),)); rendered by tests/comfy_reference_extras.py
+    patches: tuple = ()
+    # SamplerCustomAdvanced (RandomNoise + CFGGuider + KSamplerSelect + a scheduler node) instead of KSampler
+    custom_advanced: bool = False
 
 
 def tokenizer():
@@ -112,6 +119,11 @@ def schedule(name: str, steps: int, table: torch.Tensor) -> torch.Tensor:
 # ---- the denoiser (conventions 5-7, 22)
 
 class Denoiser:
+    """ComfyUI's CFG denoiser. ``uncond_denoised``: the last call's unconditional prediction (what
+    ComfyUI's post-CFG hook hands the CFG++ samplers); ``guide`` combines the two predictions
+    (subclasses replace it as ComfyUI's sampler_cfg_function patches do)."""
+    uncond_denoised: torch.Tensor | None = None
+
     def __init__(self, unet, table: torch.Tensor, parameterization: str, cond: dict, uncond: dict, cfg: float):
         self.unet, self.log_sigmas, self.v = unet, table.double().log().float(), parameterization == "v"
         self.cond, self.uncond, self.cfg = cond, uncond, cfg
@@ -129,6 +141,11 @@ class Denoiser:
         x2 = torch.cat([x, x])
         denoised = x2 / (s4 ** 2 + 1) - out * s4 / (s4 ** 2 + 1) ** 0.5 if self.v else x2 - s4 * out
         uncond, cond = denoised.chunk(2)
+        self.uncond_denoised = uncond
+        return self.guide(x, sigma, uncond, cond, out)
+
+    def guide(self, x, sigma, uncond, cond, raw):
+        """Convention 7 (``raw``: the U-Net's outputs for uncond and cond, batched in that order)."""
         return uncond + (cond - uncond) * self.cfg
 
 
@@ -175,8 +192,12 @@ def diffusers_vae(checkpoint: dict, ldm: dict):
 # ---- the whole graph
 
 @torch.no_grad()
-def render(path, ldm: dict, sources: dict, job: Job) -> np.ndarray:
-    """The H x W x 3 uint8 image ComfyUI's basic graph gives for ``job`` on the file at ``path``."""
+def render(path, ldm: dict, sources: dict, job: Job, *, sigmas: torch.Tensor | None = None, sample=run_sampler,
+           denoiser=Denoiser, unet_hook=None) -> np.ndarray:
+    """The H x W x 3 uint8 image ComfyUI's basic graph gives for ``job`` on the file at ``path``.
+    Hooks (tests/comfy_reference_extras.py): ``sigmas`` instead of ``job.scheduler``'s schedule,
+    ``sample(job, denoiser, x, sigmas)`` instead of k-diffusion's sampler, ``denoiser`` the
+    Denoiser class (or factory with its arguments), ``unet_hook(unet)`` to patch diffusers' U-Net."""
     from diffusers.loaders import single_file_utils as sfu
     checkpoint = sfu.load_single_file_checkpoint(str(path))
     checkpoint = {k: v.float() for k, v in checkpoint.items()}
@@ -190,11 +211,14 @@ def render(path, ldm: dict, sources: dict, job: Job) -> np.ndarray:
         uncond = {"encoder_hidden_states": sd2_text(sources, job.negative)}
         scale = 0.18215
     table = sigma_table()
-    sigmas = schedule(job.scheduler, job.steps, table)
+    sigmas = schedule(job.scheduler, job.steps, table) if sigmas is None else sigmas
     noise = torch.randn([1, 4, job.height // 8, job.width // 8], generator=torch.Generator().manual_seed(job.seed))
+    assert float(sigmas[0]) > float(table[-1]) * (1 - 1e-5)  # convention 9's full-denoise start (or above)
     x = noise * (1 + sigmas[0] ** 2) ** 0.5  # convention 9: the empty latent is all zeros
-    denoiser = Denoiser(diffusers_unet(checkpoint, ldm), table, job.parameterization, cond, uncond, job.cfg)
-    latent = run_sampler(job, denoiser, x, sigmas)
+    unet = diffusers_unet(checkpoint, ldm)
+    if unet_hook is not None:
+        unet_hook(unet)
+    latent = sample(job, denoiser(unet, table, job.parameterization, cond, uncond, job.cfg), x, sigmas)
     decoded = diffusers_vae(checkpoint, ldm).decode(latent / scale).sample
     pixels = ((decoded + 1) / 2).clamp(0, 1)[0].permute(1, 2, 0).numpy()
     return np.clip(255.0 * pixels, 0, 255).astype(np.uint8)  # convention 11: truncation
