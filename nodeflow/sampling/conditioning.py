@@ -6,7 +6,9 @@ used here: ``pooled_output``, the SDXL size conditions (``width``, ``height``, `
 ``area`` ((h, w, y, x) in latent pixels, or ("percentage", h, w,
 y, x) in fractions), ``strength``, ``mask`` ((B, H, W) at any size), ``mask_strength``,
 ``set_area_to_bounds``, ``timestep_start`` / ``timestep_end`` (fractions of the schedule, 0 the
-noisy start), ``control`` (a ControlHook) and ``control_apply_to_uncond``.
+noisy start), ``control`` (a ControlHook) and ``control_apply_to_uncond``; for inpainting models
+``concat_latent_image`` (a VAE latent (B, 4, h, w)) and ``concat_mask`` (B, 1, H, W), read by
+``inpaint_concat``.
 
 Nothing here modifies a list, an entry or its dict: every helper returns new ones, so cached
 node outputs never change.
@@ -27,10 +29,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nodeflow.image.ops import upscale
+
 Conditioning = list[tuple[torch.Tensor, dict[str, Any]]]
 Area = tuple[int, int, int, int]  # (h, w, y, x) in latent pixels
 
 MIN_BOUNDS = 8  # ComfyUI's smallest "mask bounds" area, in latent pixels
+#: an SD latent (in the model's scaled space) of a blank image: what an inpainting model sees when
+#: there is no mask at all (ComfyUI's blank_inpaint_image_like)
+BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
 
 
 # ---------------------------------------------------------------- helpers for the nodes
@@ -222,3 +229,71 @@ def share_control(positive: list[Entry], negative: list[Entry]) -> list[Entry]:
         else:
             negative.append(copy)
     return negative
+
+
+# ---------------------------------------------------------------- inpainting models' extra input
+
+
+def inpaint_concat(model, lists: list[Conditioning], source: torch.Tensor,
+                   noise_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The extra input channels of an inpainting model (a U-Net with 2 C + 1 input channels for
+    C-channel latents: SD1/SD2/SDXL inpainting, 9), as ComfyUI's BaseModel.concat_cond: the mask
+    (1 channel) then the masked image's latent (C channels), (B, C + 1, h, w) like ``source``.
+    None for any other model (its input is the latent alone: the options are ignored).
+
+    ``source`` is the latent being sampled in the model's space (process_in), ``noise_mask`` its
+    noise mask resized to it ((B, C, h, w), or None). The first entry of ``lists`` that has
+    ``concat_latent_image`` or ``concat_mask`` (InpaintModelConditioning puts both on every entry)
+    gives them: the latent is taken into the model's space; without one the masked image is
+    ``source`` and the mask the noise mask (VAEEncodeForInpaint's latent). Either is resized to the
+    latent (bilinear, centre crop) and to its batch (ComfyUI's resize_to_batch_size); the mask is
+    rounded to 0 / 1. Without any mask the model gets mask 1 and the latent of a blank image.
+    """
+    in_channels = getattr(getattr(model.unet, "config", None), "in_channels", None)
+    batch, channels, height, width = source.shape
+    if in_channels is None or in_channels <= channels:
+        return None
+    if in_channels != 2 * channels + 1:
+        raise ValueError(f"the U-Net takes {in_channels} input channels for {channels}-channel latents; only "
+                         f"inpainting models ({2 * channels + 1}: mask and masked latent) are known")
+    options = next((o for entries in lists for _, o in entries
+                    if "concat_latent_image" in o or "concat_mask" in o), {})
+    image = options.get("concat_latent_image")
+    if image is None:
+        image = source
+    else:
+        image = model.latent_format.process_in(image.float().to(source.device))
+    if image.shape[1:] != source.shape[1:]:
+        image = upscale(image, width, height, "bilinear", "center")
+    image = _spread_to_batch(image, batch)
+    mask = options.get("concat_mask", noise_mask)
+    if mask is None:
+        if len(BLANK_INPAINT_LATENT) != channels:
+            raise ValueError(f"no blank inpainting latent is known for {channels}-channel latents")
+        blank = torch.tensor(BLANK_INPAINT_LATENT, dtype=source.dtype, device=source.device)
+        return torch.cat([torch.ones_like(source[:, :1]), blank.view(1, -1, 1, 1).expand_as(source)], dim=1)
+    mask = mask.float().to(source.device)
+    if mask.ndim == 4:
+        mask = mask[:, :1]
+    mask = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1])  # (B', 1, H, W)
+    if mask.shape[-2:] != (height, width):
+        mask = upscale(mask, width, height, "bilinear", "center")
+    mask = _spread_to_batch(mask.round(), batch)
+    return torch.cat([mask, image.to(source)], dim=1)  # (B, 1 + C, h, w)
+
+
+def _spread_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    """``tensor`` with ``batch`` items, spread evenly over its own (ComfyUI's resize_to_batch_size:
+    2 -> 4 gives 0, 0, 1, 1; 4 -> 2 gives 0, 3)."""
+    size = tensor.shape[0]
+    if size == batch:
+        return tensor
+    if batch <= 1:
+        return tensor[:batch]
+    if batch < size:
+        scale = (size - 1) / (batch - 1)
+        index = [min(round(i * scale), size - 1) for i in range(batch)]
+    else:
+        scale = size / batch
+        index = [min(math.floor((i + 0.5) * scale), size - 1) for i in range(batch)]
+    return tensor[torch.tensor(index, device=tensor.device)]

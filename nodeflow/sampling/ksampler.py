@@ -7,7 +7,8 @@
 3. Start: x = scaled latent + noise * sigma0 (noise * sqrt(1 + sigma0^2) at the top of the
    schedule); ancestral noise comes from a CPU generator seeded with seed + 1.
 4. With a noise mask (inpainting) the unmasked region is reset at every step to the source
-   latent noised to the current sigma, and the model's estimate there to the source.
+   latent noised to the current sigma, and the model's estimate there to the source. Inpainting
+   models (9 input channels) also get the mask and the masked image's latent as extra channels.
 5. The result is unscaled back into the VAE's space.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from nodeflow.sampling.conditioning import inpaint_concat
 from nodeflow.sampling.guidance import CFGDenoiser
 from nodeflow.sampling.memory import images_per_call
 from nodeflow.sampling.model import DiffusionModel
@@ -126,6 +128,7 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
         extra["model_sampling"] = model.sampling
     mask = latent.get("noise_mask")
     keep = None if mask is None else prepare_mask(mask.to(samples.device), samples.shape)  # (B, C, h, w)
+    _give_inpaint_concat(denoiser, model, source, keep)
     denoise_fn = denoiser if keep is None else _masked(denoiser, model, keep, source, noise, sigmas)
     if check_cancel is not None:
         denoise_fn = _cancellable(denoise_fn, check_cancel)
@@ -143,6 +146,18 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
     output = dict(latent) | {"samples": model.latent_format.process_out(x).to(device)}
     denoised_output = dict(latent) | {"samples": model.latent_format.process_out(last["denoised"]).to(device)}
     return output, denoised_output
+
+
+def _give_inpaint_concat(denoiser: Callable, model: DiffusionModel, source: torch.Tensor,
+                         keep: torch.Tensor | None) -> None:
+    """An inpainting model's mask and masked-latent channels (nodeflow.sampling.conditioning.
+    inpaint_concat: from InpaintModelConditioning's options, else from the latent and its noise
+    mask) for each CFGDenoiser that was given none: ``denoiser`` itself or those it holds
+    (DualCFGGuider's), each from its own lists. Other models are left as they are."""
+    parts = [denoiser, *getattr(denoiser, "__dict__", {}).values()]
+    for part in parts:
+        if isinstance(part, CFGDenoiser) and part.concat is None:
+            part.concat = inpaint_concat(model, [part.positive, part.negative], source, keep)
 
 
 def _cancellable(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
