@@ -75,7 +75,9 @@ class DualCFGDenoiser:
     """DualCFGGuider: predictions for (negative, cond2, cond1) combined as ComfyUI's regular style
     guide(cond2 vs neg, cfg2) + (cond1 - cond2) * cfg1, or its nested style
     neg + cfg2 * (guide(cond1 vs cond2, cfg1) - neg), where guide is the model's CFG combination
-    (uncond + (cond - uncond) cfg, or its patches: RescaleCFG, CFGZeroStar ...)."""
+    (uncond + (cond - uncond) cfg, or its patches: RescaleCFG, CFGZeroStar, PAG ...). A post-guidance
+    function that predicts again gets the two lists of its guide call (regular: cond2 and the
+    negative; nested: cond1 and cond2), each as its own CFGDenoiser resolved it."""
 
     def __init__(self, guider: Guider, max_batch: int | None) -> None:
         cond1, cond2, negative = guider.conds
@@ -85,16 +87,25 @@ class DualCFGDenoiser:
         self.uncond_record = None  # a CFG++ sampler's: here the negative prediction, as ComfyUI's post-CFG sees it
         self.first = CFGDenoiser(guider.model, cond1, cond2, 2.0, None, max_batch)
         self.second = CFGDenoiser(guider.model, cond2, negative, 2.0, None, max_batch)
+        self.run_state = self.second.run_state = self.first.run_state  # one run: the patches' state is shared
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         lists = self.first.entries(*x.shape[-2:])
+        negative_list = self.second.entries(*x.shape[-2:])[1]
         cond1, cond2 = self.first.predict(x, sigma, lists)
-        negative = self.second.predict(x, sigma, self.second.entries(*x.shape[-2:])[1:])[0]
+        negative = self.second.predict(x, sigma, [negative_list])[0]
         if self.uncond_record is not None:
             self.uncond_record.value = negative
+        first, second = self.first.predictor(sigma, lists), self.second.predictor(sigma, [negative_list])
         if self.nested:
-            return negative + self.cfg2 * (self.model.guide(x, sigma, cond1, cond2, self.cfg1) - negative)
-        return self.model.guide(x, sigma, cond2, negative, self.cfg2) + (cond1 - cond2) * self.cfg1
+            guided = self.model.guide(x, sigma, cond1, cond2, self.cfg1, predict=first, run_state=self.run_state)
+            return negative + self.cfg2 * (guided - negative)
+
+        def predict(which: int, x: torch.Tensor, model: DiffusionModel) -> torch.Tensor:  # cond2, negative
+            return first(1, x, model) if which == 0 else second(0, x, model)
+
+        guided = self.model.guide(x, sigma, cond2, negative, self.cfg2, predict=predict, run_state=self.run_state)
+        return guided + (cond1 - cond2) * self.cfg1
 
 
 def check_sigmas(sigmas: torch.Tensor) -> str | None:

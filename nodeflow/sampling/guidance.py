@@ -8,7 +8,12 @@ min(8, size / 4) latent pixels. The list's prediction is
 
     D = sum_i m_i D_i / (1e-37 + sum_i m_i)      (pixels no entry covers predict 0)
 
-and the guided prediction is  uncond + cfg * (cond - uncond);  cfg == 1 skips the negative list.
+and the guided prediction is  uncond + cfg * (cond - uncond);  cfg == 1 skips the negative list
+(unless the model's patches read it: ``uncond_at_cfg1``). The model's post-guidance functions may
+ask for a list's prediction again, for another latent or a differently patched model (PAG, SAG):
+``predictor`` answers them through ``predict`` itself, so they see the same areas, masks,
+ControlNets and ADM vectors. Each denoiser holds the ``run_state`` dict of its sampling run, which
+the model's U-Net hooks and post-guidance functions share (SAG's attention map).
 
 Entries whose crops have the same size and share the same ControlNet chain run in one batched
 forward (positive and negative together, negative first as in ComfyUI) when memory allows: if
@@ -32,7 +37,7 @@ import torch
 
 from nodeflow.runtime.devices import is_out_of_memory
 from nodeflow.sampling.conditioning import Area, Entry, pair_areas, resolve, share_control
-from nodeflow.sampling.model import DiffusionModel
+from nodeflow.sampling.model import DiffusionModel, Repredict
 
 FEATHER = 8  # at most this many latent pixels of linear ramp at an area's inner borders
 MAX_TOKEN_REPEAT = 4  # ComfyUI's limit on padding contexts by repetition
@@ -66,6 +71,7 @@ class CFGDenoiser:
         self.uncond_record = None  # a CFG++ sampler's UncondRecord: filled at every call, even at cfg 1
         self.separate = False  # set when a batched forward ran out of memory: one entry per call since
         self.calls = 0  # model forwards so far (tests, statistics)
+        self.run_state: dict = {}  # this run's state of the model's patches (nodeflow.sampling.model.GuidanceStep)
         self._entries: dict[tuple[int, int], list[list[Entry]]] = {}
         self._weights: dict[tuple, torch.Tensor] = {}  # weight maps per entry and latent shape
 
@@ -81,7 +87,7 @@ class CFGDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         lists = self.entries(*x.shape[-2:])
-        if math.isclose(self.cfg, 1.0) and self.uncond_record is None:
+        if math.isclose(self.cfg, 1.0) and self.uncond_record is None and not self.model.uncond_at_cfg1:
             cond = self.predict(x, sigma, lists[:1])[0]
             if not self.model.patches_guidance:
                 return cond
@@ -90,17 +96,31 @@ class CFGDenoiser:
             cond, uncond = self.predict(x, sigma, lists)
             if self.uncond_record is not None:
                 self.uncond_record.value = uncond
-        return self.model.guide(x, sigma, cond, uncond, self.cfg)
+        return self.model.guide(x, sigma, cond, uncond, self.cfg, predict=self.predictor(sigma, lists),
+                                run_state=self.run_state)
 
-    def predict(self, x: torch.Tensor, sigma: torch.Tensor, lists: list[list[Entry]]) -> list[torch.Tensor]:
-        """Each list's combined prediction for x (B, C, h, w) at sigma (B,)."""
+    def predictor(self, sigma: torch.Tensor, lists: list[list[Entry]]) -> Repredict:
+        """predict(which, x, model): list ``which`` of ``lists`` alone, predicted for x at ``sigma``
+        by ``model`` (post-guidance functions evaluating the model again)."""
+
+        def predict(which: int, x: torch.Tensor, model: DiffusionModel) -> torch.Tensor:
+            return self.predict(x, sigma, [lists[which]], model)[0]
+
+        return predict
+
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, lists: list[list[Entry]],
+                model: DiffusionModel | None = None) -> list[torch.Tensor]:
+        """Each list's combined prediction for x (B, C, h, w) at sigma (B,), by ``model`` (default:
+        the guidance's; another is a differently patched copy of it). The forwards tell the U-Net's
+        hooks each chunk's list index in ``lists`` (``cond_or_uncond``)."""
+        model = self.model if model is None else model
         sums = [torch.zeros_like(x) for _ in lists]  # (B, C, h, w)
         counts = [torch.full_like(x, EMPTY_WEIGHT) for _ in lists]
         for group in _batches(self._jobs(x, float(sigma[0]), lists)):
             start = 0
             while start < len(group):  # the chunk size drops to 1 once a forward ran out of memory
                 chunk = group[start:start + self._jobs_per_call(len(group), len(x))]
-                self._run(x, sigma, chunk, sums, counts)
+                self._run(model, x, sigma, chunk, sums, counts)
                 start += len(chunk)
         return [s / c for s, c in zip(sums, counts)]
 
@@ -110,13 +130,13 @@ class CFGDenoiser:
             return 1
         return group if self.max_batch is None else max(1, self.max_batch // images)
 
-    def _run(self, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job], sums: list[torch.Tensor],
-             counts: list[torch.Tensor]) -> None:
+    def _run(self, model: DiffusionModel, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job],
+             sums: list[torch.Tensor], counts: list[torch.Tensor]) -> None:
         """Accumulate a batch of jobs; if its batched forward runs out of memory, run them one by
         one instead (nothing was accumulated: the error comes from the model call, before)."""
         if len(batch) > 1:
             try:
-                self._accumulate(x, sigma, batch, sums, counts)
+                self._accumulate(model, x, sigma, batch, sums, counts)
                 return
             except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
                 if not is_out_of_memory(error):
@@ -124,7 +144,7 @@ class CFGDenoiser:
             self.separate = True  # outside the except block: its traceback no longer holds tensors
             _release_cached_memory(x.device)
         for job in batch:
-            self._accumulate(x, sigma, [job], sums, counts)
+            self._accumulate(model, x, sigma, [job], sums, counts)
 
     def _jobs(self, x: torch.Tensor, sigma: float, lists: list[list[Entry]]) -> list[_Job]:
         """The entries active at ``sigma``, with their clipped areas and (cached) weight maps."""
@@ -141,15 +161,16 @@ class CFGDenoiser:
                 jobs.append(_Job(which, area, self._weights[key], entry))
         return jobs
 
-    def _accumulate(self, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job], sums: list[torch.Tensor],
-                    counts: list[torch.Tensor]) -> None:
+    def _accumulate(self, model: DiffusionModel, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job],
+                    sums: list[torch.Tensor], counts: list[torch.Tensor]) -> None:
         """Run one batch and add its weighted predictions and weights into the lists' sums."""
-        for job, prediction in zip(batch, self._forward(x, sigma, batch)):
+        for job, prediction in zip(batch, self._forward(model, x, sigma, batch)):
             h, w, y, x0 = job.area
             sums[job.which][:, :, y:y + h, x0:x0 + w] += prediction * job.weight
             counts[job.which][:, :, y:y + h, x0:x0 + w] += job.weight
 
-    def _forward(self, x: torch.Tensor, sigma: torch.Tensor, batch: list[_Job]) -> tuple[torch.Tensor, ...]:
+    def _forward(self, model: DiffusionModel, x: torch.Tensor, sigma: torch.Tensor,
+                 batch: list[_Job]) -> tuple[torch.Tensor, ...]:
         """One model call for jobs with equal crop sizes; one prediction per job."""
         size = x.shape[0]
         crops = [x[:, :, y:y + h, x0:x0 + w] for h, w, y, x0 in (job.area for job in batch)]
@@ -161,10 +182,10 @@ class CFGDenoiser:
         adm = None
         if batch[0].entry.y is not None:  # SDXL: each entry's ADM vector, repeated to the batch
             adm = torch.cat([_repeat_to(job.entry.y, size) for job in batch])  # (n B, adm)
-        out = self.model.predict_denoised(torch.cat(crops), sigma.repeat(len(batch)), torch.cat(contexts),
-                                          control=batch[0].entry.control, concat=concat,
-                                          halves=len(batch), y=adm,
-                                          cond_or_uncond=tuple(job.which for job in batch))  # (n B, C, h, w)
+        out = model.predict_denoised(torch.cat(crops), sigma.repeat(len(batch)), torch.cat(contexts),
+                                     control=batch[0].entry.control, concat=concat, halves=len(batch), y=adm,
+                                     cond_or_uncond=tuple(job.which for job in batch),
+                                     run_state=self.run_state)  # (n B, C, h, w)
         self.calls += 1
         return out.chunk(len(batch))
 

@@ -4,13 +4,15 @@ SDXL U-Nets (a ``label_emb``) also take the ADM vector ``y`` of each conditionin
 (``encode_adm``, nodeflow.sampling.adm); other U-Nets are called without it.
 
 Immutable: ``clone_with`` returns a new wrapper sharing the weights (a LoRA node adds patches
-that way), so a cached model never changes under another node.
+that way), so a cached model never changes under another node. What a patch must remember during
+one sampling run (SAG's attention map) lives in the guidance's ``run_state`` dict, made per run and
+handed to the U-Net's hooks and to the post-guidance functions (``GuidanceStep``), never in the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -86,7 +88,12 @@ class DiffusionModel:
     #: combination (the last one set wins, as in ComfyUI), and hooks into the U-Net's forward
     #: (nodeflow.models.unet_patches: attention and block patches, in the order they were added)
     guidance_function: Callable | None = None
-    post_guidance: tuple[Callable, ...] = ()  # applied after it, in order (CFGZeroStar, CFGNorm)
+    #: applied after it, in order (CFGZeroStar, CFGNorm, PAG, SAG): (x, sigma, guided, cond, uncond,
+    #: cfg, step) -> guided, ``step`` a GuidanceStep (the model, the run's state, predict again)
+    post_guidance: tuple[Callable, ...] = ()
+    #: the unconditional estimate is computed even at cfg 1, for a post-guidance function that reads
+    #: it (ComfyUI's disable_cfg1_optimization: SAG)
+    uncond_at_cfg1: bool = False
     unet_patches: UNetPatches = UNetPatches()
     #: (sampling, sigma, mask, sigmas) -> the inpainting mask at this sigma (DifferentialDiffusion)
     denoise_mask_function: Callable | None = None
@@ -99,16 +106,20 @@ class DiffusionModel:
         return replace(self, unet_patches=self.unet_patches + UNetPatches(**hooks))
 
     def guide(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-              cfg: float) -> torch.Tensor:
+              cfg: float, *, predict: Repredict | None = None, run_state: dict | None = None) -> torch.Tensor:
         """The guided clean-latent estimate from the conditional and unconditional ones:
         uncond + (cond - uncond) cfg, or the model's guidance function; then its post-guidance
-        functions in order."""
+        functions in order, as ComfyUI's cfg_function. The caller (the guidance) gives ``predict``,
+        which predicts the conditioning lists behind ``cond`` and ``uncond`` again, and its run's
+        ``run_state``; both reach the post-guidance functions through a ``GuidanceStep``."""
         if self.guidance_function is not None:
             guided = self.guidance_function(x, sigma, cond, uncond, cfg)
         else:
             guided = uncond + (cond - uncond) * cfg
-        for function in self.post_guidance:
-            guided = function(x, sigma, guided, cond, uncond, cfg)
+        if self.post_guidance:
+            step = GuidanceStep(self, predict, {} if run_state is None else run_state)
+            for function in self.post_guidance:
+                guided = function(x, sigma, guided, cond, uncond, cfg, step)
         return guided
 
     @property
@@ -137,7 +148,8 @@ class DiffusionModel:
     @torch.no_grad()
     def predict_denoised(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                          control=None, concat: torch.Tensor | None = None, halves: int = 1,
-                         y: torch.Tensor | None = None, cond_or_uncond: tuple[int, ...] = ()) -> torch.Tensor:
+                         y: torch.Tensor | None = None, cond_or_uncond: tuple[int, ...] = (),
+                         run_state: dict | None = None) -> torch.Tensor:
         """D(x; sigma): the clean-latent estimate for x (B, C, h, w) at sigma (B,), float32.
 
         The U-Net runs in the model's dtype on its device on c_in(sigma) x = x / sqrt(sigma^2 + 1)
@@ -148,7 +160,8 @@ class DiffusionModel:
         unconditional ...), so ControlNets give each part its own control images. ``y`` (B, adm):
         the ADM vectors of SDXL models (``encode_adm``), given to the U-Net and ControlNets.
         ``cond_or_uncond``: for each of the halves, 0 if it is conditional, 1 if unconditional (told
-        to the U-Net patches, as ComfyUI's transformer_options).
+        to the U-Net patches, as ComfyUI's transformer_options); ``run_state``: the sampling run's
+        state dict, told to them too (``PatchCall.extra["run_state"]``).
         """
         scaled = self.sampling.calculate_input(sigma, x).to(self.device, self.dtype)  # (B, C, h, w)
         context = context.to(self.device, self.dtype)
@@ -163,6 +176,35 @@ class DiffusionModel:
         if concat is not None:
             model_input = torch.cat([scaled, concat.to(scaled)], dim=1)  # (B, C + c, h, w)
         if self.unet_patches:
-            extra.update(patches=self.unet_patches, sigma=sigma, extra={"cond_or_uncond": cond_or_uncond})
+            extra.update(patches=self.unet_patches, sigma=sigma,
+                         extra={"cond_or_uncond": cond_or_uncond, "run_state": run_state})
         output = self.unet(model_input, timesteps, context, control=residuals, **extra)
         return self.sampling.calculate_denoised(sigma, output.float().to(x.device), x)
+
+
+#: (which, x, model) -> the combined prediction of the positive (0) or negative (1) conditioning list
+#: of a guidance step for the latent x at the step's sigma, by ``model``
+Repredict = Callable[[int, torch.Tensor, DiffusionModel], torch.Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class GuidanceStep:
+    """What a post-guidance function is told besides the estimates (ComfyUI's post-CFG arguments
+    "model", "model_options", "cond" and "uncond"): the model being sampled, with all its patches;
+    the sampling run's ``run_state`` (what the model's hooks left for it, e.g. an attention map);
+    and ``predict``, to evaluate the step's conditioning lists again."""
+
+    model: DiffusionModel
+    repredict: Repredict | None = None
+    run_state: dict = field(default_factory=dict)
+
+    def predict(self, which: int, x: torch.Tensor, model: DiffusionModel | None = None) -> torch.Tensor:
+        """The positive (``which`` 0) or negative (1) list's combined prediction for ``x`` at this
+        step's sigma by ``model`` (default: the sampled model; e.g. a copy with another attention
+        patch), with the areas, masks, ControlNets and ADM vectors of the step's own predictions,
+        the list alone (its forwards tell the U-Net's hooks that their chunks are list 0, as
+        ComfyUI's calc_cond_batch(model, [conds], ...))."""
+        if self.repredict is None:
+            raise ValueError("this post-guidance function evaluates the model again, and the guidance that "
+                             "called it cannot (it gave no predict function)")
+        return self.repredict(which, x, self.model if model is None else model)

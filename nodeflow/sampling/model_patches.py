@@ -7,7 +7,10 @@ A patched MODEL is a copy (``DiffusionModel.clone_with``) holding the patch; the
 changes, and patches compose with each other and with LoRAs (which replace the U-Net, not these).
 
 Guidance functions take (x, sigma (B,), cond, uncond, cfg) as clean-latent estimates and return
-the guided estimate; output-block patches take (h, skip, call) and return (h, skip), before they are joined.
+the guided estimate; post-guidance functions take (x, sigma, guided, cond, uncond, cfg, step) and
+return the new guided estimate (``step``: a nodeflow.sampling.model.GuidanceStep, for those that
+evaluate the model again: PAG, SAG in nodeflow.sampling.attention_guidance); output-block patches
+take (h, skip, call) and return (h, skip), before they are joined.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def cfg_zero_star() -> Callable:
     (e = x - D, the noise estimates), i.e. guided + U (s* - 1) + cfg U (1 - s*), as ComfyUI's
     post-CFG function."""
 
-    def post(x, sigma, guided, cond, uncond, cfg):
+    def post(x, sigma, guided, cond, uncond, cfg, step=None):
         e_c, e_u = (x - cond).reshape(x.shape[0], -1), (x - uncond).reshape(x.shape[0], -1)
         scale = (e_c * e_u).sum(dim=1, keepdim=True) / ((e_u**2).sum(dim=1, keepdim=True) + 1e-8)
         scale = scale.reshape(-1, *([1] * (x.ndim - 1)))
@@ -60,7 +63,7 @@ def cfg_norm(strength: float) -> Callable:
     """CFGNorm: the guided estimate scaled down, per pixel, to at most the conditional estimate's
     norm over channels, times ``strength``."""
 
-    def post(x, sigma, guided, cond, uncond, cfg):
+    def post(x, sigma, guided, cond, uncond, cfg, step=None):
         scale = (torch.norm(cond, dim=1, keepdim=True) / (torch.norm(guided, dim=1, keepdim=True) + 1e-8))
         return guided * scale.clamp(min=0.0, max=1.0) * strength
 
