@@ -405,6 +405,20 @@ def dual_cfg_guider(model, cond1: list, cond2: list, negative: list, cfg_conds: 
     return (Guider(model, (cond1, cond2, negative), cfg_conds, cfg_cond2_negative, f"dual-{style}"),)
 
 
+@node("PerpNegGuider", category="_for_testing",
+      inputs=[Input("model", MODEL), Input("positive", CONDITIONING), Input("negative", CONDITIONING),
+              Input("empty_conditioning", CONDITIONING, tooltip="The empty prompt's conditioning"),
+              Float("cfg", 8.0, min=0.0, max=100.0, step=0.1),
+              Float("neg_scale", 1.0, min=0.0, max=100.0, step=0.01,
+                    tooltip="How strongly to push away from the negative prompt's part unlike the positive")],
+      outputs=[Output(GUIDER)])
+def perp_neg_guider(model, positive: list, negative: list, empty_conditioning: list, cfg: float, neg_scale: float):
+    """Guidance away from only the part of the negative prompt that the positive one does not share."""
+    from nodeflow.sampling.custom import Guider
+
+    return (Guider(model, (positive, negative, empty_conditioning), cfg, neg_scale, "perp-neg"),)
+
+
 # ---- sampling
 
 def _need_sigmas(sigmas, at_least: int) -> None:

@@ -144,3 +144,19 @@ def differential_diffusion(model, strength: float = 1.0):
     from nodeflow.sampling.model_patches import differential_diffusion as mask_function
 
     return (model.clone_with(denoise_mask_function=mask_function(strength)),)
+
+
+@node("APG", display="Adaptive Projected Guidance", category="sampling/custom_sampling",
+      inputs=[Input("model", MODEL),
+              Float("eta", 1.0, min=-10.0, max=10.0, step=0.01,
+                    tooltip="Scale of the guidance's part parallel to the conditional prediction (1: plain CFG)"),
+              Float("norm_threshold", 5.0, min=0.0, max=50.0, step=0.1,
+                    tooltip="Scale the guidance down to at most this norm (0: no limit)"),
+              Float("momentum", 0.0, min=-5.0, max=1.0, step=0.01,
+                    tooltip="Running average of the guidance over the steps (0: none)")],
+      outputs=[Output(MODEL)])
+def adaptive_projected_guidance(model, eta: float, norm_threshold: float, momentum: float):
+    """Adaptive projected guidance: high CFG scales without oversaturation."""
+    from nodeflow.sampling.model_patches import adaptive_projected_guidance as apg
+
+    return (model.clone_with(pre_guidance=model.pre_guidance + (apg(eta, norm_threshold, momentum),)),)

@@ -1,6 +1,7 @@
 """A ComfyUI API export that uses every custom-sampling node id and model patch (issue 15)
 validates and runs: every sampler node and schedule feeds a SamplerCustomAdvanced (or a
-SamplerCustom) whose image is previewed, over a model patched by FreeU, FreeU_V2 and RescaleCFG."""
+SamplerCustom) whose image is previewed, through every guider, over models patched by FreeU,
+FreeU_V2, RescaleCFG, CFGZeroStar, CFGNorm, APG, PAG and SAG, or sampled in continuous time."""
 
 from __future__ import annotations
 
@@ -64,12 +65,23 @@ def api_export() -> dict:
         "m3a": {"class_type": "RescaleCFG", "inputs": {"model": ["m2", 0], "multiplier": 0.7}},
         "m3b": {"class_type": "CFGZeroStar", "inputs": {"model": ["m3a", 0]}},
         "m3": {"class_type": "CFGNorm", "inputs": {"model": ["m3b", 0], "strength": 1.0}},
+        "m4": {"class_type": "APG", "inputs": {"model": ["m3", 0], "eta": 1.0, "norm_threshold": 5.0, "momentum": 0.5}},
+        "m5": {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["m4", 0], "scale": 3.0}},
+        "m6": {"class_type": "SelfAttentionGuidance", "inputs": {"model": ["m5", 0], "scale": 0.5, "blur_sigma": 2.0}},
+        "e1": {"class_type": "ModelSamplingContinuousEDM", "inputs": {"model": ["1", 0], "sampling": "v_prediction",
+                                                                     "sigma_max": 120.0, "sigma_min": 0.002}},
+        "e2": {"class_type": "ModelSamplingContinuousV", "inputs": {"model": ["e1", 0], "sampling": "v_prediction",
+                                                                   "sigma_max": 500.0, "sigma_min": 0.03}},
         "pct": {"class_type": "SamplingPercentToSigma",
                 "inputs": {"model": ["1", 0], "sampling_percent": 0.1, "return_actual_sigma": False}},
         "n1": {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}},
         "n0": {"class_type": "DisableNoise", "inputs": {}},
-        "g1": {"class_type": "CFGGuider", "inputs": {"model": ["m3", 0], "positive": ["2", 0], "negative": ["3", 0],
+        "g1": {"class_type": "CFGGuider", "inputs": {"model": ["m6", 0], "positive": ["2", 0], "negative": ["3", 0],
                                                      "cfg": 5.0}},
+        "g4": {"class_type": "CFGGuider", "inputs": {"model": ["e2", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                     "cfg": 3.0}},
+        "g5": {"class_type": "PerpNegGuider", "inputs": {"model": ["m4", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                         "empty_conditioning": ["3", 0], "cfg": 6.0, "neg_scale": 1.0}},
         "g2": {"class_type": "BasicGuider", "inputs": {"model": ["1", 0], "conditioning": ["2", 0]}},
         "g3": {"class_type": "DualCFGGuider", "inputs": {"model": ["1", 0], "cond1": ["2", 0], "cond2": ["3", 0],
                                                          "negative": ["3", 0], "cfg_conds": 4.0,
@@ -82,12 +94,12 @@ def api_export() -> dict:
         graph[f"k_{name}"] = {"class_type": name, "inputs": inputs}
     for name, inputs in SCHEDULE_NODES.items():
         graph[f"s_{name}"] = {"class_type": name, "inputs": inputs}
-    samplers, guiders = list(SAMPLER_NODES), ["g1", "g2", "g3"]
+    samplers, guiders = list(SAMPLER_NODES), ["g1", "g2", "g3", "g4", "g5"]
     for index, schedule in enumerate(SCHEDULE_NODES):
         output = 1 if schedule.startswith("Split") else 0  # the low sigmas
         noise, latent = ("n0", "noisy") if index % 5 == 4 else ("n1", "4")
         graph[f"run{index}"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-            "noise": [noise, 0], "guider": [guiders[index % 3], 0], "sampler": [f"k_{samplers[index % len(samplers)]}", 0],
+            "noise": [noise, 0], "guider": [guiders[index % len(guiders)], 0], "sampler": [f"k_{samplers[index % len(samplers)]}", 0],
             "sigmas": [f"s_{schedule}", output], "latent_image": [latent, 0]}}
     graph["run_custom"] = {"class_type": "SamplerCustom", "inputs": {
         "model": ["m3", 0], "add_noise": True, "noise_seed": 3, "cfg": 6.0, "positive": ["2", 0], "negative": ["3", 0],

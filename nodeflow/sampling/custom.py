@@ -1,6 +1,6 @@
 """The values of ComfyUI's custom sampling: a SAMPLER (a sampler with its options), a NOISE (the
 initial noise and the seed of the samplers' own noise), a GUIDER (the model and the guidance over
-its conditioning) and SIGMAS (a 1-D float tensor, the schedule). SamplerCustom and
+its conditioning: CFG, DualCFG, perpendicular negative) and SIGMAS (a 1-D float tensor, the schedule). SamplerCustom and
 SamplerCustomAdvanced put them together through the KSampler's own sampling loop
 (nodeflow.sampling.ksampler.run_sampler), so a custom graph equal to a KSampler gives its image.
 """
@@ -15,6 +15,7 @@ import torch
 from nodeflow.sampling.guidance import CFGDenoiser
 from nodeflow.sampling.model import DiffusionModel
 from nodeflow.sampling.noise import initial_noise
+from nodeflow.sampling.perp_neg import PerpNegDenoiser
 from nodeflow.sampling.samplers import get_sampler
 
 
@@ -62,12 +63,14 @@ class Guider:
     conds: tuple[list, ...]
     cfg: float = 1.0
     cfg2: float = 1.0
-    style: str = "cfg"  # cfg | dual-regular | dual-nested
+    style: str = "cfg"  # cfg | dual-regular | dual-nested | perp-neg (conds: positive, negative, empty; cfg2: neg_scale)
 
     def denoiser(self, max_batch: int | None = None):
         if self.style == "cfg":
             negative = self.conds[1] if len(self.conds) > 1 else []
             return CFGDenoiser(self.model, self.conds[0], negative, self.cfg if negative else 1.0, None, max_batch)
+        if self.style == "perp-neg":
+            return PerpNegDenoiser(self.model, *self.conds, self.cfg, self.cfg2, max_batch)
         return DualCFGDenoiser(self, max_batch)
 
 

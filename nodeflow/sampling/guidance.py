@@ -97,7 +97,7 @@ class CFGDenoiser:
             if self.uncond_record is not None:
                 self.uncond_record.value = uncond
         return self.model.guide(x, sigma, cond, uncond, self.cfg, predict=self.predictor(sigma, lists),
-                                run_state=self.run_state)
+                                run_state=self.run_state, has_negative=bool(self.negative))
 
     def predictor(self, sigma: torch.Tensor, lists: list[list[Entry]]) -> Repredict:
         """predict(which, x, model): list ``which`` of ``lists`` alone, predicted for x at ``sigma``

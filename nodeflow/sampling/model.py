@@ -88,6 +88,9 @@ class DiffusionModel:
     #: combination (the last one set wins, as in ComfyUI), and hooks into the U-Net's forward
     #: (nodeflow.models.unet_patches: attention and block patches, in the order they were added)
     guidance_function: Callable | None = None
+    #: applied before it, in order, when the guidance has a negative list (APG): (x, sigma, cond,
+    #: uncond, cfg, run_state) -> (cond, uncond), as ComfyUI's pre-CFG functions
+    pre_guidance: tuple[Callable, ...] = ()
     #: applied after it, in order (CFGZeroStar, CFGNorm, PAG, SAG): (x, sigma, guided, cond, uncond,
     #: cfg, step) -> guided, ``step`` a GuidanceStep (the model, the run's state, predict again)
     post_guidance: tuple[Callable, ...] = ()
@@ -106,18 +109,36 @@ class DiffusionModel:
         return replace(self, unet_patches=self.unet_patches + UNetPatches(**hooks))
 
     def guide(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-              cfg: float, *, predict: Repredict | None = None, run_state: dict | None = None) -> torch.Tensor:
-        """The guided clean-latent estimate from the conditional and unconditional ones:
-        uncond + (cond - uncond) cfg, or the model's guidance function; then its post-guidance
-        functions in order, as ComfyUI's cfg_function. The caller (the guidance) gives ``predict``,
-        which predicts the conditioning lists behind ``cond`` and ``uncond`` again, and its run's
-        ``run_state``; both reach the post-guidance functions through a ``GuidanceStep``."""
+              cfg: float, *, predict: Repredict | None = None, run_state: dict | None = None,
+              has_negative: bool = True) -> torch.Tensor:
+        """The guided clean-latent estimate from the conditional and unconditional ones: the
+        model's pre-guidance functions on both (when the guidance has a negative list, even one
+        skipped at cfg 1: ``has_negative``), then uncond + (cond - uncond) cfg or the model's
+        guidance function, then its post-guidance functions in order, as ComfyUI's sampling_function.
+        The caller (the guidance) gives ``predict``, which predicts the conditioning lists behind
+        ``cond`` and ``uncond`` again, and its run's ``run_state``; both reach the post-guidance
+        functions through a ``GuidanceStep``, the state also the pre-guidance ones."""
+        run_state = {} if run_state is None else run_state
+        if has_negative:
+            cond, uncond = self.pre_guide(x, sigma, cond, uncond, cfg, run_state)
         if self.guidance_function is not None:
             guided = self.guidance_function(x, sigma, cond, uncond, cfg)
         else:
             guided = uncond + (cond - uncond) * cfg
+        return self.post_guide(x, sigma, guided, cond, uncond, cfg, predict, run_state)
+
+    def pre_guide(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+                  cfg: float, run_state: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The estimates after the model's pre-guidance functions, in order."""
+        for function in self.pre_guidance:
+            cond, uncond = function(x, sigma, cond, uncond, cfg, run_state)
+        return cond, uncond
+
+    def post_guide(self, x: torch.Tensor, sigma: torch.Tensor, guided: torch.Tensor, cond: torch.Tensor,
+                   uncond: torch.Tensor, cfg: float, predict: Repredict | None, run_state: dict) -> torch.Tensor:
+        """The guided estimate after the model's post-guidance functions, in order."""
         if self.post_guidance:
-            step = GuidanceStep(self, predict, {} if run_state is None else run_state)
+            step = GuidanceStep(self, predict, run_state)
             for function in self.post_guidance:
                 guided = function(x, sigma, guided, cond, uncond, cfg, step)
         return guided
@@ -125,7 +146,7 @@ class DiffusionModel:
     @property
     def patches_guidance(self) -> bool:
         """Whether a patch changes how the conditional and unconditional estimates combine."""
-        return self.guidance_function is not None or bool(self.post_guidance)
+        return self.guidance_function is not None or bool(self.pre_guidance) or bool(self.post_guidance)
 
     @property
     def in_channels(self) -> int:

@@ -124,3 +124,35 @@ def freeu(model_channels: int, b1: float, b2: float, s1: float, s2: float, versi
         return h, fourier_filter(skip, threshold=1, scale=s)
 
     return patch
+
+
+def adaptive_projected_guidance(eta: float, norm_threshold: float, momentum: float) -> Callable:
+    """APG (Sadat et al. 2025, "Eliminating Oversaturation and Artifacts of High Guidance Scales in
+    Diffusion Models") as ComfyUI's pre-CFG function on the clean-latent estimates: the guidance
+    g = cond - uncond, optionally a running average over the run's steps (g + momentum x the
+    previous average; reset when sigma rises), scaled down to an L2 norm of at most
+    ``norm_threshold`` per image (0: no limit), split into its parts parallel and orthogonal to
+    cond, the parallel part weighted by ``eta``; cond becomes uncond + g' + (cond - uncond) / cfg,
+    so that CFG then gives uncond + cfg g' + (cond - uncond). Its running average lives in the
+    run's state (a new run starts afresh)."""
+
+    def pre(x, sigma, cond, uncond, cfg, run_state):
+        memory = run_state.setdefault(("apg", id(pre)), {"average": None, "sigma": None})
+        now = float(sigma[0])
+        if memory["sigma"] is not None and now > memory["sigma"]:
+            memory["average"] = None
+        memory["sigma"] = now
+        guidance = cond - uncond
+        if momentum != 0:
+            average = guidance if memory["average"] is None else momentum * memory["average"] + guidance
+            memory["average"] = guidance = average
+        dims = tuple(range(1, cond.ndim))
+        if norm_threshold > 0:
+            norm = guidance.norm(p=2, dim=dims, keepdim=True)
+            guidance = guidance * torch.minimum(torch.ones_like(norm), norm_threshold / norm)
+        unit = torch.nn.functional.normalize(cond.double(), dim=dims)
+        parallel = (guidance.double() * unit).sum(dim=dims, keepdim=True) * unit
+        modified = (guidance.double() - parallel + eta * parallel).to(cond.dtype)
+        return uncond + modified + (cond - uncond) / cfg, uncond
+
+    return pre
