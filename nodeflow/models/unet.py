@@ -173,6 +173,9 @@ class UNetModel(nn.Module):
         for index, block in enumerate(self.input_blocks):
             where = None if call is None else call.at(("input", index))
             h = block(h, emb, context, call=where)
+            if where is not None:
+                for patch in patches.input_block:
+                    h = patch(h, where)
             skips.append(h)
             if where is not None:
                 for patch in patches.input_block_after_skip:

@@ -7,6 +7,8 @@ functions on the self-attention of the transformer blocks and on the blocks' fea
 - ``attn1_replace``: ((block, id) or (block, id, index), function) pairs; the function
   (q, k, v, call) -> (B, N, inner) replaces the attention product of the self-attention of the
   matching transformer blocks, between its projections (PAG, SAG);
+- ``input_block``: (h, call) -> h, on an input block's output before it is kept as the skip
+  connection, so the skip changes too (deep shrink with downscale_after_skip off);
 - ``input_block_after_skip``: (h, call) -> h, on an input block's output after it was kept as
   the skip connection (deep shrink);
 - ``output_block``: (h, skip, call) -> (h, skip), before a decoder block joins its skip (FreeU,
@@ -37,9 +39,10 @@ class UNetPatches:
     attn1_replace: tuple[tuple[Location, Callable], ...] = ()
     input_block_after_skip: tuple[Callable, ...] = ()
     output_block: tuple[Callable, ...] = ()
+    input_block: tuple[Callable, ...] = ()
 
     def __add__(self, other: UNetPatches) -> UNetPatches:
-        return UNetPatches(*(getattr(self, name) + getattr(other, name) for name in _FIELDS))
+        return UNetPatches(**{name: getattr(self, name) + getattr(other, name) for name in _FIELDS})
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) for name in _FIELDS)
@@ -53,7 +56,8 @@ class UNetPatches:
         return found[-1] if found else None
 
 
-_FIELDS = ("attn1_patch", "attn1_output_patch", "attn1_replace", "input_block_after_skip", "output_block")
+_FIELDS = ("attn1_patch", "attn1_output_patch", "attn1_replace", "input_block_after_skip", "output_block",
+           "input_block")
 
 
 @dataclass(frozen=True)
