@@ -82,12 +82,18 @@ def image_scale_by(image: torch.Tensor, upscale_method: str, scale_by: float):
 
 @node("ImageScaleToTotalPixels", display="Scale Image to Total Pixels", category="image/upscaling",
       inputs=[Input("image", IMAGE), Choice("upscale_method", list(UPSCALE_METHODS)),
-              Float("megapixels", 1.0, min=0.01, max=16.0, step=0.01)],
+              Float("megapixels", 1.0, min=0.01, max=16.0, step=0.01),
+              Int("resolution_steps", 1, min=1, max=256,
+                  tooltip="Round width and height to multiples of this (8 or 64 suit a VAE)")],
       outputs=[Output(IMAGE)])
-def image_scale_to_total_pixels(image: torch.Tensor, upscale_method: str, megapixels: float):
-    """Resize images to about ``megapixels`` million pixels, keeping the aspect ratio."""
-    scale = math.sqrt(int(megapixels * 1024 * 1024) / (image.shape[1] * image.shape[2]))
-    width, height = max(1, round(image.shape[2] * scale)), max(1, round(image.shape[1] * scale))
+def image_scale_to_total_pixels(image: torch.Tensor, upscale_method: str, megapixels: float,
+                                resolution_steps: int = 1):
+    """Resize images to about ``megapixels`` * 2^20 pixels, keeping the aspect ratio; each side is
+    rounded to a multiple of ``resolution_steps`` (at least one step)."""
+    scale = math.sqrt(megapixels * 1024 * 1024 / (image.shape[1] * image.shape[2]))
+    steps = resolution_steps
+    width = max(steps, round(image.shape[2] * scale / steps) * steps)
+    height = max(steps, round(image.shape[1] * scale / steps) * steps)
     return (nchw_to_image(upscale(image_to_nchw(image), width, height, upscale_method)),)
 
 

@@ -40,6 +40,9 @@ DIFFERENCES: dict[tuple[str, str, str], str] = {
     ("VAELoader", "vae_name", "options"): "ComfyUI lists taesd/taesdxl/taesd3/taef1 only when their decoder "
                                           "files are installed, and pixel_space for pixel models; nodeflow "
                                           "lists the VAE files it finds",
+    ("ImageScaleToTotalPixels", "*", "names"): NEWER + " (resolution_steps, default 1)",
+    ("ImageFromBatch", "batch_index", "min"): NEWER + " (negative indices count from the end)",
+    ("ImageFromBatch", "batch_index", "max"): NEWER,
     ("SaveImage", "filename_prefix", "default"): "nodeflow's images are named nodeflow_00001_.png by default",
     ("VAELoader", "vae_name", "default"): "the first file found (ComfyUI's first entry was taesd)",
 }
