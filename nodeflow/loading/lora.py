@@ -211,6 +211,14 @@ class PatchedModule(nn.Module):
         device = next(self.base.parameters()).device
         return torch.func.functional_call(self.base, self._patched(device), args, kwargs, strict=False)
 
+    def run_submodule(self, path: str, *args, **kwargs):
+        """Call the base's submodule ``path`` with its patched weights (callers that use one
+        layer of the model outside its forward, like the text encoder's final layer norm)."""
+        device = next(self.base.parameters()).device
+        prefix = path + "."
+        weights = {k[len(prefix):]: v for k, v in self._patched(device).items() if k.startswith(prefix)}
+        return torch.func.functional_call(self.base.get_submodule(path), weights, args, kwargs, strict=False)
+
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)

@@ -127,8 +127,18 @@ class TextEncoder:
             return output.last_hidden_state, pooled
         hidden = output.hidden_states[index]
         if self.final_norm:
-            hidden = getattr(self.model, "text_model", self.model).final_layer_norm(hidden)
+            hidden = final_layer_norm(self.model, hidden)
         return hidden, pooled
+
+
+def final_layer_norm(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's final LayerNorm applied to ``hidden``, with the weights the model runs with: a
+    patched model (LoRA, CLIPMerge*; nodeflow.loading.lora.PatchedModule) substitutes its own."""
+    inner = getattr(model, "text_model", model)  # transformers 4.x nests the transformer, 5.x not
+    run = getattr(model, "run_submodule", None)
+    if run is None:
+        return inner.final_layer_norm(hidden)
+    return run("text_model.final_layer_norm" if inner is not model else "final_layer_norm", hidden)
 
 
 def embeddings_for(embeddings, key: str | None):
