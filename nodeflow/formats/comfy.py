@@ -29,6 +29,7 @@ from nodeflow.errors import UnknownNodeType, WorkflowFormatError
 from nodeflow.spec import CHOICE, FLOAT, INT, STRING
 from nodeflow.engine.graph import active_links
 from nodeflow.engine.workflow import Link, NodeInstance, Workflow, is_numeric_id, link_order, node_id_order
+from nodeflow.formats.auto_layout import default_positions
 from nodeflow.formats.comfy_subgraphs import flatten_subgraphs
 
 log = logging.getLogger(__name__)
@@ -416,6 +417,7 @@ def to_comfy_ui(workflow: Workflow, registry: Any) -> dict:
     ordered = sorted(workflow.links, key=link_order)
     link_ids = {link: index for index, link in enumerate(ordered, start=1)}
     layout = workflow.ui.get("nodes", {})
+    missing = default_positions(workflow)
     nodes, sockets_of = [], {}
     for order, (node_id, node) in enumerate(sorted(workflow.nodes.items(), key=lambda item: node_id_order(item[0]))):
         spec, pinned = specs[node_id], set(workflow.ui.get("pins", {}).get(node_id, []))
@@ -427,7 +429,7 @@ def to_comfy_ui(workflow: Workflow, registry: Any) -> dict:
                     "links": [link_ids[l] for l in ordered if l.src == node_id and l.src_output == index]}
                    for index, out in enumerate(spec.outputs)]
         place = layout.get(node_id, {})
-        entry = {"id": ids[node_id], "type": node.type, "pos": place.get("pos") or _default_pos(workflow, node_id),
+        entry = {"id": ids[node_id], "type": node.type, "pos": place.get("pos") or missing[node_id],
                  "size": place.get("size") or [315, 60 + 26 * len(spec.inputs)],
                  "flags": {"collapsed": True} if place.get("collapsed") else {}, "order": order,
                  "mode": {v: k for k, v in MODES.items()}[node.mode], "inputs": inputs, "outputs": outputs,
@@ -468,18 +470,3 @@ def _positional_widgets(workflow: Workflow, node_id: str, spec: Any) -> list[Any
         if widget.seed:
             values.append(workflow.ui.get("seed_control", {}).get(node_id, {}).get(widget.name, "randomize"))
     return values
-
-
-def _default_pos(workflow: Workflow, node_id: str) -> list[float]:
-    """Columns by depth (longest chain of links from a source), rows by id within a column."""
-    depth: dict[str, int] = {}
-
-    def depth_of(current: str, seen: frozenset = frozenset()) -> int:
-        if current not in depth:
-            parents = [l.src for l in workflow.links if l.dst == current and l.src not in seen]
-            depth[current] = 1 + max((depth_of(p, seen | {current}) for p in parents), default=-1)
-        return depth[current]
-
-    column = depth_of(node_id)
-    row = sorted((n for n in workflow.nodes if depth_of(n) == column), key=node_id_order).index(node_id)
-    return [50.0 + 400.0 * column, 50.0 + 250.0 * row]

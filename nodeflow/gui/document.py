@@ -18,6 +18,7 @@ import networkx as nx
 from nodeflow.engine.validate import types_compatible
 from nodeflow.engine.workflow import Link, NodeInstance, Workflow, is_numeric_id, save_workflow
 from nodeflow.formats import load_workflow
+from nodeflow.formats.auto_layout import default_positions
 
 
 class EditRefused(ValueError):
@@ -38,6 +39,8 @@ class Document:
         self.registry = registry
         self.workflow = workflow or Workflow()
         self.workflow.ui.setdefault("nodes", {})
+        for node_id, position in default_positions(self.workflow).items():  # files that place no nodes
+            self.workflow.ui["nodes"].setdefault(node_id, {})["pos"] = position
         self.path = path
         self.dirty = False
         self._undo: list[tuple[str, Workflow]] = []
