@@ -240,7 +240,7 @@ def added(before):
 
 before = set(document.workflow.nodes)
 search = centre("search")
-drive(["mousemove", *search], ["click", 1], ["type", "flip"], ["key", "Return"])
+drive(["mousemove", *search], ["click", 1], ["type", "flip latent"], ["key", "Return"])
 first = added(before)  # the mouse was on the search box: the node goes to the canvas's centre
 canvas = centre("canvas")
 drive(["mousemove", 500, 450], ["mousedown", 2], ["mousemove", 560, 480], ["mousemove", 620, 510],
