@@ -239,14 +239,20 @@ def test_load_workflow_sniffs_the_formats(tmp_path, registry):
     assert load_workflow(tmp_path / "ui.json", registry).nodes["7"].inputs["text"] == "text, watermark"
 
 
-def test_comfyui_constant_nodes_become_literals(registry):
-    assert "PrimitiveInt" not in registry  # else they are real nodes and stay
+def test_comfyui_primitive_nodes_are_real_nodes_and_fold_into_literals_without_them(registry):
     api = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 640}},
            "2": {"class_type": "PrimitiveFloat", "inputs": {"value": 3}},
            "3": {"class_type": "EmptyLatentImage", "inputs": {"width": ["1", 0], "height": 512, "batch_size": 1}},
            "4": {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["3", 0], "scale_by": ["2", 0],
                                                               "upscale_method": "nearest-exact"}}}
-    workflow = from_comfy_api(api, registry)
+    assert "PrimitiveInt" in registry
+    kept = from_comfy_api(api, registry)
+    assert set(kept.nodes) == {"1", "2", "3", "4"} and kept.nodes["1"].inputs == {"value": 640}
+    assert link_set(kept) == {("1", 0, "3", "width"), ("2", 0, "4", "scale_by"), ("3", 0, "4", "samples")}
+    # a registry without them (a custom build) still reads the workflow: the constants become literals
+    without = Registry.from_modules("nodeflow_nodes.latent", "nodeflow_nodes.conditioning")
+    assert "PrimitiveInt" not in without
+    workflow = from_comfy_api(api, without)
     assert set(workflow.nodes) == {"3", "4"}
     assert workflow.nodes["3"].inputs["width"] == 640 and workflow.nodes["4"].inputs["scale_by"] == 3.0
     assert link_set(workflow) == {("3", 0, "4", "samples")}
@@ -254,7 +260,7 @@ def test_comfyui_constant_nodes_become_literals(registry):
              {"id": 2, "type": "CLIPTextEncode", "widgets_values": ["old"],
               "inputs": [{"name": "clip", "link": None},
                          {"name": "text", "link": 1, "widget": {"name": "text"}}]}]
-    ui = from_comfy_ui(ui_graph(nodes, [[1, 1, 0, 2, 1, "STRING"]]), registry)
+    ui = from_comfy_ui(ui_graph(nodes, [[1, 1, 0, 2, 1, "STRING"]]), without)
     assert set(ui.nodes) == {"2"} and ui.nodes["2"].inputs == {"text": "a fox"} and not ui.links
 
 

@@ -60,6 +60,14 @@ class ImagesShown:
 
 
 @dataclass(frozen=True)
+class TextShown:
+    """Text a node shows (PreviewAny: any value as text); the CLI prints it."""
+
+    node_id: str
+    text: str
+
+
+@dataclass(frozen=True)
 class FileSaved:
     node_id: str
     path: Path
@@ -79,5 +87,5 @@ class RunFinished:
     seconds: float
 
 
-Event = (RunStarted | NodeStarted | NodeCached | NodeFinished | Progress | ImagesShown | FileSaved
-         | NodeFailed | RunFinished)
+Event = (RunStarted | NodeStarted | NodeCached | NodeFinished | Progress | ImagesShown | TextShown
+         | FileSaved | NodeFailed | RunFinished)
