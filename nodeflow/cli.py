@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
-TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a literal input, e.g. --set 3.seed=42 (parsed by the input's type)")
     run.add_argument("--json", action="store_true",
                      help="print a JSON summary (files written, per-node time, cache hits) on stdout")
+    run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=VALUES",
+                     help="run once per value, e.g. --sweep 3.seed=1..8; VALUES: a list 4,6,8, a range 1..8 or "
+                          "1..20:4 or 0.5..1.0:0.25 (A..B:STEP), or @FILE (one value per line); repeatable: "
+                          "every combination; writes a grid and a manifest under OUTPUT/sweeps/")
+    run.add_argument("--zip", action="store_true",
+                     help="pair the --sweep values (equal lengths) instead of combining each with each")
+    run.add_argument("--repeat", type=int, default=1, metavar="N",
+                     help="run N times (for each sweep job), every seed moving on as its control-after-generate "
+                          "says (fixed, increment, decrement, randomize: the default), as the editor's queue")
+    run.add_argument("--resume", type=Path, metavar="MANIFEST",
+                     help="continue an interrupted sweep from its manifest (the same workflow and sweep "
+                          "options): finished jobs are skipped")
 
     check = commands.add_parser("validate", help="check a workflow without running it")
     check.add_argument("workflow", type=Path)
@@ -137,6 +148,8 @@ def command_run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow, registry)
     for assignment in args.set:
         apply_override(workflow, assignment, registry)
+    if args.sweep or args.zip or args.repeat != 1 or args.resume is not None:
+        return command_sweep(args, config, paths, registry, workflow)
     from nodeflow.runtime.preview_folders import preview_session
 
     printer = EventPrinter(quiet=args.quiet)
@@ -145,7 +158,8 @@ def command_run(args: argparse.Namespace) -> int:
                                    device=resolve_device(args.device), dtype=args.dtype, on_event=printer,
                                    preview_every=0)  # nothing shows previews on a terminal
     if args.json:
-        summary = {"files": printer.saved, "executed": result.executed, "cached": result.cached,
+        summary = {"files": printer.saved, "texts": printer.texts, "executed": result.executed,
+                   "cached": result.cached,
                    "node_seconds": {k: round(v, 4) for k, v in result.node_seconds.items()},
                    "seconds": round(result.seconds, 3)}
         print(json.dumps(summary, indent=2))
@@ -158,26 +172,153 @@ def command_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_sweep(args: argparse.Namespace, config, paths, registry, workflow) -> int:
+    """``run`` with ``--sweep``/``--repeat``/``--resume``: every value is checked, the jobs planned
+    and the first one validated before any work; then the jobs run in one executor (see
+    ``nodeflow.sweeps``). Exit 130 after a Ctrl-C (finished jobs kept, ``--resume`` continues),
+    1 or 2 when a job failed (by the usual rule), else 0."""
+    from dataclasses import replace
+
+    from nodeflow.engine.executor import Executor
+    from nodeflow.engine.validate import validate
+    from nodeflow.errors import ValidationError
+    from nodeflow.runtime.preview_folders import preview_session
+    from nodeflow.sweeps.jobs import Job, plan_jobs
+    from nodeflow.sweeps.manifest import Manifest, new_sweep_folder, sweep_key
+    from nodeflow.sweeps.run import job_workflow, run_sweep
+    from nodeflow.sweeps.spec import SweepError, parse_spec
+
+    if args.resume is not None and not args.sweep and args.repeat == 1:
+        raise SweepError("--resume continues a sweep: give the --sweep/--zip/--repeat options of the run it resumes")
+    spec = parse_spec(args.sweep, workflow, registry, paths, zip=args.zip, repeat=args.repeat)
+    key = sweep_key(workflow, spec)
+    manifest = plan = None
+    if args.resume is not None:
+        manifest = Manifest.load(args.resume)
+        manifest.check_key(key)
+        if args.output_dir and Path(args.output_dir).resolve() != manifest.output_dir:
+            raise SweepError(f"--output-dir {args.output_dir} is not the sweep's output folder "
+                             f"{manifest.output_dir} (in {args.resume}); leave it out to resume there")
+        paths = replace(paths, output_dir=manifest.output_dir)
+        first = Job.from_dict(manifest.jobs[0])
+    else:
+        plan = plan_jobs(spec, workflow, registry)
+        first = plan.jobs[0]
+    problems = validate(job_workflow(workflow, first, ""), registry, paths)  # models, values, links
+    if problems:
+        raise ValidationError(problems)
+    device = resolve_device(args.device)
+    if manifest is not None:
+        for path in manifest.recover():
+            _note(args, f"removed {path}: written by a job that did not finish (it runs again)")
+    else:
+        folder = new_sweep_folder(paths.output_dir, Path(args.workflow).stem)
+        manifest = Manifest.create(folder / "manifest.json", key=key, workflow_name=str(args.workflow),
+                                   output_dir=paths.output_dir, spec=spec, plan=plan)
+    counts = manifest.counts()
+    _note(args, f"sweep of {len(manifest.jobs)} jobs ({counts['done']} done before); manifest {manifest.path}")
+    printer = EventPrinter(quiet=args.quiet)
+    reporter = SweepReporter(args.quiet)
+    with preview_session(paths) as session_paths:  # PreviewImage files last as long as the sweep
+        executor = Executor(registry, session_paths, _cache(config))
+        outcome = interruptibly(lambda cancel: run_sweep(
+            executor, workflow, manifest, cancel_event=cancel, on_event=printer,
+            on_job_started=reporter.started, on_job_finished=reporter.finished,
+            font_path=paths.assets_dir / "fonts" / "DejaVuSans.ttf", device=device, dtype=args.dtype,
+            preview_every=0))
+    executed = sum(len(r.executed) for r in outcome.results)
+    cached = sum(len(r.cached) for r in outcome.results)
+    failed = [r for r in outcome.results if r.status == "failed"]
+    if args.json:
+        jobs = [{"index": r.index, "values": manifest.jobs[r.index]["values"], "status": r.status, "files": r.files,
+                 "reused": r.reused, "executed": r.executed, "cached": r.cached, "seconds": round(r.seconds, 3),
+                 "error": r.error} for r in outcome.results]
+        summary = {"manifest": str(manifest.path), "grids": [str(p) for p in outcome.grids],
+                   "files": printer.saved, "jobs": jobs, "skipped": outcome.skipped,
+                   "nodes_run": executed, "nodes_cached": cached, "cancelled": outcome.cancelled,
+                   "seconds": round(outcome.seconds, 3)}
+        print(json.dumps(summary, indent=2))
+    else:
+        for path in printer.saved + [str(p) for p in outcome.grids]:
+            print(path)
+    for result in failed:
+        print(f"nodeflow: job {result.index} ({_values_text(manifest.jobs[result.index]['values'])}): "
+              f"{result.error}", file=sys.stderr)
+    done = manifest.counts()["done"]
+    if outcome.cancelled:
+        print(f"nodeflow: sweep stopped: {done} of {len(manifest.jobs)} jobs done; continue with "
+              f"--resume {manifest.path}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        share = f"{100 * cached / (executed + cached):.0f}%" if executed + cached else "-"
+        print(f"sweep done in {outcome.seconds:.1f} s: {done} of {len(manifest.jobs)} jobs done, "
+              f"{len(outcome.results)} run now ({executed} nodes run, {cached} cached: {share} from cache); "
+              f"manifest {manifest.path}", file=sys.stderr)
+    if failed:
+        return EXIT_FAILED if any(r.bug for r in failed) else EXIT_USER_ERROR
+    return EXIT_OK
+
+
+def _values_text(values: dict[str, Any], limit: int = 60) -> str:
+    """A job's values on one line: ``3.seed=43, 6.text='a red ...'``."""
+    parts = []
+    for key, value in values.items():
+        shown = repr(value) if isinstance(value, str) else str(value)
+        parts.append(f"{key}={shown if len(shown) <= limit else shown[:limit - 4] + '...' + shown[-1]}")
+    return ", ".join(parts)
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(f"nodeflow: {text}", file=sys.stderr)
+
+
+class SweepReporter:
+    """One line on stderr as each sweep job starts and ends."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def started(self, job, position: int, total: int) -> None:
+        if not self.quiet:
+            print(f"[job {position}/{total}] #{job.index} {_values_text(job.values)}", file=sys.stderr)
+
+    def finished(self, result) -> None:
+        if self.quiet:
+            return
+        if result.status == "done":
+            print(f"    done in {result.seconds:.1f} s ({len(result.executed)} nodes run, "
+                  f"{len(result.cached)} cached)", file=sys.stderr)
+        elif result.status == "failed":
+            print(f"    failed: {result.error}", file=sys.stderr)
+
+
 def run_interruptibly(executor, workflow, **options):
     """Run on a worker thread so that Ctrl-C sets the cancel flag and the run stops cleanly
     (between nodes, or at the next step of a long node) instead of dying mid-write. A second
-    Ctrl-C aborts at once.
+    Ctrl-C aborts at once."""
+    return interruptibly(lambda cancel: executor.run(workflow, cancel_event=cancel, **options))
+
+
+def interruptibly(work):
+    """``work(cancel_event)`` on a worker thread; Ctrl-C sets the event (``work`` stops at its
+    next safe point and returns or raises ``Cancelled``), a second one aborts at once.
 
     The main thread waits on an Event, not ``Thread.join``: a KeyboardInterrupt inside ``join``
     can leave the thread looking finished while it still runs (CPython 3.11)."""
     cancel, done = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
 
-    def work() -> None:
+    def target() -> None:
         try:
-            outcome["result"] = executor.run(workflow, cancel_event=cancel, **options)
+            outcome["result"] = work(cancel)
         except BaseException as error:  # handed to the main thread, raised there
             outcome["error"] = error
         finally:
             done.set()
 
     try:  # a Ctrl-C may come while start() still waits for the thread, which may be running already
-        threading.Thread(target=work, name="nodeflow-run", daemon=True).start()
+        threading.Thread(target=target, name="nodeflow-run", daemon=True).start()
         while not done.wait(0.1):
             pass
     except KeyboardInterrupt:
@@ -292,23 +433,12 @@ def apply_override(workflow, assignment: str, registry=None) -> None:
 
 
 def parse_value(raw: str, socket_type: str | None = None) -> Any:
-    """Text from the command line as a value of ``socket_type`` (INT, FLOAT, BOOLEAN, text)."""
-    if socket_type == "INT":
-        try:
-            return int(raw) if raw.strip().lstrip("+-").isdigit() else int(raw, 0)  # 42, 0x2a
-        except ValueError:
-            raise ValueError(f"{raw!r} is not an integer") from None
-    if socket_type == "FLOAT":
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a number") from None
-    if socket_type == "BOOLEAN":
-        if raw.lower() not in TRUE_WORDS + FALSE_WORDS:
-            raise ValueError(f"{raw!r} is not true or false")
-        return raw.lower() in TRUE_WORDS
-    if socket_type in ("STRING", "CHOICE"):
-        return raw
+    """Text from the command line as a value of ``socket_type`` (INT, FLOAT, BOOLEAN, text); an
+    untyped value as JSON, else text. Typed values parse as ``--sweep`` values do."""
+    from nodeflow.sweeps.spec import TYPED, parse_typed
+
+    if socket_type in TYPED:
+        return parse_typed(raw, socket_type)
     from nodeflow.formats.json_text import NotJson, parse_json
 
     try:
@@ -337,12 +467,16 @@ class EventPrinter:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.saved: list[str] = []
+        self.texts: list[dict[str, str]] = []  # what PreviewAny nodes showed: {"node": id, "text": ...}
 
     def __call__(self, event) -> None:
         from nodeflow.engine import events
 
         if isinstance(event, events.FileSaved):
             self.saved.append(str(event.path))
+        if isinstance(event, events.TextShown):  # a result, printed even when quiet
+            self.texts.append({"node": event.node_id, "text": event.text})
+            print(f"[text] node {event.node_id}:\n{event.text}", file=sys.stderr)
         if self.quiet:
             return
         if isinstance(event, events.NodeStarted):

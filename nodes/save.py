@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import torch
 
 from nodeflow.errors import NodeInputError
 from nodeflow.spec import IMAGE, Boolean, Input, String, node
+
+#: A workflow's ``ui`` entry of extra PNG text chunks, ``{name: text}``, for the images its run saves
+#: (a sweep job's values: ``nodeflow.sweeps.run``); written as chunks of their own, not embedded
+#: with the workflow (so a workflow read back from the image does not carry them on).
+IMAGE_TEXT = "image_text"
 
 
 def _validate_prefix(prefix: str, paths=None) -> None:
@@ -58,8 +64,13 @@ def save_image(images: torch.Tensor, filename_prefix: str, ctx, embed_workflow: 
         raise NodeInputError("filename_prefix", str(error)) from None
     chunks = None
     if embed_workflow and provenance is not None:
-        chunks = workflow_text_chunks(workflow, provenance.registry, (images.shape[2], images.shape[1]),
-                                      model_hash=_checkpoint_hash(provenance, ctx.paths.temp_dir))
+        extra = workflow.ui.get(IMAGE_TEXT)
+        extra = extra if isinstance(extra, dict) else {}
+        if extra:
+            workflow = replace(workflow, ui={k: v for k, v in workflow.ui.items() if k != IMAGE_TEXT})
+        chunks = {**{str(k): str(v) for k, v in extra.items()},
+                  **workflow_text_chunks(workflow, provenance.registry, (images.shape[2], images.shape[1]),
+                                         model_hash=_checkpoint_hash(provenance, ctx.paths.temp_dir))}
     saved = _save_all(images, folder, name, chunks, ctx)
     for path in saved:
         ctx.file_saved(path)
