@@ -280,7 +280,8 @@ OUTPUT_TYPES = ["SaveImage", "PreviewImage"]
 #: Inputs whose large in-range values make large tensors: runs only get small ones.
 BATCH_INPUTS = {"batch_size", "amount", "length"}
 SIZE_INPUTS = {"width", "height", "batch_size", "amount", "length", "left", "top", "right", "bottom",
-               "feathering", "expand", "feather", "grow_mask_by", "scale_by", "megapixels", "tile_size"}
+               "feathering", "expand", "feather", "grow_mask_by", "scale_by", "megapixels", "tile_size",
+               "target_width", "target_height", "largest_size", "spacing_width"}
 MODEL_CHOICES = {"ckpt_name", "vae_name", "lora_name", "control_net_name"}
 
 ODD_STRINGS = [
@@ -327,8 +328,8 @@ def good_value(spec, run: bool):
             return st.integers(low, max(low, min(high, 4 if spec.name in BATCH_INPUTS else 64)))
         return st.one_of(st.just(default), st.integers(low, high), st.sampled_from([low, high]))
     if spec.type == FLOAT:
-        low = spec.min if spec.min is not None else -1e6
-        high = spec.max if spec.max is not None else 1e6
+        low = float(spec.min) if spec.min is not None else -1e6  # float: an integer bound such as
+        high = float(spec.max) if spec.max is not None else 1e6  # PrimitiveFloat's 2^63 - 1 is not one
         if run and spec.name in SIZE_INPUTS:
             high = min(high, 1.25 if spec.name == "scale_by" else 0.05)
         return st.one_of(st.floats(low, high, allow_nan=False), st.sampled_from([low, high]))
