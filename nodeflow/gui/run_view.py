@@ -58,7 +58,7 @@ class RunView:
         self.handlers = {
             events.NodeStarted: self._node_started, events.NodeCached: self._node_cached,
             events.Progress: self._progress, events.ImagesShown: self._images_shown,
-            events.FileSaved: self._file_saved, events.NodeFailed: self._node_failed,
+            events.FileSaved: self._file_saved, events.TextShown: self._text_shown, events.NodeFailed: self._node_failed,
             events.RunFinished: self._run_finished, RunFailed: self._run_failed,
             RunInvalid: self._run_invalid, RunCancelled: self._run_cancelled,
         }
@@ -100,6 +100,12 @@ class RunView:
 
     def _file_saved(self, event: events.FileSaved) -> None:
         add_log_line(f"saved {event.path}")
+
+    def _text_shown(self, event: events.TextShown) -> None:
+        """PreviewAny's text goes to the log panel, a line per text line (at most 20)."""
+        lines = event.text.splitlines() or [""]
+        for line in [f"node {event.node_id}: {lines[0]}", *lines[1:20]]:
+            add_log_line(line)
 
     def _node_failed(self, event: events.NodeFailed) -> None:
         self.failed_node = event.node_id

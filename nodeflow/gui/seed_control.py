@@ -2,31 +2,17 @@
 
 The choice is stored per node and input in the workflow's UI section
 (``ui["seed_control"][node_id][input]``), as ComfyUI keeps "control after generate" with the node.
+The rules themselves are nodeflow.sweeps.seeds' (``--repeat`` applies them without a display);
+here they are applied through the editor's undoable document.
 """
 
 from __future__ import annotations
 
 import random
 
-from nodeflow.spec import SEED_MAX
+from nodeflow.sweeps.seeds import DEFAULT_MODE, MODES, SECTION, next_seed, seed_mode
 
-MODES = ("fixed", "increment", "decrement", "randomize")
-DEFAULT_MODE = "randomize"
-SECTION = "seed_control"
-
-
-def seed_mode(workflow, node_id: str, input_name: str) -> str:
-    return workflow.ui.get(SECTION, {}).get(node_id, {}).get(input_name, DEFAULT_MODE)
-
-
-def next_seed(value: int, mode: str, rng: random.Random | None = None) -> int:
-    if mode == "increment":
-        return (value + 1) % (SEED_MAX + 1)
-    if mode == "decrement":
-        return (value - 1) % (SEED_MAX + 1)
-    if mode == "randomize":
-        return (rng or random.Random()).randint(0, SEED_MAX)
-    return value
+__all__ = ["DEFAULT_MODE", "MODES", "SECTION", "next_seed", "seed_mode", "seeds_after_run", "set_seed_mode"]
 
 
 def seeds_after_run(document, rng: random.Random | None = None) -> dict[tuple[str, str], int]:
