@@ -1,7 +1,8 @@
 """A ComfyUI API export that uses every custom-sampling node id and model patch (issue 15)
 validates and runs: every sampler node and schedule feeds a SamplerCustomAdvanced (or a
 SamplerCustom) whose image is previewed, through every guider, over models patched by FreeU,
-FreeU_V2, RescaleCFG, CFGZeroStar, CFGNorm, APG, PAG and SAG, or sampled in continuous time."""
+FreeU_V2, RescaleCFG, CFGZeroStar, CFGNorm, APG, PAG, SAG, deep shrink, HyperTile, ToMe and
+DifferentialDiffusion, or sampled in continuous time."""
 
 from __future__ import annotations
 
@@ -68,6 +69,13 @@ def api_export() -> dict:
         "m4": {"class_type": "APG", "inputs": {"model": ["m3", 0], "eta": 1.0, "norm_threshold": 5.0, "momentum": 0.5}},
         "m5": {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["m4", 0], "scale": 3.0}},
         "m6": {"class_type": "SelfAttentionGuidance", "inputs": {"model": ["m5", 0], "scale": 0.5, "blur_sigma": 2.0}},
+        "m7": {"class_type": "PatchModelAddDownscale", "inputs": {
+            "model": ["m6", 0], "block_number": 3, "downscale_factor": 2.0, "start_percent": 0.0, "end_percent": 0.35,
+            "downscale_after_skip": True, "downscale_method": "bicubic", "upscale_method": "bislerp"}},
+        "m8": {"class_type": "HyperTile", "inputs": {"model": ["m7", 0], "tile_size": 16, "swap_size": 2, "max_depth": 0,
+                                                    "scale_depth": False}},
+        "m9": {"class_type": "TomePatchModel", "inputs": {"model": ["m8", 0], "ratio": 0.3}},
+        "m10": {"class_type": "DifferentialDiffusion", "inputs": {"model": ["m9", 0], "strength": 1.0}},
         "e1": {"class_type": "ModelSamplingContinuousEDM", "inputs": {"model": ["1", 0], "sampling": "v_prediction",
                                                                      "sigma_max": 120.0, "sigma_min": 0.002}},
         "e2": {"class_type": "ModelSamplingContinuousV", "inputs": {"model": ["e1", 0], "sampling": "v_prediction",
@@ -76,7 +84,7 @@ def api_export() -> dict:
                 "inputs": {"model": ["1", 0], "sampling_percent": 0.1, "return_actual_sigma": False}},
         "n1": {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}},
         "n0": {"class_type": "DisableNoise", "inputs": {}},
-        "g1": {"class_type": "CFGGuider", "inputs": {"model": ["m6", 0], "positive": ["2", 0], "negative": ["3", 0],
+        "g1": {"class_type": "CFGGuider", "inputs": {"model": ["m10", 0], "positive": ["2", 0], "negative": ["3", 0],
                                                      "cfg": 5.0}},
         "g4": {"class_type": "CFGGuider", "inputs": {"model": ["e2", 0], "positive": ["2", 0], "negative": ["3", 0],
                                                      "cfg": 3.0}},
