@@ -1,6 +1,7 @@
 """More of ComfyUI's graph for tests/comfy_reference.py (issue 15): the samplers k-diffusion lacks
 (er_sde, res_multistep, euler_cfg_pp), the Align Your Steps schedule of SamplerCustomAdvanced, and
-the model patches RescaleCFG, FreeU and FreeU_V2. Nothing here imports nodeflow.
+the model patches RescaleCFG, FreeU, FreeU_V2 and PerturbedAttentionGuidance. Nothing here imports
+nodeflow.
 
 The samplers are written here from the mathematics of ComfyUI's definitions (comfy/k_diffusion/
 sampling.py: sample_er_sde, res_multistep, sample_euler_cfg_pp) for an epsilon or v model (VP:
@@ -13,6 +14,8 @@ The patches lean on diffusers where it has the same mathematics:
   for display, up to 1.4% off ComfyUI's: see ``test_reference_ays_schedule``.)
 - RescaleCFG on a v model is diffusers' ``rescale_noise_cfg`` on the raw v outputs (CFG-combined v
   against the conditional v), turned back into a denoised estimate.
+- PerturbedAttentionGuidance: the conditional prediction again with diffusers' attention processors of
+  the mid block's self-attentions swapped for the identity product to_out(to_v(x)).
 - FreeU / FreeU_V2: diffusers' ``enable_freeu`` hook in its up blocks, with the choice of scales
   made as ComfyUI makes it. ComfyUI picks by the width of the decoder's backbone features h
   (model_channels * 4 -> b1, s1; * 2 -> b2, s2; any other width: untouched); diffusers picks by up
@@ -163,6 +166,43 @@ class RescaledCFG(base.Denoiser):
         return x / (s ** 2 + 1) - v * s / (s ** 2 + 1) ** 0.5
 
 
+class IdentitySelfAttention:
+    """PAG's perturbed self-attention as a diffusers attention processor: every token attends only
+    to itself, so the block's output is to_out(to_v(x))."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        return attn.to_out[1](attn.to_out[0](attn.to_v(hidden_states)))
+
+
+class PerturbedAttentionCFG(base.Denoiser):
+    """PerturbedAttentionGuidance(scale): CFG plus scale x (cond - P), P the conditional prediction
+    again with the self-attention of every transformer block in diffusers' mid block (ComfyUI's
+    ("middle", 0)) replaced by IdentitySelfAttention, as ComfyUI's post-CFG function."""
+
+    def __init__(self, *args, scale: float):
+        super().__init__(*args)
+        self.scale = scale
+
+    def guide(self, x, sigma, uncond, cond, raw):
+        return super().guide(x, sigma, uncond, cond, raw) + (cond - self.perturbed(x, sigma)) * self.scale
+
+    @torch.no_grad()
+    def perturbed(self, x, sigma):
+        blocks = [block.attn1 for attention in self.unet.mid_block.attentions
+                  for block in attention.transformer_blocks]
+        original = [block.processor for block in blocks]
+        for block in blocks:
+            block.set_processor(IdentitySelfAttention())
+        try:
+            s = sigma[:, None, None, None]
+            out = self.unet(x * (s ** 2 + 1) ** -0.5, self.timestep(sigma), **self.cond).sample
+        finally:
+            for block, processor in zip(blocks, original):
+                block.set_processor(processor)
+        return x / (s ** 2 + 1) - out * s / (s ** 2 + 1) ** 0.5 if self.v else x - s * out
+
+
 def freeu_by_width(model_channels: int, version: int):
     """A replacement for diffusers' apply_freeu that scales as ComfyUI's FreeU / FreeU_V2 do: by
     the width of h (see the module docstring). Version 2 scales the backbone half of h by
@@ -203,6 +243,8 @@ def render(path, ldm: dict, sources: dict, job: base.Job, *, by_up_block: bool =
         inputs = dict(inputs)
         if name == "RescaleCFG":
             kwargs["denoiser"] = partial(RescaledCFG, multiplier=inputs["multiplier"])
+        elif name == "PerturbedAttentionGuidance":
+            kwargs["denoiser"] = partial(PerturbedAttentionCFG, scale=inputs["scale"])
         elif name in ("FreeU", "FreeU_V2"):
             assert freeu is None, "one FreeU patch at a time"
             freeu = (name, inputs)

@@ -5,7 +5,7 @@ networks that follows shared/reference/comfyui-conventions.md.
 Scaled-down single files of each family with random weights (tests/family_files.py). Pass: at
 most 2/255 per value and at most 1% of values differing (the issue's bound for ComfyUI images).
 Further cases (samplers k-diffusion lacks, SamplerCustomAdvanced with Align Your Steps, RescaleCFG,
-FreeU, FreeU_V2) render their reference through tests/comfy_reference_extras.py, and each shows
+FreeU, FreeU_V2, PerturbedAttentionGuidance) render their reference through tests/comfy_reference_extras.py, and each shows
 that a deliberately wrong variant of it is far off (WRONG), so that none can pass vacuously.
 """
 
@@ -111,6 +111,8 @@ JOBS = {
                       patches=(("FreeU", (("b1", 1.1), ("b2", 1.2), ("s1", 0.9), ("s2", 0.2))),)),
     "sdxl FreeU_V2": Job("sdxl", "a photo of a cat, sharp", "blurry", seed=18,
                          patches=(("FreeU_V2", (("b1", 1.3), ("b2", 1.4), ("s1", 0.9), ("s2", 0.2))),)),
+    "sdxl PAG": Job("sdxl", "a photo of a cat, sharp", "blurry", seed=19, cfg=4.0,
+                    patches=(("PerturbedAttentionGuidance", (("scale", 3.0),)),)),
 }
 
 # The reference would notice a wrong choice: the same job with one thing changed, rendered by the
@@ -129,6 +131,7 @@ WRONG = {
                                                   patches=(("RescaleCFG", (("multiplier", 0.0),)),)), {})],
     "sdxl FreeU": [("FreeU off", replace(JOBS["sdxl FreeU"], patches=()), {}),
                    ("diffusers' scales by up block", JOBS["sdxl FreeU"], {"by_up_block": True})],
+    "sdxl PAG": [("PAG off", replace(JOBS["sdxl PAG"], patches=()), {})],
     "sdxl FreeU_V2": [("FreeU (V1) with V2's numbers", replace(JOBS["sdxl FreeU_V2"],
                                                                patches=FREEU_V1_WITH_V2_NUMBERS), {})],
 }
