@@ -80,7 +80,10 @@ class InputSpec:
         if problem is None and self.type == CHOICE and (paths is not None or not self.has_computed_choices):
             allowed = self.choices(paths)
             if value not in allowed:
-                shown = ", ".join(map(repr, allowed[:8])) + (" ..." if len(allowed) > 8 else "")
+                limit = 8 if self.has_computed_choices else len(allowed)  # file lists can be long
+                shown = ", ".join(map(repr, allowed[:limit]))
+                if len(allowed) > limit:
+                    shown += f" ... ({len(allowed)} in all)"
                 problem = f"{value!r} is not one of: {shown or '(none available)'}"
         if problem is None and self.validate is not None:
             try:

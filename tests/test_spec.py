@@ -101,3 +101,12 @@ def test_nul_characters_in_text_are_refused():
 
     assert "NUL" in String("filename_prefix", "x").check_value("a\0b")
     assert String("filename_prefix", "x").check_value("ab") is None
+
+
+def test_an_unknown_choice_lists_every_fixed_option_and_the_first_files():
+    names = [f"sampler_{i}" for i in range(40)]
+    problem = Choice("sampler_name", names).check_value("nope")
+    assert all(repr(name) in problem for name in names) and "..." not in problem
+    files = Choice("ckpt_name", lambda paths: [f"m{i}.safetensors" for i in range(20)])
+    problem = files.check_value("nope", {})
+    assert "'m7.safetensors'" in problem and "'m8.safetensors'" not in problem and "(20 in all)" in problem
