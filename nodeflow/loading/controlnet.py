@@ -1,8 +1,8 @@
 """Load ControlNet files: original layout (``control_model.`` prefix optional), diffusers'
 layout (a ``ControlNetModel`` folder as ``save_pretrained`` writes it, or its weights file alone,
 keys renamed by ``nodeflow.loading.diffusers_keys``), "difference" ControlNets (stored as the
-difference to a base model: the base U-Net's weights are added), and clear refusals for what is
-not supported (T2I-Adapters).
+difference to a base model: the base U-Net's weights are added), and T2I-Adapters (either
+layout; nodeflow.loading.t2i_adapter), which the ControlNet apply nodes accept as well.
 
 SD1.x, SD2.x and SDXL ControlNets: the family is told from the shapes as for a U-Net-only file
 (nodeflow.loading.detect on the encoder's keys: an ADM input ``label_emb`` is SDXL, a 1024-wide
@@ -27,6 +27,8 @@ from nodeflow.loading.families import FAMILIES, KIND_FAMILY
 from nodeflow.runtime.devices import model_dtype
 from nodeflow.loading.diffusers_keys import controlnet_metadata, controlnet_to_original, is_diffusers_controlnet
 from nodeflow.loading.files import read_diffusers_controlnet, read_state_dict
+from nodeflow.loading.t2i_adapter import load_t2i_adapter, read_diffusers_t2i_adapter
+from nodeflow.models.t2i_adapter import T2IAdapter
 
 PREFIX = "control_model."
 META_HEADS = "nodeflow.unet.num_heads"
@@ -39,12 +41,15 @@ def is_difference(sd: dict[str, torch.Tensor]) -> bool:
 
 
 def load_controlnet(path: str | os.PathLike, *, device="cpu", dtype: str = "auto",
-                    base_unet: torch.nn.Module | None = None) -> ControlNetModel:
+                    base_unet: torch.nn.Module | None = None) -> ControlNetModel | T2IAdapter:
     path = Path(path)
+    adapter_folder = read_diffusers_t2i_adapter(path) if path.is_dir() else None
+    if adapter_folder is not None:
+        return load_t2i_adapter(path, adapter_folder, device=device, dtype=dtype)
     sd, metadata = read_controlnet_file(path)
     kind = detect_kind(sd)
     if kind == "t2i-adapter":
-        raise ModelFileError(f"{path}: this is a T2I-Adapter; nodeflow does not support T2I-Adapters yet")
+        return load_t2i_adapter(path, sd, device=device, dtype=dtype)
     if kind != "controlnet":
         raise ModelFileError(f"{path}: not a ControlNet; found keys like {describe_keys(sd)}")
     if is_diffusers_controlnet(sd):

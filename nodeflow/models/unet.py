@@ -35,17 +35,23 @@ from nodeflow.models.unet_patches import PatchCall, UNetPatches
 
 @dataclass
 class ControlResiduals:
-    """Residuals a ControlNet adds: one per input-block output (in order), and the middle's."""
+    """What a control model adds to the U-Net: ControlNets a residual per input-block output (in
+    order, to the skip connections) and the middle's; T2I-Adapters features added to the input
+    blocks' outputs themselves (``inputs``, in order; None: none), so later blocks see them too."""
 
     skips: list[torch.Tensor]
     middle: torch.Tensor
+    inputs: list[torch.Tensor] | None = None
 
     def __add__(self, other: ControlResiduals) -> ControlResiduals:
+        inputs = self.inputs if other.inputs is None else other.inputs if self.inputs is None else [
+            a + b for a, b in zip(self.inputs, other.inputs, strict=True)]
         return ControlResiduals([a + b for a, b in zip(self.skips, other.skips, strict=True)],
-                                self.middle + other.middle)
+                                self.middle + other.middle, inputs)
 
     def scaled(self, factor: float) -> ControlResiduals:
-        return ControlResiduals([s * factor for s in self.skips], self.middle * factor)
+        inputs = None if self.inputs is None else [t * factor for t in self.inputs]
+        return ControlResiduals([s * factor for s in self.skips], self.middle * factor, inputs)
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,8 @@ class UNetModel(nn.Module):
         for index, block in enumerate(self.input_blocks):
             where = None if call is None else call.at(("input", index))
             h = block(h, emb, context, call=where)
+            if control is not None and control.inputs is not None:
+                h = h + control.inputs[index].to(h.dtype)
             if where is not None:
                 for patch in patches.input_block:
                     h = patch(h, where)

@@ -46,11 +46,36 @@ class ControlNetHook:
         if self.strength == 0:
             return None
         check_fits(self.controlnet, model)
+        if getattr(self.controlnet, "is_t2i_adapter", False):
+            return self._adapter_residuals(x, model, halves).scaled(self.strength)
         dtype = next(self.controlnet.parameters()).dtype
         hint = self.hint(x.shape[0], x.shape[2], x.shape[3], x.device, dtype, halves)
         extra = {} if y is None else {"y": y.to(dtype)}
         out = self.controlnet(x, hint, timesteps, context, **extra)
         return out.scaled(self.strength)
+
+    def _adapter_residuals(self, x: torch.Tensor, model, halves: int) -> ControlResiduals:
+        """A T2I-Adapter's features, placed as ComfyUI adds them (nodeflow.models.t2i_adapter).
+        The adapter runs once per latent size, batch, device and dtype (it sees neither the
+        latent nor the timestep): the control image resized to 8x the latent grid rounded up to
+        the adapter's unshuffle factor, averaged to one channel for one-channel adapters."""
+        from nodeflow.models.t2i_adapter import adapter_residuals
+
+        adapter = self.controlnet
+        key = ("t2i-adapter", x.shape[0], halves, x.shape[2], x.shape[3], str(x.device))
+        if key not in self._hints:
+            width, height = adapter.hint_size(x.shape[3] * 8, x.shape[2] * 8)
+            pixels = upscale(self.image[..., :3].movedim(-1, 1).float(), width, height, "nearest-exact", "center")
+            if adapter.config.hint_channels == 1:
+                pixels = pixels.mean(1, keepdim=True)
+            dtype = next(adapter.parameters()).dtype
+            with torch.no_grad():
+                self._hints[key] = adapter(broadcast_hint(pixels, x.shape[0], halves).to(device=x.device, dtype=dtype))
+        try:
+            return adapter_residuals(self._hints[key], adapter.config, model.unet.config,
+                                     getattr(adapter, "source", "") or "the T2I-Adapter")
+        except ValueError as error:
+            raise NodeflowError(str(error)) from None
 
 
 def broadcast_hint(pixels: torch.Tensor, batch: int, halves: int = 1) -> torch.Tensor:
