@@ -31,17 +31,9 @@ from nodeflow_nodes.attention_guidance import perturbed_attention_guidance as pa
 from nodeflow_nodes.attention_guidance import self_attention_guidance as sag_node
 from nodeflow_nodes.model_advanced import cfg_norm, cfg_zero_star, rescale_cfg
 from tests.test_model_patches import comfy_style_rescale, comfy_style_zero_star
-from tests.test_unet_parity import random_unet, tiny_config
+from tests.test_unet_parity import one_thread, random_unet, tiny_config  # noqa: F401 (one_thread: autouse fixture)
 
 POOLED = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # float64 U-Nets: batched and single forwards, fused and written-out attention then agree far below

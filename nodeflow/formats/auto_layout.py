@@ -4,6 +4,8 @@ each node's height estimated from its number of inputs so that stacked nodes do 
 
 from __future__ import annotations
 
+from collections import Counter
+
 from nodeflow.engine.workflow import Workflow, node_id_order
 
 COLUMN_WIDTH = 420.0
@@ -36,16 +38,20 @@ def depths(workflow: Workflow) -> dict[str, int]:
     return depth
 
 
-def estimated_height(workflow: Workflow, node_id: str) -> float:
-    """A node's height on the canvas, from its literal and linked inputs (plus an output line)."""
-    linked = sum(1 for link in workflow.links if link.dst == node_id)
-    return TITLE_HEIGHT + ROW_HEIGHT * (len(workflow.nodes[node_id].inputs) + linked + 1)
+def estimated_heights(workflow: Workflow) -> dict[str, float]:
+    """Each node's height on the canvas, from its literal and linked inputs (plus an output line)."""
+    linked = Counter(link.dst for link in workflow.links)
+    return {node_id: TITLE_HEIGHT + ROW_HEIGHT * (len(node.inputs) + linked[node_id] + 1)
+            for node_id, node in workflow.nodes.items()}
 
 
 def default_positions(workflow: Workflow, only_missing: bool = True) -> dict[str, list[float]]:
-    """[x, y] for every node without a position in ``workflow.ui`` (or every node)."""
+    """[x, y] for every node without a position in ``workflow.ui`` (or every node); nothing is
+    computed when every node has one."""
     placed = workflow.ui.get("nodes", {})
-    depth = depths(workflow)
+    if only_missing and all((placed.get(k) or {}).get("pos") for k in workflow.nodes):
+        return {}
+    depth, heights = depths(workflow), estimated_heights(workflow)
     columns: dict[int, list[str]] = {}
     for node_id in sorted(workflow.nodes, key=node_id_order):
         columns.setdefault(depth[node_id], []).append(node_id)
@@ -54,7 +60,7 @@ def default_positions(workflow: Workflow, only_missing: bool = True) -> dict[str
         y = MARGIN
         for node_id in members:
             positions[node_id] = [MARGIN + COLUMN_WIDTH * column, y]
-            y += estimated_height(workflow, node_id) + ROW_GAP
+            y += heights[node_id] + ROW_GAP
     if only_missing:
         return {k: v for k, v in positions.items() if not (placed.get(k) or {}).get("pos")}
     return positions

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -166,23 +167,23 @@ def _check_inside(output_dir: Path, folder: Path, prefix: str) -> None:
         raise ValueError(f"the filename prefix {prefix!r} leads outside the output folder {output_dir}") from None
 
 
-def next_counter(folder: Path, name: str) -> int:
-    pattern = re.compile(re.escape(name) + r"_(\d{5,})_\.png$")
+def next_counter(folder: Path, name: str, suffix: str = ".png") -> int:
+    """1 + the highest NNNNN of the ``name_NNNNN_<suffix>`` files in ``folder`` (1 if none)."""
+    pattern = re.compile(re.escape(name) + r"_(\d{5,})_" + re.escape(suffix) + "$")
     found = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
     return max(found, default=0) + 1
 
 
-def save_png(image: Image.Image, folder: Path, name: str, chunks: dict[str, str] | None = None,
-             compress_level: int = 4) -> Path:
-    """Write ``image`` as ``name_NNNNN_.png`` in ``folder`` without overwriting anything: the PNG
-    is written to a temporary file there, then hard-linked to the first free name (``os.link``
-    fails when the name exists, so a concurrent writer that took it makes us try the next)."""
+def save_numbered(folder: Path, name: str, suffix: str, write: Callable[[Path], None]) -> Path:
+    """Write a new ``name_NNNNN_<suffix>`` file in ``folder`` without overwriting anything:
+    ``write(path)`` fills a temporary file there, which is then hard-linked to the first free name
+    (``claim`` fails when the name exists, so a concurrent writer that took it makes us try the next)."""
     temporary = create_temporary(folder)
     try:
-        image.save(temporary, pnginfo=png_info(chunks), compress_level=compress_level)
-        counter = next_counter(folder, name)
+        write(temporary)
+        counter = next_counter(folder, name, suffix)
         while counter <= MAX_COUNTER:
-            target = folder / f"{name}_{counter:05}_.png"
+            target = folder / f"{name}_{counter:05}_{suffix}"
             try:
                 claim(temporary, target)
                 return target
@@ -191,6 +192,13 @@ def save_png(image: Image.Image, folder: Path, name: str, chunks: dict[str, str]
         raise ValueError(f"no free file name left for prefix {name!r} in {folder}")
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def save_png(image: Image.Image, folder: Path, name: str, chunks: dict[str, str] | None = None,
+             compress_level: int = 4) -> Path:
+    """Write ``image`` as ``name_NNNNN_.png`` in ``folder`` without overwriting anything (``save_numbered``)."""
+    return save_numbered(folder, name, ".png", lambda path: image.save(
+        path, format="PNG", pnginfo=png_info(chunks), compress_level=compress_level))
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:

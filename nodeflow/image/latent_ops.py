@@ -13,12 +13,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
-from nodeflow.image.files import MAX_COUNTER, claim, create_temporary
+from nodeflow.image.files import save_numbered
 from nodeflow.image.ops import repeat_to_batch, upscale
 
 #: Latents in files without the version marker were stored unscaled (ComfyUI multiplies by 1 / 0.18215).
@@ -149,13 +148,6 @@ def latent_from_file(tensors: dict[str, torch.Tensor]) -> dict:
     return {"samples": tensors[LATENT_KEY].float() * scale}
 
 
-def next_latent_counter(folder: Path, name: str) -> int:
-    """One more than the highest NNNNN of ``name_NNNNN_.latent`` files in ``folder`` (1 if none)."""
-    pattern = re.compile(re.escape(name) + r"_(\d{5,})_\.latent$")
-    found = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
-    return max(found, default=0) + 1
-
-
 def write_latent_file(samples: torch.Tensor, folder: Path, name: str, metadata: dict[str, str] | None = None) -> Path:
     """Save ``samples`` as ``name_NNNNN_.latent`` in ``folder`` (the first free counter), never
     overwriting a file and never leaving half a file under that name: the bytes go to a hidden
@@ -164,17 +156,4 @@ def write_latent_file(samples: torch.Tensor, folder: Path, name: str, metadata: 
     from safetensors.torch import save as safetensors_bytes
 
     data = safetensors_bytes(latent_file_tensors(samples), metadata=metadata or None)
-    temporary = create_temporary(folder)
-    try:
-        temporary.write_bytes(data)
-        counter = next_latent_counter(folder, name)
-        while counter <= MAX_COUNTER:
-            target = folder / f"{name}_{counter:05}_.latent"
-            try:
-                claim(temporary, target)
-                return target
-            except FileExistsError:
-                counter += 1
-        raise ValueError(f"no free file name left for prefix {name!r} in {folder}")
-    finally:
-        temporary.unlink(missing_ok=True)
+    return save_numbered(folder, name, ".latent", lambda path: path.write_bytes(data))
