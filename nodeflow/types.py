@@ -11,6 +11,9 @@
 | NOISE         | ``Noise``: nodeflow.sampling.custom.Noise (initial noise from a seed, or none)   |
 | GUIDER        | ``Guider``: nodeflow.sampling.custom.Guider (model + guidance over conditioning) |
 | CONDITIONING  | ``Conditioning``: a list of (cond (1, T, D), options dict), as ComfyUI's         |
+| CLIP_VISION   | ``ClipVision``: nodeflow.image.clip_vision.ClipVision (a CLIP image tower)       |
+| CLIP_VISION_OUTPUT | ``ClipVisionOutput``: nodeflow.image.clip_vision.ClipVisionOutput           |
+| STYLE_MODEL   | ``StyleModel``: nodeflow.models.style_model.StyleAdapter (T2I style adapter)     |
 | LATENT        | ``Latent``: {"samples": (B, 4, H/8, W/8), optional "noise_mask", "batch_index"} |
 | IMAGE         | ``Image``: float32 tensor (B, H, W, C) in 0..1                                  |
 | MASK          | ``Mask``: float32 tensor (B, H, W) in 0..1                                      |
@@ -29,7 +32,9 @@ from typing import TYPE_CHECKING, Any, TypedDict
 if TYPE_CHECKING:
     import torch
 
+    from nodeflow.image.clip_vision import ClipVision, ClipVisionOutput
     from nodeflow.image.vae import VAE as Vae
+    from nodeflow.models.style_model import StyleAdapter as StyleModel
     from nodeflow.models.controlnet import ControlNetModel as ControlNet
     from nodeflow.sampling.custom import Guider, Noise
     from nodeflow.sampling.custom import SamplerChoice as Sampler
@@ -42,9 +47,9 @@ if TYPE_CHECKING:
     Sigmas = torch.Tensor  # (N,) float32
 
 __all__ = ["MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "CONTROL_NET", "SAMPLER",
-           "SIGMAS", "NOISE", "GUIDER", "INT", "FLOAT", "STRING", "BOOLEAN", "CHOICE", "ANY", "SOCKET_TYPES",
+           "SIGMAS", "NOISE", "GUIDER", "CLIP_VISION", "CLIP_VISION_OUTPUT", "STYLE_MODEL", "INT", "FLOAT", "STRING", "BOOLEAN", "CHOICE", "ANY", "SOCKET_TYPES",
            "WIDGET_TYPES", "Latent", "Model", "Clip", "Vae", "ControlNet", "Conditioning", "Image", "Mask",
-           "Sampler", "Sigmas", "Noise", "Guider"]
+           "Sampler", "Sigmas", "Noise", "Guider", "ClipVision", "ClipVisionOutput", "StyleModel"]
 
 # Socket type names (also exported by nodeflow.spec, the node API).
 MODEL = "MODEL"
@@ -59,6 +64,9 @@ SAMPLER = "SAMPLER"
 SIGMAS = "SIGMAS"
 NOISE = "NOISE"
 GUIDER = "GUIDER"
+CLIP_VISION = "CLIP_VISION"
+CLIP_VISION_OUTPUT = "CLIP_VISION_OUTPUT"
+STYLE_MODEL = "STYLE_MODEL"
 INT = "INT"
 FLOAT = "FLOAT"
 STRING = "STRING"
@@ -67,7 +75,7 @@ CHOICE = "CHOICE"  # an enumerated string; links carry it as a STRING-like value
 ANY = "*"  # accepts any type (debugging and utility nodes)
 
 SOCKET_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK, CONTROL_NET, SAMPLER, SIGMAS, NOISE, GUIDER,
-                INT, FLOAT, STRING, BOOLEAN, CHOICE, ANY)
+                CLIP_VISION, CLIP_VISION_OUTPUT, STYLE_MODEL, INT, FLOAT, STRING, BOOLEAN, CHOICE, ANY)
 WIDGET_TYPES = (INT, FLOAT, STRING, BOOLEAN, CHOICE)
 
 

@@ -91,8 +91,21 @@ class BasicTransformerBlock(nn.Module):
             x = x + self.attn1(self.norm1(x))
         else:
             x = x + self.patched_self_attention(self.norm1(x), call)
-        x = x + self.attn2(self.norm2(x), context)
+        if call is None or not call.patches.attn2_patch:
+            x = x + self.attn2(self.norm2(x), context)
+        else:
+            x = x + self.patched_cross_attention(self.norm2(x), context, call)
         return x + self.ff(self.norm3(x))
+
+    def patched_cross_attention(self, n: torch.Tensor, context: torch.Tensor, call: PatchCall) -> torch.Tensor:
+        """The cross-attention of the normalised tokens ``n`` over ``context`` after the model's
+        ``attn2_patch`` functions, in order, changed the tokens, keys' context and values' context."""
+        attn = self.attn2
+        call = replace(call, heads=attn.heads, dim_head=attn.to_q.out_features // attn.heads)
+        value = context
+        for patch in call.patches.attn2_patch:
+            n, context, value = patch(n, context, value, call)
+        return attn(n, context, value)
 
     def patched_self_attention(self, n: torch.Tensor, call: PatchCall) -> torch.Tensor:
         """The self-attention of the normalised tokens ``n`` with the model's patches

@@ -4,6 +4,9 @@ functions on the self-attention of the transformer blocks and on the blocks' fea
 - ``attn1_patch``: (n, context, value, call) -> (n, context, value), on a transformer block's
   normalised tokens n (B, N, C) before its self-attention reads them (HyperTile, ToMe);
 - ``attn1_output_patch``: (out, call) -> out, on the self-attention's output before the residual;
+- ``attn2_patch``: (n, context, value, call) -> (n, context, value), on a transformer block's
+  normalised tokens n (B, N, C) and the text context its cross-attention reads keys (context) and
+  values (value) from (B, T, D), before the projections (hypernetworks);
 - ``attn1_replace``: ((block, id) or (block, id, index), function) pairs; the function
   (q, k, v, call) -> (B, N, inner) replaces the attention product of the self-attention of the
   matching transformer blocks, between its projections (PAG, SAG);
@@ -37,6 +40,7 @@ class UNetPatches:
     attn1_patch: tuple[Callable, ...] = ()
     attn1_output_patch: tuple[Callable, ...] = ()
     attn1_replace: tuple[tuple[Location, Callable], ...] = ()
+    attn2_patch: tuple[Callable, ...] = ()
     input_block_after_skip: tuple[Callable, ...] = ()
     output_block: tuple[Callable, ...] = ()
     input_block: tuple[Callable, ...] = ()
@@ -56,8 +60,8 @@ class UNetPatches:
         return found[-1] if found else None
 
 
-_FIELDS = ("attn1_patch", "attn1_output_patch", "attn1_replace", "input_block_after_skip", "output_block",
-           "input_block")
+_FIELDS = ("attn1_patch", "attn1_output_patch", "attn1_replace", "attn2_patch", "input_block_after_skip",
+           "output_block", "input_block")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     # second is the older name it still reads)
     "diffusion_models": ("diffusion_models", "unet"),
     "text_encoders": ("text_encoders", "clip"),
+    "hypernetworks": ("hypernetworks",),  # HypernetworkLoader; AUTOMATIC1111's folder has the same name
+    "clip_vision": ("clip_vision",),  # CLIPVisionLoader
+    "style_models": ("style_models",),  # StyleModelLoader (T2I style adapters)
 }
 
 
