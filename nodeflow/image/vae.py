@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from nodeflow.runtime.devices import available_memory, is_out_of_memory
-
 from nodeflow.models.vae import AutoencoderKL
+from nodeflow.runtime.devices import available_memory, is_out_of_memory
+from nodeflow.runtime.threads import cpu_threads, network_work, threads_for
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,9 @@ class VAE:
             logger.info("VAE encode of %s would not fit in memory; encoding in tiles", tuple(image.shape))
             return self.encode_tiled(image)
         try:
-            outputs = [self.model.encode(chunk.to(self.device, self.dtype)).float().cpu()
-                       for chunk in pixels.split(batch_size)]
+            with cpu_threads(self._threads(pixels.shape[0] * pixels[0, 0].numel() // self.downscale ** 2)):
+                outputs = [self.model.encode(chunk.to(self.device, self.dtype)).float().cpu()
+                           for chunk in pixels.split(batch_size)]
         except (torch.OutOfMemoryError, RuntimeError) as error:
             if not (auto_tile and is_out_of_memory(error)):
                 raise
@@ -68,8 +69,9 @@ class VAE:
             logger.info("VAE decode of %s would not fit in memory; decoding in tiles", tuple(latent.shape))
             return self.decode_tiled(latent)
         try:
-            outputs = [self.model.decode(chunk.to(self.device, self.dtype)).float().cpu()
-                       for chunk in latent.split(batch_size)]
+            with cpu_threads(self._threads(latent.shape[0] * latent[0, 0].numel())):
+                outputs = [self.model.decode(chunk.to(self.device, self.dtype)).float().cpu()
+                           for chunk in latent.split(batch_size)]
         except (torch.OutOfMemoryError, RuntimeError) as error:
             if not (auto_tile and is_out_of_memory(error)):
                 raise
@@ -77,6 +79,13 @@ class VAE:
             return self.decode_tiled(latent)
         pixels = torch.cat(outputs)  # (B, 3, H, W)
         return ((pixels + 1) / 2).clamp(0, 1).movedim(1, -1)
+
+    def _threads(self, latent_positions: int) -> int:
+        """CPU threads for a pass over this many latent positions (nodeflow.runtime.threads);
+        on a GPU the count is left as it is."""
+        if self.device.type != "cpu":
+            return torch.get_num_threads()
+        return threads_for(network_work(self.model, latent_positions))
 
     def fits(self, batch: int, height: int, width: int) -> bool:
         """Whether an untiled pass over ``batch`` images of height x width pixels should fit in the

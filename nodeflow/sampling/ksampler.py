@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from nodeflow.runtime.threads import cpu_threads, network_work, threads_for
 from nodeflow.sampling.conditioning import inpaint_concat
 from nodeflow.sampling.guidance import CFGDenoiser
 from nodeflow.sampling.memory import images_per_call
@@ -139,13 +140,29 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
         if callback is not None:
             callback(step, total, denoised)
 
-    x = sampler(denoise_fn, x, sigmas, noise=NoiseSource(seed), callback=report, **extra)
+    with torch.inference_mode(), cpu_threads(_sampling_threads(model, samples)):
+        x = sampler(denoise_fn, x, sigmas, noise=NoiseSource(seed), callback=report, **extra)
     if keep is not None:  # outside the mask: the source noised to the last sigma
         x = x * keep + model.sampling.noise_scaling(sigmas[-1], noise, source, False) * (1 - keep)
     device = latent["samples"].device
-    output = dict(latent) | {"samples": model.latent_format.process_out(x).to(device)}
-    denoised_output = dict(latent) | {"samples": model.latent_format.process_out(last["denoised"]).to(device)}
-    return output, denoised_output
+    output = dict(latent) | {"samples": _ordinary(model.latent_format.process_out(x).to(device))}
+    denoised = _ordinary(model.latent_format.process_out(last["denoised"]).to(device))
+    return output, dict(latent) | {"samples": denoised}
+
+
+def _sampling_threads(model: DiffusionModel, samples: torch.Tensor) -> int:
+    """CPU threads for sampling (nodeflow.runtime.threads): one for a small U-Net on a small
+    latent, all of torch's otherwise; irrelevant on a GPU (the count is left as it is)."""
+    if samples.device.type != "cpu":
+        return torch.get_num_threads()
+    batch, _, height, width = samples.shape
+    return threads_for(network_work(model.unet, batch * height * width))
+
+
+def _ordinary(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor made under inference mode as an ordinary one, so that later nodes may use it
+    in any way (an inference tensor refuses in-place updates outside inference mode)."""
+    return tensor.clone() if tensor.is_inference() else tensor
 
 
 def _give_inpaint_concat(denoiser: Callable, model: DiffusionModel, source: torch.Tensor,

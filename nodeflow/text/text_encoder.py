@@ -1,4 +1,5 @@
-"""The CLIP socket value: a transformers CLIPTextModel, our tokenizer and the clip-skip layer.
+"""The CLIP socket value: a CLIP text model (nodeflow.models.clip_text, transformers' names and
+outputs), our tokenizer and the clip-skip layer.
 
 SD1.x conditions on CLIP's hidden states for 77-token windows ([49406] + ids + [49407], padded
 with 49407; causal mask only, no padding mask), taken after the final layer norm. ``layer_idx``
@@ -32,7 +33,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from nodeflow.models.clip_text import ClipTextConfig, ClipTextModel, ClipTextModelWithProjection
 from nodeflow.models.meta import load_on_meta
+from nodeflow.runtime.threads import cpu_threads, network_work, threads_for
 from nodeflow.text.prompt_weights import WINDOW, PromptError, WeightedTokens, prompt_windows, windows
 from nodeflow.text.tokenizer import END_TOKEN, START_TOKEN, ClipTokenizer
 
@@ -45,7 +48,7 @@ class TextEncoder:
     """Encodes prompts into CONDITIONING tensors. Immutable: ``clone_with`` returns a copy that
     shares the model's weights (CLIPSetLastLayer, LoRA)."""
 
-    model: torch.nn.Module  # transformers CLIPTextModel (or a wrapper with the same call)
+    model: torch.nn.Module  # a ClipTextModel(WithProjection), transformers' or a wrapper with the same call
     tokenizer: ClipTokenizer
     layer_idx: int | None = None  # None: last layer; -1 last, -2 penultimate ...
     device: torch.device = torch.device("cpu")
@@ -87,7 +90,8 @@ class TextEncoder:
         weighted = bool((weights != 1.0).any())
         if weighted:
             ids.append([token for token, _ in windows([], self.pad_token)[0]])  # the empty prompt
-        hidden, pooled = self.encode_ids(torch.tensor(ids, device=self.device), vectors)  # (k(+1), 77, D)
+        with cpu_threads(self._threads(len(ids) * WINDOW)):
+            hidden, pooled = self.encode_ids(torch.tensor(ids, device=self.device), vectors)  # (k(+1), 77, D)
         hidden = hidden.float()
         if weighted:
             empty = hidden[k]  # (77, D)
@@ -96,6 +100,13 @@ class TextEncoder:
             hidden = torch.where(w != 1.0, moved, hidden[:k])  # weight 1: untouched, bit for bit
         cond = hidden.reshape(1, k * WINDOW, hidden.shape[-1])  # (1, 77 k, D)
         return cond, pooled[:1].float()
+
+    def _threads(self, tokens: int) -> int:
+        """CPU threads for encoding this many tokens (nodeflow.runtime.threads); on a GPU the
+        count is left as it is."""
+        if self.device.type != "cpu":
+            return torch.get_num_threads()
+        return threads_for(network_work(self.model, tokens))
 
     def _ids_and_vectors(self, token_windows: list[WeightedTokens]) -> tuple[list[list[int]], dict]:
         """Token ids per window, embedding vectors standing in for id 0: {(window, position): vector}."""
@@ -134,7 +145,7 @@ class TextEncoder:
 def final_layer_norm(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """The model's final LayerNorm applied to ``hidden``, with the weights the model runs with: a
     patched model (LoRA, CLIPMerge*; nodeflow.loading.lora.PatchedModule) substitutes its own."""
-    inner = getattr(model, "text_model", model)  # transformers 4.x nests the transformer, 5.x not
+    inner = getattr(model, "text_model", model)  # a projected model nests the transformer
     run = getattr(model, "run_submodule", None)
     if run is None:
         return inner.final_layer_norm(hidden)
@@ -191,11 +202,9 @@ def hidden_state_index(layer_idx: int | None, num_layers: int) -> int | None:
 
 
 def clip_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None = None,
-                                hidden_act: str = "quick_gelu"):
-    """A CLIPTextConfig from tensor shapes (keys without ``text_model.``). Heads: hidden / 64
+                                hidden_act: str = "quick_gelu") -> ClipTextConfig:
+    """A ClipTextConfig from tensor shapes (keys without ``text_model.``). Heads: hidden / 64
     unless given (they cannot be read from shapes)."""
-    from transformers import CLIPTextConfig
-
     try:
         vocab, hidden = sd["embeddings.token_embedding.weight"].shape
         positions = sd["embeddings.position_embedding.weight"].shape[0]
@@ -204,11 +213,10 @@ def clip_config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | No
         raise KeyError(f"not a CLIP text encoder state dict: missing {error}; "
                        f"found keys like {sorted(sd)[:5]}") from error
     layers = {int(m.group(1)) for key in sd if (m := re.match(r"encoder\.layers\.(\d+)\.", key))}
-    return CLIPTextConfig(
+    return ClipTextConfig(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
         num_hidden_layers=len(layers), num_attention_heads=num_heads or max(1, hidden // HEAD_DIM),
-        max_position_embeddings=positions, hidden_act=hidden_act,
-        bos_token_id=START_TOKEN, eos_token_id=END_TOKEN, pad_token_id=END_TOKEN,
+        max_position_embeddings=positions, hidden_act=hidden_act, eos_token_id=END_TOKEN,
     )
 
 
@@ -224,34 +232,17 @@ def text_encoder_from_state_dict(sd: dict[str, torch.Tensor], tokenizer: ClipTok
 def clip_model_from_state_dict(sd: dict[str, torch.Tensor], *, device: torch.device | str = "cpu",
                                dtype: torch.dtype = torch.float32, num_heads: int | None = None,
                                hidden_act: str = "quick_gelu") -> torch.nn.Module:
-    """A transformers CLIP text model holding the tensors of ``sd`` (transformers' key names, with
-    or without ``text_model.``; ``position_ids`` ignored), built on the meta device and loaded
-    strictly: a CLIPTextModelWithProjection when ``sd`` has ``text_projection.weight`` (P, D),
-    else a CLIPTextModel. ``hidden_act``: quick_gelu for OpenAI's CLIP (SD1, SDXL's CLIP-L), gelu
-    for OpenCLIP's towers."""
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
+    """A CLIP text model holding the tensors of ``sd`` (transformers' key names, with or without
+    ``text_model.``; ``position_ids`` ignored), built on the meta device and loaded strictly: a
+    ClipTextModelWithProjection when ``sd`` has ``text_projection.weight`` (P, D), else a
+    ClipTextModel. ``hidden_act``: quick_gelu for OpenAI's CLIP (SD1, SDXL's CLIP-L), gelu for
+    OpenCLIP's towers."""
     projection = sd.get("text_projection.weight")
     plain = {k.removeprefix("text_model."): v for k, v in sd.items()
              if not k.endswith(IGNORED_KEYS) and k != "text_projection.weight"}
     config = clip_config_from_state_dict(plain, num_heads, hidden_act)
-    config._attn_implementation = "sdpa"
     if projection is None:
-        # the keys are the text transformer's: transformers 4.x nests it as ``text_model``, 5.x not
-        model = load_on_meta(lambda: CLIPTextModel(config), plain, device=device, dtype=dtype,
-                             into=lambda built: getattr(built, "text_model", built))
-    else:
-        config.projection_dim = projection.shape[0]
-        tensors = {"text_model." + k: v for k, v in plain.items()} | {"text_projection.weight": projection}
-        model = load_on_meta(lambda: CLIPTextModelWithProjection(config), tensors, device=device, dtype=dtype)
-    _rebuild_position_ids(model, device)
-    return model
-
-
-def _rebuild_position_ids(model: torch.nn.Module, device: torch.device | str) -> None:
-    """The non-persistent ``position_ids`` buffer is still on the meta device: make it 0..T-1."""
-    for name, buffer in list(model.named_buffers()):
-        if buffer.is_meta and name.endswith("position_ids"):
-            owner = model.get_submodule(name.rsplit(".", 1)[0])
-            owner.register_buffer("position_ids", torch.arange(buffer.shape[-1], device=device)[None],
-                                  persistent=False)
+        return load_on_meta(lambda: ClipTextModel(config), plain, device=device, dtype=dtype)
+    config.projection_dim = projection.shape[0]
+    tensors = {"text_model." + k: v for k, v in plain.items()} | {"text_projection.weight": projection}
+    return load_on_meta(lambda: ClipTextModelWithProjection(config), tensors, device=device, dtype=dtype)

@@ -1,6 +1,6 @@
 """What the embedded model draws: rates measured by the independent image checker.
 
-    python tests/bench/bench_embedded_quality.py [--samples 3] [--device cuda] [--controlnet]
+    python tests/bench/bench_embedded_quality.py [--samples 3] [--device cuda] [--dtype bf16] [--controlnet]
 
 Every shape x every foreground color (backgrounds rotating through the palette), ``--samples``
 images each, through the default workflow's graph and settings. Prints the rates of right
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu (the default workflow's setting) or cuda")
+    parser.add_argument("--dtype", default="auto", help="auto (fp32 on the CPU), fp32, fp16 or bf16")
     parser.add_argument("--controlnet", action="store_true",
                         help="instead: IoU of the shape with the control mask, through workflows/controlnet.json")
     parser.add_argument("--grid", type=Path, default=None, help="write the images as a grid PNG here")
@@ -47,13 +49,13 @@ def main() -> None:
         registry = Registry.load(paths)
         executor = Executor(registry, paths)
         rows, hits = [], {"foreground": 0, "background": 0, "shape": 0}
-        total = 0
+        total, started = 0, time.perf_counter()
         for index, (shape, color, background) in enumerate(prompts()):
             workflow = load_workflow(ROOT / "workflows" / "txt2img.json")
             workflow.nodes["6"].inputs["text"] = caption(shape, color, background)
             workflow.nodes["5"].inputs["batch_size"] = args.samples
             workflow.nodes["3"].inputs["seed"] = 1000 + index
-            images = run_for_images(executor, workflow, device=args.device)
+            images = run_for_images(executor, workflow, device=args.device, dtype=args.dtype)
             for image in images:
                 reading = read_image(image)
                 hits["foreground"] += reading.foreground == color
@@ -61,6 +63,7 @@ def main() -> None:
                 hits["shape"] += reading.shape == shape
                 total += 1
             rows.append(np.concatenate(list((images * 255).astype(np.uint8)), axis=1))
+    print(f"dtype {args.dtype} on {args.device}, {time.perf_counter() - started:.1f} s")
     for key, value in hits.items():
         print(f"{key:>10}: {value}/{total} = {value / total:.1%}")
     if args.grid is not None:
