@@ -33,3 +33,27 @@ def stub_registry():
 
     stub_nodes.CALLS.clear()
     return Registry.from_modules(stub_nodes)
+
+
+@pytest.fixture(scope="session")
+def display():
+    """An Xvfb display (1400 x 900) for the window tests, shared by their modules; DISPLAY points at it."""
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    number = 90 + os.getpid() % 8
+    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1400x900x24"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    previous = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = f":{number}"
+    yield f":{number}"
+    server.terminate()
+    if previous is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = previous

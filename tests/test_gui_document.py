@@ -312,3 +312,9 @@ def test_unpinning_an_input_drops_its_link_and_undo_brings_it_back(doc):
     assert not doc.toggle_pin(scale, "factor") and doc.workflow.input_link(scale, "factor") is None
     assert doc.undo() == "toggle pin"
     assert doc.workflow.input_link(scale, "factor").src == other and doc.is_pin(scale, "factor")
+
+
+def test_a_new_node_holds_its_defaults_or_the_values_given(doc):
+    plain = doc.add_node("Number")
+    given = doc.add_node("Number", (0, 0), {"value": 7})
+    assert doc.workflow.nodes[plain].inputs == {"value": 1} and doc.workflow.nodes[given].inputs == {"value": 7}

@@ -68,6 +68,8 @@ class EditorApp:
         self.popup_position: list[float] | None = None  # where the add-node menu places a node
         self.shown_title: str | None = None
         self.terminating = False  # set by SIGTERM: the frame loop ends, unsaved work goes to recovery
+        self.after_render: list = []  # actions to run once a frame has been drawn (see request_close)
+        self.due: list = []  # those of them whose frame was drawn: run as the next frame starts
 
     # ----- what code outside the editor uses (tests, the screenshot, the benchmark) -----------
     document = _forwarded("session", "document")
@@ -133,8 +135,9 @@ class EditorApp:
             dpg.add_key_press_handler(dpg.mvKey_Delete, callback=lambda: self.delete_selection())
             dpg.add_key_press_handler(callback=self._on_key)
             dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=self._on_right_click)
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Left, callback=lambda: self.canvas.raise_hovered())
             dpg.add_mouse_double_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_double_click)
-            dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=lambda: self.canvas.sync_positions())
+            dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=self._on_left_release)
             dpg.add_mouse_wheel_handler(callback=self._on_wheel)
 
     def _menu(self) -> None:
@@ -143,11 +146,14 @@ class EditorApp:
                 self._file_menu()
             with dpg.menu(label="Edit"):
                 self._edit_menu()
-            with dpg.menu(label="View"):
+            with dpg.menu(label="View", tag="view_menu"):
                 dpg.add_menu_item(label="Zoom in", shortcut="Ctrl+=", callback=lambda: self.canvas.zoom_by(1))
                 dpg.add_menu_item(label="Zoom out", shortcut="Ctrl+-", callback=lambda: self.canvas.zoom_by(-1))
                 dpg.add_menu_item(label="Actual size", shortcut="Ctrl+0", callback=lambda: self.canvas.actual_size())
                 dpg.add_menu_item(label="Zoom to fit", shortcut="F, Home", callback=lambda: self.zoom_to_fit())
+                dpg.add_separator()
+                dpg.add_menu_item(label="Live preview", tag="menu_live_preview",
+                                  callback=lambda: self.run_view.show_live_preview())
             with dpg.menu(label="Run"):
                 dpg.add_menu_item(label="Run", shortcut="Ctrl+Enter", callback=lambda: self.run())
                 dpg.add_menu_item(label="Stop", callback=lambda: self.worker.stop())
@@ -161,6 +167,8 @@ class EditorApp:
         self._fill_recent_menu(self.session.recent_paths())
         dpg.add_menu_item(label="Save", shortcut="Ctrl+S", callback=lambda: self.save())
         dpg.add_menu_item(label="Save As...", callback=lambda: self.save_dialog())
+        dpg.add_separator()
+        dpg.add_menu_item(label="Quit", shortcut="Ctrl+Q", callback=lambda: self.request_close())
 
     def _edit_menu(self) -> None:
         dpg.add_menu_item(label="Undo", shortcut="Ctrl+Z", callback=lambda: self.undo())
@@ -179,7 +187,8 @@ class EditorApp:
         with dpg.window(tag="add_menu", show=False, no_title_bar=True, popup=True, autosize=True):
             categories: dict[str, list] = {}
             for spec in self.document.registry:
-                categories.setdefault(spec.category.split("/")[0], []).append(spec)
+                if not spec.category.startswith("_"):  # "_for_testing": ComfyUI's experiments, not for the menu
+                    categories.setdefault(spec.category.split("/")[0], []).append(spec)
             for category in sorted(categories):
                 with dpg.menu(label=category):
                     for spec in categories[category]:
@@ -195,25 +204,33 @@ class EditorApp:
 
     # ----- edits ---------------------------------------------------------------------------
     def add_node(self, type_id: str, position) -> None:
-        self.document.add_node(type_id, tuple(position))
+        self.canvas.add_node(type_id, position)
         dpg.configure_item("add_menu", show=False)
+        show_status(f"added {self.document.registry.get(type_id).display}")
 
     def delete_selection(self) -> None:
         if self._typing():  # Delete edits the text
             return
-        for link in self.canvas.selected_links():
+        links, nodes = self.canvas.selected_links(), self.canvas.selected_nodes()
+        for link in links:
             self.document.disconnect(link)
-        self.document.remove_nodes(self.canvas.selected_nodes())
+        self.document.remove_nodes(nodes)
+        if links or nodes:
+            show_status(f"deleted {len(nodes)} node(s)" + (f" and {len(links)} link(s)" if links else ""))
 
     def copy_selection(self) -> None:
         self.clipboard = self.document.copy(self.canvas.selected_nodes())
 
     def paste(self) -> None:
-        if self.clipboard is not None:
-            self.document.paste(self.clipboard)
+        if self.clipboard is not None and self.clipboard.nodes:
+            pasted = self.canvas.paste(self.clipboard)
+            show_status(f"pasted {len(pasted)} node(s)")
 
     def duplicate_selection(self) -> None:
-        self.document.duplicate(self.canvas.selected_nodes())
+        clipboard = self.document.copy(self.canvas.selected_nodes())
+        if clipboard.nodes:
+            duplicated = self.canvas.paste(clipboard, label="duplicate")
+            show_status(f"duplicated {len(duplicated)} node(s)")
 
     def set_selection_mode(self, mode: str) -> None:
         for node_id in self.canvas.selected_nodes():
@@ -263,6 +280,11 @@ class EditorApp:
         self.popup_position = self.canvas.canvas_point(mouse)
         dpg.configure_item("add_menu", show=True, pos=mouse)
 
+    def _on_left_release(self) -> None:
+        """The end of a click or a drag: moved nodes go to the document, covered widgets are found."""
+        self.canvas.sync_positions()
+        self.canvas.stacking.changed()
+
     def _on_double_click(self) -> None:
         """Double-click a node's title: rename it."""
         node_id = self.canvas.hovered_node() if dpg.is_item_hovered("editor") else None
@@ -283,10 +305,25 @@ class EditorApp:
             self._shortcut(key)
         elif key in (dpg.mvKey_Return, dpg.mvKey_NumPadEnter) and dpg.is_item_focused("search"):
             self.search.place_first_match()
+        elif key == dpg.mvKey_Escape:
+            self.close_popups()
         elif key == dpg.mvKey_F2 and not self._typing():
             self.rename_selection()
         elif key in (dpg.mvKey_F, dpg.mvKey_Home) and not self._typing():
             self.zoom_to_fit()
+
+    def close_popups(self) -> None:
+        """Escape: the menus, the search's matches and the image viewer close; a question is
+        answered Cancel."""
+        self.close_menus()
+        dialogs.cancel_questions()
+
+    def close_menus(self) -> None:
+        """The menus, the search's matches and the image viewer close."""
+        for popup in ("add_menu", "node_menu", "viewer"):
+            if dpg.does_item_exist(popup):
+                dpg.configure_item(popup, show=False)
+        self.search.clear()
 
     @staticmethod
     def _typing() -> bool:
@@ -302,7 +339,7 @@ class EditorApp:
                    dpg.mvKey_B: lambda: self.set_selection_mode("bypassed"),
                    dpg.mvKey_M: lambda: self.set_selection_mode("muted"),
                    dpg.mvKey_N: lambda: self.confirm_discard(self.new),
-                   dpg.mvKey_O: lambda: self.confirm_discard(self.open_dialog),
+                   dpg.mvKey_O: lambda: self.confirm_discard(self.open_dialog), dpg.mvKey_Q: self.request_close,
                    dpg.mvKey_Z: self.redo if shift else self.undo,
                    dpg.mvKey_0: self.canvas.actual_size, dpg.mvKey_NumPad0: self.canvas.actual_size}
         for zoom_in in (KEY_EQUAL, dpg.mvKey_Plus, dpg.mvKey_Add):
@@ -335,6 +372,7 @@ class EditorApp:
 
     def new(self) -> None:
         self.session.new()
+        self._forget_run()
         self.canvas.reset_view()
         self.canvas.rebuild()
 
@@ -344,9 +382,15 @@ class EditorApp:
         except Exception as error:  # shown to the user; the current document stays
             show_status(f"cannot open {path}: {error}", error=True)
             return
+        self._forget_run()
         self.canvas.rebuild()
         self.zoom_to_fit()  # a workflow whose nodes lie far apart opens fully visible
         show_status(f"opened {path}")
+
+    def _forget_run(self) -> None:
+        """Another graph is on screen: a run of the one left behind stops, and its marks go."""
+        self.worker.stop()
+        self.run_view.forget_run()
 
     def open_dialog(self) -> None:
         dialogs.ask_file("Open workflow", lambda path: self.open_path(Path(path)), save=False)
@@ -382,8 +426,10 @@ class EditorApp:
     # ----- closing and recovery --------------------------------------------------------------
     def request_close(self) -> None:
         """The window's close button: the viewport stays open until unsaved changes are saved or
-        discarded (or the user cancels)."""
-        self.confirm_discard(dpg.stop_dearpygui, discard=self._close_discarding)
+        discarded (or the user cancels). An open menu closes first, and the question comes
+        the frame after: asked while a menu was open, it closed with the menu."""
+        self.close_menus()
+        self.after_render.append(lambda: self.confirm_discard(dpg.stop_dearpygui, discard=self._close_discarding))
 
     def _close_discarding(self) -> None:
         self.session.close_without_changes()
@@ -425,6 +471,9 @@ class EditorApp:
     # ----- frame loop ----------------------------------------------------------------------
     def frame(self) -> None:
         self.canvas.measure()
+        self.canvas.shield_covered_widgets()
+        actions, self.due = self.due, []
+        self._run_callbacks([(action,) for action in actions])
         self._run_callbacks(dpg.get_callback_queue() or [])
         for event in self.worker.drain():
             self.run_view.handle(event)
@@ -432,6 +481,7 @@ class EditorApp:
         self.canvas.continue_fit()
         self._refresh_title()
         self.session.autosave(time.monotonic())
+        self.due, self.after_render = self.due + self.after_render, []  # drawn when this frame renders
 
     def _run_callbacks(self, jobs) -> None:
         """Run dearpygui's queued callbacks; a failing one is logged, the window stays up."""
@@ -471,7 +521,8 @@ def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, fram
     previous_handler = signal.signal(signal.SIGTERM, app.on_terminate)
     try:
         show_window(app)
-        if workflow_path is not None:
+        if workflow_path is not None:  # opened from the command line: in File > Open Recent too
+            app.session.remember(workflow_path)
             app.zoom_to_fit()
         app.offer_recovery()  # an earlier editor's unsaved work, whatever was opened
         _frame_loop(app, frames, screenshot)

@@ -17,8 +17,10 @@ from typing import Callable
 import dearpygui.dearpygui as dpg
 
 from nodeflow.gui.document import EditRefused
+from nodeflow.gui.placement import NODE_WIDTH, TITLE_HEIGHT, estimated_size, free_spot
 from nodeflow.gui.seed_control import MODES as SEED_MODES
 from nodeflow.gui.seed_control import seed_mode, set_seed_mode
+from nodeflow.gui.stacking import NodeStack
 from nodeflow.gui.view import LEVELS, View, bounds, fit, scaled, step
 from nodeflow.spec import BOOLEAN, CHOICE, FLOAT, INT, STRING
 
@@ -26,6 +28,7 @@ NODE_PADDING = 8  # imnodes' default at 100%: a node's content (its reported rec
 FIT_PASSES = 3  # zoom to fit measures the nodes again at the zoom it chose, and may zoom out further
 WIDGET_WIDTH = 180  # pixels at 100% (see sized)
 OUTPUT_INDENT = 60
+PASTE_OFFSET = 40.0  # a paste with the mouse off the canvas: this far right of and below the copied nodes
 UNKNOWN_NODE_COLOR = (255, 90, 90)
 
 Port = tuple  # (node id, "in" or "out", input name or output index)
@@ -51,6 +54,7 @@ class Canvas:
         self.canvas_rect = None  # the canvas's screen rect as last drawn, and whether it was so the frame before
         self.canvas_steady = False
         self.fit_passes = 0  # > 0: zoom to fit is pending (done once the nodes are drawn)
+        self.stacking = NodeStack()  # which node is drawn over which
 
     @property
     def document(self):
@@ -82,6 +86,20 @@ class Canvas:
         for link in self.document.workflow.links:
             self._build_link(link)
         self.built_structure = self.document.structure
+        self.stacking.rebuilt(self.node_items)
+
+    def raise_hovered(self) -> None:
+        """A left click: the node under the mouse is drawn on top now (a click that went to a
+        widget raises nothing, as in the editor)."""
+        node_id = self.hovered_node() if dpg.is_item_hovered("editor") else None
+        if node_id is not None and not dpg.get_item_state("canvas").get("active"):
+            self.stacking.raise_node(node_id)
+        self.stacking.changed()
+
+    def shield_covered_widgets(self) -> None:
+        """Widgets under a node drawn above theirs take no clicks (see stacking.py); done at the
+        start of a frame, from the nodes as last drawn."""
+        self.stacking.shield(dict(self._drawn_nodes()))
 
     def _build_link(self, link) -> None:
         a = self.port_to_pin.get((link.src, "out", link.src_output))
@@ -163,8 +181,8 @@ class Canvas:
             dpg.add_checkbox(label=spec.name, default_value=bool(value), callback=changed)
         elif spec.type == CHOICE:
             items = spec.choices(self.paths)
-            self.sized(dpg.add_combo(items, label=spec.name, default_value=str(value or (items[0] if items else "")),
-                                     callback=changed), width=WIDGET_WIDTH)
+            self.sized(dpg.add_combo(items, label=spec.name, default_value="" if value is None else str(value),
+                                     callback=changed), width=WIDGET_WIDTH)  # the stored value, listed or not
         if spec.tooltip:
             with dpg.tooltip(dpg.last_item()) as tooltip:
                 self.unzoomed(tooltip)
@@ -202,6 +220,48 @@ class Canvas:
         self.sized(text, **({"width": 260, "height": 80} if spec.multiline else {"width": WIDGET_WIDTH}))
 
     # ----- what the user did on the canvas -------------------------------------------------------
+    def add_node(self, type_id: str, position) -> str:
+        """Add a node of ``type_id`` at ``position`` (workflow units), or below it clear of the
+        nodes there: its inputs hold their defaults, and a list of files without one
+        (checkpoints, LoRAs...) its first file."""
+        spec = self.document.registry.get(type_id)
+        values = {}
+        for input_spec in spec.widget_inputs:
+            choices = input_spec.choices(self.paths) if input_spec.default is None else []
+            if choices:
+                values[input_spec.name] = choices[0]
+        spot = free_spot(tuple(position), estimated_size(spec), self.node_boxes())
+        return self.document.add_node(type_id, spot, values)
+
+    def paste(self, clipboard, label: str = "paste") -> list[str]:
+        """Add the clipboard's nodes at the mouse (on the canvas; else next to the copied nodes),
+        or below that spot clear of the nodes there; the selection is cleared (it held the
+        copied nodes, which Delete would otherwise remove). Returns the new nodes' ids."""
+        sizes = {node.id: self._type_size(node.type) for node in clipboard.nodes}
+        group = bounds([(x, y, x + sizes[i][0], y + sizes[i][1]) for i, (x, y) in clipboard.positions.items()])
+        wanted = (group[0] + PASTE_OFFSET, group[1] + PASTE_OFFSET)
+        if dpg.is_item_hovered("editor"):
+            wanted = tuple(self.canvas_point(dpg.get_mouse_pos(local=False)))
+        spot = free_spot(wanted, (group[2] - group[0], group[3] - group[1]), self.node_boxes())
+        dpg.clear_selected_nodes("editor")
+        return self.document.paste(clipboard, (spot[0] - group[0], spot[1] - group[1]), label=label)
+
+    def node_boxes(self) -> list[tuple[float, float, float, float]]:
+        """Every node's box in workflow units: as drawn, or its type's estimated size if not drawn yet."""
+        boxes = []
+        for node_id, node in self.document.workflow.nodes.items():
+            item = self.node_items.get(node_id)
+            drawn = dpg.get_item_rect_size(item) if item is not None and dpg.does_item_exist(item) else (0, 0)
+            width, height = ((drawn[0] / self.view.zoom, drawn[1] / self.view.zoom) if drawn[0] > 0
+                             else self._type_size(node.type))
+            x, y = self.document.position(node_id)
+            boxes.append((x, y, x + width, y + height))
+        return boxes
+
+    def _type_size(self, type_id: str) -> tuple[float, float]:
+        spec = self.document.registry.specs.get(type_id)
+        return estimated_size(spec) if spec is not None else (NODE_WIDTH, TITLE_HEIGHT)
+
     def _on_link(self, sender, app_data) -> None:
         out_pin, in_pin = app_data
         src, dst = self.pin_to_port.get(out_pin), self.pin_to_port.get(in_pin)
@@ -371,6 +431,7 @@ class Canvas:
             self._resize()
         for node_id, item in self._drawn_nodes():
             dpg.set_item_pos(item, self.view.to_grid(self.document.position(node_id)))
+        self.stacking.changed()
 
     def zoom_by(self, steps: int, screen=None) -> None:
         """Zoom ``steps`` levels in (out, if negative) around a screen point (default: the

@@ -64,6 +64,13 @@ def ask_to_restore(recovery_file: Path, on_answer: Callable[[bool], None]) -> No
             dpg.add_button(label="Discard", callback=lambda: answered(False))
 
 
+def cancel_questions() -> None:
+    """Answer Cancel to the open questions that have one (unsaved changes, a new title)."""
+    for tag in ("confirm", "rename"):
+        if dpg.does_item_exist(tag):
+            dpg.delete_item(tag)
+
+
 def renaming() -> bool:
     return dpg.does_item_exist("rename")
 

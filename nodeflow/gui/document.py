@@ -93,11 +93,13 @@ class Document:
         return str(max(numbers, default=0) + 1)
 
     # ----- commands ------------------------------------------------------------------------
-    def add_node(self, type_id: str, position: tuple[float, float] = (0.0, 0.0)) -> str:
+    def add_node(self, type_id: str, position: tuple[float, float] = (0.0, 0.0),
+                 values: dict[str, Any] | None = None) -> str:
+        """A node of ``type_id`` whose inputs hold their defaults, or ``values`` where given."""
         spec = self.registry.get(type_id)
         self._record(f"add {spec.display}")
         node_id = self._new_id()
-        values = {s.name: s.default for s in spec.widget_inputs if s.default is not None}
+        values = {**{s.name: s.default for s in spec.widget_inputs if s.default is not None}, **(values or {})}
         self.workflow.nodes[node_id] = NodeInstance(node_id, type_id, values, spec.version)
         self.workflow.ui["nodes"][node_id] = {"pos": [float(position[0]), float(position[1])]}
         self._changed()

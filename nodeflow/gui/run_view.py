@@ -19,6 +19,8 @@ from nodeflow.gui.worker import RunCancelled, RunFailed, RunInvalid, RunProgress
 
 PREVIEW_SIZE = 160  # an image on a node or in the live preview: its longer side, in pixels
 SHOWN_IMAGES = 4  # at most this many of an output node's images are shown on it
+LIVE_WINDOW_HEIGHT = PREVIEW_SIZE + 44  # the live preview window: its image, title bar and padding
+LIVE_MARGIN = 12  # between the live preview window and the canvas's edges
 VIEWER_SIZE = 512  # the image viewer enlarges images by whole factors up to about this size
 ERROR_COLOR = (255, 110, 110)
 STATUS_COLOR = (200, 200, 200)
@@ -54,6 +56,7 @@ class RunView:
         self.cached_nodes: set[str] = set()
         self.shown_images: dict[str, object] = {}  # node id -> IMAGE last shown (kept across rebuilds)
         self.textures: dict[str, tuple[int, tuple[int, int]]] = {}  # key -> (texture, (w, h))
+        self.listening = True  # False after forget_run: a run of the graph left behind is not shown
         self.progress = RunProgress(self._progress_label)
         self.handlers = {
             events.NodeStarted: self._node_started, events.NodeCached: self._node_cached,
@@ -70,16 +73,27 @@ class RunView:
     # ----- a run's events ----------------------------------------------------------------------
     def run_started(self) -> None:
         """A run began: the last run's marks go."""
+        self.listening = True
         self.failed_node, self.cached_nodes, self.invalid_nodes = None, set(), set()
         for node_id in self.canvas.node_items:
             self.apply_node_theme(node_id)
         show_status("running...")
         dpg.configure_item("progress", overlay="starting")
 
+    def forget_run(self) -> None:
+        """Another graph is on screen (File > New, Open): what the last run left (node marks,
+        images, progress) goes, since node ids mean other nodes now, and events of a run of the
+        graph left behind are no longer shown."""
+        self.listening = False
+        self.running_node, self.failed_node = None, None
+        self.cached_nodes, self.invalid_nodes = set(), set()
+        self.shown_images.clear()
+        self.show_progress(0.0, "idle")
+
     def handle(self, event) -> None:
         """Show one event from the worker (other kinds are ignored)."""
         handler = self.handlers.get(type(event))
-        if handler is not None:
+        if handler is not None and self.listening:
             handler(event)
 
     def _node_started(self, event: events.NodeStarted) -> None:
@@ -225,10 +239,32 @@ class RunView:
             dpg.add_image(texture, width=width * scale, height=height * scale)
 
     def _show_live(self, image) -> None:
-        """The sampler's current image in the live preview window (made on the first one)."""
-        texture, width, height = self._texture("live", image)
+        """The sampler's current image in the live preview window (made on the first one; a
+        window the user closed stays closed until View > Live preview shows it again)."""
+        texture, _, _ = self._texture("live", image)
         if not dpg.does_item_exist("live_preview"):
-            with dpg.window(label="Live preview", tag="live_preview", pos=(20, 80), autosize=True):
-                dpg.add_image(texture, width=PREVIEW_SIZE, height=PREVIEW_SIZE, tag="live_image")
-        else:
+            self._build_live_preview()
+        if dpg.get_item_type("live_image") == "mvAppItemType::mvImage":
             dpg.configure_item("live_image", texture_tag=texture)
+        else:  # the placeholder text of a window shown before the first preview
+            dpg.delete_item("live_image")
+            dpg.add_image(texture, width=PREVIEW_SIZE, height=PREVIEW_SIZE, tag="live_image", parent="live_preview")
+
+    def show_live_preview(self) -> None:
+        """View > Live preview: the window again (empty until a run previews an image)."""
+        if not dpg.does_item_exist("live_preview"):
+            self._build_live_preview()
+        dpg.configure_item("live_preview", show=True, pos=self._live_preview_corner())
+
+    def _build_live_preview(self) -> None:
+        """The live preview window, in the canvas's bottom-left corner, clear of where graphs
+        start (the top-left) and of the minimap (bottom-right); its close button hides it."""
+        with dpg.window(label="Live preview", tag="live_preview", pos=self._live_preview_corner(), autosize=True,
+                        no_saved_settings=True):
+            dpg.add_text("no preview yet", tag="live_image")
+
+    @staticmethod
+    def _live_preview_corner() -> tuple[int, int]:
+        """Where the live preview window goes: its bottom-left corner on the canvas's."""
+        (left, _), (_, bottom) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
+        return int(left + LIVE_MARGIN), int(bottom - LIVE_WINDOW_HEIGHT - LIVE_MARGIN)

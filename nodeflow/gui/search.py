@@ -70,6 +70,11 @@ class NodeSearch:
             x, y = dpg.get_viewport_client_width() - 6, dpg.get_viewport_client_height() - 6
         dpg.configure_item("search_popup", pos=(x, y + 2 if matches else y))
 
+    def clear(self) -> None:
+        """The box empties and its matches go (Escape)."""
+        dpg.set_value("search", "")
+        self._show_matches([])
+
     def place_first_match(self) -> None:
         """Enter in the search box: the best match goes on the canvas."""
         matches = search_nodes(self.registry, dpg.get_value("search"))
@@ -83,7 +88,6 @@ class NodeSearch:
 
     def _place(self, type_id: str) -> None:
         """A node of ``type_id`` at the mouse on the canvas (else at its centre); the box empties."""
-        self.canvas.document.add_node(type_id, tuple(self.canvas.placement()))
-        dpg.set_value("search", "")
-        self._show_matches([])
+        self.canvas.add_node(type_id, self.canvas.placement())
+        self.clear()
         show_status(f"added {self.registry.get(type_id).display}")
