@@ -42,6 +42,22 @@ def test_the_cpu_build_of_torch_stays():
     assert torch.version.cuda is None, f"torch {torch.__version__} is a CUDA build"
 
 
+def test_spandrel_is_installed_as_setup_pins_it_without_torchvision():
+    pinned = re.search(r'--no-deps "spandrel==([^"]+)"', (ROOT / ".ci" / "setup").read_text()).group(1)
+    assert importlib.metadata.version("spandrel") == pinned
+    assert importlib.util.find_spec("torchvision") is None, "spandrel's dependencies were installed (torchvision)"
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a machine with an NVIDIA GPU gets pip's CUDA torch")
+def test_no_cuda_build_came_in_with_a_dependency():
+    """torch is the CPU wheel and no CUDA runtime wheel (nvidia-*, what a CUDA torch or torchvision
+    pulls) is installed: nothing replaced or shadowed the CPU build."""
+    assert torch.__version__.endswith("+cpu") and torch.version.cuda is None, torch.__version__
+    cuda_wheels = sorted(d.metadata["Name"] for d in importlib.metadata.distributions()
+                         if (d.metadata["Name"] or "").lower().startswith("nvidia-"))
+    assert cuda_wheels == []
+
+
 def test_ci_runs_the_readmes_test_command():
     readme = (ROOT / "README.md").read_text()
     commands = re.search(r"```bash\n(.*?)```", readme, re.S).group(1).splitlines()

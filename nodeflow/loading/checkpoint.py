@@ -1,12 +1,15 @@
-"""Load single-file Stable Diffusion checkpoints (SD1.x, SD2.x, SDXL base and refiner) and
-standalone VAEs in the original layout.
+"""Load single-file Stable Diffusion checkpoints (SD1.x, SD2.x with SD2.1 unCLIP, SDXL base and
+refiner) and standalone VAEs in the original layout.
 
 A checkpoint's keys split by prefix: ``model.diffusion_model.*`` (U-Net), ``first_stage_model.*``
 (VAE) and the text encoders' (per family, see nodeflow.loading.families: SD1's
 ``cond_stage_model.transformer.*``, SD2's ``cond_stage_model.model.*``, SDXL's
 ``conditioner.embedders.N.*``). What the file is comes first (nodeflow.loading.detect): families
 nodeflow does not run (SD3, Flux, Stable Cascade, video models ...) are refused by name before
-anything is built. Loading is strict: a key no part claims is an error, and so is a key a part is
+anything is built. An unCLIP checkpoint's CLIP image tower (``embedder.model.visual.``) is built
+only when asked for (unCLIPCheckpointLoader; ComfyUI's CheckpointLoaderSimple does not either); its
+other extras are the family's ``unused_prefixes`` (nodeflow.loading.families). Loading is strict: a
+key no part claims is an error, and so is a key a part is
 missing — except the known harmless extras in ``IGNORED``, on purpose: EMA copies
 (``model_ema.*``), the schedule buffers of the original training code (``betas``,
 ``alphas_cumprod``, ``posterior_*``, ``sqrt_*``...), the training-only ``logvar`` and
@@ -67,6 +70,7 @@ class Checkpoint:
     vae: VAE
     kind: str
     metadata: dict = field(default_factory=dict)
+    clip_vision: object = None  # a ClipVision (nodeflow.image.clip_vision) when asked for (unCLIP checkpoints)
 
 
 def preview_factors(path: Path, text: str) -> dict:
@@ -105,19 +109,22 @@ def _build(path: Path, what: str, build):
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu",
-                    dtype: str = "auto", tokenizer=None) -> Checkpoint:
-    """MODEL, CLIP and VAE from one single-file checkpoint."""
+                    dtype: str = "auto", tokenizer=None, clip_vision: bool = False) -> Checkpoint:
+    """MODEL, CLIP and VAE from one single-file checkpoint; with ``clip_vision``, also its CLIP
+    image tower (an unCLIP checkpoint's; other files are refused)."""
     path = Path(path)
     device = torch.device(device)
     sd, metadata = _read_checkpoint(path, device, dtype)
-    return checkpoint_from_state_dict(sd, path, metadata, device=device, dtype=dtype, tokenizer=tokenizer)
+    return checkpoint_from_state_dict(sd, path, metadata, device=device, dtype=dtype, tokenizer=tokenizer,
+                                      clip_vision=clip_vision)
 
 
 def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata: dict | None = None, *,
                                device: str | torch.device = "cpu", dtype: str = "auto",
-                               tokenizer=None) -> Checkpoint:
-    """MODEL, CLIP and VAE from a checkpoint's tensors (``path`` names it in messages). ``sd`` is
-    emptied as the parts are built. On the meta device, nothing is allocated (key and shape checks)."""
+                               tokenizer=None, clip_vision: bool = False) -> Checkpoint:
+    """MODEL, CLIP and VAE (and with ``clip_vision`` the CLIP image tower) from a checkpoint's
+    tensors (``path`` names it in messages). ``sd`` is emptied as the parts are built. On the meta
+    device, nothing is allocated (key and shape checks)."""
     from nodeflow.text.tokenizer import load_tokenizer
 
     device, metadata = torch.device(device), metadata or {}
@@ -127,7 +134,8 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
     family = FAMILIES[KIND_FAMILY[kind]]
     sampling = model_sampling(kind, sd)
     text_parts = take_text_parts(family, sd, ignored=IGNORED.match)
-    _check_unclaimed(path, sd, (UNET_PREFIX, VAE_PREFIX))
+    _check_unclaimed(path, sd, (UNET_PREFIX, VAE_PREFIX, *family.unused_prefixes))
+    vision = _clip_vision(path, sd, family, device, dtype) if clip_vision else None
     heads = int(metadata[META_UNET_HEADS]) if META_UNET_HEADS in metadata else None
     head_channels = family.head_channels if heads is None else None
     latent_format = family.latent_format
@@ -155,7 +163,19 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
     model = DiffusionModel(unet, sampling, latent_format, device, unet_dtype, name=path.name, adm=family.adm,
                            family=family.name)
     logger.info("loaded %s (%s, %s prediction) on %s", path.name, kind, sampling.parameterization, device)
-    return Checkpoint(model, clip, vae, kind, metadata)
+    return Checkpoint(model, clip, vae, kind, metadata, vision)
+
+
+def _clip_vision(path: Path, sd: dict[str, torch.Tensor], family, device: torch.device, dtype: str):
+    """The checkpoint's CLIP image tower (under the family's ``vision_prefix``), or a clear refusal."""
+    from nodeflow.loading.clip_vision import clip_vision_from_state_dict
+
+    prefix = family.vision_prefix
+    if prefix is None or not any(k.startswith(prefix) for k in sd):
+        where = f" (expected {prefix}*)" if prefix else ""
+        raise ModelFileError(f"{path}: this {family.name} checkpoint has no CLIP image tower{where}; "
+                             "unCLIPCheckpointLoader is for SD2.1 unCLIP checkpoints, use CheckpointLoaderSimple")
+    return clip_vision_from_state_dict(sd, path, device=device, dtype=dtype, prefix=prefix)
 
 
 def _read_checkpoint(path: Path, device: torch.device, dtype: str) -> tuple[dict, dict]:
@@ -196,13 +216,14 @@ def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
 
 #: Diffusion-model families nodeflow does not run, as users know them (kinds from nodeflow.loading.detect).
 FAMILY_NAMES = {
-    "sd2-unclip": "an SD2.1 unCLIP", "sdxl-edm": "an SDXL EDM model (Playground v2.5 or an EDM v-prediction fine-tune)",
+    "sdxl-edm": "an SDXL EDM model (Playground v2.5 or an EDM v-prediction fine-tune)",
     "svd": "a Stable Video Diffusion (video) model", "sd3": "a Stable Diffusion 3 / 3.5 model",
     "stable-cascade": "a Stable Cascade model", "stable-audio": "a Stable Audio model", "auraflow": "an AuraFlow model",
     "hunyuan-dit": "a Hunyuan-DiT model", "hunyuan-video": "a HunyuanVideo (video) model", "chroma": "a Chroma model",
     "flux2": "a FLUX.2 model", "flux": "a FLUX.1 model", "mochi": "a Mochi (video) model", "pixart": "a PixArt model",
     "ltxv": "an LTX-Video (video) model", "wan": "a Wan (video) model", "hidream": "a HiDream model",
     "lumina2": "a Lumina 2 model", "cosmos": "a Cosmos (video) model",
+    "sd2-x4-upscaler": "SD2's x4 upscaler (stable-diffusion-x4-upscaler)",
 }
 OTHER_KINDS = {"vae": "a standalone VAE (use VAELoader)", "lora": "a LoRA (use LoraLoader)",
                "controlnet": "a ControlNet (use ControlNetLoader)", "t2i-adapter": "a T2I-Adapter",

@@ -1,9 +1,9 @@
 """What is this file? Fingerprint keys and shapes -> a kind, before anything is built.
 
-Kinds nodeflow loads: ``sd1``, ``sd1-inpaint``, ``sd2``, ``sd2-v``, ``sd2-inpaint``, ``sdxl``,
-``sdxl-inpaint``, ``sdxl-refiner``; other files: ``vae``, ``controlnet``, ``t2i-adapter``,
-``lora``, ``unknown``; and the diffusion families nodeflow does not run, named so the loaders
-can say which (``FAMILY_MARKERS``, ``sd2-unclip``, ``sdxl-edm``, ``svd``).
+Kinds nodeflow loads: ``sd1``, ``sd1-inpaint``, ``sd2``, ``sd2-v``, ``sd2-inpaint``, ``sd2-unclip``,
+``sd2-unclip-v``, ``sdxl``, ``sdxl-inpaint``, ``sdxl-refiner``; other files: ``vae``, ``controlnet``,
+``t2i-adapter``, ``lora``, ``unknown``; and the diffusion families nodeflow does not run, named so
+the loaders can say which (``FAMILY_MARKERS``, ``sd2-x4-upscaler``, ``sdxl-edm``, ``svd``).
 
 How the U-Net families are told apart (as ComfyUI's comfy/model_detection.py and
 supported_models.py do, from the U-Net's shapes and the text encoder's keys):
@@ -18,7 +18,7 @@ supported_models.py do, from the U-Net's shapes and the text encoder's keys):
   Real files already tell by their context width; this is for U-Net-only files of other sizes
   (UNETLoader), where no text-encoder key says which.
 
-SD2's v-prediction models have the same shapes as its epsilon ones. ``sd2-v`` is reported when the
+SD2's v-prediction models have the same shapes as its epsilon ones. ``sd2-v`` (``sd2-unclip-v``) is reported when the
 file says so with a ``v_pred`` key (as some trainers write it), or by ComfyUI's guess for SD2
 (supported_models.SD20.model_type): a 4-channel SD2 U-Net whose
 ``output_blocks.11.1.transformer_blocks.0.norm1.bias`` has a (population) standard deviation
@@ -36,6 +36,10 @@ SD2_TEXT = "cond_stage_model.model."
 SDXL_TEXT = "conditioner.embedders."
 SD2_V_KEY = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 SD2_V_STD = 0.09
+#: SD2's x4 upscaler (stable-diffusion-x4-upscaler): a U-Net on 4 latent + 3 low-resolution image
+#: channels with a noise-level embedding ``label_emb.weight`` (ComfyUI's supported_models.SD_X4Upscaler).
+#: nodeflow does not run it (kind ``sd2-x4-upscaler``).
+X4_UPSCALER_CHANNELS = 7
 
 #: Diffusion families nodeflow does not run: (kind, marker keys, first match wins), each marker
 #: looked for bare and under the prefixes ComfyUI's model detection uses. Markers as in
@@ -95,13 +99,15 @@ def _unet_family(sd: dict[str, torch.Tensor], in_channels: int) -> str:
     keys = sd.keys()
     if any(".time_stack." in k or ".time_mix_blocks." in k or ".time_mixer." in k for k in keys if k.startswith(UNET)):
         return "svd"  # a video U-Net (Stable Video Diffusion): temporal layers in its blocks
+    if in_channels == X4_UPSCALER_CHANNELS and UNET + "label_emb.weight" in sd:
+        return "sd2-x4-upscaler"
     context = _context_dim(sd)
     adm = UNET + "label_emb.0.0.weight" in sd
     sd2_text = any(k.startswith(SD2_TEXT) for k in keys)
     xl_base_text = any(k.startswith(SDXL_TEXT + "1.model.") for k in keys)
     g_only_text = any(k.startswith(SDXL_TEXT + "0.model.") for k in keys)
-    if adm and (context == 1024 or sd2_text):
-        return "sd2-unclip"
+    if adm and (context == 1024 or sd2_text):  # SD2.1 unCLIP-L / -H (the real ones predict v)
+        return "sd2-unclip-v" if "v_pred" in sd or _sd2_v_guess(sd) else "sd2-unclip"
     if adm or xl_base_text or (g_only_text and context == 1280):
         if "edm_mean" in sd or "edm_vpred.sigma_max" in sd:
             return "sdxl-edm"  # Playground v2.5, EDM v-prediction fine-tunes: continuous-time sampling

@@ -11,14 +11,21 @@ SD2.x          clip_h: cond_stage_model.model. (OpenCLIP ViT-H), or     64 chann
 SDXL           clip_l: conditioner.embedders.0.transformer.,            64 channels      0.13025
                clip_g: conditioner.embedders.1.model. (OpenCLIP bigG)   per head
 SDXL refiner   clip_g: conditioner.embedders.0.model.                   64 channels      0.13025
+SD2.1 unCLIP   clip_h: as SD2.x                                         64 channels      0.18215
 =============  =======================================================  ===============  =======
+
+SD2.1 unCLIP (-L and -H) is SD2.x with an ADM input for noise-augmented CLIP image embeddings
+(nodeflow.sampling.unclip) and, beside it, the CLIP model that makes them (``embedder.model.``: the
+image tower under ``embedder.model.visual.``, read by unCLIPCheckpointLoader, and the rest of that
+CLIP model, unused) and the augmentation's noise schedule (``noise_augmentor.``: buffers of the
+original training code, rebuilt from its formula), as in ComfyUI's SD21UnclipL / SD21UnclipH.
 
 OpenCLIP towers are stored in OpenCLIP's layout (converted by nodeflow.loading.open_clip), CLIP-L in
 transformers' (loaded as it is), as in ComfyUI's supported_models (SD20, SDXL, SDXLRefiner
 .process_clip_state_dict). The CLIP values' settings are nodeflow.text.families'.
 
-Noise schedule: all four use SD's scaled-linear betas 0.00085..0.012 over 1000 steps. Epsilon
-prediction unless: an ``sd2-v`` kind (a ``v_pred`` key, or ComfyUI's weight-statistic guess, see
+Noise schedule: all five use SD's scaled-linear betas 0.00085..0.012 over 1000 steps. Epsilon
+prediction unless: an ``sd2-v`` or ``sd2-unclip-v`` kind (a ``v_pred`` key, or ComfyUI's weight-statistic guess, see
 nodeflow.loading.detect), or a ``v_pred`` key in an SDXL file (ComfyUI's SDXL.model_type); with
 ``v_pred``, a ``ztsnr`` key also rescales the sigmas to zero terminal SNR
 (ModelSampling.discrete(zsnr=True)). ComfyUI reads the markers on SDXL only; nodeflow honours them
@@ -47,6 +54,9 @@ class Family:
     head_channels: int | None  # None: SD1's 8 heads per level
     latent_format: LatentFormat  # SD1/SD2: 0.18215; SDXL: 0.13025 (and its preview factors)
     adm: str | None = None  # which ADM vector the U-Net's label_emb takes (nodeflow.sampling.adm)
+    vision_prefix: str | None = None  # where the file's CLIP image tower is (original layout), if it has one
+    #: keys of the file's other parts that no model is built from (checked as claimed, not loaded)
+    unused_prefixes: tuple[str, ...] = ()
 
 
 FAMILIES = {
@@ -57,10 +67,15 @@ FAMILIES = {
                             "clip_g": ("conditioner.embedders.1.model.",)}, 64, LatentFormat.sdxl(), adm.SDXL),
     "sdxl-refiner": Family("SDXL refiner", {"clip_g": ("conditioner.embedders.0.model.",)}, 64,
                            LatentFormat.sdxl(), adm.SDXL_REFINER),
+    # named as SD2.x: its ControlNets, LoRAs and the like are SD2.x's
+    "sd2-unclip": Family("SD2.x", {"clip_h": ("cond_stage_model.model.", "conditioner.embedders.0.model.")},
+                         64, LatentFormat(), adm.SD2_UNCLIP, vision_prefix="embedder.model.visual.",
+                         unused_prefixes=("embedder.", "noise_augmentor.")),
 }
 #: The kinds of nodeflow.loading.detect that load, and their family.
 KIND_FAMILY = {"sd1": "sd1", "sd1-inpaint": "sd1", "sd2": "sd2", "sd2-v": "sd2", "sd2-inpaint": "sd2",
-               "sdxl": "sdxl", "sdxl-inpaint": "sdxl", "sdxl-refiner": "sdxl-refiner"}
+               "sdxl": "sdxl", "sdxl-inpaint": "sdxl", "sdxl-refiner": "sdxl-refiner",
+               "sd2-unclip": "sd2-unclip", "sd2-unclip-v": "sd2-unclip"}
 #: Every prefix a text encoder may have (for reading and for the unclaimed-keys check).
 TEXT_PREFIXES = ("cond_stage_model.", "conditioner.embedders.")
 #: The towers whose pooled output is projected, and whose OpenCLIP weights use GELU.
@@ -89,7 +104,7 @@ def build_clip(family_key: str, parts: dict[str, dict[str, torch.Tensor]], token
     if family_key == "sd1":
         return text_encoder_from_state_dict(parts["clip_l"], tokenizer, device=device, dtype=dtype)
     models = {tower: tower_model(tower, sd, device, dtype) for tower, sd in parts.items()}
-    if family_key == "sd2":
+    if family_key in ("sd2", "sd2-unclip"):
         return sd2_text_encoder(models["clip_h"], tokenizer, device, dtype)
     if family_key == "sdxl":
         return sdxl_text_encoder(models["clip_l"], models["clip_g"], tokenizer, device, dtype)
@@ -113,5 +128,5 @@ def tower_model(tower: str, sd: dict[str, torch.Tensor], device: torch.device, d
 def model_sampling(kind: str, sd: dict[str, torch.Tensor]) -> ModelSampling:
     """The schedule and parameterisation of a checkpoint of ``kind`` (module docstring); ``sd``
     is the file's tensors (only its marker keys are looked at)."""
-    v = kind == "sd2-v" or (KIND_FAMILY[kind] != "sd1" and "v_pred" in sd)
+    v = kind in ("sd2-v", "sd2-unclip-v") or (KIND_FAMILY[kind] != "sd1" and "v_pred" in sd)
     return ModelSampling.discrete("v" if v else "eps", zsnr=v and "ztsnr" in sd)

@@ -14,6 +14,11 @@ Height comes before width, as in ComfyUI's SDXL / SDXLRefiner ``encode_adm`` and
 CLIPTextEncodeSDXLRefiner set them); missing ones default as ComfyUI's sampler does: size = the
 latent's size x 8, crop 0, target = size, aesthetic score 6 for the positive list and 2.5 for the
 negative (shared/reference/comfyui-conventions.md, point 17).
+
+SD2.1 unCLIP models take another vector: noise-augmented CLIP image embeddings
+(nodeflow.sampling.unclip), a zero vector for entries without them (``SD2_UNCLIP``). On SDXL, an
+entry's unCLIP images (unCLIPConditioning, "revision") replace its pooled text embedding, as in
+ComfyUI's sdxl_pooled.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import torch
 
 from nodeflow.errors import NodeflowError
 from nodeflow.models.layers import timestep_embedding
+from nodeflow.sampling.unclip import encode_unclip_adm, unclip_pooled
 
 SIZE_EMBEDDING = 256  # width of each number's embedding
 SDXL = "sdxl"
 SDXL_REFINER = "sdxl-refiner"
+SD2_UNCLIP = "sd2-unclip"  # noise-augmented image embeddings (nodeflow.sampling.unclip)
 #: how many numbers each kind embeds after the pooled output
 SIZE_COUNTS = {SDXL: 6, SDXL_REFINER: 5}
 POSITIVE_AESTHETIC_SCORE = 6.0
@@ -78,12 +85,17 @@ def adm_kind(channels: int, pooled_width: int) -> str:
 
 
 def encode_adm(options: Mapping[str, Any], width: int, height: int, *, channels: int,
-               kind: str | None = None, negative: bool = False) -> torch.Tensor:
+               kind: str | None = None, negative: bool = False, seed: int = 0) -> torch.Tensor:
     """The ADM vector (B, channels) float32 of one conditioning entry for a model whose
     ``label_emb`` takes ``channels`` inputs. ``kind`` (SDXL or SDXL_REFINER) as the model says,
     or None to tell from the shapes (``adm_kind``). ``width`` x ``height``: the latent's size x 8;
-    ``negative``: the entry belongs to the negative list (the refiner's default aesthetic score)."""
-    pooled = pooled_output(options)  # (B, D)
+    ``negative``: the entry belongs to the negative list (the refiner's default aesthetic score).
+    SD2_UNCLIP models get the entry's unCLIP vector instead, its noise drawn from the sampler's
+    ``seed`` (nodeflow.sampling.unclip)."""
+    if kind == SD2_UNCLIP:
+        return encode_unclip_adm(options, channels, seed)
+    unclip = options.get("unclip_conditioning")  # SDXL revision: the image embedding replaces the pooled text
+    pooled = unclip_pooled(unclip, seed) if unclip else pooled_output(options)  # (B, D)
     kind = kind or adm_kind(channels, pooled.shape[1])
     sizes = embed_numbers([float(v) for v in size_values(kind, options, width, height, negative)])
     y = torch.cat([pooled, sizes.to(pooled.device).repeat(pooled.shape[0], 1)], dim=1)  # (B, D + 256 n)

@@ -108,7 +108,7 @@ class Entry:
     sigma_end: float | None = None  # inactive once sigma < sigma_end
     control: Any = None  # the last ControlHook of a chain
     control_to_uncond: bool = False
-    y: torch.Tensor | None = None  # (1 | B, adm): SDXL's ADM vector (pooled text and sizes)
+    y: torch.Tensor | None = None  # (1 | B, adm): the ADM vector (SDXL: pooled text and sizes; unCLIP: image)
 
     def active(self, sigma: float) -> bool:
         """Whether sigma lies within the entry's timestep range (ConditioningSetTimestepRange)."""
@@ -117,16 +117,19 @@ class Entry:
         return not (self.sigma_end is not None and sigma < self.sigma_end)
 
 
-def resolve(conditioning: Conditioning, height: int, width: int, model, negative: bool = False) -> list[Entry]:
+def resolve(conditioning: Conditioning, height: int, width: int, model, negative: bool = False,
+            seed: int = 0) -> list[Entry]:
     """Entries for a latent of ``height`` x ``width``: percentage areas to latent pixels
     (rounded, at least 1), masks resized bilinearly to the latent grid, "mask bounds" areas from
     the masks' bounding box (at least 8 x 8), timestep fractions to sigmas, and for SDXL models
     the ADM vector (``model.encode_adm``; sizes the options do not give are the whole latent's
-    x 8, whatever the entry's area, as ComfyUI's; ``negative``: this is the negative list)."""
-    return [_resolve_entry(cond, options, height, width, model, negative) for cond, options in conditioning]
+    x 8, whatever the entry's area, as ComfyUI's; ``negative``: this is the negative list; ``seed``:
+    the sampler's noise seed, which unCLIP models' ADM vectors draw their noise from)."""
+    return [_resolve_entry(cond, options, height, width, model, negative, seed) for cond, options in conditioning]
 
 
-def _resolve_entry(cond: torch.Tensor, options: dict, height: int, width: int, model, negative: bool) -> Entry:
+def _resolve_entry(cond: torch.Tensor, options: dict, height: int, width: int, model, negative: bool,
+                   seed: int) -> Entry:
     area = options.get("area")
     if area is not None and area[0] == "percentage":
         _, h, w, y, x = area
@@ -142,7 +145,7 @@ def _resolve_entry(cond: torch.Tensor, options: dict, height: int, width: int, m
     start = options.get("timestep_start", options.get("start_percent"))  # ComfyUI's newer keys too
     end = options.get("timestep_end", options.get("end_percent"))
     encode_adm = getattr(model, "encode_adm", None)
-    y = encode_adm(options, width * 8, height * 8, negative) if encode_adm is not None else None
+    y = encode_adm(options, width * 8, height * 8, negative, seed=seed) if encode_adm is not None else None
     return Entry(
         context=cond, area=area, strength=float(options.get("strength", 1.0)), mask=mask,
         mask_strength=float(options.get("mask_strength", 1.0)),

@@ -72,6 +72,7 @@ class CFGDenoiser:
         self.separate = False  # set when a batched forward ran out of memory: one entry per call since
         self.calls = 0  # model forwards so far (tests, statistics)
         self.run_state: dict = {}  # this run's state of the model's patches (nodeflow.sampling.model.GuidanceStep)
+        self.seed = 0  # the sampler's noise seed (unCLIP's ADM noise), set by the sampling run before the first step
         self._entries: dict[tuple[int, int], list[list[Entry]]] = {}
         self._weights: dict[tuple, torch.Tensor] = {}  # weight maps per entry and latent shape
 
@@ -79,8 +80,8 @@ class CFGDenoiser:
         """The resolved positive and negative entries for a latent of this size (cached)."""
         key = (height, width)
         if key not in self._entries:
-            positive = resolve(self.positive, height, width, self.model)
-            negative = resolve(self.negative, height, width, self.model, negative=True)
+            positive = resolve(self.positive, height, width, self.model, seed=self.seed)
+            negative = resolve(self.negative, height, width, self.model, negative=True, seed=self.seed)
             positive, negative = pair_areas([positive, negative])
             self._entries[key] = [positive, share_control(positive, negative)]
         return self._entries[key]

@@ -130,6 +130,7 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
     mask = latent.get("noise_mask")
     keep = None if mask is None else prepare_mask(mask.to(samples.device), samples.shape)  # (B, C, h, w)
     _give_inpaint_concat(denoiser, model, source, keep)
+    _give_seed(denoiser, seed)
     denoise_fn = denoiser if keep is None else _masked(denoiser, model, keep, source, noise, sigmas)
     if check_cancel is not None:
         denoise_fn = _cancellable(denoise_fn, check_cancel)
@@ -175,6 +176,14 @@ def _give_inpaint_concat(denoiser: Callable, model: DiffusionModel, source: torc
     for part in parts:
         if isinstance(part, CFGDenoiser) and part.concat is None:
             part.concat = inpaint_concat(model, [part.positive, part.negative], source, keep)
+
+
+def _give_seed(denoiser: Callable, seed: int) -> None:
+    """The run's seed to each CFGDenoiser (``denoiser`` itself or those it holds), for the ADM
+    vectors that draw noise from it (unCLIP's, nodeflow.sampling.unclip)."""
+    for part in [denoiser, *getattr(denoiser, "__dict__", {}).values()]:
+        if isinstance(part, CFGDenoiser):
+            part.seed = seed
 
 
 def _cancellable(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

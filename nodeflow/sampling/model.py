@@ -1,7 +1,7 @@
 """The MODEL socket value: a U-Net with its schedule, latent format, device and dtype.
 
-SDXL U-Nets (a ``label_emb``) also take the ADM vector ``y`` of each conditioning entry
-(``encode_adm``, nodeflow.sampling.adm); other U-Nets are called without it.
+SDXL and SD2.1 unCLIP U-Nets (a ``label_emb``) also take the ADM vector ``y`` of each conditioning
+entry (``encode_adm``, nodeflow.sampling.adm); other U-Nets are called without it.
 
 Immutable: ``clone_with`` returns a new wrapper sharing the weights (a LoRA node adds patches
 that way), so a cached model never changes under another node. What a patch must remember during
@@ -78,7 +78,7 @@ class DiffusionModel:
     dtype: torch.dtype
     patches: tuple = ()
     name: str = ""
-    #: which ADM vector the U-Net's label_emb takes: adm.SDXL, adm.SDXL_REFINER, or None to tell
+    #: which ADM vector the U-Net's label_emb takes: adm.SDXL, adm.SDXL_REFINER, adm.SD2_UNCLIP, or None to tell
     #: from the shapes (nodeflow.sampling.adm.adm_kind); unused by U-Nets without label_emb
     adm: str | None = None
     #: the model family's name as nodeflow.loading.families has it ("SD1.x", "SDXL" ...), set by
@@ -157,14 +157,16 @@ class DiffusionModel:
         """The width of the ADM vector the U-Net takes (SDXL: 2816, refiner: 2560); None if none."""
         return getattr(getattr(self.unet, "config", None), "adm_in_channels", None) or None
 
-    def encode_adm(self, options: dict, width: int, height: int, negative: bool = False) -> torch.Tensor | None:
+    def encode_adm(self, options: dict, width: int, height: int, negative: bool = False,
+                   seed: int = 0) -> torch.Tensor | None:
         """The ADM vector ``y`` (B, adm_channels) of a conditioning entry's options for an image of
         ``width`` x ``height`` pixels (the latent's size x 8, for sizes the options do not give),
-        or None for a U-Net without label_emb. ``negative``: the entry is in the negative list."""
+        or None for a U-Net without label_emb. ``negative``: the entry is in the negative list;
+        ``seed``: the sampler's noise seed (unCLIP's noise augmentation draws from it)."""
         channels = self.adm_channels
         if channels is None:
             return None
-        return adm.encode_adm(options, width, height, channels=channels, kind=self.adm, negative=negative)
+        return adm.encode_adm(options, width, height, channels=channels, kind=self.adm, negative=negative, seed=seed)
 
     @torch.no_grad()
     def predict_denoised(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
