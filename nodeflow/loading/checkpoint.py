@@ -43,6 +43,7 @@ from nodeflow.runtime.devices import model_dtype
 from nodeflow.models.unet import unet_from_state_dict
 from nodeflow.models.vae import vae_from_state_dict
 from nodeflow.image.vae import VAE
+from nodeflow.sampling.latent_preview import VaePreview, small_enough_to_preview
 from nodeflow.sampling.model import DiffusionModel
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,8 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
     clip = _build(path, "text encoder", lambda: build_clip(
         KIND_FAMILY[kind], text_parts, tokenizer or load_tokenizer(), device, model_dtype(device, dtype, "text")))
     del text_parts
+    if small_enough_to_preview(vae):  # a linear preview of a tiny VAE's latents is misleading
+        latent_format = replace(latent_format, preview_decoder=VaePreview(vae, latent_format.process_out))
     model = DiffusionModel(unet, sampling, latent_format, device, unet_dtype, name=path.name, adm=family.adm,
                            family=family.name)
     logger.info("loaded %s (%s, %s prediction) on %s", path.name, kind, sampling.parameterization, device)

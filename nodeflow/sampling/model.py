@@ -36,6 +36,9 @@ class LatentFormat:
     #: per-channel statistics subtracted and divided out before the scale (Playground v2.5)
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
+    #: previews by decoding instead of the factors: scaled latent (B, C, h, w) -> IMAGE, set for
+    #: checkpoints whose VAE is tiny (nodeflow.sampling.latent_preview.VaePreview)
+    preview_decoder: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False)
 
     @classmethod
     def sdxl(cls) -> LatentFormat:
