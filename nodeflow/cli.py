@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="MANIFEST",
                      help="continue an interrupted sweep from its manifest (the same workflow and sweep "
                           "options): finished jobs are skipped")
+    run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="run the sweep's jobs on a Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT or auto), "
+                          "or without one on a new local cluster (127.0.0.1 only); the files, grids and manifest "
+                          "are written here; needs pip install 'nodeflow[ray]'")
+    run.add_argument("--ray-workers", type=int, metavar="N",
+                     help="with --ray: how many workers (Ray actors) to start (default: one per GPU of the "
+                          "cluster, else one per node)")
 
     check = commands.add_parser("validate", help="check a workflow without running it")
     check.add_argument("workflow", type=Path)
@@ -148,7 +155,7 @@ def command_run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow, registry)
     for assignment in args.set:
         apply_override(workflow, assignment, registry)
-    if args.sweep or args.zip or args.repeat != 1 or args.resume is not None:
+    if args.sweep or args.zip or args.repeat != 1 or args.resume is not None or args.ray is not None:
         return command_sweep(args, config, paths, registry, workflow)
     from nodeflow.runtime.preview_folders import preview_session
 
@@ -175,8 +182,10 @@ def command_run(args: argparse.Namespace) -> int:
 def command_sweep(args: argparse.Namespace, config, paths, registry, workflow) -> int:
     """``run`` with ``--sweep``/``--repeat``/``--resume``: every value is checked, the jobs planned
     and the first one validated before any work; then the jobs run in one executor (see
-    ``nodeflow.sweeps``). Exit 130 after a Ctrl-C (finished jobs kept, ``--resume`` continues),
-    1 or 2 when a job failed (by the usual rule), else 0."""
+    ``nodeflow.sweeps``), or on Ray workers with ``--ray`` (their models checked on them first).
+    Exit 130 after a Ctrl-C (finished jobs kept, ``--resume`` continues), 1 or 2 when a job failed
+    (by the usual rule), else 0."""
+    from contextlib import ExitStack
     from dataclasses import replace
 
     from nodeflow.engine.executor import Executor
@@ -184,13 +193,20 @@ def command_sweep(args: argparse.Namespace, config, paths, registry, workflow) -
     from nodeflow.errors import ValidationError
     from nodeflow.runtime.preview_folders import preview_session
     from nodeflow.sweeps.jobs import Job, plan_jobs
-    from nodeflow.sweeps.manifest import Manifest, new_sweep_folder, sweep_key
+    from nodeflow.sweeps.manifest import Manifest, sweep_key
     from nodeflow.sweeps.run import job_workflow, run_sweep
     from nodeflow.sweeps.spec import SweepError, parse_spec
 
     if args.resume is not None and not args.sweep and args.repeat == 1:
         raise SweepError("--resume continues a sweep: give the --sweep/--zip/--repeat options of the run it resumes")
-    spec = parse_spec(args.sweep, workflow, registry, paths, zip=args.zip, repeat=args.repeat)
+    if args.ray is not None:
+        from nodeflow.sweeps.ray_backend import import_ray
+
+        import_ray()  # one line naming the extra when Ray is missing
+    if args.ray_workers is not None and (args.ray is None or args.ray_workers < 1):
+        raise SweepError(f"--ray-workers {args.ray_workers}: needs --ray, and a number of workers from 1")
+    checked = paths if args.ray is None else None  # on Ray the workers check the model files, on their nodes
+    spec = parse_spec(args.sweep, workflow, registry, checked, zip=args.zip, repeat=args.repeat)
     key = sweep_key(workflow, spec)
     manifest = plan = None
     if args.resume is not None:
@@ -204,28 +220,27 @@ def command_sweep(args: argparse.Namespace, config, paths, registry, workflow) -
     else:
         plan = plan_jobs(spec, workflow, registry)
         first = plan.jobs[0]
-    problems = validate(job_workflow(workflow, first, ""), registry, paths)  # models, values, links
+    problems = validate(job_workflow(workflow, first, ""), registry, checked)  # models, values, links
     if problems:
         raise ValidationError(problems)
-    device = resolve_device(args.device)
-    if manifest is not None:
-        for path in manifest.recover():
-            _note(args, f"removed {path}: written by a job that did not finish (it runs again)")
-    else:
-        folder = new_sweep_folder(paths.output_dir, Path(args.workflow).stem)
-        manifest = Manifest.create(folder / "manifest.json", key=key, workflow_name=str(args.workflow),
-                                   output_dir=paths.output_dir, spec=spec, plan=plan)
-    counts = manifest.counts()
-    _note(args, f"sweep of {len(manifest.jobs)} jobs ({counts['done']} done before); manifest {manifest.path}")
+    device = resolve_device(args.device) if args.ray is None else args.device  # on Ray: resolved by each worker
     printer = EventPrinter(quiet=args.quiet)
     reporter = SweepReporter(args.quiet)
-    with preview_session(paths) as session_paths:  # PreviewImage files last as long as the sweep
-        executor = Executor(registry, session_paths, _cache(config))
-        outcome = interruptibly(lambda cancel: run_sweep(
-            executor, workflow, manifest, cancel_event=cancel, on_event=printer,
-            on_job_started=reporter.started, on_job_finished=reporter.finished,
-            font_path=paths.assets_dir / "fonts" / "DejaVuSans.ttf", device=device, dtype=args.dtype,
-            preview_every=0))
+    font_path = paths.assets_dir / "fonts" / "DejaVuSans.ttf"
+    with ExitStack() as stack:
+        pool = None if args.ray is None else stack.enter_context(_ray_pool(args, workflow, manifest, plan))
+        manifest = _sweep_manifest(args, manifest, paths, key, spec, plan)
+        if pool is not None:
+            outcome = interruptibly(lambda cancel: pool.run(
+                workflow, registry, manifest, cancel_event=cancel, on_event=printer,
+                on_job_started=reporter.started_on, on_job_finished=reporter.finished_on, font_path=font_path))
+        else:
+            session_paths = stack.enter_context(preview_session(paths))  # PreviewImage files last as long as the sweep
+            executor = Executor(registry, session_paths, _cache(config))
+            outcome = interruptibly(lambda cancel: run_sweep(
+                executor, workflow, manifest, cancel_event=cancel, on_event=printer,
+                on_job_started=reporter.started, on_job_finished=reporter.finished,
+                font_path=font_path, device=device, dtype=args.dtype, preview_every=0))
     executed = sum(len(r.executed) for r in outcome.results)
     cached = sum(len(r.cached) for r in outcome.results)
     failed = [r for r in outcome.results if r.status == "failed"]
@@ -259,6 +274,39 @@ def command_sweep(args: argparse.Namespace, config, paths, registry, workflow) -
     return EXIT_OK
 
 
+def _sweep_manifest(args: argparse.Namespace, manifest, paths, key: str, spec, plan):
+    """The resumed manifest, cleared of what unfinished jobs left, or a new one in a new folder."""
+    from nodeflow.sweeps.manifest import Manifest, new_sweep_folder
+
+    if manifest is not None:
+        for path in manifest.recover():
+            _note(args, f"removed {path}: written by a job that did not finish (it runs again)")
+    else:
+        folder = new_sweep_folder(paths.output_dir, Path(args.workflow).stem)
+        manifest = Manifest.create(folder / "manifest.json", key=key, workflow_name=str(args.workflow),
+                                   output_dir=paths.output_dir, spec=spec, plan=plan)
+    counts = manifest.counts()
+    _note(args, f"sweep of {len(manifest.jobs)} jobs ({counts['done']} done before); manifest {manifest.path}")
+    return manifest
+
+
+def _ray_pool(args: argparse.Namespace, workflow, manifest, plan):
+    """The sweep's Ray workers (a context manager; see ``nodeflow.sweeps.ray_backend``), started
+    and given the jobs' values to check on their own models and node packs before any job runs."""
+    from nodeflow.sweeps.jobs import Job
+    from nodeflow.sweeps.ray_backend import open_pool
+    from nodeflow.sweeps.ray_worker import WorkerSettings
+
+    def shared(path) -> str | None:  # a folder named here, as the workers must find it
+        return None if path is None else str(Path(path).expanduser().resolve())
+
+    jobs = plan.jobs if plan is not None else [Job.from_dict(e) for e in manifest.jobs if e["status"] != "done"]
+    settings = WorkerSettings(workflow.to_dict(), tuple(shared(d) for d in args.models_dir or ()),
+                              shared(args.input_dir), shared(args.custom_nodes), args.device, args.dtype)
+    return open_pool(args.ray, settings, args.ray_workers, list(jobs),
+                     on_started=lambda workers: _note(args, "Ray workers: " + ", ".join(map(str, workers))))
+
+
 def _values_text(values: dict[str, Any], limit: int = 60) -> str:
     """A job's values on one line: ``3.seed=43, 6.text='a red ...'``."""
     parts = []
@@ -283,14 +331,25 @@ class SweepReporter:
         if not self.quiet:
             print(f"[job {position}/{total}] #{job.index} {_values_text(job.values)}", file=sys.stderr)
 
-    def finished(self, result) -> None:
+    def started_on(self, job, worker) -> None:
+        """A job handed to a Ray worker."""
+        if not self.quiet:
+            print(f"[{worker.name}] job #{job.index} {_values_text(job.values)}", file=sys.stderr)
+
+    def finished_on(self, result, worker, finished: int, total: int) -> None:
+        """A job back from a Ray worker: the sweep's progress, then the job's line."""
+        if not self.quiet:
+            print(f"[{finished}/{total} jobs] #{result.index} on {worker.name}:", end="", file=sys.stderr)
+            self.finished(result, indent=" ")
+
+    def finished(self, result, indent: str = "    ") -> None:
         if self.quiet:
             return
         if result.status == "done":
-            print(f"    done in {result.seconds:.1f} s ({len(result.executed)} nodes run, "
+            print(f"{indent}done in {result.seconds:.1f} s ({len(result.executed)} nodes run, "
                   f"{len(result.cached)} cached)", file=sys.stderr)
-        elif result.status == "failed":
-            print(f"    failed: {result.error}", file=sys.stderr)
+        else:
+            print(f"{indent}{result.status}" + (f": {result.error}" if result.error else ""), file=sys.stderr)
 
 
 def run_interruptibly(executor, workflow, **options):

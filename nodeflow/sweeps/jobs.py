@@ -118,12 +118,18 @@ def make_axes(spec: SweepSpec, workflow, registry, rng: random.Random | None = N
 def axis_depths(axes: list[Axis], workflow, registry) -> list[int]:
     """Each axis's depth: the latest position, in the run's topological order, of a node it sets
     (an axis setting nodes that do not run sorts first: its changes are free)."""
+    return keys_depths([axis.keys for axis in axes], workflow, registry)
+
+
+def keys_depths(key_sets, workflow, registry) -> list[int]:
+    """For each set of ``NODE.INPUT`` keys, the latest position of its nodes in the run's
+    topological order (-1: none of them runs)."""
     try:
         order = graphs.plan(workflow, registry).order
     except NodeflowError:  # an unknown type: validation reports it before any job runs
         order = ()
     position = {node_id: index for index, node_id in enumerate(order)}
-    return [max((position.get(key.split(".", 1)[0], -1) for key in axis.keys), default=-1) for axis in axes]
+    return [max((position.get(key.split(".", 1)[0], -1) for key in keys), default=-1) for keys in key_sets]
 
 
 def value_label(value: Any) -> str:

@@ -155,6 +155,11 @@ class Manifest:
         entry.update(status="running", started=time.time(), error=None, files=[], executed=[], cached=[])
         self.save()
 
+    def reset(self, index: int) -> None:
+        """A started job goes back to ``pending`` (its worker died; it runs again)."""
+        self.jobs[index].update(status="pending", started=None, files=[])
+        self.save()
+
     def finish(self, index: int, result: dict[str, Any]) -> None:
         """Record a job's result (``run.JobResult.to_dict``)."""
         self.jobs[index].update({k: v for k, v in result.items() if k != "index"})

@@ -129,7 +129,13 @@ def run_sweep(executor, workflow, manifest: Manifest, *, cancel_event: threading
         if result.status == "cancelled":
             cancelled = True
             break
+    grids = finish_sweep(manifest, font_path)
+    return SweepOutcome(results, skipped, grids, cancelled, time.perf_counter() - started)
+
+
+def finish_sweep(manifest: Manifest, font_path: Path | None = None) -> list[Path]:
+    """Draw the grids of what finished (also after a cancel) and record them in the manifest."""
     grids = draw_sweep_grids(manifest.data, manifest.path.parent, font_path)
     manifest.data["grids"] = [str(path) for path in grids]
     manifest.save()
-    return SweepOutcome(results, skipped, grids, cancelled, time.perf_counter() - started)
+    return grids

@@ -33,6 +33,7 @@ SCRIPTS = [
     ("samplers", [], True, 900),
     ("embedding", [], True, 600),
     ("sweep", [], True, 900),
+    ("sweep_ray", [], False, 900),
     ("models", ["--tiny"], True, 900),
     ("models", ["--full", "--threads", "1"], False, 3600),
     ("models", ["--sdxl"], False, 3600),
