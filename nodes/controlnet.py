@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import torch
 
+import logging
+
 from nodeflow.errors import NodeInputError
-from nodeflow.spec import (CONDITIONING, CONTROL_NET, IMAGE, MODEL, VAE, Choice, Float, Input, Int, ModelFile,
-                           Output, node)
+from nodeflow.spec import (CONDITIONING, CONTROL_NET, IMAGE, MASK, MODEL, VAE, Choice, Float, Input, Int,
+                           ModelFile, Output, node)
 
 CONTROLNETS = lambda paths: paths.list_models("controlnet")  # noqa: E731
+#: ComfyUI's union control types (nodeflow.models.controlnet_union.UNION_TYPES, kept equal by a test),
+#: listed here so that declaring the node imports no torch module
+UNION_TYPE_CHOICES = ["auto", "openpose", "depth", "hed/pidi/scribble/ted", "canny/lineart/anime_lineart/mlsd",
+                      "normal", "segment", "tile", "repaint"]
+logger = logging.getLogger(__name__)
 
 
 @node("ControlNetLoader", display="Load ControlNet Model", category="loaders",
@@ -92,6 +99,56 @@ def controlnet_apply_advanced(positive: list, negative: list, control_net, image
     _check_image(image)
     hook_for = _hook_factory(control_net, image, strength, start_percent, end_percent)
     return (_apply(positive, hook_for, to_uncond=False), _apply(negative, hook_for, to_uncond=False))
+
+
+@node("SetUnionControlNetType", display="SetUnionControlNetType", category="conditioning/controlnet",
+      inputs=[Input("control_net", CONTROL_NET), Choice("type", UNION_TYPE_CHOICES)],
+      outputs=[Output(CONTROL_NET)])
+def set_union_controlnet_type(control_net, type: str):  # noqa: A002 (ComfyUI's input name)
+    """Tell a union ControlNet (ControlNet++ / ProMax) which kind of control image it gets; "auto"
+    lets it guess. Other ControlNets pass through unchanged, as in ComfyUI."""
+    from nodeflow.models.controlnet_union import TypedUnionControlNet, UnionControlNetModel
+
+    network = control_net.network if isinstance(control_net, TypedUnionControlNet) else control_net
+    if not isinstance(network, UnionControlNetModel):
+        if type != "auto":
+            logger.warning("SetUnionControlNetType: %s is not a union ControlNet; the type %r does nothing",
+                           getattr(control_net, "source", "") or "the ControlNet", type)
+        return (control_net,)
+    if type == "auto":
+        return (network,)
+    index = UNION_TYPE_CHOICES.index(type) - 1
+    if index >= network.union.control_types:
+        known = ", ".join(UNION_TYPE_CHOICES[1:network.union.control_types + 1])
+        raise NodeInputError("type", f"{network.source or 'this union ControlNet'} knows "
+                                     f"{network.union.control_types} control types ({known}), not {type!r}")
+    return (TypedUnionControlNet(network, index),)
+
+
+@node("ControlNetInpaintingAliMamaApply", display="ControlNetInpaintingAliMamaApply",
+      category="conditioning/controlnet",
+      inputs=[Input("positive", CONDITIONING), Input("negative", CONDITIONING), Input("control_net", CONTROL_NET),
+              Input("vae", VAE), Input("image", IMAGE), Input("mask", MASK),
+              Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+              Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
+              Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001)],
+      outputs=[Output(CONDITIONING, "positive"), Output(CONDITIONING, "negative")])
+def controlnet_inpainting_alimama_apply(positive: list, negative: list, control_net, vae, image: torch.Tensor,
+                                        mask: torch.Tensor, strength: float, start_percent: float,
+                                        end_percent: float):
+    """Apply an inpainting ControlNet with the image and its mask.
+
+    As ComfyUI: only ControlNets that take the mask as a hint channel ("concat_mask": AliMama's
+    SD3 and Flux inpainting ControlNets, families nodeflow does not run, refused by the loader)
+    get the masked image and the mask; every ControlNet nodeflow loads (SD1.x/SD2.x/SDXL, among
+    them AliMama's EcomXL SDXL inpainting ControlNet, a plain 3-channel one) is applied as
+    ControlNetApplyAdvanced does, with the image as it is and the mask unused."""
+    if mask.ndim not in (2, 3):
+        raise NodeInputError("mask", f"expected a mask (B, H, W), got shape {tuple(mask.shape)}")
+    logger.info("ControlNetInpaintingAliMamaApply: %s takes no mask channel; applied with the unmasked image, "
+                "as ComfyUI does", getattr(control_net, "source", "") or "the ControlNet")
+    return controlnet_apply_advanced(positive, negative, control_net, image, strength, start_percent, end_percent,
+                                     vae=vae)
 
 
 # ----- preprocessors ---------------------------------------------------------------------------

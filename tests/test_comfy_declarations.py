@@ -114,6 +114,7 @@ def test_the_table_covers_the_nodes_that_matter():
     assert len(SHARED) >= 100 and {"KSampler", "CheckpointLoaderSimple", "SamplerCustomAdvanced"} <= set(SHARED)
     assert {"HypernetworkLoader", "CLIPVisionLoader", "CLIPVisionEncode", "StyleModelLoader",
             "StyleModelApply", "unCLIPCheckpointLoader", "unCLIPConditioning"} <= set(SHARED)
+    assert {"SetUnionControlNetType", "ControlNetInpaintingAliMamaApply"} <= set(SHARED)
 
 
 def test_the_comparison_sees_a_wrong_default():

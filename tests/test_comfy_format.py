@@ -355,3 +355,14 @@ def test_comfyui_gpu_sampler_names_are_the_same_samplers(registry, name, ours):
     data = json.loads((DATA / "txt2img_api.json").read_text())
     data["3"]["inputs"]["sampler_name"] = name
     assert from_comfy_api(data, registry).nodes["3"].inputs["sampler_name"] == ours
+
+
+def test_api_import_ignores_the_upload_button_older_exports_wrote_as_an_input(registry):
+    """ComfyUI_examples' depth T2I-Adapter PNG: LoadImage's API inputs hold the frontend's
+    upload button ("choose file to upload": "image"); ComfyUI's server ignores it."""
+    workflow = from_comfy_api({"20": {"class_type": "LoadImage", "inputs": {
+        "image": "shark_depthmap.png", "choose file to upload": "image"}}}, registry)
+    assert workflow.nodes["20"].inputs == {"image": "shark_depthmap.png"}
+    unknown = from_comfy_api({"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "surprise": 1}}},
+                             registry)
+    assert unknown.nodes["1"].inputs == {"width": 64, "surprise": 1}  # anything else stays, for validation to name

@@ -66,6 +66,11 @@ def _malformed_is_format_error(parse: Any, data: Any, registry: Any, what: str) 
         raise WorkflowFormatError(f"{what} is malformed ({type(error).__name__}: {error})") from None
 
 
+#: ComfyUI frontend buttons that older exports wrote among a node's API inputs (LoadImage's
+#: ``"choose file to upload": "image"``); ComfyUI's server ignores them, and so does the import.
+UPLOAD_WIDGETS = frozenset({"choose file to upload", "upload"})
+
+
 def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
     """Read a ComfyUI API-format workflow; node ids are kept.
 
@@ -93,6 +98,8 @@ def from_comfy_api(data: dict, registry: Any = None) -> Workflow:
             raise WorkflowFormatError(f"ComfyUI API workflow: node {node_id}: 'inputs' must be an object")
         literals = {}
         for name, value in inputs.items():
+            if name in UPLOAD_WIDGETS and spec is not None and spec.input(name) is None:
+                continue  # the frontend's upload button, written as an input by older exports
             if _is_api_link(value) and str(value[0]) in constants:
                 literals[name] = _normalise(spec, name, constants[str(value[0])])
             elif _is_api_link(value):

@@ -10,7 +10,11 @@ context or linear projections SD2), as ComfyUI's load_controlnet_state_dict asks
 detection; with it come the heads (SD2/SDXL: 64 channels each) unless the file's metadata or the
 diffusers ``config.json`` states them. The loaded ControlNet carries ``family`` and ``source``
 (the file's name) so that applying it to a model of another family is refused naming both
-(nodeflow.sampling.controlnet.check_fits)."""
+(nodeflow.sampling.controlnet.check_fits).
+
+Union ControlNets (xinsir's ControlNet++; nodeflow.models.controlnet_union) are told by their
+extra keys (``task_embedding``, ``transformer_layes.*``, ...), which keep their names in either
+layout, and load as a UnionControlNetModel."""
 
 from __future__ import annotations
 
@@ -22,11 +26,12 @@ import torch
 
 from nodeflow.errors import ModelFileError
 from nodeflow.models.controlnet import ControlNetModel, controlnet_from_state_dict
+from nodeflow.models.controlnet_union import UNION_PREFIXES, is_union, union_controlnet_from_state_dict
 from nodeflow.loading.detect import UNET, describe_keys, detect_kind
 from nodeflow.loading.families import FAMILIES, KIND_FAMILY
 from nodeflow.runtime.devices import model_dtype
 from nodeflow.loading.diffusers_keys import controlnet_metadata, controlnet_to_original, is_diffusers_controlnet
-from nodeflow.loading.files import read_diffusers_controlnet, read_state_dict
+from nodeflow.loading.files import CONTROLNET_CLASSES, read_diffusers_controlnet, read_state_dict
 from nodeflow.loading.t2i_adapter import load_t2i_adapter, read_diffusers_t2i_adapter
 from nodeflow.models.t2i_adapter import T2IAdapter
 
@@ -34,6 +39,15 @@ PREFIX = "control_model."
 META_HEADS = "nodeflow.unet.num_heads"
 META_HEAD_CHANNELS = "nodeflow.unet.head_channels"
 IGNORED_SUFFIXES = ("lvlb_weights", "position_ids")
+#: ControlNets for families nodeflow does not run, told as ComfyUI's load_controlnet_state_dict
+#: tells them: (family, keys all present)
+OTHER_FAMILY_CONTROLNETS = (
+    ("Hunyuan-DiT", ("after_proj_list.18.bias",)),
+    ("Flux", ("controlnet_blocks.0.weight", "double_blocks.0.img_attn.norm.key_norm.scale")),  # XLabs
+    ("Flux", ("controlnet_blocks.0.weight", "controlnet_x_embedder.weight")),  # InstantX, AliMama inpainting
+    ("Flux", ("controlnet_blocks.0.linear.weight",)),  # Mistoline
+    ("SD3", ("controlnet_blocks.0.weight", "pos_embed_input.proj.weight")),  # SD3/3.5, AliMama inpainting
+)
 
 
 def is_difference(sd: dict[str, torch.Tensor]) -> bool:
@@ -47,15 +61,21 @@ def load_controlnet(path: str | os.PathLike, *, device="cpu", dtype: str = "auto
     if adapter_folder is not None:
         return load_t2i_adapter(path, adapter_folder, device=device, dtype=dtype)
     sd, metadata = read_controlnet_file(path)
+    other = other_family_controlnet(sd)
+    if other:
+        raise ModelFileError(f"{path}: a ControlNet for {other} models, a family nodeflow does not run")
     kind = detect_kind(sd)
     if kind == "t2i-adapter":
         return load_t2i_adapter(path, sd, device=device, dtype=dtype)
     if kind != "controlnet":
         raise ModelFileError(f"{path}: not a ControlNet; found keys like {describe_keys(sd)}")
+    sd = {k: v for k, v in sd.items() if not k.endswith(IGNORED_SUFFIXES)}
+    union = {k: sd.pop(k) for k in list(sd) if k.removeprefix(PREFIX).startswith(UNION_PREFIXES)}
     if is_diffusers_controlnet(sd):
-        plain = controlnet_to_original({k: v for k, v in sd.items() if not k.endswith(IGNORED_SUFFIXES)}, path)
+        plain = controlnet_to_original(sd, path)
     else:
-        plain = {k.removeprefix(PREFIX): v for k, v in sd.items() if not k.endswith(IGNORED_SUFFIXES)}
+        plain = {k.removeprefix(PREFIX): v for k, v in sd.items()}
+    plain.update({k.removeprefix(PREFIX): v for k, v in union.items()})
     if is_difference(sd):
         plain = _add_base(path, plain, base_unet)
     family = controlnet_family(path, plain)
@@ -65,12 +85,18 @@ def load_controlnet(path: str | os.PathLike, *, device="cpu", dtype: str = "auto
         head_channels = FAMILIES[family].head_channels  # None for SD1: 8 heads
     device = torch.device(device)
     try:
-        model = controlnet_from_state_dict(plain, device=device, dtype=model_dtype(device, dtype, "unet"),
-                                           num_heads=heads, head_channels=head_channels)
+        build = union_controlnet_from_state_dict if is_union(plain) else controlnet_from_state_dict
+        model = build(plain, device=device, dtype=model_dtype(device, dtype, "unet"),
+                      num_heads=heads, head_channels=head_channels)
     except (RuntimeError, KeyError, ValueError, IndexError) as error:
         raise ModelFileError(f"{path}: the ControlNet does not match its configuration: {str(error)[:500]}") from None
     model.family, model.source = FAMILIES[family].name, path.name
     return model
+
+
+def other_family_controlnet(sd: dict[str, torch.Tensor]) -> str | None:
+    """The family of a ControlNet for a model nodeflow does not run (OTHER_FAMILY_CONTROLNETS), or None."""
+    return next((family for family, keys in OTHER_FAMILY_CONTROLNETS if all(k in sd for k in keys)), None)
 
 
 def controlnet_family(path: Path, plain: dict[str, torch.Tensor]) -> str:
@@ -108,7 +134,7 @@ def _controlnet_config_beside(path: Path) -> dict | None:
         config = json.loads((path.parent / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    return config if isinstance(config, dict) and config.get("_class_name") == "ControlNetModel" else None
+    return config if isinstance(config, dict) and config.get("_class_name") in CONTROLNET_CLASSES else None
 
 
 def _add_base(path: Path, plain: dict[str, torch.Tensor], base_unet: torch.nn.Module | None) -> dict[str, torch.Tensor]:

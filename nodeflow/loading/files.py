@@ -105,13 +105,17 @@ def read_diffusers_vae(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     return _read_part(folder), part_metadata("vae", _read_config(folder))
 
 
+#: the diffusers classes of ControlNet folders nodeflow reads (union ControlNets: nodeflow.models.controlnet_union)
+CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
+
+
 def read_diffusers_controlnet(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(diffusers-layout tensors, metadata) of a ControlNetModel folder (``save_pretrained``)."""
     if not (folder / "config.json").is_file():
         raise ModelFileError(f"{folder}: a folder, but not a diffusers ControlNet folder (needs config.json "
                              f"and one of {', '.join(CONTROLNET_WEIGHTS)})")
     config = _read_config(folder)
-    if config.get("_class_name", "ControlNetModel") != "ControlNetModel":
+    if config.get("_class_name", "ControlNetModel") not in CONTROLNET_CLASSES:
         raise ModelFileError(f"{folder / 'config.json'}: describes a {config['_class_name']}, not a ControlNetModel")
     return _read_part(folder), controlnet_metadata(config, folder)
 

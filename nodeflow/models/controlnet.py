@@ -74,11 +74,21 @@ class ControlNetModel(nn.Module):
         """x (B, C, h, w) the U-Net's input, hint (B, 3, 8h, 8w) in 0..1, timesteps (B,),
         context (B, T, D), y (B, adm) for SDXL ControlNets -> residuals for every skip and the
         middle block."""
+        emb = self.embed_time(timesteps, y)
+        guided_hint = self.input_hint_block(hint.to(emb.dtype))  # (B, mc, h, w)
+        return self.encode(x, guided_hint, emb, context)
+
+    def embed_time(self, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The timestep embedding (B, 4 mc), plus the ADM input's for SDXL ControlNets."""
         dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.unet.model_channels).to(dtype))
-        emb = add_label_embedding(self, emb, y)
-        guided_hint = self.input_hint_block(hint.to(dtype))  # (B, mc, h, w)
-        h, context = x.to(dtype), context.to(dtype)
+        return add_label_embedding(self, emb, y)
+
+    def encode(self, x: torch.Tensor, guided_hint: torch.Tensor, emb: torch.Tensor,
+               context: torch.Tensor) -> ControlResiduals:
+        """The encoder on x with the encoded hint added after its first block; every block's
+        output through its zero convolution, and the middle block's."""
+        h, context = x.to(emb.dtype), context.to(emb.dtype)
         skips = []
         for index, (block, zero_conv) in enumerate(zip(self.input_blocks, self.zero_convs)):
             h = block(h, emb, context)
