@@ -2,8 +2,9 @@
 
 ``EditorApp`` holds a ``Session`` (the open document, its files, the recovery file: session.py), a
 ``Canvas`` (the node editor drawn from the document: canvas.py), a ``RunView`` (what a run shows:
-run_view.py), a ``NodeSearch`` (the search box's matches: search.py) and a ``Worker`` (runs on a
-thread: worker.py); the questions it asks are in dialogs.py. ``main`` opens the window and runs
+run_view.py), a ``NodeSearch`` (the search box's matches: search.py), a ``Worker`` (runs on a
+thread: worker.py) fed by a ``RunQueue`` (run_queue.py), and the finished runs' ``History``
+(history.py, drawn by history_panel.py); the questions it asks are in dialogs.py. ``main`` opens the window and runs
 its frame loop.
 
 The document is the source of truth. Every edit goes through a document command (so it can be
@@ -27,8 +28,11 @@ import dearpygui.dearpygui as dpg
 from nodeflow.gui import dialogs
 from nodeflow.gui.canvas import Canvas
 from nodeflow.gui.document import Document
+from nodeflow.gui.history import History, HistoryEntry, RunRecorder
+from nodeflow.gui.history_panel import HistoryPanel
 from nodeflow.gui.recent import RecentFiles, default_recent_file
 from nodeflow.gui.recovery import RecoveryFolder, default_recovery_dir
+from nodeflow.gui.run_queue import MAX_BATCH, RunQueue
 from nodeflow.gui.run_view import RunView, add_log_line, build_log_panel, show_status
 from nodeflow.gui.search import NodeSearch, search_nodes  # noqa: F401 (imported from here)
 from nodeflow.gui.session import Session
@@ -58,6 +62,11 @@ class EditorApp:
         self.session = Session(document, recovery, recent or RecentFiles(default_recent_file()),
                                on_recent_changed=self._fill_recent_menu)
         self.worker = Worker(executor, device, dtype, preview_every)
+        self.runs = RunQueue()  # Run adds to it; frame() starts the next when the worker is free
+        self.recorder: RunRecorder | None = None  # watches the run going, for the history
+        self.history = History()
+        self.history_panel = HistoryPanel(on_load=lambda entry: self.confirm_discard(lambda: self.load_run(entry)))
+        self.shown_queue = ""
         self.canvas = Canvas(self.session, paths, status=show_status,
                              decorate_node=lambda node_id: self.run_view.decorate_node(node_id))
         self.run_view = RunView(self.canvas)
@@ -114,6 +123,7 @@ class EditorApp:
         self._add_menu_popup()
         self._node_menu_popup()
         self.search.build_popup(self.themes.hidden_window)
+        self.history_panel.build()
         self._input_handlers()
         dpg.set_primary_window("main", True)
         dpg.set_exit_callback(self.request_close)  # the close button (see show_window)
@@ -122,11 +132,17 @@ class EditorApp:
 
     def _toolbar(self) -> None:
         with dpg.group(horizontal=True, tag="toolbar"):
-            dpg.add_button(label="Run (Ctrl+Enter)", callback=lambda: self.run())
-            dpg.add_button(label="Stop", callback=lambda: self.worker.stop())
+            dpg.add_button(label="Run (Ctrl+Enter)", tag="run_button", callback=lambda: self.run())
+            dpg.add_input_int(tag="batch_count", default_value=1, min_value=1, max_value=MAX_BATCH,
+                              min_clamped=True, max_clamped=True, width=50, step=0)
+            with dpg.tooltip("batch_count"):
+                dpg.add_text("batch count: runs queued by one Run (each with its seeds moved on)")
+            dpg.add_button(label="Stop", tag="stop_button", callback=lambda: self.stop())
             dpg.add_input_text(tag="search", hint="add node: type to search, Enter to place", width=320,
                                callback=self.search.text_changed)  # Enter: _on_key
             dpg.add_progress_bar(tag="progress", default_value=0.0, width=300, overlay="idle")
+            dpg.add_button(label="Clear queue", tag="clear_queue_button", callback=lambda: self.clear_queue())
+            dpg.add_text("", tag="queue_status")
             dpg.add_text("100%", tag="zoom")
             dpg.add_text("", tag="status")
 
@@ -154,9 +170,11 @@ class EditorApp:
                 dpg.add_separator()
                 dpg.add_menu_item(label="Live preview", tag="menu_live_preview",
                                   callback=lambda: self.run_view.show_live_preview())
+                dpg.add_menu_item(label="History", tag="menu_history", callback=lambda: self.history_panel.show())
             with dpg.menu(label="Run"):
                 dpg.add_menu_item(label="Run", shortcut="Ctrl+Enter", callback=lambda: self.run())
-                dpg.add_menu_item(label="Stop", callback=lambda: self.worker.stop())
+                dpg.add_menu_item(label="Stop", callback=lambda: self.stop())
+                dpg.add_menu_item(label="Clear queue", callback=lambda: self.clear_queue())
                 dpg.add_menu_item(label="Clear cache", callback=lambda: self.clear_cache())
 
     def _file_menu(self) -> None:
@@ -388,9 +406,25 @@ class EditorApp:
         show_status(f"opened {path}")
 
     def _forget_run(self) -> None:
-        """Another graph is on screen: a run of the one left behind stops, and its marks go."""
+        """Another graph is on screen: a run of the one left behind stops, the runs queued go,
+        and its marks go (the history keeps the runs that ended)."""
+        self.runs.clear()
         self.worker.stop()
         self.run_view.forget_run()
+
+    def load_run(self, entry: HistoryEntry) -> None:
+        """History's "load this workflow": the graph that made the run (from its PNG, else the
+        snapshot kept) replaces the one on screen, as unsaved work without a file."""
+        try:
+            workflow = entry.load_workflow(self.document.registry)
+        except Exception as error:  # a PNG moved or unreadable: shown, the current graph stays
+            show_status(f"cannot load run #{entry.number}'s workflow: {error}", error=True)
+            return
+        self.session.open_workflow(workflow)
+        self._forget_run()
+        self.canvas.rebuild()
+        self.zoom_to_fit()
+        show_status(f"loaded the workflow of run #{entry.number}" + (f" from {entry.saved}" if entry.saved else ""))
 
     def open_dialog(self) -> None:
         dialogs.ask_file("Open workflow", lambda path: self.open_path(Path(path)), save=False)
@@ -458,11 +492,53 @@ class EditorApp:
 
     # ----- running -------------------------------------------------------------------------
     def run(self) -> None:
+        """Queue the batch count's runs of the graph on screen (their seeds moved on after each);
+        the first starts now if nothing is going."""
         self.canvas.sync_positions()
-        if not self.worker.start(self.document.workflow):
-            show_status("a run is already going", error=True)
+        revision = self.document.revision
+        queued = self.runs.enqueue(self.document, self.batch_count())
+        if self.document.revision != revision:  # the seed widgets show the next values
+            self.canvas.rebuild()
+        if self.runs.current is not None:
+            show_status(f"queued {len(queued)} run(s)")
+        self._start_next()
+
+    def batch_count(self) -> int:
+        """The batch count field's value, kept within 1..MAX_BATCH."""
+        value = dpg.get_value("batch_count") if dpg.does_item_exist("batch_count") else 1
+        return min(max(int(value or 1), 1), MAX_BATCH)
+
+    def stop(self) -> None:
+        """Stop: the run going is cancelled (the queued ones go on)."""
+        self.worker.stop()
+
+    def clear_queue(self) -> None:
+        show_status(f"cleared {self.runs.clear()} queued run(s)")
+
+    def _start_next(self) -> None:
+        """The oldest queued run starts when the worker is free."""
+        if self.worker.busy:
             return
-        self.run_view.run_started()
+        run = self.runs.start_next(self.worker.start)
+        if run is not None:
+            self.recorder = RunRecorder(run, time.monotonic())
+            self.run_view.run_started()
+
+    def _record(self, event) -> None:
+        """A run's event for the history: its last one ends it there, and frees the queue."""
+        if self.recorder is None:
+            return
+        entry = self.recorder.observe(event, time.monotonic())
+        if entry is not None:
+            self.recorder = None
+            self.runs.finish()
+            self.history_panel.add(entry, self.history.add(entry))
+
+    def _refresh_queue_status(self) -> None:
+        text = self.runs.status()
+        if text != self.shown_queue:
+            dpg.set_value("queue_status", text)
+            self.shown_queue = text
 
     def clear_cache(self) -> None:
         self.executor.cache.clear()
@@ -477,6 +553,9 @@ class EditorApp:
         self._run_callbacks(dpg.get_callback_queue() or [])
         for event in self.worker.drain():
             self.run_view.handle(event)
+            self._record(event)
+        self._start_next()
+        self._refresh_queue_status()
         self.canvas.follow_document()
         self.canvas.continue_fit()
         self._refresh_title()

@@ -14,7 +14,6 @@ import numpy as np
 
 from nodeflow.engine import events
 from nodeflow.gui.canvas import Canvas, images_group
-from nodeflow.gui.seed_control import seeds_after_run
 from nodeflow.gui.worker import RunCancelled, RunFailed, RunInvalid, RunProgress
 
 PREVIEW_SIZE = 160  # an image on a node or in the live preview: its longer side, in pixels
@@ -37,6 +36,14 @@ def add_log_line(text: str, error: bool = False) -> None:
     """A line at the end of the log panel, scrolled into view."""
     dpg.add_text(text, parent="log", color=ERROR_COLOR if error else LOG_COLOR, wrap=0)
     dpg.set_y_scroll("log", dpg.get_y_scroll_max("log") + 40)
+
+
+def open_viewer(texture, width: int, height: int, title: str) -> None:
+    """The image viewer (one at a time) showing ``texture`` at ``width`` x ``height``."""
+    if dpg.does_item_exist("viewer"):
+        dpg.delete_item("viewer")
+    with dpg.window(label=title, tag="viewer", autosize=True, pos=(200, 120)):
+        dpg.add_image(texture, width=width, height=height)
 
 
 def build_log_panel() -> None:
@@ -126,13 +133,11 @@ class RunView:
         self.apply_node_theme(event.node_id)
 
     def _run_finished(self, event: events.RunFinished) -> None:
-        """Done: the seeds move on as their nodes ask (an edit), so the canvas is rebuilt."""
+        """Done (the seeds moved on when the run was queued: run_queue.py)."""
         self._set_running(None)
         dpg.set_value("progress", 1.0)
         dpg.configure_item("progress", overlay=f"done in {event.seconds:.1f} s")
         show_status(f"done: {len(event.executed)} run, {len(event.cached)} cached")
-        seeds_after_run(self.document)
-        self.canvas.rebuild()
 
     def _run_failed(self, event: RunFailed) -> None:
         self._set_running(None)
@@ -233,10 +238,7 @@ class RunView:
         height, width = image.shape[0], image.shape[1]
         scale = max(1, VIEWER_SIZE // max(height, width))
         texture, _, _ = self._texture(f"{node_id}:{index}", image)
-        if dpg.does_item_exist("viewer"):
-            dpg.delete_item("viewer")
-        with dpg.window(label=f"Image {index + 1} of node {node_id}", tag="viewer", autosize=True, pos=(200, 120)):
-            dpg.add_image(texture, width=width * scale, height=height * scale)
+        open_viewer(texture, width * scale, height * scale, f"Image {index + 1} of node {node_id}")
 
     def _show_live(self, image) -> None:
         """The sampler's current image in the live preview window (made on the first one; a

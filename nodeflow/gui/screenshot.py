@@ -58,6 +58,7 @@ def take(out: Path, workflow: Path, width: int = 1400, height: int = 860, timeou
                 if time.monotonic() - started > timeout:
                     raise NodeflowError(f"the run of {workflow} did not finish in {timeout:.0f} s")
                 frames(1)
+            dpg.configure_item("history", show=False)  # opened by the run: the graph is the subject here
             app.zoom_to_fit()  # again, with the image shown in the Save node
             frames(10)
             if dpg.does_item_exist("live_preview"):  # to the canvas's bottom-left corner, off the nodes

@@ -17,12 +17,13 @@ answers, and this module is tested without a display.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
 from typing import Callable
 
-from nodeflow.engine.workflow import save_workflow
+from nodeflow.engine.workflow import Workflow, save_workflow
 from nodeflow.gui.document import Document
 from nodeflow.gui.recent import RecentFiles
 from nodeflow.gui.recovery import RecoveryFolder
@@ -76,6 +77,12 @@ class Session:
         self.document = Document.open(self.document.registry, path)
         if remember:
             self.remember(path)
+        return self.document
+
+    def open_workflow(self, workflow: Workflow) -> Document:
+        """A copy of ``workflow`` (a past run's graph) replaces the open document, as work
+        without a file of its own."""
+        self.document = Document(self.document.registry, copy.deepcopy(workflow))
         return self.document
 
     def save(self, path: Path | None = None) -> Path:

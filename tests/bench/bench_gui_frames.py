@@ -1,9 +1,10 @@
 """Editor frame times: a 200-node graph idle at 100% and 50% zoom, the time a zoom change takes
-(it resizes and moves the nodes), and the default workflow while it runs.
+(it resizes and moves the nodes), the graph with the history panel holding 100 thumbnails, and the
+default workflow while it runs (the history panel still open).
 
     xvfb-run -a python tests/bench/bench_gui_frames.py      (or with DISPLAY set)
 
-Goal (issue 8): under 33 ms per frame under Xvfb on the 2-core CPU machine.
+Goal (issues 8 and 19): under 33 ms per frame under Xvfb on the 2-core CPU machine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+
+def fill_history(app, count: int = 100) -> None:
+    """``count`` finished runs in the history panel, each with a 96 px thumbnail (numbered from
+    1001, clear of the runs the benchmark queues)."""
+    import numpy as np
+
+    from nodeflow.gui.history import HistoryEntry, thumbnail
+
+    rng = np.random.default_rng(0)
+    for number in range(1001, 1001 + count):
+        entry = HistoryEntry(number, {"3.seed": number}, 0.5, "done", thumbnail=thumbnail(rng.random((128, 128, 3))))
+        app.history_panel.add(entry, app.history.add(entry))
 
 
 def main() -> None:
@@ -69,9 +83,12 @@ def main() -> None:
         dpg.render_dearpygui_frame()  # the first frame lays the resized items out
         zoom_changes.append((resized - started, time.perf_counter() - resized))
     half, half_ours = idle_frames()
+    app.set_view(View())
+    fill_history(app)
+    app.history_panel.show()
+    with_history, with_history_ours = idle_frames()
     run_times = []
     if (ROOT / "assets" / "nodeflow-tiny.safetensors").is_file():
-        app.set_view(View())
         app.document = Document.open(registry, ROOT / "workflows" / "txt2img.json")
         app.rebuild()
         app.run()
@@ -81,7 +98,9 @@ def main() -> None:
             dpg.render_dearpygui_frame()
             run_times.append(time.perf_counter() - started)
     dpg.destroy_context()
-    for label, frames, own in (("at 100%", idle, ours), ("at 50%", half, half_ours)):
+    for label, frames, own in (("at 100%", idle, ours), ("at 50%", half, half_ours),
+                               ("at 100% with the history panel holding 100 thumbnails", with_history,
+                                with_history_ours)):
         print(f"200-node graph idle {label}: median {statistics.median(frames) * 1000:.1f} ms/frame, "
               f"95th percentile {frames[int(len(frames) * 0.95)] * 1000:.1f} ms "
               f"(of which the editor's own per-frame work {statistics.median(own) * 1000:.2f} ms)")
