@@ -1,4 +1,5 @@
-"""Forward-pass times of our U-Net and VAE against diffusers' in the same process (fp32).
+"""Forward-pass times of our U-Net and VAE against diffusers', and of our CLIP text tower
+against transformers' CLIPTextModel, in the same process (fp32).
 
 Both models hold the SAME tensors (ours built with torch's default init, diffusers' built on the
 meta device and filled through its own single-file converter with ``assign=True``), so the
@@ -9,6 +10,7 @@ median of each is reported; ratio = ours / diffusers (goal: <= 1.0).
     python tests/bench/bench_models.py --full          # the README figures: U-Net batch 2 at a
                                                        # 64x64 latent, VAE decode of 512x512
     python tests/bench/bench_models.py --tiny          # a scaled-down config (seconds)
+    python tests/bench/bench_models.py --bf16          # ours in bf16 against ours in fp32
     python tests/bench/bench_models.py --sdxl          # SDXL's U-Net, batch 2 (cond + uncond) at
                                                        # 512x512: seconds per sampling step
     options: --repeats N, --threads N, --device cuda
@@ -29,6 +31,7 @@ from nodeflow.models.vae import AutoencoderKL, VAEConfig
 TINY_UNET = UNetConfig(model_channels=64, channel_mult=(1, 2, 4), transformer_depth=(1, 1, 0),
                        context_dim=64)
 TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1)
+VIT_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
 SDXL_UNET = UNetConfig(model_channels=320, channel_mult=(1, 2, 4), transformer_depth=(0, 2, 10),
                        middle_transformer_depth=10, context_dim=2048, num_heads=None, head_channels=64,
                        use_linear_in_transformer=True, adm_in_channels=2816)
@@ -132,12 +135,51 @@ def bench_vae(config: VAEConfig, name: str, sizes: list[int], repeats: int, devi
                     lambda: theirs.encode(x).latent_dist.mean, repeats, device)
 
 
+def bench_text(sizes: dict, name: str, repeats: int, device: torch.device) -> None:
+    """Our CLIP text tower (nodeflow.models.clip_text) against transformers' on the same weights:
+    a prompt batch of 2 (cond + uncond) of 77 tokens, all hidden states (clip skip)."""
+    import transformers
+
+    from nodeflow.text.text_encoder import clip_model_from_state_dict
+
+    torch.manual_seed(0)
+    config = transformers.CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu",
+                                         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, **sizes)
+    theirs = transformers.CLIPTextModel(config).eval().to(device)
+    state = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in theirs.state_dict().items()}
+    ours = clip_model_from_state_dict(state, device=device, num_heads=config.num_attention_heads)
+    ids = torch.randint(0, 49406, (2, 77), device=device)
+    with torch.inference_mode():
+        compare(f"CLIP text {name} batch 2 x 77 tokens", lambda: ours(input_ids=ids, output_hidden_states=True),
+                lambda: theirs(input_ids=ids, output_hidden_states=True), repeats, device)
+
+
+def bench_bf16(repeats: int, device: torch.device) -> None:
+    """Our SD1.5 U-Net in bfloat16 against itself in float32 (the speed-up of ``--dtype bf16`` on a
+    CPU with AVX512-BF16 or AMX), batch 2 at a 32x32 latent; and how far bf16's output is."""
+    torch.manual_seed(0)
+    fp32 = UNetModel(UNetConfig()).eval().to(device)
+    bf16 = UNetModel(UNetConfig()).eval()
+    bf16.load_state_dict(fp32.state_dict())
+    bf16 = bf16.to(device, torch.bfloat16)
+    x = torch.randn(2, 4, 32, 32, device=device)
+    t = torch.full((2,), 500.0, device=device)
+    context = torch.randn(2, 77, 768, device=device)
+    with torch.inference_mode():
+        compare("U-Net SD1.5 batch 2 latent 32x32, bf16 vs fp32 (\"diffusers\" column)",
+                lambda: bf16(x.bfloat16(), t, context.bfloat16()), lambda: fp32(x, t, context), repeats, device)
+        exact, rounded = fp32(x, t, context), bf16(x.bfloat16(), t, context.bfloat16()).float()
+    print(f"bf16 output: max difference {float((exact - rounded).abs().max() / exact.abs().max()):.4f} "
+          f"of fp32's largest value", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     scale = parser.add_mutually_exclusive_group()
     scale.add_argument("--full", action="store_true", help="README sizes (U-Net b2 64x64, VAE 512)")
     scale.add_argument("--tiny", action="store_true", help="scaled-down configs, seconds")
     scale.add_argument("--sdxl", action="store_true", help="SDXL's U-Net, batch 2 at 512x512 (64x64 latent)")
+    scale.add_argument("--bf16", action="store_true", help="our SD1.5 U-Net in bf16 against fp32 (CPU speed-up)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
@@ -150,14 +192,20 @@ def main() -> None:
     if args.tiny:
         bench_unet(TINY_UNET, "tiny", [(1, 16), (2, 32)], args.repeats, device)
         bench_vae(TINY_VAE, "tiny", [128, 256], args.repeats, device)
+        bench_text(dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=2),
+                   "tiny", args.repeats, device)
+    elif args.bf16:
+        bench_bf16(args.repeats, device)
     elif args.sdxl:
         bench_unet(SDXL_UNET, "SDXL", [(2, 64)], args.repeats, device)
     elif args.full:
         bench_unet(UNetConfig(), "SD1.5", [(2, 64)], args.repeats, device)
         bench_vae(VAEConfig(), "SD", [512], args.repeats, device)
+        bench_text(VIT_L, "ViT-L", args.repeats, device)
     else:
         bench_unet(UNetConfig(), "SD1.5", [(1, 32), (2, 32)], args.repeats, device)
         bench_vae(VAEConfig(), "SD", [128, 256], args.repeats, device)
+        bench_text(VIT_L, "ViT-L", args.repeats, device)
 
 
 if __name__ == "__main__":
