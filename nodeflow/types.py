@@ -14,6 +14,7 @@
 | CLIP_VISION   | ``ClipVision``: nodeflow.image.clip_vision.ClipVision (a CLIP image tower)       |
 | CLIP_VISION_OUTPUT | ``ClipVisionOutput``: nodeflow.image.clip_vision.ClipVisionOutput           |
 | STYLE_MODEL   | ``StyleModel``: nodeflow.models.style_model.StyleAdapter (T2I style adapter)     |
+| GLIGEN        | ``GligenModel``: nodeflow.models.gligen.Gligen (GLIGEN's grounding modules)      |
 | LATENT        | ``Latent``: {"samples": (B, 4, H/8, W/8), optional "noise_mask", "batch_index"} |
 | IMAGE         | ``Image``: float32 tensor (B, H, W, C) in 0..1                                  |
 | MASK          | ``Mask``: float32 tensor (B, H, W) in 0..1                                      |
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from nodeflow.image.clip_vision import ClipVision, ClipVisionOutput
     from nodeflow.image.vae import VAE as Vae
+    from nodeflow.models.gligen import Gligen as GligenModel
     from nodeflow.models.style_model import StyleAdapter as StyleModel
     from nodeflow.models.controlnet import ControlNetModel as ControlNet
     from nodeflow.sampling.custom import Guider, Noise
@@ -47,9 +49,10 @@ if TYPE_CHECKING:
     Sigmas = torch.Tensor  # (N,) float32
 
 __all__ = ["MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "CONTROL_NET", "SAMPLER",
-           "SIGMAS", "NOISE", "GUIDER", "CLIP_VISION", "CLIP_VISION_OUTPUT", "STYLE_MODEL", "INT", "FLOAT", "STRING", "BOOLEAN", "CHOICE", "ANY", "SOCKET_TYPES",
+           "SIGMAS", "NOISE", "GUIDER", "CLIP_VISION", "CLIP_VISION_OUTPUT", "STYLE_MODEL", "GLIGEN", "INT", "FLOAT", "STRING", "BOOLEAN", "CHOICE", "ANY", "SOCKET_TYPES",
            "WIDGET_TYPES", "Latent", "Model", "Clip", "Vae", "ControlNet", "Conditioning", "Image", "Mask",
-           "Sampler", "Sigmas", "Noise", "Guider", "ClipVision", "ClipVisionOutput", "StyleModel"]
+           "Sampler", "Sigmas", "Noise", "Guider", "ClipVision", "ClipVisionOutput", "StyleModel",
+           "GligenModel"]
 
 # Socket type names (also exported by nodeflow.spec, the node API).
 MODEL = "MODEL"
@@ -67,6 +70,7 @@ GUIDER = "GUIDER"
 CLIP_VISION = "CLIP_VISION"
 CLIP_VISION_OUTPUT = "CLIP_VISION_OUTPUT"
 STYLE_MODEL = "STYLE_MODEL"
+GLIGEN = "GLIGEN"
 INT = "INT"
 FLOAT = "FLOAT"
 STRING = "STRING"
@@ -75,7 +79,7 @@ CHOICE = "CHOICE"  # an enumerated string; links carry it as a STRING-like value
 ANY = "*"  # accepts any type (debugging and utility nodes)
 
 SOCKET_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK, CONTROL_NET, SAMPLER, SIGMAS, NOISE, GUIDER,
-                CLIP_VISION, CLIP_VISION_OUTPUT, STYLE_MODEL, INT, FLOAT, STRING, BOOLEAN, CHOICE, ANY)
+                CLIP_VISION, CLIP_VISION_OUTPUT, STYLE_MODEL, GLIGEN, INT, FLOAT, STRING, BOOLEAN, CHOICE, ANY)
 WIDGET_TYPES = (INT, FLOAT, STRING, BOOLEAN, CHOICE)
 
 

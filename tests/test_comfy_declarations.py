@@ -113,7 +113,8 @@ def test_declaration_is_comfyuis(node):
 def test_the_table_covers_the_nodes_that_matter():
     assert len(SHARED) >= 100 and {"KSampler", "CheckpointLoaderSimple", "SamplerCustomAdvanced"} <= set(SHARED)
     assert {"HypernetworkLoader", "CLIPVisionLoader", "CLIPVisionEncode", "StyleModelLoader",
-            "StyleModelApply", "unCLIPCheckpointLoader", "unCLIPConditioning"} <= set(SHARED)
+            "StyleModelApply", "unCLIPCheckpointLoader", "unCLIPConditioning", "GLIGENLoader",
+            "GLIGENTextBoxApply"} <= set(SHARED)
     assert {"SetUnionControlNetType", "ControlNetInpaintingAliMamaApply"} <= set(SHARED)
 
 

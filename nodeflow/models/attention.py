@@ -91,6 +91,8 @@ class BasicTransformerBlock(nn.Module):
             x = x + self.attn1(self.norm1(x))
         else:
             x = x + self.patched_self_attention(self.norm1(x), call)
+            for patch in call.patches.middle_patch:
+                x = patch(x, call)
         if call is None or not call.patches.attn2_patch:
             x = x + self.attn2(self.norm2(x), context)
         else:

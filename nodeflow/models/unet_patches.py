@@ -4,6 +4,8 @@ functions on the self-attention of the transformer blocks and on the blocks' fea
 - ``attn1_patch``: (n, context, value, call) -> (n, context, value), on a transformer block's
   normalised tokens n (B, N, C) before its self-attention reads them (HyperTile, ToMe);
 - ``attn1_output_patch``: (out, call) -> out, on the self-attention's output before the residual;
+- ``middle_patch``: (x, call) -> x, on a transformer block's tokens x (B, N, C) after the
+  self-attention's residual, before the cross-attention (GLIGEN's gated self-attention);
 - ``attn2_patch``: (n, context, value, call) -> (n, context, value), on a transformer block's
   normalised tokens n (B, N, C) and the text context its cross-attention reads keys (context) and
   values (value) from (B, T, D), before the projections (hypernetworks);
@@ -39,6 +41,7 @@ class UNetPatches:
 
     attn1_patch: tuple[Callable, ...] = ()
     attn1_output_patch: tuple[Callable, ...] = ()
+    middle_patch: tuple[Callable, ...] = ()
     attn1_replace: tuple[tuple[Location, Callable], ...] = ()
     attn2_patch: tuple[Callable, ...] = ()
     input_block_after_skip: tuple[Callable, ...] = ()
@@ -60,7 +63,7 @@ class UNetPatches:
         return found[-1] if found else None
 
 
-_FIELDS = ("attn1_patch", "attn1_output_patch", "attn1_replace", "attn2_patch", "input_block_after_skip",
+_FIELDS = ("attn1_patch", "attn1_output_patch", "middle_patch", "attn1_replace", "attn2_patch", "input_block_after_skip",
            "output_block", "input_block")
 
 

@@ -32,6 +32,7 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "hypernetworks": ("hypernetworks",),  # HypernetworkLoader; AUTOMATIC1111's folder has the same name
     "clip_vision": ("clip_vision",),  # CLIPVisionLoader
     "style_models": ("style_models",),  # StyleModelLoader (T2I style adapters)
+    "gligen": ("gligen",),  # GLIGENLoader
     # UpscaleModelLoader: ComfyUI's folder, then AUTOMATIC1111's folders for the same files
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN", "SwinIR"),
 }

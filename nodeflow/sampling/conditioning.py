@@ -6,7 +6,8 @@ used here: ``pooled_output``, the SDXL size conditions (``width``, ``height``, `
 ``area`` ((h, w, y, x) in latent pixels, or ("percentage", h, w,
 y, x) in fractions), ``strength``, ``mask`` ((B, H, W) at any size), ``mask_strength``,
 ``set_area_to_bounds``, ``timestep_start`` / ``timestep_end`` (fractions of the schedule, 0 the
-noisy start), ``control`` (a ControlHook) and ``control_apply_to_uncond``; for inpainting models
+noisy start), ``control`` (a ControlHook) and ``control_apply_to_uncond``, ``gligen``
+(GLIGENTextBoxApply's boxes, nodeflow.sampling.gligen); for inpainting models
 ``concat_latent_image`` (a VAE latent (B, 4, h, w)) and ``concat_mask`` (B, 1, H, W), read by
 ``inpaint_concat``.
 
@@ -109,6 +110,7 @@ class Entry:
     control: Any = None  # the last ControlHook of a chain
     control_to_uncond: bool = False
     y: torch.Tensor | None = None  # (1 | B, adm): the ADM vector (SDXL: pooled text and sizes; unCLIP: image)
+    gligen: tuple | None = None  # ("position", GLIGEN model, boxes): see nodeflow.sampling.gligen
 
     def active(self, sigma: float) -> bool:
         """Whether sigma lies within the entry's timestep range (ConditioningSetTimestepRange)."""
@@ -151,7 +153,8 @@ def _resolve_entry(cond: torch.Tensor, options: dict, height: int, width: int, m
         mask_strength=float(options.get("mask_strength", 1.0)),
         sigma_start=None if start is None else sampling.percent_to_sigma(start),
         sigma_end=None if end is None else sampling.percent_to_sigma(end),
-        control=options.get("control"), control_to_uncond=bool(options.get("control_apply_to_uncond")), y=y)
+        control=options.get("control"), control_to_uncond=bool(options.get("control_apply_to_uncond")), y=y,
+        gligen=options.get("gligen"))
 
 
 def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:

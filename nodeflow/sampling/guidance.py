@@ -15,10 +15,11 @@ ask for a list's prediction again, for another latent or a differently patched m
 ControlNets and ADM vectors. Each denoiser holds the ``run_state`` dict of its sampling run, which
 the model's U-Net hooks and post-guidance functions share (SAG's attention map).
 
-Entries whose crops have the same size and share the same ControlNet chain run in one batched
-forward (positive and negative together, negative first as in ComfyUI) when memory allows: if
-that forward runs out of memory, the step is retried with one forward per entry, and the rest of
-the sampling keeps to separate forwards. Contexts of different
+Entries whose crops have the same size and share the same ControlNet chain (and have no GLIGEN
+boxes, whose forwards run alone, as ComfyUI's) run in one batched forward (positive and negative
+together, negative first as in ComfyUI) when memory allows: if that forward runs out of memory,
+the step is retried with one forward per entry, and the rest of the sampling keeps to separate
+forwards. Contexts of different
 token lengths (77 vs 154) are brought to their least common multiple by repeating the tokens,
 which leaves cross-attention unchanged, when that at most quadruples the shorter one (as
 ComfyUI); otherwise they run apart. For SDXL models each entry also carries its ADM vector ``y``
@@ -186,7 +187,7 @@ class CFGDenoiser:
         out = model.predict_denoised(torch.cat(crops), sigma.repeat(len(batch)), torch.cat(contexts),
                                      control=batch[0].entry.control, concat=concat, halves=len(batch), y=adm,
                                      cond_or_uncond=tuple(job.which for job in batch),
-                                     run_state=self.run_state)  # (n B, C, h, w)
+                                     run_state=self.run_state, gligen=batch[0].entry.gligen)  # (n B, C, h, w)
         self.calls += 1
         return out.chunk(len(batch))
 
@@ -211,6 +212,8 @@ def _batches(jobs: list[_Job]) -> list[list[_Job]]:
 
 
 def _can_batch(a: _Job, b: _Job) -> bool:
+    if a.entry.gligen is not None or b.entry.gligen is not None:  # GLIGEN boxes: a forward of their own
+        return a is b
     ta, tb = a.entry.context.shape[1], b.entry.context.shape[1]
     ya, yb = a.entry.y, b.entry.y
     return (a.area[:2] == b.area[:2] and a.entry.control is b.entry.control

@@ -19,6 +19,7 @@ import torch
 from nodeflow.models.unet_patches import UNetPatches
 from nodeflow.sampling import adm
 from nodeflow.sampling.control_hooks import chain_residuals
+from nodeflow.sampling.gligen import gligen_patches
 from nodeflow.sampling.latent_preview import SD1_RGB_FACTORS, SDXL_RGB_BIAS, SDXL_RGB_FACTORS
 from nodeflow.sampling.model_sampling import ModelSampling
 
@@ -175,7 +176,7 @@ class DiffusionModel:
     def predict_denoised(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                          control=None, concat: torch.Tensor | None = None, halves: int = 1,
                          y: torch.Tensor | None = None, cond_or_uncond: tuple[int, ...] = (),
-                         run_state: dict | None = None) -> torch.Tensor:
+                         run_state: dict | None = None, gligen: tuple | None = None) -> torch.Tensor:
         """D(x; sigma): the clean-latent estimate for x (B, C, h, w) at sigma (B,), float32.
 
         The U-Net runs in the model's dtype on its device on c_in(sigma) x = x / sqrt(sigma^2 + 1)
@@ -187,7 +188,8 @@ class DiffusionModel:
         the ADM vectors of SDXL models (``encode_adm``), given to the U-Net and ControlNets.
         ``cond_or_uncond``: for each of the halves, 0 if it is conditional, 1 if unconditional (told
         to the U-Net patches, as ComfyUI's transformer_options); ``run_state``: the sampling run's
-        state dict, told to them too (``PatchCall.extra["run_state"]``).
+        state dict, told to them too (``PatchCall.extra["run_state"]``). ``gligen``: a conditioning
+        entry's GLIGEN boxes, run by hooks added for this call (nodeflow.sampling.gligen).
         """
         scaled = self.sampling.calculate_input(sigma, x).to(self.device, self.dtype)  # (B, C, h, w)
         context = context.to(self.device, self.dtype)
@@ -201,8 +203,11 @@ class DiffusionModel:
         model_input = scaled
         if concat is not None:
             model_input = torch.cat([scaled, concat.to(scaled)], dim=1)  # (B, C + c, h, w)
-        if self.unet_patches:
-            extra.update(patches=self.unet_patches, sigma=sigma,
+        patches = self.unet_patches
+        if gligen is not None:
+            patches = patches + gligen_patches(gligen, tuple(model_input.shape))
+        if patches:
+            extra.update(patches=patches, sigma=sigma,
                          extra={"cond_or_uncond": cond_or_uncond, "run_state": run_state})
         output = self.unet(model_input, timesteps, context, control=residuals, **extra)
         return self.sampling.calculate_denoised(sigma, output.float().to(x.device), x)
