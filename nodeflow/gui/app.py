@@ -28,14 +28,18 @@ import dearpygui.dearpygui as dpg
 from nodeflow.gui import dialogs
 from nodeflow.gui.canvas import Canvas
 from nodeflow.gui.document import Document
+from nodeflow.gui.examples import list_examples, missing_models, project_examples_dir
+from nodeflow.gui.examples_menu import fill_examples_menu, show_missing_models
 from nodeflow.gui.history import History, HistoryEntry, RunRecorder
 from nodeflow.gui.history_panel import HistoryPanel
+from nodeflow.gui.link_drag import LinkDrag
 from nodeflow.gui.recent import RecentFiles, default_recent_file
 from nodeflow.gui.recovery import RecoveryFolder, default_recovery_dir
 from nodeflow.gui.run_queue import MAX_BATCH, RunQueue
 from nodeflow.gui.run_view import RunView, add_log_line, build_log_panel, show_status
 from nodeflow.gui.search import NodeSearch, search_nodes  # noqa: F401 (imported from here)
 from nodeflow.gui.session import Session
+from nodeflow.gui.sweep_panel import SweepPanel
 from nodeflow.gui.theme import Themes
 from nodeflow.gui.view import View
 from nodeflow.gui.worker import Worker
@@ -71,6 +75,9 @@ class EditorApp:
                              decorate_node=lambda node_id: self.run_view.decorate_node(node_id))
         self.run_view = RunView(self.canvas)
         self.search = NodeSearch(self.canvas)
+        self.sweep_panel = SweepPanel(lambda: self.document, paths, self.worker,
+                                      on_started=lambda: self.run_view.run_started())
+        self.link_drag = LinkDrag(self.canvas)  # a link dragged from an output pin, dropped on nothing
         self.themes: Themes | None = None  # made by build (they need dearpygui's context)
         self.clipboard = None
         self.menu_node: str | None = None  # the node the node menu acts on
@@ -123,7 +130,9 @@ class EditorApp:
         self._add_menu_popup()
         self._node_menu_popup()
         self.search.build_popup(self.themes.hidden_window)
+        self.link_drag.build()
         self.history_panel.build()
+        self.sweep_panel.build()
         self._input_handlers()
         dpg.set_primary_window("main", True)
         dpg.set_exit_callback(self.request_close)  # the close button (see show_window)
@@ -154,11 +163,13 @@ class EditorApp:
             dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Left, callback=lambda: self.canvas.raise_hovered())
             dpg.add_mouse_double_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_double_click)
             dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=self._on_left_release)
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Left, callback=lambda: self.link_drag.press())
+            dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=lambda: self.link_drag.release())
             dpg.add_mouse_wheel_handler(callback=self._on_wheel)
 
     def _menu(self) -> None:
         with dpg.menu_bar():
-            with dpg.menu(label="File"):
+            with dpg.menu(label="File", tag="file_menu"):
                 self._file_menu()
             with dpg.menu(label="Edit"):
                 self._edit_menu()
@@ -171,10 +182,11 @@ class EditorApp:
                 dpg.add_menu_item(label="Live preview", tag="menu_live_preview",
                                   callback=lambda: self.run_view.show_live_preview())
                 dpg.add_menu_item(label="History", tag="menu_history", callback=lambda: self.history_panel.show())
-            with dpg.menu(label="Run"):
+            with dpg.menu(label="Run", tag="run_menu"):
                 dpg.add_menu_item(label="Run", shortcut="Ctrl+Enter", callback=lambda: self.run())
                 dpg.add_menu_item(label="Stop", callback=lambda: self.stop())
                 dpg.add_menu_item(label="Clear queue", callback=lambda: self.clear_queue())
+                dpg.add_menu_item(label="Sweep...", tag="menu_sweep", callback=lambda: self.sweep_panel.show())
                 dpg.add_menu_item(label="Clear cache", callback=lambda: self.clear_cache())
 
     def _file_menu(self) -> None:
@@ -183,6 +195,10 @@ class EditorApp:
         with dpg.menu(label="Open Recent", tag="recent_menu"):
             pass
         self._fill_recent_menu(self.session.recent_paths())
+        with dpg.menu(label="Examples", tag="examples_menu"):
+            pass
+        fill_examples_menu("examples_menu", list_examples(project_examples_dir()),
+                           lambda example: self.confirm_discard(lambda: self.open_path(example.path)))
         dpg.add_menu_item(label="Save", shortcut="Ctrl+S", callback=lambda: self.save())
         dpg.add_menu_item(label="Save As...", callback=lambda: self.save_dialog())
         dpg.add_separator()
@@ -338,7 +354,7 @@ class EditorApp:
 
     def close_menus(self) -> None:
         """The menus, the search's matches and the image viewer close."""
-        for popup in ("add_menu", "node_menu", "viewer"):
+        for popup in ("add_menu", "node_menu", "viewer", "link_search"):
             if dpg.does_item_exist(popup):
                 dpg.configure_item(popup, show=False)
         self.search.clear()
@@ -404,6 +420,13 @@ class EditorApp:
         self.canvas.rebuild()
         self.zoom_to_fit()  # a workflow whose nodes lie far apart opens fully visible
         show_status(f"opened {path}")
+        self.warn_missing_models()
+
+    def warn_missing_models(self) -> None:
+        """The model files the workflow on screen names but the models folders lack, in a dialog."""
+        missing = missing_models(self.document.workflow, self.document.registry, self.paths)
+        if missing:
+            show_missing_models(missing)
 
     def _forget_run(self) -> None:
         """Another graph is on screen: a run of the one left behind stops, the runs queued go,
@@ -553,6 +576,7 @@ class EditorApp:
         self._run_callbacks(dpg.get_callback_queue() or [])
         for event in self.worker.drain():
             self.run_view.handle(event)
+            self.sweep_panel.handle(event)
             self._record(event)
         self._start_next()
         self._refresh_queue_status()
@@ -602,6 +626,7 @@ def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, fram
         show_window(app)
         if workflow_path is not None:  # opened from the command line: in File > Open Recent too
             app.session.remember(workflow_path)
+            app.warn_missing_models()
             app.zoom_to_fit()
         app.offer_recovery()  # an earlier editor's unsaved work, whatever was opened
         _frame_loop(app, frames, screenshot)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import dearpygui.dearpygui as dpg
 
+from nodeflow.engine.validate import types_compatible
 from nodeflow.gui.document import EditRefused
 from nodeflow.gui.placement import NODE_WIDTH, TITLE_HEIGHT, estimated_size, free_spot
 from nodeflow.gui.seed_control import MODES as SEED_MODES
@@ -24,6 +25,7 @@ from nodeflow.gui.stacking import NodeStack
 from nodeflow.gui.view import LEVELS, View, bounds, fit, scaled, step
 from nodeflow.spec import BOOLEAN, CHOICE, FLOAT, INT, STRING
 
+PIN_HOVER_RADIUS = 10  # imnodes' PinHoverRadius at 100% (theme.py): a press this close to a pin drags from it
 NODE_PADDING = 8  # imnodes' default at 100%: a node's content (its reported rect) starts this far inside it
 FIT_PASSES = 3  # zoom to fit measures the nodes again at the zoom it chose, and may zoom out further
 WIDGET_WIDTH = 180  # pixels at 100% (see sized)
@@ -44,6 +46,7 @@ class Canvas:
         self.themes = None  # set by build
         self.pin_to_port: dict[int, Port] = {}  # attribute -> (node, "in"/"out", name|index)
         self.port_to_pin: dict[Port, int] = {}
+        self.pin_types: dict[int, str] = {}  # attribute -> its socket type
         self.node_items: dict[str, int] = {}
         self.link_items: dict[int, object] = {}
         self.widget_popups: set[int] = set()  # widgets with their own right-click menu
@@ -78,8 +81,8 @@ class Canvas:
     def rebuild(self) -> None:
         """Recreate the canvas from the document (after structural edits)."""
         dpg.delete_item("editor", children_only=True)
-        for table in (self.pin_to_port, self.port_to_pin, self.node_items, self.link_items, self.widget_popups,
-                      self.sized_items):
+        for table in (self.pin_to_port, self.port_to_pin, self.pin_types, self.node_items, self.link_items,
+                      self.widget_popups, self.sized_items):
             table.clear()
         for node_id in self.document.workflow.nodes:
             self._build_node(node_id)
@@ -105,7 +108,9 @@ class Canvas:
         a = self.port_to_pin.get((link.src, "out", link.src_output))
         b = self.port_to_pin.get((link.dst, "in", link.dst_input))
         if a is not None and b is not None:
-            self.link_items[dpg.add_node_link(a, b, parent="editor")] = link
+            item = dpg.add_node_link(a, b, parent="editor")
+            dpg.bind_item_theme(item, self.themes.link(self.pin_types[a]))  # the output pin's colour
+            self.link_items[item] = link
 
     def _build_node(self, node_id: str) -> None:
         instance = self.document.workflow.nodes[node_id]
@@ -133,7 +138,7 @@ class Canvas:
         with dpg.node_attribute(attribute_type=dpg.mvNode_Attr_Output) as pin:
             self.sized(dpg.add_text(output.label), indent=OUTPUT_INDENT)
         dpg.bind_item_theme(pin, self.themes.pin(output.type))
-        self._map(pin, (node_id, "out", index))
+        self._map(pin, (node_id, "out", index), output.type)
 
     def _build_input(self, node_id: str, instance, spec) -> None:
         pinned = not spec.is_widget or self.document.is_pin(node_id, spec.name)
@@ -145,7 +150,7 @@ class Canvas:
                 self._widget(node_id, instance, spec)
         if pinned:
             dpg.bind_item_theme(attribute, self.themes.pin(spec.type))
-            self._map(attribute, (node_id, "in", spec.name))
+            self._map(attribute, (node_id, "in", spec.name), spec.type)
         children = dpg.get_item_children(attribute, 1)
         if spec.is_widget and children:  # right-click on the widget or its label
             self._pin_menu(children[0], node_id, spec.name, pinned)
@@ -158,9 +163,10 @@ class Canvas:
             dpg.add_menu_item(label="Convert to widget" if pinned else "Convert to input pin",
                               callback=lambda: self.document.toggle_pin(node_id, name))
 
-    def _map(self, attribute: int, port: Port) -> None:
+    def _map(self, attribute: int, port: Port, socket_type: str) -> None:
         self.pin_to_port[attribute] = port
         self.port_to_pin[port] = attribute
+        self.pin_types[attribute] = socket_type
 
     # ----- widgets (an input's value edited on its node) ---------------------------------------
     def _widget(self, node_id: str, instance, spec) -> None:
@@ -334,6 +340,60 @@ class Canvas:
         item = self.node_items.get(node_id)
         if item is not None and dpg.does_item_exist(item):
             dpg.bind_item_theme(item, self.themes.nodes[state])
+
+    # ----- pins under the mouse (the node editor reports no pin hovered nor link being dragged) ---
+    def output_pin_at(self, screen) -> int | None:
+        """The output pin a press at screen position ``screen`` drags a link from: the nearest
+        within imnodes' hover radius, as imnodes picks it (None off the canvas)."""
+        if not self._on_canvas(screen):
+            return None
+        reach = self.scaled(PIN_HOVER_RADIUS)
+        outputs = [(self._distance(screen, self.pin_centre(pin)), pin) for pin, port in self.pin_to_port.items()
+                   if port[1] == "out" and dpg.does_item_exist(pin)]
+        near = [(distance, pin) for distance, pin in outputs if distance <= reach]
+        return min(near)[1] if near else None
+
+    def pin_centre(self, attribute: int) -> tuple[float, float]:
+        """Where a pin is drawn on the screen: on its node's left (input) or right (output) edge,
+        level with its row."""
+        row = dpg.get_item_children(attribute, 1)[0]
+        (_, top), (_, bottom) = dpg.get_item_rect_min(row), dpg.get_item_rect_max(row)
+        node = dpg.get_item_parent(attribute)
+        padding = self.scaled(NODE_PADDING)
+        if self.pin_to_port[attribute][1] == "out":
+            x = dpg.get_item_rect_max(node)[0] + padding
+        else:
+            x = dpg.get_item_rect_min(node)[0] - padding
+        return x, (top + bottom) / 2
+
+    @staticmethod
+    def _distance(a, b) -> float:
+        return ((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5
+
+    def on_empty_canvas(self, screen) -> bool:
+        """Whether screen position ``screen`` is on the canvas clear of every node and its pins."""
+        margin = self.scaled(NODE_PADDING + PIN_HOVER_RADIUS)
+        for _, item in self._drawn_nodes():
+            (x0, y0), (x1, y1) = dpg.get_item_rect_min(item), dpg.get_item_rect_max(item)
+            if x0 - margin <= screen[0] <= x1 + margin and y0 - margin <= screen[1] <= y1 + margin:
+                return False
+        return self._on_canvas(screen)
+
+    def _on_canvas(self, screen) -> bool:
+        (x0, y0), (x1, y1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
+        return x0 <= screen[0] <= x1 and y0 <= screen[1] <= y1
+
+    def dim_incompatible_inputs(self, socket_type: str) -> None:
+        """While a link of ``socket_type`` is dragged: input pins that cannot take it are dimmed."""
+        for pin, port in self.pin_to_port.items():
+            if port[1] == "in" and not types_compatible(socket_type, self.pin_types[pin]) and dpg.does_item_exist(pin):
+                dpg.bind_item_theme(pin, self.themes.dimmed_pin)
+
+    def undim_inputs(self) -> None:
+        """Every input pin in its own colour again."""
+        for pin, port in self.pin_to_port.items():
+            if port[1] == "in" and dpg.does_item_exist(pin):
+                dpg.bind_item_theme(pin, self.themes.pin(self.pin_types[pin]))
 
     # ----- canvas coordinates -----------------------------------------------------------------
     # Nodes sit at grid positions (workflow position * zoom + offset, see view.py); the node

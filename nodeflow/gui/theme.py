@@ -1,4 +1,4 @@
-"""The editor's look: pins colored by socket type, nodes by state (running, cached, failed, muted),
+"""The editor's look: pins and links colored by socket type, nodes by state (running, cached, failed, muted),
 and for each zoom level of the canvas a font and a theme holding the scaled node and widget sizes."""
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ SOCKET_COLORS = {
     "FLOAT": (170, 210, 170), "STRING": (160, 200, 180), "BOOLEAN": (200, 200, 120),
     "CHOICE": (180, 180, 180), "*": (220, 220, 220),
 }
+DIMMED_PIN = (70, 70, 70)  # an input pin that cannot take the link being dragged, and its label
+DIMMED_TEXT = (110, 110, 110)
 NODE_STATES = {
     "normal": None,
     "running": (60, 140, 60),
@@ -69,6 +71,8 @@ class Themes:
                         dpg.add_theme_color(dpg.mvNodeCol_NodeOutline, color, category=dpg.mvThemeCat_Nodes)
             self.nodes[state] = theme
         self.pins = {}
+        self.links = {}
+        self.dimmed_pin = self._dimmed_pin()
         self.hidden_window = self._hidden_window()
         self.zoom = {level: self._zoom_theme(level) for level in LEVELS}
         self.fonts = self._fonts(font_file())
@@ -110,12 +114,39 @@ class Themes:
                 dpg.add_theme_style(dpg.mvStyleVar_WindowBorderSize, 0)
         return theme
 
+    @staticmethod
+    def _dimmed_pin() -> int:
+        with dpg.theme() as theme:
+            with dpg.theme_component(dpg.mvAll):
+                dpg.add_theme_color(dpg.mvNodeCol_Pin, DIMMED_PIN, category=dpg.mvThemeCat_Nodes)
+                dpg.add_theme_color(dpg.mvNodeCol_PinHovered, DIMMED_PIN, category=dpg.mvThemeCat_Nodes)
+                dpg.add_theme_color(dpg.mvThemeCol_Text, DIMMED_TEXT)
+        return theme
+
+    def link(self, socket_type: str) -> int:
+        """A link in its output pin's colour; hovered or selected, halfway to white."""
+        if socket_type not in self.links:
+            color = socket_color(socket_type)
+            light = tuple((c + 255) // 2 for c in color)
+            with dpg.theme() as theme:
+                with dpg.theme_component(dpg.mvNodeLink):
+                    dpg.add_theme_color(dpg.mvNodeCol_Link, color, category=dpg.mvThemeCat_Nodes)
+                    dpg.add_theme_color(dpg.mvNodeCol_LinkHovered, light, category=dpg.mvThemeCat_Nodes)
+                    dpg.add_theme_color(dpg.mvNodeCol_LinkSelected, light, category=dpg.mvThemeCat_Nodes)
+            self.links[socket_type] = theme
+        return self.links[socket_type]
+
     def pin(self, socket_type: str) -> int:
         if socket_type not in self.pins:
-            color = SOCKET_COLORS.get(socket_type, (200, 200, 200))
+            color = socket_color(socket_type)
             with dpg.theme() as theme:
                 with dpg.theme_component(dpg.mvNodeAttribute):
                     dpg.add_theme_color(dpg.mvNodeCol_Pin, color, category=dpg.mvThemeCat_Nodes)
                     dpg.add_theme_color(dpg.mvNodeCol_PinHovered, color, category=dpg.mvThemeCat_Nodes)
             self.pins[socket_type] = theme
         return self.pins[socket_type]
+
+
+def socket_color(socket_type: str) -> tuple[int, int, int]:
+    """The colour of a socket type's pins and links."""
+    return SOCKET_COLORS.get(socket_type, (200, 200, 200))

@@ -6,11 +6,14 @@ dearpygui is only touched from the GUI thread: the worker never calls it.
 from __future__ import annotations
 
 import copy
+import logging
 import queue
 import threading
 from dataclasses import dataclass
 
 from nodeflow.errors import Cancelled, NodeflowError, ValidationError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,16 @@ class Worker:
         self._thread.start()
         return True
 
+    def start_task(self, task) -> bool:
+        """Run ``task(cancel_event, post)`` on the worker's thread instead of one run (a sweep:
+        sweep_job.py); ``post`` queues an event for the window. False when a run is already going."""
+        if self.busy:
+            return False
+        self._cancel.clear()
+        self._thread = threading.Thread(target=self._run_task, args=(task,), name="nodeflow-task", daemon=True)
+        self._thread.start()
+        return True
+
     def stop(self) -> None:
         self._cancel.set()
 
@@ -84,6 +97,15 @@ class Worker:
         except NodeflowError as error:
             self.events.put(RunFailed(str(error), getattr(error, "node_id", None)))
         except Exception as error:  # a bug: keep the window alive and show it
+            self.events.put(RunFailed(f"{type(error).__name__}: {error}"))
+
+    def _run_task(self, task) -> None:
+        try:
+            task(self._cancel, self.events.put)
+        except NodeflowError as error:
+            self.events.put(RunFailed(str(error), getattr(error, "node_id", None)))
+        except Exception as error:  # a bug: keep the window alive and show it
+            logger.exception("the worker's task failed")
             self.events.put(RunFailed(f"{type(error).__name__}: {error}"))
 
     def drain(self, limit: int = 200) -> list:
