@@ -194,6 +194,7 @@ def command_sweep(args: argparse.Namespace, config, paths, registry, workflow) -
     from nodeflow.runtime.preview_folders import preview_session
     from nodeflow.sweeps.jobs import Job, plan_jobs
     from nodeflow.sweeps.manifest import Manifest, sweep_key
+    from nodeflow.sweeps.grid import font_file
     from nodeflow.sweeps.run import job_workflow, run_sweep
     from nodeflow.sweeps.spec import SweepError, parse_spec
 
@@ -226,7 +227,7 @@ def command_sweep(args: argparse.Namespace, config, paths, registry, workflow) -
     device = resolve_device(args.device) if args.ray is None else args.device  # on Ray: resolved by each worker
     printer = EventPrinter(quiet=args.quiet)
     reporter = SweepReporter(args.quiet)
-    font_path = paths.assets_dir / "fonts" / "DejaVuSans.ttf"
+    font_path = font_file(paths.assets_dir)
     with ExitStack() as stack:
         pool = None if args.ray is None else stack.enter_context(_ray_pool(args, workflow, manifest, plan))
         manifest = _sweep_manifest(args, manifest, paths, key, spec, plan)

@@ -31,7 +31,7 @@ from nodeflow_nodes.attention_guidance import perturbed_attention_guidance as pa
 from nodeflow_nodes.attention_guidance import self_attention_guidance as sag_node
 from nodeflow_nodes.model_advanced import cfg_norm, cfg_zero_star, rescale_cfg
 from tests.test_model_patches import comfy_style_rescale, comfy_style_zero_star
-from tests.test_unet_parity import one_thread, random_unet, tiny_config  # noqa: F401 (one_thread: autouse fixture)
+from tests.test_unet_parity import random_unet, tiny_config
 
 POOLED = 32
 

@@ -28,7 +28,7 @@ from nodeflow.loading.controlnet import load_controlnet
 from nodeflow.models.controlnet_union import UNION_TYPES, TypedUnionControlNet, UnionControlNetModel
 from nodeflow.sampling.controlnet import ControlNetHook
 from nodeflow_nodes.controlnet import UNION_TYPE_CHOICES, controlnet_apply_advanced, set_union_controlnet_type
-from tests.family_files import TINY_G, randomize, tiny_unet
+from tests.family_files import randomize, tiny_unet
 from tests.test_family_controlnet import inputs
 from tests.test_unet_parity import relative_error
 

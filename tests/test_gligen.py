@@ -59,13 +59,6 @@ BLOCKS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def randomize(module: torch.nn.Module, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)

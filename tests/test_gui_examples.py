@@ -10,7 +10,7 @@ from nodeflow.engine.registry import Registry
 from nodeflow.formats import load_workflow
 from nodeflow.gui.examples import list_examples, missing_models, project_examples_dir
 from nodeflow.runtime.paths import Paths
-from tests.test_gui_window import run_scenario
+from tests.test_gui_window import SCENARIO_HEAD
 from tests.test_gui_window_new_user import HELPERS
 
 COMFY_API = {  # a ComfyUI API export naming a checkpoint and a LoRA this machine does not have
@@ -79,7 +79,6 @@ def test_file_examples_opens_one_and_a_comfy_file_lists_its_missing_models(displ
     import sys
 
     from tests.project import ROOT
-    from tests.test_gui_window import SCENARIO_HEAD
 
     script = tmp_path / "scenario.py"
     script.write_text(SCENARIO_HEAD + HELPERS + EXAMPLES)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.project import ROOT
-from tests.test_gui_window import SCENARIO_HEAD, run_scenario
+from tests.test_gui_window import run_scenario
 
 pytestmark = pytest.mark.gui
 

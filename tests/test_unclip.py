@@ -51,13 +51,6 @@ EMBED = SMALL["projection_dim"]  # the image embedding's width (ViT-L/14: 768, V
 U = "model.diffusion_model."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def noise_augmentor_buffers() -> dict[str, torch.Tensor]:
     """The schedule buffers the original CLIPEmbeddingNoiseAugmentation saves (register_schedule)."""

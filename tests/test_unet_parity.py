@@ -17,14 +17,6 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint  # n
 PREFIX = "model.diffusion_model."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on a shared CPU: one thread avoids OpenMP spin contention (5-10x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_config(**changes) -> UNetConfig:
     base = dict(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2, 2),

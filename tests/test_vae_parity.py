@@ -12,14 +12,6 @@ from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint  # no
 TINY = VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=4, embed_dim=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on a shared CPU: one thread avoids OpenMP spin contention (5-10x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_vae(config: VAEConfig, seed: int = 0) -> AutoencoderKL:
     torch.manual_seed(seed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -77,7 +78,7 @@ def sweep_targets(workflow, registry) -> list[SweepTarget]:
     for node_id, node in workflow.nodes.items():
         if node.type in registry and node.mode == "normal":
             titles[node_id] = node.title or registry.get(node.type).display
-    shared = {title for title in titles.values() if list(titles.values()).count(title) > 1}
+    shared = {title for title, count in Counter(titles.values()).items() if count > 1}
     targets = []
     for node_id, title in titles.items():
         shown = f"{title} ({node_id})" if title in shared else title
@@ -125,8 +126,3 @@ def sweep_task(prepared: PreparedSweep, executor, font_path: Path | None,
                        outcome.cancelled, errors))
     return task
 
-
-def grid_font(paths) -> Path | None:
-    """The grid's font from the assets folder, else None (the grid module's own default)."""
-    font = Path(paths.assets_dir) / "fonts" / "DejaVuSans.ttf"
-    return font if font.is_file() else None

@@ -20,9 +20,10 @@ from PIL import Image
 
 from nodeflow.gui.history import rgba
 from nodeflow.gui.run_view import ERROR_COLOR, STATUS_COLOR, add_log_line, open_viewer
-from nodeflow.gui.sweep_job import (SweepDone, SweepJobStarted, SweepTarget, grid_font, prepare_sweep,
+from nodeflow.gui.sweep_job import (SweepDone, SweepJobStarted, SweepTarget, prepare_sweep,
                                     sweep_targets, sweep_task)
 from nodeflow.gui.worker import RunFailed
+from nodeflow.sweeps.grid import font_file
 from nodeflow.sweeps.spec import SweepError
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class SweepPanel:
             self._say(str(error), error=True)
             return
         total = len(prepared.plan.jobs)
-        task = sweep_task(prepared, self.worker.executor, grid_font(self.paths), device=self.worker.device,
+        task = sweep_task(prepared, self.worker.executor, font_file(self.paths.assets_dir), device=self.worker.device,
                           dtype=self.worker.dtype, preview_every=self.worker.preview_every)
         self.worker.start_task(task)
         self.running = True

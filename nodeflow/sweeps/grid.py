@@ -27,8 +27,9 @@ BACKGROUND, TEXT, MISSING = (255, 255, 255), (20, 20, 20), (200, 200, 200)
 X_LABEL_LINES, Y_LABEL_LINES = 4, 6
 
 
-def font_file() -> Path:
-    return project_assets_dir() / "fonts" / "DejaVuSans.ttf"
+def font_file(assets_dir: Path | None = None) -> Path:
+    """The grids' font in ``assets_dir`` (a Paths' assets folder; default: the project's)."""
+    return Path(assets_dir or project_assets_dir()) / "fonts" / "DejaVuSans.ttf"
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from nodeflow.models.clip_text import ClipTextConfig, ClipTextModel, ClipTextMod
 from nodeflow.models.meta import load_on_meta
 from nodeflow.runtime.threads import cpu_threads, network_work, threads_for
 from nodeflow.text.prompt_weights import WINDOW, PromptError, WeightedTokens, prompt_windows, windows
-from nodeflow.text.tokenizer import END_TOKEN, START_TOKEN, ClipTokenizer
+from nodeflow.text.tokenizer import END_TOKEN, ClipTokenizer
 
 IGNORED_KEYS = ("position_ids",)  # a constant buffer some files carry; rebuilt, never loaded
 HEAD_DIM = 64  # CLIP's text towers all use 64-wide heads (ViT-L 12, ViT-H 16, ViT-bigG 20 heads)
