@@ -4,12 +4,16 @@ nodeflow.image.transform)."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from nodeflow.errors import NodeInputError
 from nodeflow.image import transform
 from nodeflow.image.ops import image_to_nchw, nchw_to_image, upscale
 from nodeflow.spec import IMAGE, INT, Boolean, Choice, Float, Input, Int, Output, node
+
+logger = logging.getLogger(__name__)
 
 MAX_RESOLUTION = 16384
 
@@ -59,6 +63,9 @@ def image_from_batch(image: torch.Tensor, batch_index: int, length: int):
     _check_image(image)
     batch = image.shape[0]
     start = batch_index + batch if batch_index < 0 else batch_index
+    if not 0 <= start < batch:
+        logger.warning("ImageFromBatch: batch_index %d is outside the batch of %d images; taking image %d "
+                       "(ComfyUI clamps it the same way)", batch_index, batch, max(0, min(batch - 1, start)))
     start = max(0, min(batch - 1, start))
     return (image[start:start + min(batch - start, length)].clone(),)
 

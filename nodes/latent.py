@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -9,6 +10,8 @@ import torch
 from nodeflow.errors import NodeInputError
 from nodeflow.image.ops import LATENT_UPSCALE_METHODS, repeat_to_batch, upscale
 from nodeflow.spec import LATENT, MASK, Choice, Float, Input, Int, Output, node
+
+logger = logging.getLogger(__name__)
 
 MAX_RESOLUTION = 16384
 
@@ -78,6 +81,9 @@ def latent_from_batch(samples: dict, batch_index: int, length: int):
     """Take ``length`` latents starting at ``batch_index``; their noise stays that of their index."""
     x = samples["samples"]
     start = min(x.shape[0] - 1, batch_index)
+    if start != batch_index:
+        logger.warning("LatentFromBatch: batch_index %d is outside the batch of %d latents; taking latent %d "
+                       "(ComfyUI clamps it the same way)", batch_index, x.shape[0], start)
     length = min(x.shape[0] - start, length)
     result = _copy(samples, x[start:start + length].clone())
     mask = samples.get("noise_mask")

@@ -80,6 +80,15 @@ def test_image_from_batch_picks_and_clamps_like_comfyui(index, length, expected)
     assert images[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("index, warned", [(4, False), (-5, False), (5, True), (-6, True)])
+def test_image_from_batch_says_when_it_clamps(caplog, index, warned):
+    """ComfyUI clamps silently; a workflow picking an image the batch lacks gets a warning that
+    names the node type and input."""
+    with caplog.at_level("WARNING"):
+        image_from_batch(batch_of_values([0, 1, 2, 3, 4]), index, 1)
+    assert ("ImageFromBatch: batch_index" in caplog.text) == warned
+
+
 def test_repeat_image_batch_repeats_the_whole_batch():
     (out,) = repeat_image_batch(batch_of_values([1, 2]), 3)
     assert out[:, 0, 0, 0].tolist() == [1, 2, 1, 2, 1, 2]

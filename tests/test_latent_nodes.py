@@ -69,6 +69,15 @@ def test_latent_upscale_bislerp_runs_with_crop():
     assert out["samples"].shape == (1, 4, 16, 32) and torch.isfinite(out["samples"]).all()
 
 
+def test_latent_from_batch_says_when_it_clamps(caplog):
+    with caplog.at_level("WARNING"):
+        latent_from_batch(latent(b=4), batch_index=3, length=1)
+    assert "LatentFromBatch" not in caplog.text
+    with caplog.at_level("WARNING"):
+        latent_from_batch(latent(b=4), batch_index=4, length=1)
+    assert "LatentFromBatch: batch_index 4 is outside the batch of 4 latents" in caplog.text
+
+
 def test_latent_from_batch_keeps_indices_and_masks():
     mask = torch.arange(4.0).reshape(4, 1, 1, 1).expand(4, 1, 8, 16)
     (out,) = latent_from_batch(latent(b=4, noise_mask=mask), batch_index=1, length=2)
