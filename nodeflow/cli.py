@@ -458,9 +458,11 @@ def command_gui(args: argparse.Namespace) -> int:
         from nodeflow.gui import app
     except ImportError as error:
         raise NodeflowError(f"the desktop editor is not available: {error}") from None
+    from nodeflow.loading.native_size import native_size  # the editor may not import loading: given to it
+
     config = _settings(args)
     return app.main(args.workflow, _paths(args, config), cache=_cache(config), device=resolve_device(args.device),
-                    dtype=args.dtype, preview_every=config.preview_every)
+                    dtype=args.dtype, preview_every=config.preview_every, native_size=native_size)
 
 
 def apply_override(workflow, assignment: str, registry=None) -> None:

@@ -373,3 +373,219 @@ def test_add_menu_escape_close_request_quit_and_delete_status(display, tmp_path)
     assert result["asked_with_menu_open"] and not result["asked_after_escape"], result
     assert result["asked_on_quit"], result
     assert result["deleted"] and result["status"] == "deleted 1 node(s)" and result["running"], result
+
+
+# The editor's own file browser (issue 19: dearpygui's dialog sorted in reverse, listed ".." last
+# and gave sizes in "Ko") and Load Image's picture and "Choose image..." button.
+BROWSER_HELPERS = r"""
+def browser_rows():  # [name, size] of each row, as shown
+    rows = []
+    for row in dpg.get_item_children("file_browser_table", 1):
+        name, size, _ = dpg.get_item_children(row, 1)
+        rows.append([dpg.get_item_label(name), dpg.get_value(size)])
+    return rows
+
+def row_point(label):  # on the row's name
+    for row in dpg.get_item_children("file_browser_table", 1):
+        cell = dpg.get_item_children(row, 1)[0]
+        if dpg.get_item_label(cell) == label:
+            (x0, y0), (_, y1) = dpg.get_item_rect_min(cell), dpg.get_item_rect_max(cell)
+            return int(x0 + 20), int((y0 + y1) / 2)
+    raise LookupError(f"no row {label!r} in {browser_rows()}")
+
+def double_click(point):
+    return [["mousemove", *point], ["click", "--repeat", 2, "--delay", 80, 1]]
+
+def type_into(tag, text, enter=True):  # click the field, replace its text, then Enter
+    drive(["mousemove", *centre(tag)], ["click", 1], *ctrl("a"), ["type", str(text)])
+    started = time.monotonic()  # ImGui takes the typed keys a frame or two each: wait for them all
+    while dpg.get_value(tag) != str(text) and time.monotonic() - started < 30:
+        frames(1)
+    if enter:
+        drive(["key", "Return"])
+"""
+
+BROWSE = r"""
+browse = tmp / "browse"
+for name in ("beta", "Zed", "alpha"):
+    (browse / name).mkdir(parents=True)
+for name in ("b.json", "C.png", "notes.txt"):
+    (browse / name).write_bytes(b"x" * 2048)
+flow = {"format": "nodeflow-workflow", "version": 1, "links": [],
+        "nodes": {"1": {"type": "EmptyImage", "inputs": {"width": 64, "height": 64}}}}
+(browse / "a.json").write_text(json.dumps(flow))
+open_window(editor_for(document))
+drive(["mousemove", *centre("canvas")], *ctrl("o"))  # File > Open
+seen = {"opened": dpg.does_item_exist("file_browser"), "filter": dpg.get_value("file_browser_filter")}
+type_into("file_browser_path", browse)
+seen["rows"] = browser_rows()
+drive(*double_click(row_point("alpha/")))
+seen["entered"] = [dpg.get_value("file_browser_path"), browser_rows()]
+drive(*double_click(row_point("..")))
+seen["back"] = dpg.get_value("file_browser_path")
+drive(*double_click(row_point("a.json")))
+seen["closed"] = not dpg.does_item_exist("file_browser")
+seen["document"] = [str(app.document.path), [n.type for n in app.document.workflow.nodes.values()]]
+drive(*ctrl("o"))
+seen["again"] = dpg.does_item_exist("file_browser")
+drive(["key", "Escape"])
+seen["escaped"] = not dpg.does_item_exist("file_browser")
+report(**seen)
+"""
+
+
+def test_file_browser_lists_parent_first_and_names_ascending(display, tmp_path):
+    """Ctrl+O opens the editor's file browser; typed into its path box, a folder lists "..",
+    then its folders, then its workflow files (.json, .png), each by name ignoring case, with
+    sizes in KB; a double-click enters a folder, ".." goes back, a file opens; Escape closes it."""
+    result = run_scenario(tmp_path, HELPERS + BROWSER_HELPERS + BROWSE)
+    browse = tmp_path / "browse"
+    assert result["opened"] and result["filter"].startswith("Workflows"), result
+    size = len((browse / "a.json").read_bytes())
+    assert result["rows"] == [["..", ""], ["alpha/", ""], ["beta/", ""], ["Zed/", ""], ["a.json", f"{size} B"],
+                              ["b.json", "2.0 KB"], ["C.png", "2.0 KB"]], result["rows"]
+    assert result["entered"] == [str(browse / "alpha"), [["..", ""]]], result["entered"]
+    assert result["back"] == str(browse), result
+    assert result["closed"] and result["document"] == [str(browse / "a.json"), ["EmptyImage"]], result
+    assert result["again"] and result["escaped"], result
+
+
+SAVE_AS = r"""
+document.add_node("EmptyImage", (40, 40))
+open_window(editor_for(document))
+folder = tmp / "save here"
+folder.mkdir()
+
+def saved_nodes():
+    file = folder / "mine.json"
+    return len(json.loads(file.read_text())["nodes"]) if file.exists() else 0
+
+drive(["mousemove", *centre("canvas")], *ctrl("s"))  # no file yet: Save asks for one
+seen = {"proposed": dpg.get_value("file_browser_name")}
+type_into("file_browser_path", folder)
+type_into("file_browser_name", "mine")
+seen["saved"] = [str(app.document.path), saved_nodes(), dpg.does_item_exist("file_browser")]
+document.add_node("EmptyImage", (40, 300))
+frames(3)
+app.save_dialog()  # File > Save As, onto the same name
+frames(3)
+type_into("file_browser_path", folder)
+type_into("file_browser_name", "mine", enter=False)
+drive(["mousemove", *centre("file_browser_ok")], ["click", 1])  # (a slow frame could repeat a held Enter)
+seen["asked"] = [dpg.get_value("file_browser_message"), saved_nodes(), dpg.does_item_exist("file_browser")]
+drive(["mousemove", *centre("file_browser_ok")], ["click", 1])  # Save again: replace it
+seen["replaced"] = [saved_nodes(), dpg.does_item_exist("file_browser"), dpg.get_viewport_title()]
+seen["left"] = sorted(p.name for p in folder.iterdir())
+report(**seen)
+"""
+
+
+def test_save_as_in_the_file_browser_adds_json_and_asks_before_replacing(display, tmp_path):
+    """Ctrl+S on an unsaved workflow opens the browser in save mode ("workflow.json" proposed);
+    a typed name gets ".json" and is saved; Save As onto it says it exists, and a second Save
+    replaces it (written atomically by the session: no temporary file is left)."""
+    result = run_scenario(tmp_path, HELPERS + BROWSER_HELPERS + SAVE_AS)
+    mine = tmp_path / "save here" / "mine.json"
+    assert result["proposed"] == "workflow.json", result
+    assert result["saved"] == [str(mine), 1, False], result
+    assert result["asked"] == ["mine.json exists: Save again to replace it", 1, True], result
+    assert result["replaced"] == [2, False, "mine.json - nodeflow"], result
+    assert result["left"] == ["mine.json"], result
+
+
+CHOOSE_IMAGE = r"""
+import os
+from PIL import Image
+
+paths = Paths(input_dir=tmp / "input", output_dir=tmp / "out", temp_dir=tmp / "tmp", assets_dir=tmp / "no-assets")
+registry = Registry.load(paths)
+document = Document(registry)
+pictures = tmp / "pictures"
+pictures.mkdir()
+picture = Image.new("RGB", (320, 160), (230, 20, 20))
+picture.paste((20, 20, 230), (160, 0, 320, 160))  # red left, blue right
+picture.save(pictures / "red_blue.png")
+(pictures / "notes.txt").write_text("not an image")
+(tmp / "input").mkdir()
+Image.new("RGB", (8, 8), (0, 255, 0)).save(tmp / "input" / "red_blue.png")  # another file of that name
+node = document.add_node("LoadImage", (40, 40), {"image": "red_blue.png"})
+open_window(editor_for(document))
+
+def widget(kind, label):
+    for attribute in dpg.get_item_children(app.node_items[node], 1):
+        for item in dpg.get_item_children(attribute, 1):
+            if dpg.get_item_type(item).endswith(kind) and dpg.get_item_label(item) == label:
+                return item
+
+def picture_shown():  # what the node shows under its widgets, and its texture's size
+    if node not in app.image_picker.shown:
+        return None
+    children = dpg.get_item_children(app.image_picker.shown[node].group, 1)
+    texture = app.image_picker.textures.get(node)
+    return [dpg.get_item_type(c).split("::")[-1] for c in children], texture and list(texture.size)
+
+def textures():
+    return len(dpg.get_item_children("textures", 1))
+
+seen = {"before": picture_shown(), "textures_before": textures()}
+drive(["mousemove", *centre(widget("mvButton", "Choose image..."))], ["click", 1])
+seen["browser"] = [dpg.does_item_exist("file_browser"), dpg.get_value("file_browser_filter")]
+type_into("file_browser_path", pictures)
+seen["rows"] = browser_rows()
+drive(*double_click(row_point("red_blue.png")))
+seen["value"] = document.workflow.nodes[node].inputs["image"]
+seen["inputs"] = sorted(os.listdir(tmp / "input"))
+seen["after"] = picture_shown()
+seen["choices"] = dpg.get_item_configuration(widget("mvCombo", "image"))["items"]
+shot = tmp / "shot.png"
+dpg.output_frame_buffer(file=str(shot))
+frames(3)
+def picture_item():
+    return dpg.get_item_children(app.image_picker.shown[node].group, 1)[0]
+
+(x0, y0), (x1, y1) = dpg.get_item_rect_min(picture_item()), dpg.get_item_rect_max(picture_item())
+width, height = (dpg.get_item_configuration(picture_item())[key] for key in ("width", "height"))
+left, top = int(x0 + x1 - width) // 2, int(y0 + y1 - height) // 2  # the image, inside the frame padding
+region = np.asarray(Image.open(shot).convert("RGB"))[top + 2:top + height - 2, left + 2:left + width - 2]
+third = region.shape[1] // 3
+seen["screen"] = [region[:, :third].mean(axis=(0, 1)).round().tolist(),
+                  region[:, -third:].mean(axis=(0, 1)).round().tolist(), [width, height]]
+drive(["mousemove", *centre("canvas")], *ctrl("z"))
+seen["undone"] = [document.workflow.nodes[node].inputs["image"], picture_shown(), textures()]
+corner = app.canvas.canvas_point(dpg.get_item_rect_min(picture_item()))
+other = document.add_node("EmptyImage", (corner[0] - 20, corner[1] - 10))  # drawn over the picture
+frames(5)
+seen["covered"] = dpg.get_item_configuration(picture_item())["enabled"]
+document.remove_nodes([other])
+document.set_value(node, "image", "missing.png")  # as its combo does
+frames(3)
+seen["missing"] = [picture_shown(), dpg.get_value(dpg.get_item_children(app.image_picker.shown[node].group, 1)[0])]
+document.remove_nodes([node])
+frames(3)
+seen["deleted"] = [textures(), len(app.image_picker.textures), len(app.image_picker.shown)]
+report(**seen)
+"""
+
+
+def test_choose_image_copies_it_into_the_input_folder_and_the_node_shows_it(display, tmp_path):
+    """A Load Image node shows its file's picture; "Choose image..." opens the browser on
+    images; a double-click on a picture elsewhere copies it into the input folder beside a
+    different file of the same name (never over it), sets the node's value (the combo lists it)
+    and the node shows it, red left and blue right as on the screen; undo shows the old picture
+    (disabled, as widgets are, under a node drawn over it), a missing file a short note, and
+    deleting the node frees its texture."""
+    result = run_scenario(tmp_path, HELPERS + BROWSER_HELPERS + "import numpy as np\n" + CHOOSE_IMAGE)
+    assert result["before"] == [["mvImageButton"], [8, 8]] and result["textures_before"] == 1, result
+    assert result["browser"] == [True, "Images (.png, .jpg, .jpeg, .webp, .bmp)"], result
+    assert result["rows"] == [["..", ""], ["red_blue.png", result["rows"][1][1]]], result["rows"]
+    assert result["value"] == "red_blue (2).png", result
+    assert result["inputs"] == ["red_blue (2).png", "red_blue.png"], result
+    assert result["after"] == [["mvImageButton"], [160, 80]], result
+    assert "red_blue (2).png" in result["choices"], result["choices"]
+    left, right, size = result["screen"]
+    assert size == [160, 80], result["screen"]
+    assert left[0] > 180 and left[2] < 70 and right[2] > 180 and right[0] < 70, result["screen"]
+    assert result["undone"] == ["red_blue.png", [["mvImageButton"], [8, 8]], 1], result["undone"]
+    assert result["covered"] is False, result  # disabled under the node drawn over it, no crash
+    assert result["missing"] == [[["mvText"], None], "missing.png: not in the input folder"], result
+    assert result["deleted"] == [0, 0, 0], result

@@ -10,7 +10,9 @@
   ``origin_id``/``target_id``...); a widget converted to a socket is an input with a ``widget``
   field. PrimitiveNode (its value flows into its targets as a literal), Reroute (followed through)
   and Note/MarkdownNote are frontend-only; mode 2 is muted, 4 bypassed. Positions, sizes,
-  groups, seed modes and converted widgets go into our ``ui`` section.
+  groups, seed modes and converted widgets go into our ``ui`` section; so do Reroutes, as layout
+  (``ui["reroutes"]`` and the ``ui["routes"]`` links take through them: see nodeflow/gui/reroutes.py)
+  while the links themselves go straight from source to target.
 
 ``to_comfy_api`` and ``to_comfy_ui`` write our workflows back out in either format.
 
@@ -226,6 +228,12 @@ def from_comfy_ui(data: dict, registry: Any) -> Workflow:
         if seed_modes:
             ui.setdefault("seed_control", {})[node_id] = seed_modes
     links = _resolve_links(raw_nodes, ui_links, nodes, registry, ui)
+    reroutes = {node_id: {"pos": _layout(raw).get("pos", [0.0, 0.0])}
+                for node_id, raw in raw_nodes.items() if raw.get("type") == "Reroute"}
+    if reroutes:
+        ui["reroutes"] = reroutes
+    if ui.get("routes"):
+        ui["routes"].sort(key=lambda route: link_order(Link(*route["link"])))
     if data.get("groups"):
         ui["groups"] = data["groups"]
     return Workflow(nodes, sorted(links, key=link_order), ui)
@@ -264,7 +272,7 @@ def _resolve_links(raw_nodes: dict, ui_links: dict[int, _UILink], nodes: dict[st
             continue  # into a Reroute or a note: reached from the real target instead
         name, is_widget = _input_name(raw_nodes[ui_link.dst], ui_link.dst_slot,
                                       registry.get(nodes[ui_link.dst].type), ui_link)
-        source = _follow_reroutes(ui_link, raw_nodes, ui_links)
+        source, via = _follow_reroutes(ui_link, raw_nodes, ui_links)
         if source is None:
             continue
         src_raw = raw_nodes[source.src]
@@ -277,6 +285,8 @@ def _resolve_links(raw_nodes: dict, ui_links: dict[int, _UILink], nodes: dict[st
                                       f"comes from node {source.src} ({src_raw.get('type')}), "
                                       "which has no outputs here")
         links.append(Link(source.src, source.src_slot, ui_link.dst, name))
+        if via:  # drawn through Reroute dots: layout only
+            ui.setdefault("routes", []).append({"link": [source.src, source.src_slot, ui_link.dst, name], "via": via})
         nodes[ui_link.dst].inputs.pop(name, None)
         if is_widget:
             pins = ui.setdefault("pins", {}).setdefault(ui_link.dst, [])
@@ -300,21 +310,23 @@ def _input_name(raw: dict, slot: int, spec: Any, ui_link: _UILink) -> tuple[str,
                               f"{ui_link.dst} ({spec.id}), which has no such input")
 
 
-def _follow_reroutes(link: _UILink, raw_nodes: dict, ui_links: dict[int, _UILink]) -> _UILink | None:
-    """The link's real source (through Reroute nodes); None for a Reroute fed by nothing."""
-    seen: set[str] = set()
+def _follow_reroutes(link: _UILink, raw_nodes: dict,
+                     ui_links: dict[int, _UILink]) -> tuple[_UILink | None, list[str]]:
+    """The link's real source (through Reroute nodes; None for a Reroute fed by nothing) and the
+    Reroutes it passes, source side first."""
+    seen: list[str] = []
     while True:
         src = raw_nodes.get(link.src)
         if src is None:
             raise WorkflowFormatError(f"ComfyUI UI workflow: link {link.id} comes from a missing node {link.src}")
         if src.get("type") != "Reroute":
-            return link
+            return link, seen[::-1]
         if link.src in seen:
             raise WorkflowFormatError(f"ComfyUI UI workflow: Reroute nodes in a loop at node {link.src}")
-        seen.add(link.src)
+        seen.append(link.src)
         upstream = next((l for l in ui_links.values() if l.dst == link.src), None)
         if upstream is None:
-            return None
+            return None, []
         link = upstream
 
 
@@ -415,7 +427,8 @@ def to_comfy_ui(workflow: Workflow, registry: Any) -> dict:
     Widget values are positional, with the "control after generate" value (our
     ``ui["seed_control"]``, else "randomize") after each seed; linked or pinned widgets are
     also listed as inputs with a ``widget`` field. Nodes without a position are laid out in
-    columns by depth.
+    columns by depth. Reroute dots (``ui["reroutes"]``) become Reroute nodes, and the links drawn
+    through them (``ui["routes"]``) pass through those.
     """
     if registry is None:
         raise WorkflowFormatError("writing a ComfyUI UI workflow needs the node registry")
@@ -423,6 +436,11 @@ def to_comfy_ui(workflow: Workflow, registry: Any) -> dict:
     specs = {node_id: registry.get(node.type, node_id) for node_id, node in workflow.nodes.items()}
     ordered = sorted(workflow.links, key=link_order)
     link_ids = {link: index for index, link in enumerate(ordered, start=1)}
+    reroute_ids = _reroute_ids(workflow, ids)
+    wires = _wires(workflow, ordered, link_ids, reroute_ids)
+    out_links: dict[tuple, list[int]] = {}
+    for wire_id, (start, _, _) in sorted(wires.items()):
+        out_links.setdefault(start, []).append(wire_id)
     layout = workflow.ui.get("nodes", {})
     missing = default_positions(workflow)
     nodes, sockets_of = [], {}
@@ -433,7 +451,7 @@ def to_comfy_ui(workflow: Workflow, registry: Any) -> dict:
         sockets_of[node_id] = [s.name for s in shown]
         inputs = [_socket(s, link_ids.get(into.get(s.name))) for s in shown]
         outputs = [{"name": out.label, "type": out.type, "slot_index": index,
-                    "links": [link_ids[l] for l in ordered if l.src == node_id and l.src_output == index]}
+                    "links": out_links.get(("node", node_id, index), [])}
                    for index, out in enumerate(spec.outputs)]
         place = layout.get(node_id, {})
         entry = {"id": ids[node_id], "type": node.type, "pos": place.get("pos") or missing[node_id],
@@ -446,10 +464,19 @@ def to_comfy_ui(workflow: Workflow, registry: Any) -> dict:
         if node.title:
             entry["title"] = node.title
         nodes.append(entry)
-    links = [[index, ids[l.src], l.src_output, ids[l.dst], sockets_of[l.dst].index(l.dst_input),
-              specs[l.src].outputs[l.src_output].type if l.src_output < len(specs[l.src].outputs) else "*"]
-             for l, index in link_ids.items()]
-    return {"last_node_id": max(ids.values(), default=0), "last_link_id": len(links), "nodes": nodes,
+    def end(point: tuple) -> tuple[int, int]:  # a wire's end: (LiteGraph node id, slot)
+        if point[0] == "reroute":
+            return reroute_ids[point[1]], 0
+        _, node_id, slot = point
+        return ids[node_id], slot if isinstance(slot, int) else sockets_of[node_id].index(slot)
+
+    def link_type(l: Link) -> str:
+        return specs[l.src].outputs[l.src_output].type if l.src_output < len(specs[l.src].outputs) else "*"
+
+    links = [[wire_id, *end(start), *end(finish), link_type(l)] for wire_id, (start, finish, l) in sorted(wires.items())]
+    nodes.extend(_reroute_nodes(workflow, reroute_ids, wires, link_type, len(nodes)))
+    return {"last_node_id": max([*ids.values(), *reroute_ids.values()], default=0), "last_link_id": len(links),
+            "nodes": nodes,
             "links": links, "groups": list(workflow.ui.get("groups", [])), "config": {},
             "extra": {"ds": {"scale": 1, "offset": [0, 0]}}, "version": 0.4}
 
@@ -477,3 +504,60 @@ def _positional_widgets(workflow: Workflow, node_id: str, spec: Any) -> list[Any
         if widget.seed:
             values.append(workflow.ui.get("seed_control", {}).get(node_id, {}).get(widget.name, "randomize"))
     return values
+
+
+def _reroute_ids(workflow: Workflow, ids: dict[str, int]) -> dict[str, int]:
+    """LiteGraph ids for the reroute dots: their own where numeric and free, else the next free."""
+    taken = set(ids.values())
+    chosen: dict[str, int] = {}
+    for reroute_id in sorted(workflow.ui.get("reroutes") or {}, key=node_id_order):
+        if is_numeric_id(reroute_id) and int(reroute_id) not in taken:
+            chosen[reroute_id] = int(reroute_id)
+            taken.add(int(reroute_id))
+    for reroute_id in sorted(set(workflow.ui.get("reroutes") or {}) - set(chosen), key=node_id_order):
+        chosen[reroute_id] = max(taken, default=0) + 1
+        taken.add(chosen[reroute_id])
+    return chosen
+
+
+def _wires(workflow: Workflow, ordered: list[Link], link_ids: dict[Link, int],
+           reroute_ids: dict[str, int]) -> dict[int, tuple[tuple, tuple, Link]]:
+    """LiteGraph's links by id: (start, end, the workflow link they carry). A link drawn through
+    reroutes is several wires (the last keeps the link's own id; those before it are shared by
+    the links fanning out from the same reroute); ends are ("node", id, output index or input
+    name) or ("reroute", id)."""
+    present = set(workflow.links)
+    via_of = {}
+    for route in workflow.ui.get("routes") or []:
+        link, via = Link(*route["link"]), [r for r in route.get("via", []) if r in reroute_ids]
+        if link in present and via:
+            via_of[link] = via
+    wires = {}
+    shared: dict[tuple, int] = {}
+    for link in ordered:
+        points = [("node", link.src, link.src_output), *(("reroute", r) for r in via_of.get(link, [])),
+                  ("node", link.dst, link.dst_input)]
+        for start, finish in zip(points[:-2], points[1:-1]):
+            if (start, finish) not in shared:
+                shared[start, finish] = len(ordered) + len(shared) + 1
+                wires[shared[start, finish]] = (start, finish, link)
+        wires[link_ids[link]] = (points[-2], points[-1], link)
+    return wires
+
+
+def _reroute_nodes(workflow: Workflow, reroute_ids: dict[str, int], wires: dict, link_type: Any,
+                   order: int) -> list[dict[str, Any]]:
+    """The reroute dots as LiteGraph Reroute nodes, wired as ``wires`` says."""
+    nodes = []
+    for offset, (reroute_id, number) in enumerate(sorted(reroute_ids.items(), key=lambda item: item[1])):
+        point = ("reroute", reroute_id)
+        into = next((wire_id for wire_id, (_, finish, _) in wires.items() if finish == point), None)
+        out = sorted(wire_id for wire_id, (start, _, _) in wires.items() if start == point)
+        kind = link_type(wires[into][2]) if into is not None else "*"
+        nodes.append({"id": number, "type": "Reroute",
+                      "pos": list(workflow.ui["reroutes"][reroute_id].get("pos") or [0.0, 0.0]), "size": [75, 26],
+                      "flags": {}, "order": order + offset, "mode": 0,
+                      "inputs": [{"name": "", "type": "*", "link": into}],
+                      "outputs": [{"name": "", "type": kind, "links": out, "slot_index": 0}],
+                      "properties": {"showOutputText": False, "horizontal": False}})
+    return nodes

@@ -32,7 +32,12 @@ from nodeflow.gui.examples import list_examples, missing_models, project_example
 from nodeflow.gui.examples_menu import fill_examples_menu, show_missing_models
 from nodeflow.gui.history import History, HistoryEntry, RunRecorder
 from nodeflow.gui.history_panel import HistoryPanel
+from nodeflow.gui.layout_actions import LayoutActions
+from nodeflow.gui.image_picker import ImagePicker
 from nodeflow.gui.link_drag import LinkDrag
+from nodeflow.gui.native_size import NativeSizes
+from nodeflow.gui.native_size_menu import LatentSizeMenu
+from nodeflow.gui.node_library import NodeLibrary
 from nodeflow.gui.recent import RecentFiles, default_recent_file
 from nodeflow.gui.recovery import RecoveryFolder, default_recovery_dir
 from nodeflow.gui.run_queue import MAX_BATCH, RunQueue
@@ -61,7 +66,7 @@ class EditorApp:
 
     def __init__(self, document: Document, executor, paths, recovery: RecoveryFolder,
                  recent: RecentFiles | None = None, device: str = "cpu", dtype: str = "auto",
-                 preview_every: int = 1) -> None:
+                 preview_every: int = 1, native_size=None) -> None:
         self.executor, self.paths = executor, paths
         self.session = Session(document, recovery, recent or RecentFiles(default_recent_file()),
                                on_recent_changed=self._fill_recent_menu)
@@ -72,12 +77,22 @@ class EditorApp:
         self.history_panel = HistoryPanel(on_load=lambda entry: self.confirm_discard(lambda: self.load_run(entry)))
         self.shown_queue = ""
         self.canvas = Canvas(self.session, paths, status=show_status,
-                             decorate_node=lambda node_id: self.run_view.decorate_node(node_id))
+                             decorate_node=lambda node_id: (self.run_view.decorate_node(node_id),
+                                                            self.image_picker.decorate(node_id)))
         self.run_view = RunView(self.canvas)
+        self.layout = LayoutActions(self.canvas, show_status)  # groups and reroute dots
+        self.image_picker = ImagePicker(self.canvas, paths)  # Load Image nodes' pictures and file button
         self.search = NodeSearch(self.canvas)
         self.sweep_panel = SweepPanel(lambda: self.document, paths, self.worker,
                                       on_started=lambda: self.run_view.run_started())
         self.link_drag = LinkDrag(self.canvas)  # a link dragged from an output pin, dropped on nothing
+        # native_size: nodeflow.loading.native_size, passed in by the caller (the editor may not import loading)
+        self.native_sizes = NativeSizes(native_size, paths)
+        self.size_menu = LatentSizeMenu(self.native_sizes, lambda: self.document, show_status)
+        self.canvas.new_node_values = lambda type_id: self.native_sizes.new_node_values(
+            self.document.workflow, self.document.registry, type_id)
+        self.library = NodeLibrary(document.registry, lambda type_id: self.add_node(type_id, self.canvas.placement()),
+                                   make_room=self.canvas.make_room_left)
         self.themes: Themes | None = None  # made by build (they need dearpygui's context)
         self.clipboard = None
         self.menu_node: str | None = None  # the node the node menu acts on
@@ -127,8 +142,10 @@ class EditorApp:
             self._toolbar()
             self.canvas.build(self.themes)
             build_log_panel()
+            self.library.build()  # hidden; shown over the room the canvas leaves at its left
         self._add_menu_popup()
         self._node_menu_popup()
+        self.layout.build_menu()
         self.search.build_popup(self.themes.hidden_window)
         self.link_drag.build()
         self.history_panel.build()
@@ -182,6 +199,8 @@ class EditorApp:
                 dpg.add_menu_item(label="Live preview", tag="menu_live_preview",
                                   callback=lambda: self.run_view.show_live_preview())
                 dpg.add_menu_item(label="History", tag="menu_history", callback=lambda: self.history_panel.show())
+                dpg.add_menu_item(label="Node library", tag="menu_node_library", shortcut="Ctrl+L", check=True,
+                                  callback=lambda: self.library.toggle())
             with dpg.menu(label="Run", tag="run_menu"):
                 dpg.add_menu_item(label="Run", shortcut="Ctrl+Enter", callback=lambda: self.run())
                 dpg.add_menu_item(label="Stop", callback=lambda: self.stop())
@@ -212,6 +231,7 @@ class EditorApp:
         dpg.add_menu_item(label="Duplicate", shortcut="Ctrl+D", callback=lambda: self.duplicate_selection())
         dpg.add_menu_item(label="Delete", shortcut="Del", callback=lambda: self.delete_selection())
         dpg.add_menu_item(label="Rename selected...", shortcut="F2", callback=lambda: self.rename_selection())
+        dpg.add_menu_item(label="Group selected nodes", shortcut="Ctrl+G", callback=lambda: self.layout.group_selection())
         for label, shortcut, mode in (("Bypass selected", "Ctrl+B", "bypassed"), ("Mute selected", "Ctrl+M", "muted"),
                                       ("Enable selected", "", "normal")):
             dpg.add_menu_item(label=label, shortcut=shortcut, user_data=mode,
@@ -235,6 +255,7 @@ class EditorApp:
             for mode, label in (("bypassed", "Bypass"), ("muted", "Mute"), ("normal", "Enable")):
                 dpg.add_menu_item(label=label, user_data=mode,
                                   callback=lambda s, a, u: self.document.set_mode(self.menu_node, u))
+            self.size_menu.build()  # "Model's size" on an Empty Latent Image (filled as the menu opens)
 
     # ----- edits ---------------------------------------------------------------------------
     def add_node(self, type_id: str, position) -> None:
@@ -249,8 +270,11 @@ class EditorApp:
         for link in links:
             self.document.disconnect(link)
         self.document.remove_nodes(nodes)
+        layout = self.layout.delete_selection()  # groups (not their nodes) and reroute dots
         if links or nodes:
             show_status(f"deleted {len(nodes)} node(s)" + (f" and {len(links)} link(s)" if links else ""))
+        elif layout:
+            show_status(f"deleted {layout}")
 
     def copy_selection(self) -> None:
         self.clipboard = self.document.copy(self.canvas.selected_nodes())
@@ -279,6 +303,8 @@ class EditorApp:
         show_status(f"redid {label}" if label else "nothing to redo")
 
     def rename_selection(self) -> None:
+        if self.layout.rename_selected():  # a group
+            return
         selected = self.canvas.selected_nodes()
         if len(selected) == 1:
             self.rename_dialog(selected[0])
@@ -305,10 +331,13 @@ class EditorApp:
         if not dpg.is_item_hovered("editor"):
             return
         mouse = dpg.get_mouse_pos(local=False)
+        if self.layout.open_menu(mouse):  # a group's title or a reroute dot
+            return
         node_id = self.canvas.hovered_node()
         if node_id is not None:
             if not self.canvas.widget_hovered():
                 self.menu_node = node_id
+                self.size_menu.fill(node_id)
                 dpg.configure_item("node_menu", show=True, pos=mouse)
             return
         self.popup_position = self.canvas.canvas_point(mouse)
@@ -321,6 +350,8 @@ class EditorApp:
 
     def _on_double_click(self) -> None:
         """Double-click a node's title: rename it."""
+        if dpg.is_item_hovered("editor") and self.layout.double_click():  # a group's title
+            return
         node_id = self.canvas.hovered_node() if dpg.is_item_hovered("editor") else None
         if node_id is not None and self.canvas.on_title(node_id, dpg.get_mouse_pos(local=False)[1]):
             self.rename_dialog(node_id)
@@ -354,7 +385,7 @@ class EditorApp:
 
     def close_menus(self) -> None:
         """The menus, the search's matches and the image viewer close."""
-        for popup in ("add_menu", "node_menu", "viewer", "link_search"):
+        for popup in ("add_menu", "node_menu", "viewer", "link_search", "layout_menu"):
             if dpg.does_item_exist(popup):
                 dpg.configure_item(popup, show=False)
         self.search.clear()
@@ -362,17 +393,19 @@ class EditorApp:
     @staticmethod
     def _typing() -> bool:
         """Whether a text field or a widget has the keyboard (then a plain key is the field's):
-        the rename dialog is open, or an item in the toolbar or the canvas is active (a group is
-        active while an item inside it is; dearpygui has no "is any item active")."""
-        return dialogs.renaming() or any(dpg.get_item_state(tag).get("active") for tag in ("toolbar", "canvas"))
+        the rename dialog or the file browser is open, or an item in the toolbar, the canvas or the
+        node library's search box is active (a group is active while an item inside it is;
+        dearpygui has no "is any item active")."""
+        return dialogs.renaming() or dialogs.browsing_files() or \
+            any(dpg.get_item_state(tag).get("active") for tag in ("toolbar", "canvas", "library_search"))
 
     def _shortcut(self, key) -> None:
         shift = dpg.is_key_down(dpg.mvKey_ModShift) or dpg.is_key_down(dpg.mvKey_LShift)
         actions = {dpg.mvKey_S: self.save, dpg.mvKey_C: self.copy_selection, dpg.mvKey_V: self.paste,
                    dpg.mvKey_D: self.duplicate_selection, dpg.mvKey_Return: self.run,
-                   dpg.mvKey_B: lambda: self.set_selection_mode("bypassed"),
+                   dpg.mvKey_B: lambda: self.set_selection_mode("bypassed"), dpg.mvKey_G: self.layout.group_selection,
                    dpg.mvKey_M: lambda: self.set_selection_mode("muted"),
-                   dpg.mvKey_N: lambda: self.confirm_discard(self.new),
+                   dpg.mvKey_N: lambda: self.confirm_discard(self.new), dpg.mvKey_L: self.library.toggle,
                    dpg.mvKey_O: lambda: self.confirm_discard(self.open_dialog), dpg.mvKey_Q: self.request_close,
                    dpg.mvKey_Z: self.redo if shift else self.undo,
                    dpg.mvKey_0: self.canvas.actual_size, dpg.mvKey_NumPad0: self.canvas.actual_size}
@@ -581,6 +614,8 @@ class EditorApp:
         self._start_next()
         self._refresh_queue_status()
         self.canvas.follow_document()
+        self.image_picker.follow()
+        self.canvas.group_frames.follow()  # a dragged group's nodes follow it; the frames are drawn
         self.canvas.continue_fit()
         self._refresh_title()
         self.session.autosave(time.monotonic())
@@ -599,16 +634,16 @@ class EditorApp:
 
 
 def main(workflow_path: Path | None, paths, screenshot: Path | None = None, frames: int | None = None,
-         cache=None, device: str = "cpu", dtype: str = "auto", preview_every: int = 1) -> int:
+         cache=None, device: str = "cpu", dtype: str = "auto", preview_every: int = 1, native_size=None) -> int:
     """Open the editor (``frames``/``screenshot``: render that many frames, save one and quit;
-    for tests and documentation)."""
+    for tests and documentation; ``native_size``: see EditorApp)."""
     from nodeflow.runtime.preview_folders import preview_session
 
     with preview_session(paths) as session_paths:  # preview files go when the window closes
         return _run_window(workflow_path, session_paths, screenshot, frames,
                            lambda document, executor, recovery: EditorApp(
                                document, executor, session_paths, recovery, device=device, dtype=dtype,
-                               preview_every=preview_every), cache)
+                               preview_every=preview_every, native_size=native_size), cache)
 
 
 def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, frames: int | None, make_app,

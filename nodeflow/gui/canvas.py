@@ -6,6 +6,9 @@ zoom (a ``View``: grid positions, widget sizes, fonts and themes per level) and 
 nodes' positions back after a drag. Edits made on the canvas (wiring, widget values) go through
 document commands; the canvas is rebuilt from the document when its structure changes.
 
+Groups and reroute points are layout drawn on the canvas by group_frames.py and reroute_dots.py
+(their nodes are not workflow nodes: ``selected_nodes`` leaves them out).
+
 Menus, popups and keys are the window's (app.py); what a run shows on a node (its state, its
 images) is the run view's (run_view.py), applied through ``decorate_node`` as each node is built.
 """
@@ -18,7 +21,9 @@ import dearpygui.dearpygui as dpg
 
 from nodeflow.engine.validate import types_compatible
 from nodeflow.gui.document import EditRefused
+from nodeflow.gui.group_frames import BACKDROP, GroupFrames, layout_boxes
 from nodeflow.gui.placement import NODE_WIDTH, TITLE_HEIGHT, estimated_size, free_spot
+from nodeflow.gui.reroute_dots import RerouteDots
 from nodeflow.gui.seed_control import MODES as SEED_MODES
 from nodeflow.gui.seed_control import seed_mode, set_seed_mode
 from nodeflow.gui.stacking import NodeStack
@@ -58,6 +63,11 @@ class Canvas:
         self.canvas_steady = False
         self.fit_passes = 0  # > 0: zoom to fit is pending (done once the nodes are drawn)
         self.stacking = NodeStack()  # which node is drawn over which
+        self.group_frames = GroupFrames(self)  # groups: frames behind the nodes, titles that drag them
+        self.reroute_dots = RerouteDots(self)  # reroute points: dots the links bend through
+        #: values a new node of a type takes over its declared defaults (app.py: the model's size)
+        self.new_node_values: Callable[[str], dict] = lambda type_id: {}
+        self.room_left = 0  # pixels left free at the canvas's left for a panel (make_room_left)
 
     @property
     def document(self):
@@ -67,11 +77,14 @@ class Canvas:
     def build(self, themes) -> None:
         """The canvas inside the current container (empty until ``rebuild``)."""
         self.themes = themes
+        self.group_frames.build_layer()  # behind the editor: its background and the groups' frames
         with dpg.group(tag="canvas"):  # the editor reports no rect; this group's rect is the editor's
-            with dpg.node_editor(tag="editor", callback=self._on_link, delink_callback=self._on_delink,
-                                 minimap=True, minimap_location=dpg.mvNodeMiniMap_Location_BottomRight,
-                                 height=-140):
-                pass
+            with dpg.group(tag=BACKDROP):  # the editor's own background transparent (group_frames.py)
+                with dpg.node_editor(tag="editor", callback=self._on_link, delink_callback=self._on_delink,
+                                     minimap=True, minimap_location=dpg.mvNodeMiniMap_Location_BottomRight,
+                                     height=-140):
+                    pass
+        dpg.bind_item_theme(BACKDROP, self.group_frames.backdrop_theme)
 
     def follow_document(self) -> None:
         """Rebuild if the document's structure changed since the canvas was built."""
@@ -84,10 +97,14 @@ class Canvas:
         for table in (self.pin_to_port, self.port_to_pin, self.pin_types, self.node_items, self.link_items,
                       self.widget_popups, self.sized_items):
             table.clear()
+        self.group_frames.build()  # first: under the nodes
         for node_id in self.document.workflow.nodes:
             self._build_node(node_id)
+        self.reroute_dots.build()
+        routed = self.reroute_dots.build_links()  # links bent through reroute dots, piece by piece
         for link in self.document.workflow.links:
-            self._build_link(link)
+            if link not in routed:
+                self._build_link(link)
         self.built_structure = self.document.structure
         self.stacking.rebuilt(self.node_items)
 
@@ -228,10 +245,10 @@ class Canvas:
     # ----- what the user did on the canvas -------------------------------------------------------
     def add_node(self, type_id: str, position) -> str:
         """Add a node of ``type_id`` at ``position`` (workflow units), or below it clear of the
-        nodes there: its inputs hold their defaults, and a list of files without one
-        (checkpoints, LoRAs...) its first file."""
+        nodes there: its inputs hold their defaults (or ``new_node_values``), and a list of files
+        without one (checkpoints, LoRAs...) its first file."""
         spec = self.document.registry.get(type_id)
-        values = {}
+        values = dict(self.new_node_values(type_id))
         for input_spec in spec.widget_inputs:
             choices = input_spec.choices(self.paths) if input_spec.default is None else []
             if choices:
@@ -283,12 +300,17 @@ class Canvas:
         link = self.link_items.get(link_item)
         if link is not None:
             self.document.disconnect(link)
+        for routed in self.reroute_dots.links_of([link_item]):
+            self.document.disconnect(routed)
 
     def selected_nodes(self) -> list[str]:
-        return [dpg.get_item_user_data(item) for item in dpg.get_selected_nodes("editor")]
+        """The selected workflow nodes' ids (not the groups' handles nor the reroute dots)."""
+        return [data for data in map(dpg.get_item_user_data, dpg.get_selected_nodes("editor")) if isinstance(data, str)]
 
     def selected_links(self) -> list:
-        return [self.link_items[i] for i in dpg.get_selected_links("editor") if i in self.link_items]
+        """The selected links: those drawn straight, and those drawn through a selected piece."""
+        items = dpg.get_selected_links("editor")
+        return [self.link_items[i] for i in items if i in self.link_items] + self.reroute_dots.links_of(items)
 
     def sync_positions(self) -> None:
         """Take the nodes' positions from the canvas after a drag: one edit however many moved.
@@ -297,6 +319,8 @@ class Canvas:
         units. Nothing is taken while the canvas is older than the document (an undo this frame)."""
         if self.document.structure != self.built_structure:
             return
+        self.group_frames.sync()  # first: a group's move takes its nodes along (one edit)
+        self.reroute_dots.sync()
         moved = {}
         for node_id, item in self._drawn_nodes():
             grid = tuple(dpg.get_item_pos(item))
@@ -473,6 +497,13 @@ class Canvas:
             if dpg.does_item_exist(item):
                 self._apply_sizes(item, sizes)
 
+    def make_room_left(self, width: int) -> None:
+        """Start ``width`` pixels right of where the canvas normally begins (a panel docked there:
+        node_library.py; 0: no room). The nodes keep their place on the screen."""
+        shift, self.room_left = width - self.room_left, width
+        dpg.configure_item("canvas", indent=width if width else -1)
+        self.set_view(View(self.view.zoom, (self.view.offset[0] - shift, self.view.offset[1])))
+
     def reset_view(self) -> None:
         """Back to 100% without panning, for a new document (the nodes are rebuilt next)."""
         self.view = View()
@@ -491,6 +522,8 @@ class Canvas:
             self._resize()
         for node_id, item in self._drawn_nodes():
             dpg.set_item_pos(item, self.view.to_grid(self.document.position(node_id)))
+        self.group_frames.place()
+        self.reroute_dots.place()
         self.stacking.changed()
 
     def zoom_by(self, steps: int, screen=None) -> None:
@@ -535,6 +568,7 @@ class Canvas:
         for (node_id, _), (width, height) in zip(items, sizes):
             x, y = self.document.position(node_id)
             boxes.append((x, y, x + width / self.view.zoom, y + height / self.view.zoom))
+        boxes.extend(layout_boxes(self.document.workflow))  # groups and reroute dots
         (x0, y0), (x1, y1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
         canvas = (*self.grid_point((x0, y0)), *self.grid_point((x1, y1)))
         view = fit(bounds(boxes), canvas, most=1.0 if self.fit_passes == FIT_PASSES else self.view.zoom)

@@ -1,7 +1,7 @@
 """The editor's questions to the user: small dearpygui windows that call back with the answer.
 
 Owns their layout and their tags (the window tests click ``confirm_save`` and ``confirm_cancel``);
-what an answer does is the caller's (app.py). No state: each dialog deletes itself when answered.
+what an answer does is the caller's (app.py). Choosing a file is the file browser's (file_browser.py). No state: each dialog deletes itself when answered.
 """
 
 from __future__ import annotations
@@ -11,22 +11,19 @@ from typing import Callable
 
 import dearpygui.dearpygui as dpg
 
+from nodeflow.gui import file_browser
+from nodeflow.gui.file_listing import WORKFLOWS
+
 HINT_COLOR = (150, 150, 150)
 CONFIRM_WIDTH = 380
 
 
-def ask_file(title: str, on_choice: Callable[[str], None], save: bool) -> None:
-    """A file chooser for workflows (JSON or PNG); ``on_choice(path)`` once one is chosen."""
-    def chosen(sender, app_data):
-        path = app_data.get("file_path_name")
-        if path:
-            on_choice(path)
-
-    with dpg.file_dialog(label=title, callback=chosen, width=640, height=420, modal=True,
-                         default_filename="workflow" if save else ""):
-        dpg.add_file_extension(".json")
-        dpg.add_file_extension(".png")
-        dpg.add_file_extension(".*")
+def ask_file(title: str, on_choice: Callable[[str], None], save: bool, folder: Path | None = None) -> None:
+    """The editor's file browser (file_browser.py) on workflows (JSON or PNG), in ``folder``
+    (default: the current folder); ``on_choice(path)`` once one is chosen (Save: a name,
+    "workflow.json" proposed, ".json" added when missing)."""
+    file_browser.ask_path(title, lambda path: on_choice(str(path)), (WORKFLOWS,), save=save, folder=folder,
+                          name="workflow.json" if save else "")
 
 
 def asking_about_unsaved_changes() -> bool:
@@ -65,10 +62,16 @@ def ask_to_restore(recovery_file: Path, on_answer: Callable[[bool], None]) -> No
 
 
 def cancel_questions() -> None:
-    """Answer Cancel to the open questions that have one (unsaved changes, a new title)."""
+    """Answer Cancel to the open questions that have one (unsaved changes, a new title, a file)."""
     for tag in ("confirm", "rename"):
         if dpg.does_item_exist(tag):
             dpg.delete_item(tag)
+    file_browser.close()
+
+
+def browsing_files() -> bool:
+    """Whether the file browser is open (it has the keyboard: plain keys are its own)."""
+    return file_browser.is_open()
 
 
 def renaming() -> bool:

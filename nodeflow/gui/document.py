@@ -19,6 +19,7 @@ from nodeflow.engine.validate import types_compatible
 from nodeflow.engine.workflow import Link, NodeInstance, Workflow, is_numeric_id, save_workflow
 from nodeflow.formats import load_workflow
 from nodeflow.formats.auto_layout import default_positions
+from nodeflow.gui import reroutes
 
 
 class EditRefused(ValueError):
@@ -54,6 +55,7 @@ class Document:
         self._redo.clear()
 
     def _changed(self, structural: bool = True) -> None:
+        reroutes.prune(self.workflow)  # a link gone takes its bends along (see reroutes.py)
         self.dirty = True
         self.revision += 1
         self.structure += int(structural)
@@ -154,6 +156,17 @@ class Document:
         node.inputs[input_name] = value
         self._changed(structural=False)
 
+    def set_values(self, node_id: str, values: dict[str, Any], label: str) -> None:
+        """Set several inputs of a node as one edit (one undo step: a width and height chosen
+        together). Structural, unlike ``set_value``: no widget shows these values yet, so the
+        canvas rebuilds to show them."""
+        node = self.workflow.nodes[node_id]
+        if all(node.inputs.get(name) == value for name, value in values.items()):
+            return
+        self._record(label)
+        node.inputs.update(values)
+        self._changed()
+
     def move(self, node_id: str, position: tuple[float, float]) -> None:
         self.move_nodes({node_id: position})
 
@@ -203,6 +216,13 @@ class Document:
         pins[node_id] = sorted(names)
         self._changed()
         return input_name in names
+
+    def edit_layout(self, label: str, change, structural: bool = True) -> None:
+        """An undoable edit of the workflow's layout (groups, reroutes: groups.py, reroutes.py):
+        ``change(workflow)`` edits it in place; ``structural`` when the canvas must be rebuilt."""
+        self._record(label)
+        change(self.workflow)
+        self._changed(structural)
 
     def set_node_setting(self, section: str, node_id: str, name: str, value: Any) -> None:
         """An editor setting of one node input kept in the workflow's UI section

@@ -1,0 +1,110 @@
+"""Reroute points: dots that links are drawn through, kept as layout in the workflow's ``ui``.
+
+ComfyUI's Reroute nodes only bend links on the screen; the graph that runs goes straight from
+source to target. So a reroute is no node here: ``workflow.links`` hold the real links, which is
+all the executor, validation, caching and the API export ever read, and the ``ui`` section says
+how those links are drawn:
+
+- ``ui["reroutes"]``: ``{reroute id: {"pos": [x, y]}}`` (ComfyUI's Reroute node ids, as text);
+- ``ui["routes"]``: ``[{"link": [src, src_output, dst, dst_input], "via": [reroute ids]}]``, the
+  reroutes a link passes through, from its source to its target, in the links' saved order. A
+  chain is a route with several reroutes; fan-out is several routes sharing their first reroutes.
+
+Edits keep this consistent (``prune``, run after every document change): a route whose link is
+gone goes (deleting a link deletes its bends), a deleted reroute leaves the routes through it
+(the link stays, drawn without that dot). A reroute no route passes through stays, as in ComfyUI.
+
+No dearpygui here: reroute_dots.py draws them; this module is tested without a display.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeflow.engine.workflow import Link, Workflow
+
+#: One end of a drawn segment: ("node", node id, output index or input name) or ("reroute", id).
+End = tuple
+
+
+def link_key(link: Link) -> list:
+    """A link as a route stores it (JSON: a list)."""
+    return [link.src, link.src_output, link.dst, link.dst_input]
+
+
+def reroutes(workflow: Workflow) -> dict[str, dict[str, Any]]:
+    return workflow.ui.get("reroutes") or {}
+
+
+def position(workflow: Workflow, reroute_id: str) -> list[float]:
+    return list(reroutes(workflow).get(reroute_id, {}).get("pos") or [0.0, 0.0])
+
+
+def routes(workflow: Workflow) -> dict[Link, list[str]]:
+    """Each link drawn through reroutes, with the reroutes it passes, source side first (only
+    routes of links the workflow has, through reroutes it has)."""
+    known, present = set(reroutes(workflow)), set(workflow.links)
+    found = {}
+    for route in workflow.ui.get("routes") or []:
+        link = Link(*route["link"])
+        via = [r for r in route.get("via", []) if r in known]
+        if link in present and via:
+            found[link] = via
+    return found
+
+
+def prune(workflow: Workflow) -> None:
+    """Drop routes of links that are gone and reroutes that are gone from routes (see module
+    docstring); an empty section is removed, so graphs without reroutes keep their ``ui`` as it was."""
+    if "routes" not in workflow.ui:
+        return
+    kept = [{"link": link_key(link), "via": via} for link, via in routes(workflow).items()]
+    if kept != workflow.ui["routes"]:
+        workflow.ui["routes"] = kept
+    if not kept:
+        del workflow.ui["routes"]
+
+
+def segments(workflow: Workflow) -> dict[tuple[End, End], list[Link]]:
+    """The pieces links are drawn as, each with the links it carries: source -> first reroute,
+    reroute -> reroute, last reroute -> target. Fan-out shares the pieces before the split."""
+    pieces: dict[tuple[End, End], list[Link]] = {}
+    for link, via in routes(workflow).items():
+        ends = [("node", link.src, link.src_output), *(("reroute", r) for r in via),
+                ("node", link.dst, link.dst_input)]
+        for piece in zip(ends, ends[1:]):
+            pieces.setdefault(piece, []).append(link)
+    return pieces
+
+
+# ----- commands (undoable document edits) ------------------------------------------------------
+def move_reroutes(document, positions: dict[str, tuple[float, float]]) -> None:
+    """Put reroutes at new positions (workflow units), as one edit; unmoved ones are skipped."""
+    moved = {rid: [float(x), float(y)] for rid, (x, y) in positions.items() if rid in reroutes(document.workflow)
+             and [round(v, 1) for v in position(document.workflow, rid)] != [round(float(x), 1), round(float(y), 1)]}
+    if not moved:
+        return
+
+    def change(workflow: Workflow) -> None:
+        for rid, pos in moved.items():
+            workflow.ui["reroutes"][rid]["pos"] = pos
+
+    document.edit_layout("move reroute" if len(moved) == 1 else f"move {len(moved)} reroutes", change,
+                         structural=False)
+
+
+def remove_reroutes(document, reroute_ids: list[str]) -> None:
+    """Delete reroute dots; the links through them stay (drawn without those bends)."""
+    present = [rid for rid in reroute_ids if rid in reroutes(document.workflow)]
+    if not present:
+        return
+
+    def change(workflow: Workflow) -> None:
+        for rid in present:
+            del workflow.ui["reroutes"][rid]
+        if not workflow.ui["reroutes"]:
+            del workflow.ui["reroutes"]
+        for route in workflow.ui.get("routes") or []:
+            route["via"] = [r for r in route["via"] if r not in present]
+
+    document.edit_layout(f"delete {len(present)} reroute(s)", change)
