@@ -12,7 +12,7 @@ from PIL import Image
 from nodeflow.gui.file_listing import (ALL_FILES, IMAGES, PARENT, WORKFLOWS, Entry, list_folder, save_name,
                                        size_text, typed_path)
 from nodeflow.gui.image_input import (ThumbnailError, bring_into_inputs, candidate_names, input_name,
-                                      pixel_limit, read_thumbnail, thumbnail_for)
+                                      read_thumbnail, thumbnail_for)
 from nodeflow.runtime.paths import Paths
 
 
@@ -216,12 +216,13 @@ def test_no_thumbnail_says_why_in_a_few_words(tmp_path, paths, monkeypatch):
         read_thumbnail(big)
 
 
-@pytest.mark.parametrize("value", ["", "12345", " 77 "])
-def test_the_pixel_limit_is_load_images(value, monkeypatch):
-    from nodeflow.image.files import max_image_pixels
-
-    monkeypatch.setenv("NODEFLOW_MAX_IMAGE_PIXELS", value)
-    assert pixel_limit() == max_image_pixels()
+def test_a_malformed_pixel_limit_refuses_pictures_not_the_window(tmp_path, monkeypatch):
+    big = png(tmp_path / "big.png", size=(100, 100))
+    monkeypatch.setenv("NODEFLOW_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ThumbnailError, match="NODEFLOW_MAX_IMAGE_PIXELS must be a whole number"):
+        read_thumbnail(big)
+    monkeypatch.setenv("NODEFLOW_MAX_IMAGE_PIXELS", "10000")  # 100 x 100: just fits
+    assert read_thumbnail(big).shape[:2] == (100, 100)
 
 
 def test_thumbnail_for_a_name_in_the_input_folder(paths):

@@ -24,13 +24,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from nodeflow.errors import ModelFileError
+from nodeflow.image.limits import max_image_pixels
 
 logger = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 160  # the longer side of a node's picture, in pixels at 100% zoom
 MAX_NAME_TRIES = 10000
-MAX_PIXELS_VARIABLE = "NODEFLOW_MAX_IMAGE_PIXELS"  # LoadImage's limit (nodeflow.image.files)
-DEFAULT_MAX_IMAGE_PIXELS = 2**26
 
 
 class ThumbnailError(Exception):
@@ -121,14 +120,12 @@ def _copy_exclusive(source: Path, target: Path) -> bool:
 
 
 def pixel_limit() -> int:
-    """The most pixels LoadImage decodes from a file, as ``nodeflow.image.files.max_image_pixels``
-    reads it (that module imports torch, which the editor's layer may not; a test keeps the two
-    equal). A malformed value refuses every picture rather than failing the window."""
-    value = os.environ.get(MAX_PIXELS_VARIABLE, "")
+    """The most pixels LoadImage decodes from a file (nodeflow.image.limits); a malformed setting
+    refuses every picture rather than failing the window."""
     try:
-        return int(value) if value.strip() else DEFAULT_MAX_IMAGE_PIXELS
-    except ValueError:
-        raise ThumbnailError(f"${MAX_PIXELS_VARIABLE} is not a number") from None
+        return max_image_pixels()
+    except ModelFileError as error:
+        raise ThumbnailError(str(error)) from None
 
 
 def read_thumbnail(path: Path, size: int = THUMBNAIL_SIZE) -> np.ndarray:

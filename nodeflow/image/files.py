@@ -22,10 +22,9 @@ import torch
 from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
 
 from nodeflow.errors import ModelFileError
+from nodeflow.image.limits import MAX_PIXELS_VARIABLE, max_image_pixels
 
 MAX_COUNTER = 99999
-DEFAULT_MAX_IMAGE_PIXELS = 2**26
-MAX_PIXELS_VARIABLE = "NODEFLOW_MAX_IMAGE_PIXELS"
 STALE_PARTIAL_S = 3600.0
 
 
@@ -55,16 +54,6 @@ def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if len({tuple(m.shape) for m in masks}) > 1:  # some frames with alpha, some without
         masks = [m if m.shape == images[0].shape[:2] else torch.zeros(images[0].shape[:2]) for m in masks]
     return torch.stack(images), torch.stack(masks)
-
-
-def max_image_pixels() -> int:
-    """The most pixels LoadImage decodes from one file (all frames together):
-    ``$NODEFLOW_MAX_IMAGE_PIXELS``, default 2^26 (8192 x 8192; the IMAGE tensor is then 768 MB)."""
-    value = os.environ.get(MAX_PIXELS_VARIABLE, "")
-    try:
-        return int(value) if value.strip() else DEFAULT_MAX_IMAGE_PIXELS
-    except ValueError:
-        raise ModelFileError(f"${MAX_PIXELS_VARIABLE} must be a whole number of pixels, got {value!r}") from None
 
 
 def _read_frames(frames) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
