@@ -47,6 +47,20 @@ def test_the_embedded_models_preview_what_is_drawn(executor, name):
     assert (reading.foreground, reading.background) == WORKFLOWS[name]
 
 
+def test_a_run_nobody_watches_makes_no_previews(executor, monkeypatch):
+    """Without an event listener no preview is decoded (it doubled a small txt2img's time)."""
+    decoded = []
+    original = VaePreview.__call__
+    monkeypatch.setattr(VaePreview, "__call__", lambda self, latent: decoded.append(1) or original(self, latent))
+    workflow = load_workflow(ROOT / "workflows" / "txt2img.json")
+    workflow.nodes["3"].inputs["seed"] = 12345  # not cached by the test above
+    executor.run(workflow)
+    assert decoded == []
+    workflow.nodes["3"].inputs["seed"] = 12346
+    executor.run(workflow, on_event=lambda event: None)
+    assert len(decoded) == workflow.nodes["3"].inputs["steps"]
+
+
 def test_the_preview_decoder_undoes_the_latent_scale():
     decoded = []
 

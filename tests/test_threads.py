@@ -65,6 +65,29 @@ def test_large_work_runs_on_torchs_threads(monkeypatch, tmp_path):
         assert _sampler_threads(monkeypatch, tmp_path, 0.0) == {2}
 
 
+def test_attention_scores_count_every_transformer_block():
+    """SD1.5's U-Net: transformers at levels 0-2 (2 input and 3 output blocks each) and the middle
+    (level 3), 8 heads; tokens (h/2^l x w/2^l) squared."""
+    from nodeflow.models.unet import UNetConfig
+
+    expected = sum(5 * ((64 >> level) ** 2) ** 2 * 8 for level in range(3)) + ((64 >> 3) ** 2) ** 2 * 8
+    assert UNetConfig().attention_scores(64, 64) == expected
+
+
+def test_a_small_unet_on_a_large_latent_is_not_small_work():
+    """Parameters x positions call the scaled-down U-Net at 32x32 small work; its attention (1024
+    tokens) makes it large enough for all threads, while the embedded size (8x8) stays on one."""
+    from nodeflow.models.unet import UNetModel
+    from nodeflow.sampling.ksampler import _sampling_threads
+    from tests.test_single_file_parity import TINY_UNET
+
+    model = type("Model", (), {"unet": UNetModel(TINY_UNET)})()
+    assert threads.threads_for(threads.network_work(model.unet, 32 * 32), available=2) == 1
+    with cpu_threads(2):
+        assert _sampling_threads(model, torch.zeros(1, 4, 32, 32)) == 2
+        assert _sampling_threads(model, torch.zeros(1, 4, 8, 8)) == 1
+
+
 def test_default_workflow_does_not_import_transformers(tmp_path):
     """transformers' modelling code costs about 2 s of imports; the CLIP text model is ours."""
     script = (

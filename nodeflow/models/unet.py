@@ -81,6 +81,21 @@ class UNetConfig:
         heads = self.num_heads or 8
         return heads, channels // heads
 
+    def attention_scores(self, height: int, width: int) -> int:
+        """Self-attention score entries (tokens x tokens x heads, summed over every transformer
+        block) of one call on a ``height`` x ``width`` latent: attention's share of the work,
+        which grows with the square of the latent's area, unlike the parameters' share."""
+        levels = len(self.channel_mult)
+        depths = [(level, self.transformer_depth[level] * self.num_res_blocks) for level in range(levels)]
+        outputs = self.output_depths()
+        depths += [(levels - 1 - index // (self.num_res_blocks + 1), depth) for index, depth in enumerate(outputs)]
+        depths.append((levels - 1, self.middle_transformer_depth))
+        total = 0
+        for level, depth in depths:
+            tokens = (height >> level) * (width >> level)
+            total += depth * tokens * tokens * self.heads_for(self.model_channels * self.channel_mult[level])[0]
+        return total
+
     def output_depths(self) -> tuple[int, ...]:
         """The transformer depth of every output block, in order (deepest level first)."""
         if self.transformer_depth_output is not None:

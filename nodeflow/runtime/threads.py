@@ -7,7 +7,9 @@ sampling took 4-15 s under load with two threads. Large work is split over the c
 does by default. tests/bench/bench_threads.py shows both, with and without a competing load.
 
 Work is measured as network parameters times the positions they are applied at (for a U-Net,
-parameters x batch x latent height x width): a rough count of multiply-adds per call.
+parameters x batch x latent height x width): a rough count of multiply-adds per call; a U-Net's
+self-attention adds ``SCORE_WORK`` per score entry (it grows with the square of the latent's area:
+a small U-Net on a large latent is attention-bound, 1.6x slower on one thread than on two).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import torch
 logger = logging.getLogger(__name__)
 
 SMALL_WORK = 4e9  # below this many parameter-positions per call, one thread
+#: One self-attention score entry (a dot product, an exponential, a weighted sum) costs about as
+#: much as this many parameter-positions of a convolution: 2 ns against 0.012 ns with one thread
+#: (the scaled-down test U-Net at 32x32 latent, with and without its transformers).
+SCORE_WORK = 170
 
 
 def threads_for(work: float, available: int | None = None) -> int:

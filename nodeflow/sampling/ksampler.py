@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from nodeflow.runtime.threads import cpu_threads, network_work, threads_for
+from nodeflow.runtime.threads import SCORE_WORK, cpu_threads, network_work, threads_for
 from nodeflow.sampling.conditioning import inpaint_concat
 from nodeflow.sampling.guidance import CFGDenoiser
 from nodeflow.sampling.memory import images_per_call
@@ -157,7 +157,9 @@ def _sampling_threads(model: DiffusionModel, samples: torch.Tensor) -> int:
     if samples.device.type != "cpu":
         return torch.get_num_threads()
     batch, _, height, width = samples.shape
-    return threads_for(network_work(model.unet, batch * height * width))
+    scores = getattr(getattr(model.unet, "config", None), "attention_scores", None)
+    attention = SCORE_WORK * batch * scores(height, width) if scores is not None else 0
+    return threads_for(network_work(model.unet, batch * height * width) + attention)
 
 
 def _ordinary(tensor: torch.Tensor) -> torch.Tensor:
