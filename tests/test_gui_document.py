@@ -177,6 +177,21 @@ def test_search_ranks_name_prefixes_then_names_then_descriptions(doc):
     assert search_nodes(doc.registry, "") == [] and search_nodes(doc.registry, "no such thing") == []
 
 
+def test_search_puts_the_exact_name_first_then_shorter_names():
+    """A new user typing a node's name and Enter gets that node, not a longer variant of it."""
+    from nodeflow.engine.registry import Registry
+    from nodeflow.gui.search import search_nodes
+
+    registry = Registry.load()
+    first = lambda text: search_nodes(registry, text)[0].id  # noqa: E731
+    assert first("CLIP Text Encode") == "CLIPTextEncode"  # not "... (SDXL Refiner)" or "(SDXL)"
+    assert first("cliptextencode") == "CLIPTextEncode"
+    assert first("KSampler") == "KSampler"
+    assert first("ksampler adv") == "KSamplerAdvanced"
+    assert first("Save Image") == "SaveImage"
+    assert first("vae decode") == "VAEDecode"
+
+
 def test_set_title_normalises_and_skips_no_op_renames(doc):
     a = doc.add_node("Scale")
     doc.set_title(a, "  half ")

@@ -16,19 +16,28 @@ MAX_MATCHES = 40  # at most this many matches are listed under the search box
 
 
 def search_nodes(registry, text: str) -> list:
-    """Node types whose name or description contains ``text``: names starting with it first,
-    then names containing it, then descriptions."""
+    """Node types whose name or description contains ``text``: a name equal to it first (spaces
+    and case aside: "CLIP Text Encode", "cliptextencode"), then names starting with it, then names
+    containing each of its words ("ksampler adv"), then descriptions; shorter names first within each (Enter places the first, so
+    "KSampler" must beat "KSampler (Advanced)" and "CLIP Text Encode (SDXL Refiner)" must not
+    beat "CLIP Text Encode")."""
     text = text.strip().lower()
     if not text:
         return []
+    squeezed = text.replace(" ", "")
 
-    def rank(spec) -> int:
+    def rank(spec) -> tuple[int, int]:
         names = (spec.display.lower(), spec.id.lower())
-        if any(name.startswith(text) for name in names):
-            return 0
-        return 1 if any(text in name for name in names) else 2
+        if any(name.replace(" ", "") == squeezed for name in names):
+            place = 0
+        elif any(name.startswith(text) for name in names):
+            place = 1
+        else:
+            words = text.split()
+            place = 2 if any(all(word in name for word in words) for name in names) else 3
+        return place, len(spec.display)
 
-    found = [s for s in registry if rank(s) < 2 or text in s.description.lower()]
+    found = [s for s in registry if rank(s)[0] < 3 or text in s.description.lower()]
     return sorted(found, key=rank)
 
 
