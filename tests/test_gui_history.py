@@ -167,3 +167,74 @@ def test_run_while_running_queues_clear_queue_empties_it_and_stop_cancels(displa
     assert result["cleared"] == "running 1, queued 0", result
     assert result["statuses"] == ["cancelled"] and result["after"] == "", result
     assert result["seconds"] < 40, result
+
+
+DOCKED = r"""
+document = Document.open(registry, Path("workflows/txt2img.json"))  # KSampler (node 3) in the canvas's right part
+open_window(editor_for(document))
+
+def rect(tag):  # a child window reports its position and size, other items their rect
+    state = dpg.get_item_state(tag)
+    if dpg.get_item_type(tag).endswith("mvChildWindow"):
+        (x, y), (width, height) = dpg.get_item_pos(tag), state["rect_size"]
+        return [x, y, x + width, y + height]
+    return [*state["rect_min"], *state["rect_max"]]
+
+def overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+def drawn(item):  # a node's rect as drawn: the editor clips it to the canvas
+    (x0, y0, x1, y1), (cx0, cy0, cx1, cy1) = rect(item), rect("canvas")
+    return [max(x0, cx0), max(y0, cy0), min(x1, cx1), min(y1, cy1)]
+
+def layout():
+    panel = rect("history")
+    return {"canvas": rect("canvas"), "panel": panel, "shown": dpg.is_item_shown("history"),
+            "checked": dpg.get_value("menu_history"),
+            "corners": {n: rect(item)[:2] for n, item in app.node_items.items()},
+            "under_panel": sorted(n for n, item in app.node_items.items() if overlap(rect(item), panel)),
+            "drawn_under_panel": sorted(n for n, item in app.node_items.items() if overlap(drawn(item), panel))}
+
+seen = {"before": layout()}
+drive(["mousemove", *centre("canvas")], *ctrl("Return"))  # the first finished run opens the panel
+wait_for_queue()
+seen["shown"] = layout()
+drive(["mousemove", *centre("history_close")], ["click", 1])  # its "x"
+seen["hidden"] = layout()
+drive(["mousemove", *menu_point("view_menu")], ["click", 1])
+drive(["mousemove", *menu_point("view_menu", "menu_history")], ["click", 1])  # View > History
+seen["reopened"] = layout()
+drive(["mousemove", *centre("canvas")], *ctrl("l"))  # the node library too
+seen["both"] = {**layout(), "library": rect("node_library")}
+dpg.set_viewport_width(900)  # a narrower window: the panel stays at its right edge
+frames(10)
+seen["narrower"] = {**layout(), "log": rect("log")}
+report(**seen)
+"""
+
+
+def test_the_history_panel_docks_at_the_canvas_right_and_gives_the_width_back(display, tmp_path):
+    """The panel the first run opens sits right of the canvas, which ends left of it: KSampler,
+    under the panel's place, keeps its place on the screen but is drawn (clipped to the canvas)
+    clear of the panel. Its "x" gives the canvas its width back; View > History (checked) docks it
+    again; with the node library open both dock, the canvas between them; a narrower window keeps
+    the panel at its right edge."""
+    result = run_scenario(tmp_path, HELPERS + QUEUE_HELPERS + DOCKED)
+    before, shown, hidden, reopened = result["before"], result["shown"], result["hidden"], result["reopened"]
+    assert not before["shown"] and shown["shown"] and shown["checked"], result
+    canvas, panel = shown["canvas"], shown["panel"]
+    assert canvas[2] < panel[0] and panel[2] <= before["canvas"][2] + 1, result  # the canvas ends left of the panel
+    assert canvas[:2] == before["canvas"][:2] and canvas[3] == before["canvas"][3], result
+    assert panel[1] == canvas[1] and panel[3] == canvas[3], result  # as tall as the canvas
+    assert "3" in shown["under_panel"] and shown["drawn_under_panel"] == [], result
+    assert shown["corners"] == before["corners"], result  # the nodes keep their place on the screen
+    assert not hidden["shown"] and not hidden["checked"] and hidden["canvas"] == before["canvas"], result
+    assert reopened["shown"] and reopened["checked"] and reopened["canvas"] == canvas, result
+    assert reopened["drawn_under_panel"] == [], result
+    both = result["both"]
+    library = both["library"]
+    assert library[2] < both["canvas"][0] and both["canvas"][2] < both["panel"][0], result
+    assert both["panel"] == panel and both["drawn_under_panel"] == [], result
+    narrower = result["narrower"]
+    assert narrower["canvas"][2] < narrower["panel"][0] and narrower["panel"][2] == narrower["log"][2], result
+    assert narrower["panel"][0] < panel[0] and narrower["drawn_under_panel"] == [], result

@@ -105,3 +105,53 @@ def test_empty_latent_menu_sets_the_models_size(display, tmp_path):
     assert result["undo"] == ["set the model's size", [512, 512]]
     assert result["ksampler_entries"] == 0
     assert result["added"] == [64, 64]
+
+
+LIVE_PREVIEW = r"""
+import torch
+from nodeflow.engine import events
+
+document = Document.open(registry, Path("workflows/txt2img.json"))
+open_window(editor_for(document))
+
+def rect(tag):  # a window or child window reports its position and size, other items their rect
+    state = dpg.get_item_state(tag)
+    if dpg.get_item_type(tag).endswith(("mvChildWindow", "mvWindowAppItem")):
+        (x, y), (width, height) = dpg.get_item_pos(tag), state["rect_size"]
+        return [x, y, x + width, y + height]
+    return [*state["rect_min"], *state["rect_max"]]
+
+def layout():
+    return {"canvas": rect("canvas"), "preview": rect("live_preview"), "library": rect("node_library")}
+
+app.worker.events.put(events.Progress("3", 1, 20, torch.rand(1, 64, 64, 3)))  # a sampler's step: the preview opens
+frames(5)
+seen = {"alone": layout()}
+drive(["mousemove", *centre("canvas")], *ctrl("l"))
+seen["library"] = layout()
+drive(["mousemove", *centre("canvas")], *ctrl("l"))
+seen["closed"] = layout()
+dpg.configure_item("live_preview", pos=(500, 300))  # put elsewhere by the user
+frames(3)
+drive(["mousemove", *centre("canvas")], *ctrl("l"))
+seen["moved"] = layout()
+report(**seen)
+"""
+
+
+def test_the_live_preview_moves_right_of_the_docked_library(display, tmp_path):
+    """The live preview in the canvas's bottom-left corner would be under the node library: Ctrl+L
+    moves it right of the library (still inside the canvas, still at its bottom), Ctrl+L again back
+    to the window's corner; a preview the user put elsewhere on the canvas stays there."""
+    result = run_scenario(tmp_path, HELPERS + LIVE_PREVIEW)
+
+    def inside(inner, outer):
+        return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
+
+    alone, library, closed = result["alone"], result["library"], result["closed"]
+    assert inside(alone["preview"], alone["canvas"]) and alone["preview"][0] < library["library"][2], result
+    assert library["library"][2] < library["preview"][0] and inside(library["preview"], library["canvas"]), result
+    assert library["preview"][0] - library["canvas"][0] == alone["preview"][0] - alone["canvas"][0], result
+    assert library["preview"][1] == alone["preview"][1], result
+    assert closed["preview"] == alone["preview"], result
+    assert result["moved"]["preview"][:2] == [500, 300], result

@@ -74,7 +74,8 @@ class EditorApp:
         self.runs = RunQueue()  # Run adds to it; frame() starts the next when the worker is free
         self.recorder: RunRecorder | None = None  # watches the run going, for the history
         self.history = History()
-        self.history_panel = HistoryPanel(on_load=lambda entry: self.confirm_discard(lambda: self.load_run(entry)))
+        self.history_panel = HistoryPanel(on_load=lambda entry: self.confirm_discard(lambda: self.load_run(entry)),
+                                          make_room=lambda pixels: self.canvas.make_room_right(pixels))
         self.shown_queue = ""
         self.canvas = Canvas(self.session, paths, status=show_status,
                              decorate_node=lambda node_id: (self.run_view.decorate_node(node_id),
@@ -92,7 +93,9 @@ class EditorApp:
         self.canvas.new_node_values = lambda type_id: self.native_sizes.new_node_values(
             self.document.workflow, self.document.registry, type_id)
         self.library = NodeLibrary(document.registry, lambda type_id: self.add_node(type_id, self.canvas.placement()),
-                                   make_room=self.canvas.make_room_left)
+                                   make_room=lambda pixels: (  # the live preview first: it reads the old edge
+                                       self.run_view.follow_canvas_left(pixels - self.canvas.room_left),
+                                       self.canvas.make_room_left(pixels)))
         self.themes: Themes | None = None  # made by build (they need dearpygui's context)
         self.clipboard = None
         self.menu_node: str | None = None  # the node the node menu acts on
@@ -198,7 +201,8 @@ class EditorApp:
                 dpg.add_separator()
                 dpg.add_menu_item(label="Live preview", tag="menu_live_preview",
                                   callback=lambda: self.run_view.show_live_preview())
-                dpg.add_menu_item(label="History", tag="menu_history", callback=lambda: self.history_panel.show())
+                dpg.add_menu_item(label="History", tag="menu_history", check=True,
+                                  callback=lambda: self.history_panel.toggle())
                 dpg.add_menu_item(label="Node library", tag="menu_node_library", shortcut="Ctrl+L", check=True,
                                   callback=lambda: self.library.toggle())
             with dpg.menu(label="Run", tag="run_menu"):
@@ -232,6 +236,7 @@ class EditorApp:
         dpg.add_menu_item(label="Delete", shortcut="Del", callback=lambda: self.delete_selection())
         dpg.add_menu_item(label="Rename selected...", shortcut="F2", callback=lambda: self.rename_selection())
         dpg.add_menu_item(label="Group selected nodes", shortcut="Ctrl+G", callback=lambda: self.layout.group_selection())
+        dpg.add_menu_item(label="Add reroute on selected link", callback=lambda: self.layout.add_reroute_on_selection())
         for label, shortcut, mode in (("Bypass selected", "Ctrl+B", "bypassed"), ("Mute selected", "Ctrl+M", "muted"),
                                       ("Enable selected", "", "normal")):
             dpg.add_menu_item(label=label, shortcut=shortcut, user_data=mode,
@@ -603,6 +608,7 @@ class EditorApp:
     # ----- frame loop ----------------------------------------------------------------------
     def frame(self) -> None:
         self.canvas.measure()
+        self.history_panel.follow()  # docked at the canvas's right edge as just measured
         self.canvas.shield_covered_widgets()
         actions, self.due = self.due, []
         self._run_callbacks([(action,) for action in actions])

@@ -68,6 +68,7 @@ class Canvas:
         #: values a new node of a type takes over its declared defaults (app.py: the model's size)
         self.new_node_values: Callable[[str], dict] = lambda type_id: {}
         self.room_left = 0  # pixels left free at the canvas's left for a panel (make_room_left)
+        self.room_right = 0  # and at its right (make_room_right)
 
     @property
     def document(self):
@@ -287,6 +288,8 @@ class Canvas:
 
     def _on_link(self, sender, app_data) -> None:
         out_pin, in_pin = app_data
+        if self.reroute_dots.wire(out_pin, in_pin):  # to or from a reroute dot (reroute_dots.py)
+            return
         src, dst = self.pin_to_port.get(out_pin), self.pin_to_port.get(in_pin)
         if src is None or dst is None or src[1] != "out" or dst[1] != "in":
             return
@@ -503,6 +506,14 @@ class Canvas:
         shift, self.room_left = width - self.room_left, width
         dpg.configure_item("canvas", indent=width if width else -1)
         self.set_view(View(self.view.zoom, (self.view.offset[0] - shift, self.view.offset[1])))
+
+    def make_room_right(self, width: int) -> None:
+        """End ``width`` pixels left of where the canvas normally ends (a panel docked there:
+        history_panel.py; 0: no room). The editor is narrowed (a negative width is "all but that
+        many pixels"), so its left edge and the nodes stay where they are on the screen, and the
+        minimap, drawn in the editor's bottom-right corner, moves with its right edge."""
+        self.room_right = width
+        dpg.configure_item("editor", width=-width if width else 0)
 
     def reset_view(self) -> None:
         """Back to 100% without panning, for a new document (the nodes are rebuilt next)."""

@@ -1,5 +1,6 @@
 """What the window does with groups and reroute dots: Edit > Group selected nodes (Ctrl+G),
-their right-click menu, Delete, renaming a group (F2, a double-click on its title).
+their right-click menu, Delete, renaming a group (F2, a double-click on its title), adding a
+reroute on the selected link (Edit > Add reroute on selected link, or a double-click on the link).
 
 Kept out of app.py, which calls these from its menus, keys and mouse handlers; the edits
 themselves are document commands (groups.py, reroutes.py), drawn by group_frames.py and
@@ -89,12 +90,35 @@ class LayoutActions:
         return False
 
     def double_click(self) -> bool:
-        """A double-click on a group's title renames the group (True)."""
+        """A double-click on a group's title renames the group; one on a link (its first click
+        selected it: imnodes reports no link under the mouse) adds a reroute there (True)."""
         index = self.canvas.group_frames.hovered()
-        if index is None:
+        if index is not None:
+            self.rename_group(index)
+            return True
+        if self.canvas.hovered_node() is not None or self.canvas.reroute_dots.hovered() is not None:
             return False
-        self.rename_group(index)
-        return True
+        mouse = dpg.get_mouse_pos(local=False)
+        piece = self.canvas.reroute_dots.selected_piece(near=mouse)
+        return piece is not None and self._add_reroute(piece, mouse)
+
+    def add_reroute_on_selection(self) -> None:
+        """Edit > Add reroute on selected link: a dot at the middle of the selected link (or piece
+        of a link drawn through dots), which the link is then drawn through."""
+        piece = self.canvas.reroute_dots.selected_piece()
+        if piece is None:
+            self.status("select one link (click it) to add a reroute on", error=True)
+            return
+        (x0, y0), (x1, y1) = piece[2]
+        self._add_reroute(piece, ((x0 + x1) / 2, (y0 + y1) / 2))  # on the curve: it is symmetric
+
+    def _add_reroute(self, piece, screen) -> bool:
+        ends, links, _ = piece
+        dpg.clear_selected_links("editor")  # imnodes would keep it by index, on whichever link the rebuild puts there
+        added = reroutes.add_reroute(self.document, ends, links, self.canvas.reroute_dots.dot_position(screen))
+        if added is not None:
+            self.status("added a reroute" + (f" on {len(links)} links" if len(links) > 1 else ""))
+        return added is not None
 
     def rename_group(self, index: int) -> None:
         if dialogs.renaming() or index >= len(groups.groups(self.document.workflow)):

@@ -2,8 +2,10 @@
 
 View > Node library (Ctrl+L) shows a panel docked at the left of the canvas, which moves right
 to make room (``make_room``: nothing is hidden under the panel, and zoom to fit sees the room
-left): a collapsible tree with the add menu's categories, a search box filtering it as the user
-types (name, id, category or description), and under the tree the description from the node's
+left; the window moves the live preview along, run_view.py; the history panel docks at the
+right the same way, history_panel.py): a collapsible tree with the add menu's categories, a
+search box filtering it as the user types (name, id, category or description), and under the
+tree the description from the node's
 declaration of the entry under the mouse (else the one clicked last). Clicking an entry adds
 that node where new nodes go (``on_add``: one undoable step); Enter in the search box adds the
 first match.

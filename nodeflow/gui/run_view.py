@@ -266,6 +266,18 @@ class RunView:
             dpg.add_text("no preview yet", tag="live_image")
 
     @staticmethod
+    def follow_canvas_left(shift: int) -> None:
+        """The canvas's left edge is about to move ``shift`` pixels (a panel docked at its left:
+        node_library.py). A live preview window in the canvas's corner moves with it, and one the
+        panel would cover moves right of it; one the user put elsewhere on the canvas stays."""
+        if not dpg.does_item_exist("live_preview"):
+            return
+        left = int(dpg.get_item_rect_min("canvas")[0])  # as last drawn: before the move
+        x, y = dpg.get_item_pos("live_preview")
+        if x == left + LIVE_MARGIN or x < left + shift + LIVE_MARGIN:
+            dpg.configure_item("live_preview", pos=(left + shift + LIVE_MARGIN, y))
+
+    @staticmethod
     def _live_preview_corner() -> tuple[int, int]:
         """Where the live preview window goes: its bottom-left corner on the canvas's."""
         (left, _), (_, bottom) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
