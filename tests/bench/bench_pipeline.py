@@ -9,7 +9,8 @@ cfg 7), a new prompt and seed per run, so the text encoders, the sampler, VAEDec
 SaveImage run each time and only the loader is cached. diffusers: StableDiffusionPipeline built
 from the same file through diffusers' own single-file converters, EulerDiscreteScheduler, same
 size, steps and guidance, output as PIL. Runs alternate (ours, theirs, ...); the medians and
-the ratio ours / diffusers (goal <= 0.8) are printed, with the machine and its load.
+the ratio ours / diffusers (goal <= 0.8) are printed, for the whole run and per sampler
+step (the time between the first and the last step's end), with the machine and its load.
 """
 
 from __future__ import annotations
@@ -100,21 +101,31 @@ def main() -> None:
         pipeline = diffusers_pipeline(path, *configs, folder / "clip")
         executor.run(workflow)  # loads the checkpoint once (cached after)
         times: dict[str, list[float]] = {"ours": [], "diffusers": []}
+        steps: dict[str, list[float]] = {"ours": [], "diffusers": []}  # seconds per step after the first
         for run in range(args.runs):
             prompt = f"a photo of an astronaut riding a horse, take {run}"
             workflow.nodes["6"].inputs["text"], workflow.nodes["3"].inputs["seed"] = prompt, run
+            stamps: list[float] = []
             started = time.perf_counter()
-            executor.run(workflow)
+            executor.run(workflow, preview_every=0,  # the sampler's steps, timed as they end
+                         on_event=lambda event: stamps.append(time.perf_counter()) if type(event).__name__ == "Progress" else None)
             times["ours"].append(time.perf_counter() - started)
+            steps["ours"].append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+            stamps = []
             started = time.perf_counter()
             with torch.no_grad():
                 pipeline(prompt, height=args.size, width=args.size, num_inference_steps=args.steps,
-                         guidance_scale=7.0, generator=torch.Generator().manual_seed(run))
+                         guidance_scale=7.0, generator=torch.Generator().manual_seed(run),
+                         callback_on_step_end=lambda pipe, i, t, kwargs: stamps.append(time.perf_counter()) or kwargs)
             times["diffusers"].append(time.perf_counter() - started)
+            steps["diffusers"].append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
     ours, theirs = statistics.median(times["ours"]), statistics.median(times["diffusers"])
+    our_step, their_step = statistics.median(steps["ours"]), statistics.median(steps["diffusers"])
     what = "scaled-down" if args.tiny else "SD1.5-size"
     print(f"txt2img {what}, {args.size}x{args.size}, {args.steps} euler steps, cfg 7: ours {ours:.2f} s, "
           f"diffusers {theirs:.2f} s (medians of {args.runs}); ratio {ours / theirs:.2f}")
+    print(f"per sampler step: ours {our_step * 1000:.1f} ms, diffusers {their_step * 1000:.1f} ms; "
+          f"ratio {our_step / their_step:.2f}")
 
 
 if __name__ == "__main__":
