@@ -172,6 +172,8 @@ def test_run_while_running_queues_clear_queue_empties_it_and_stop_cancels(displa
 DOCKED = r"""
 document = Document.open(registry, Path("workflows/txt2img.json"))  # KSampler (node 3) in the canvas's right part
 open_window(editor_for(document))
+drive(["mousemove", *centre("canvas")], ["key", "f"])  # zoom to fit: the whole graph in view
+frames(10)
 
 def rect(tag):  # a child window reports its position and size, other items their rect
     state = dpg.get_item_state(tag)
@@ -192,12 +194,15 @@ def layout():
     return {"canvas": rect("canvas"), "panel": panel, "shown": dpg.is_item_shown("history"),
             "checked": dpg.get_value("menu_history"),
             "corners": {n: rect(item)[:2] for n, item in app.node_items.items()},
+            "rects": {n: rect(item) for n, item in app.node_items.items()},
+            "cut": sorted(n for n, item in app.node_items.items() if rect(item)[2] > rect("canvas")[2]),
             "under_panel": sorted(n for n, item in app.node_items.items() if overlap(rect(item), panel)),
             "drawn_under_panel": sorted(n for n, item in app.node_items.items() if overlap(drawn(item), panel))}
 
 seen = {"before": layout()}
 drive(["mousemove", *centre("canvas")], *ctrl("Return"))  # the first finished run opens the panel
 wait_for_queue()
+frames(10)  # a pending zoom to fit takes a few frames
 seen["shown"] = layout()
 drive(["mousemove", *centre("history_close")], ["click", 1])  # its "x"
 seen["hidden"] = layout()
@@ -213,10 +218,15 @@ report(**seen)
 """
 
 
+def before_panel_place(before, panel):
+    """The nodes that, where they were before the panel opened, lay where it now is."""
+    return [n for n, (x0, y0, x1, y1) in before["rects"].items() if x0 < panel[2] and panel[0] < x1]
+
+
 def test_the_history_panel_docks_at_the_canvas_right_and_gives_the_width_back(display, tmp_path):
-    """The panel the first run opens sits right of the canvas, which ends left of it: KSampler,
-    under the panel's place, keeps its place on the screen but is drawn (clipped to the canvas)
-    clear of the panel. Its "x" gives the canvas its width back; View > History (checked) docks it
+    """The panel the first run opens sits right of the canvas, which ends left of it. The graph,
+    wholly in view before (fitted), would have lost its right part: it is fitted to the narrower
+    canvas, nothing drawn under the panel. Its "x" gives the canvas its width back; View > History (checked) docks it
     again; with the node library open both dock, the canvas between them; a narrower window keeps
     the panel at its right edge."""
     result = run_scenario(tmp_path, HELPERS + QUEUE_HELPERS + DOCKED)
@@ -226,8 +236,8 @@ def test_the_history_panel_docks_at_the_canvas_right_and_gives_the_width_back(di
     assert canvas[2] < panel[0] and panel[2] <= before["canvas"][2] + 1, result  # the canvas ends left of the panel
     assert canvas[:2] == before["canvas"][:2] and canvas[3] == before["canvas"][3], result
     assert panel[1] == canvas[1] and panel[3] == canvas[3], result  # as tall as the canvas
-    assert "3" in shown["under_panel"] and shown["drawn_under_panel"] == [], result
-    assert shown["corners"] == before["corners"], result  # the nodes keep their place on the screen
+    assert before["cut"] == [] and before_panel_place(before, panel) != [], result  # all in view, some where the panel goes
+    assert shown["cut"] == [] and shown["drawn_under_panel"] == [], result  # fitted again: still all in view
     assert not hidden["shown"] and not hidden["checked"] and hidden["canvas"] == before["canvas"], result
     assert reopened["shown"] and reopened["checked"] and reopened["canvas"] == canvas, result
     assert reopened["drawn_under_panel"] == [], result

@@ -511,9 +511,17 @@ class Canvas:
         """End ``width`` pixels left of where the canvas normally ends (a panel docked there:
         history_panel.py; 0: no room). The editor is narrowed (a negative width is "all but that
         many pixels"), so its left edge and the nodes stay where they are on the screen, and the
-        minimap, drawn in the editor's bottom-right corner, moves with its right edge."""
+        minimap, drawn in the editor's bottom-right corner, moves with its right edge. A graph
+        wholly in view that the narrower canvas would cut is fitted to it again: the history panel
+        opens after the first run, and the Save node's new image must not go out of view."""
+        right = dpg.get_item_rect_max("canvas")[0]
+        edges = [dpg.get_item_rect_max(item)[0] for _, item in self._drawn_nodes()]
+        cut = bool(edges) and max(edges) <= right < max(edges) + width - self.room_right
         self.room_right = width
         dpg.configure_item("editor", width=-width if width else 0)
+        if cut:  # a graph wholly in view would lose its right part (the first run's image): fit it
+            self.canvas_steady = False  # to the narrower canvas, once it is measured
+            self.zoom_to_fit()
 
     def reset_view(self) -> None:
         """Back to 100% without panning, for a new document (the nodes are rebuilt next)."""
