@@ -4,6 +4,7 @@ entries combine (ComfyUI's)."""
 from __future__ import annotations
 
 from nodeflow.errors import NodeInputError
+from nodeflow.loading.embedding_files import embedding_files_fingerprint, embedding_finder
 from nodeflow.sampling.conditioning import average, combine, concat_tokens, with_options, zero_out
 from nodeflow.spec import CLIP, CONDITIONING, MASK, Choice, Float, Input, Int, Output, String, node
 
@@ -16,26 +17,6 @@ def _check_not_empty(conditioning: list, name: str) -> None:
         raise NodeInputError(name, "the conditioning is empty (no entries)")
 
 
-def embedding_files_fingerprint(inputs: dict, paths, name: str = "text") -> str:
-    """Cache fingerprint of the embedding files a prompt (input ``name``) names (size and
-    modification time), so replacing one re-encodes the prompt."""
-    from nodeflow.loading.embeddings import find_embedding_file
-    from nodeflow.text.prompt_weights import EMBEDDING_PREFIX, embedding_name, embedding_references
-
-    text = inputs.get(name)
-    if not isinstance(text, str) or EMBEDDING_PREFIX not in text:
-        return ""
-    folders = paths.kind_dirs("embeddings")
-    found = []
-    for reference in embedding_references(text):
-        name = embedding_name(reference, lambda candidate: find_embedding_file(folders, candidate) is not None)
-        if name is not None:
-            path = find_embedding_file(folders, name)
-            stat = path.stat()
-            found.append(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
-    return "|".join(found)
-
-
 @node("CLIPTextEncode", display="CLIP Text Encode (Prompt)", category="conditioning",
       inputs=[String("text", "", multiline=True,
                      tooltip="The prompt; (word:1.2) changes a word's weight, embedding:name uses a "
@@ -46,19 +27,13 @@ def clip_text_encode(text: str, clip, ctx):
     """Encode a prompt with the CLIP text encoder into the conditioning a sampler follows."""
     if clip is None:
         raise NodeInputError("clip", "no text encoder: the checkpoint given has no CLIP model")
-    cond, pooled = clip.encode(text, _embeddings(ctx))
+    cond, pooled = clip.encode(text, embedding_finder(ctx.paths))
     return ([(cond, {"pooled_output": pooled})],)
 
 
 def sdxl_embedding_files_fingerprint(inputs: dict, paths) -> str:
     """``embedding_files_fingerprint`` of both SDXL prompts."""
     return "||".join(embedding_files_fingerprint(inputs, paths, name) for name in ("text_g", "text_l"))
-
-
-def _embeddings(ctx):
-    from nodeflow.loading.embeddings import EmbeddingFinder
-
-    return EmbeddingFinder(ctx.paths.kind_dirs("embeddings"))
 
 
 def _size(name: str, default: int, tooltip: str):
@@ -85,7 +60,7 @@ def clip_text_encode_sdxl(clip, width: int, height: int, crop_w: int, crop_h: in
     if encode_sdxl is None:
         raise NodeInputError("clip", "needs an SDXL text encoder (CLIP-L and OpenCLIP-bigG, from an SDXL "
                                      "checkpoint); this CLIP has one encoder: use CLIPTextEncode")
-    cond, pooled = encode_sdxl(text_g, text_l, _embeddings(ctx))
+    cond, pooled = encode_sdxl(text_g, text_l, embedding_finder(ctx.paths))
     return ([(cond, {"pooled_output": pooled, "width": width, "height": height, "crop_w": crop_w,
                      "crop_h": crop_h, "target_width": target_width, "target_height": target_height})],)
 
@@ -103,7 +78,7 @@ def clip_text_encode_sdxl_refiner(ascore: float, width: int, height: int, text: 
     """Encode a prompt for the SDXL refiner, with the aesthetic score and size it is conditioned on."""
     if clip is None:
         raise NodeInputError("clip", "no text encoder: the checkpoint given has no CLIP model")
-    cond, pooled = clip.encode(text, _embeddings(ctx))
+    cond, pooled = clip.encode(text, embedding_finder(ctx.paths))
     return ([(cond, {"pooled_output": pooled, "aesthetic_score": ascore, "width": width, "height": height})],)
 
 

@@ -4,6 +4,7 @@ boxes reach the U-Net through the conditioning (nodeflow.sampling.gligen)."""
 
 from __future__ import annotations
 
+from nodeflow.loading.embedding_files import embedding_files_fingerprint, embedding_finder
 from nodeflow.spec import CLIP, CONDITIONING, Choice, Input, Int, ModelFile, Output, String, node
 from nodeflow.types import GLIGEN
 
@@ -33,18 +34,17 @@ def _pixels(name: str, default: int, low: int, tooltip: str):
               _pixels("height", 64, 8, "The box's height in pixels"),
               _pixels("x", 0, 0, "The box's left edge in pixels"),
               _pixels("y", 0, 0, "The box's top edge in pixels")],
-      outputs=[Output(CONDITIONING)])
+      outputs=[Output(CONDITIONING)], fingerprint=embedding_files_fingerprint)
 def gligen_textbox_apply(conditioning_to, clip, gligen_textbox_model, text: str, width: int, height: int,
                          x: int, y: int, ctx):
     """Ask for ``text`` inside a box of the image: the phrase's pooled text embedding and the box
     are added to every conditioning entry (after boxes added before)."""
     from nodeflow.errors import NodeInputError
-    from nodeflow.loading.embeddings import EmbeddingFinder
     from nodeflow.sampling.gligen import add_box
 
     if clip is None:
         raise NodeInputError("clip", "no text encoder: the checkpoint given has no CLIP model")
-    _, pooled = clip.encode(text, EmbeddingFinder(ctx.paths.kind_dirs("embeddings")))  # (1, D)
+    _, pooled = clip.encode(text, embedding_finder(ctx.paths))  # (1, D)
     if pooled.shape[-1] != gligen_textbox_model.text_dim:
         raise NodeInputError("clip", f"its pooled text embedding is {pooled.shape[-1]} wide, the GLIGEN model reads "
                                      f"{gligen_textbox_model.text_dim} (SD1.x's CLIP ViT-L: 768)")

@@ -115,7 +115,7 @@ def test_clip_text_encode_fingerprint_follows_the_embedding_files_it_names(tmp_p
     import os
 
     from nodeflow.runtime.paths import Paths
-    from nodeflow_nodes.conditioning import embedding_files_fingerprint
+    from nodeflow.loading.embedding_files import embedding_files_fingerprint
 
     folder = tmp_path / "embeddings"
     folder.mkdir()
@@ -127,3 +127,23 @@ def test_clip_text_encode_fingerprint_follows_the_embedding_files_it_names(tmp_p
     assert embedding_files_fingerprint({"text": "a cat"}, paths) == ""
     os.utime(folder / "style.safetensors", ns=(1, 1))
     assert embedding_files_fingerprint(text, paths) != first
+
+
+@pytest.mark.parametrize("type_id", ["CLIPTextEncode", "GLIGENTextBoxApply"])
+def test_prompt_nodes_re_encode_when_an_embedding_file_they_name_is_replaced(tmp_path, type_id):
+    """Every node that encodes a prompt through the embeddings folder declares the embedding-file
+    fingerprint (GLIGENTextBoxApply lacked it: a replaced file left its cached output stale)."""
+    import os
+
+    from nodeflow.engine.registry import Registry
+    from nodeflow.runtime.paths import Paths
+
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    save_file({"emb_params": VECTORS.clone()}, str(folder / "style.safetensors"))
+    paths = Paths(models_dirs=(tmp_path,))
+    spec = Registry.load(paths).get(type_id)
+    inputs = {"text": "a cat, embedding:style"}
+    first = spec.fingerprint(inputs, paths)
+    os.utime(folder / "style.safetensors", ns=(1, 1))
+    assert spec.fingerprint(inputs, paths) != first
