@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from nodeflow.engine.registry import Registry
+from nodeflow.engine.workflow import NodeInstance, Workflow
 from nodeflow.formats import load_workflow
 from nodeflow.gui.examples import list_examples, missing_models, project_examples_dir
 from nodeflow.runtime.paths import Paths
@@ -40,6 +41,20 @@ def test_missing_models_name_each_file_and_its_folder(tmp_path):
     assert [str(m) for m in missing_models(workflow, registry, paths)] == [
         f"dreamshaper_8.safetensors -> {tmp_path / 'models' / 'checkpoints'} (node 4, ckpt_name)"]
 
+
+
+def test_a_model_named_the_windows_way_is_not_missing(tmp_path):
+    """The loader finds "sd15\\x.safetensors" in models/checkpoints/sd15/ (workflows made on
+    Windows): the missing-models list must not name it."""
+    (tmp_path / "models" / "checkpoints" / "sd15").mkdir(parents=True)
+    (tmp_path / "models" / "checkpoints" / "sd15" / "x.safetensors").write_bytes(b"")
+    paths = Paths(models_dirs=(tmp_path / "models",), assets_dir=tmp_path / "no-assets")
+    registry = Registry.load(paths)
+    workflow = Workflow({"4": NodeInstance("4", "CheckpointLoaderSimple", {"ckpt_name": "sd15\\x.safetensors"})})
+    assert paths.resolve_model("checkpoints", "sd15\\x.safetensors").name == "x.safetensors"
+    assert missing_models(workflow, registry, paths) == []
+    workflow.nodes["4"].inputs["ckpt_name"] = "sd15\\y.safetensors"
+    assert [m.file for m in missing_models(workflow, registry, paths)] == ["sd15\\y.safetensors"]
 
 EXAMPLES = r"""
 from nodeflow.gui.recent import RecentFiles

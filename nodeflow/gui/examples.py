@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nodeflow.errors import NodeflowError
 from nodeflow.runtime.paths import KIND_FOLDERS, project_assets_dir
 from nodeflow.spec import ModelFile
 
@@ -79,12 +80,20 @@ def missing_models(workflow, registry, paths) -> list[MissingModel]:
         fingerprint = registry.get(node.type).fingerprint
         if not isinstance(fingerprint, ModelFile):
             continue
-        available = set(paths.list_models(fingerprint.kind))
         for input_name in fingerprint.input_names:
             name = node.inputs.get(input_name)
-            if isinstance(name, str) and name and name not in available:
+            if isinstance(name, str) and name and not _resolves(paths, fingerprint.kind, name):
                 missing.append(MissingModel(node_id, input_name, name, model_folder(paths, fingerprint.kind)))
     return missing
+
+
+def _resolves(paths, kind: str, name: str) -> bool:
+    """Whether the loader will find ``name`` (as it looks: "sd15\\x.safetensors" from Windows too)."""
+    try:
+        paths.resolve_model(kind, name)
+    except (OSError, ValueError, NodeflowError):
+        return False
+    return True
 
 
 def model_folder(paths, kind: str) -> Path:
