@@ -241,10 +241,13 @@ def test_a_graph_with_a_text_box_runs(tiny, tmp_path):
     import numpy as np
     from PIL import Image
 
-    result = run_graph(tiny, tmp_path, with_box=True)
-    [saved] = result.outputs["9"][0]["images"]
-    pixels = np.asarray(Image.open(saved))
+    def image(with_box: bool):
+        [saved] = run_graph(tiny, tmp_path, with_box).outputs["9"][0]["images"]
+        return np.asarray(Image.open(saved)).astype(np.int16)
+
+    pixels, plain = image(True), image(False)
     assert pixels.shape == (64, 64, 3) and pixels.std() > 0
+    assert np.abs(pixels - plain).max() > 0  # the box reaches the image
 
 
 def test_only_the_entry_with_boxes_runs_the_gated_blocks(tiny):

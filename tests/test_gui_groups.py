@@ -109,6 +109,7 @@ def test_deleting_a_routed_link_or_a_reroute_keeps_the_document_consistent(regis
     vae, clip7 = Link("4", 2, "8", "vae"), Link("4", 1, "7", "clip")
     document.disconnect(vae)
     assert vae not in reroutes.routes(document.workflow) and {"10", "11"} <= set(document.workflow.ui["reroutes"])
+    assert reroutes.link_key(vae) not in [route["link"] for route in document.workflow.ui["routes"]]  # pruned
     document.undo()
     assert reroutes.routes(document.workflow)[vae] == ["10", "11"]
     reroutes.remove_reroutes(document, ["10"])
@@ -119,6 +120,7 @@ def test_deleting_a_routed_link_or_a_reroute_keeps_the_document_consistent(regis
     assert reroutes.routes(document.workflow)[vae] == ["11"]
     document.remove_nodes(["7"])
     assert clip7 not in reroutes.routes(document.workflow)
+    assert reroutes.link_key(clip7) not in [route["link"] for route in document.workflow.ui["routes"]]
     assert reroutes.routes(document.workflow)[Link("4", 1, "6", "clip")] == ["12"]  # the fan-out's other branch
     reroutes.move_reroutes(document, {"12": (10.0, 20.0)})
     assert document.workflow.ui["reroutes"]["12"]["pos"] == [10.0, 20.0]

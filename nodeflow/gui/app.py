@@ -32,6 +32,7 @@ from nodeflow.gui.examples import list_examples, missing_models, project_example
 from nodeflow.gui.examples_menu import fill_examples_menu, show_missing_models
 from nodeflow.gui.history import History, HistoryEntry, RunRecorder
 from nodeflow.gui.history_panel import HistoryPanel
+from nodeflow.gui.library_index import is_listed
 from nodeflow.gui.layout_actions import LayoutActions
 from nodeflow.gui.image_picker import ImagePicker
 from nodeflow.gui.link_drag import LinkDrag
@@ -246,7 +247,7 @@ class EditorApp:
         with dpg.window(tag="add_menu", show=False, no_title_bar=True, popup=True, autosize=True):
             categories: dict[str, list] = {}
             for spec in self.document.registry:
-                if not spec.category.startswith("_"):  # "_for_testing": ComfyUI's experiments, not for the menu
+                if is_listed(spec):  # not "_for_testing": ComfyUI's experiments
                     categories.setdefault(spec.category.split("/")[0], []).append(spec)
             for category in sorted(categories):
                 with dpg.menu(label=category):

@@ -18,11 +18,11 @@ HINT_COLOR = (150, 150, 150)
 CONFIRM_WIDTH = 380
 
 
-def ask_file(title: str, on_choice: Callable[[str], None], save: bool, folder: Path | None = None) -> None:
-    """The editor's file browser (file_browser.py) on workflows (JSON or PNG), in ``folder``
-    (default: the current folder); ``on_choice(path)`` once one is chosen (Save: a name,
+def ask_file(title: str, on_choice: Callable[[str], None], save: bool) -> None:
+    """The editor's file browser (file_browser.py) on workflows (JSON or PNG), in the current
+    folder; ``on_choice(path)`` once one is chosen (Save: a name,
     "workflow.json" proposed, ".json" added when missing)."""
-    file_browser.ask_path(title, lambda path: on_choice(str(path)), (WORKFLOWS,), save=save, folder=folder,
+    file_browser.ask_path(title, lambda path: on_choice(str(path)), (WORKFLOWS,), save=save,
                           name="workflow.json" if save else "")
 
 

@@ -55,7 +55,8 @@ class Document:
         self._redo.clear()
 
     def _changed(self, structural: bool = True) -> None:
-        reroutes.prune(self.workflow)  # a link gone takes its bends along (see reroutes.py)
+        if structural:  # only a structural edit removes links: a link gone takes its bends along
+            reroutes.prune(self.workflow)
         self.dirty = True
         self.revision += 1
         self.structure += int(structural)

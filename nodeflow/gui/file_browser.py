@@ -125,10 +125,6 @@ class FileBrowser:
                 dpg.add_text(entry.date_text())
             self.entries[row] = entry
 
-    def rows(self) -> list[tuple[int, Entry]]:
-        """(row item, entry) in the order shown (for tests: where to click)."""
-        return list(self.entries.items())
-
     def say(self, text: str) -> None:
         dpg.set_value(f"{TAG}_message", text)
 

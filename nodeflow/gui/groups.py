@@ -36,16 +36,16 @@ def box(group: dict[str, Any]) -> Box:
     return x, y, x + width, y + height
 
 
-def rgb(color: Any, default: str = DEFAULT_COLOR) -> tuple[int, int, int]:
+def rgb(color: Any) -> tuple[int, int, int]:
     """A "#rgb" / "#rrggbb" colour as (r, g, b); the default colour for anything else."""
-    text = color if isinstance(color, str) else default
+    text = color if isinstance(color, str) else DEFAULT_COLOR
     digits = text.lstrip("#")
     if len(digits) == 3:
         digits = "".join(d * 2 for d in digits)
     try:
         return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
     except ValueError:
-        return rgb(default) if text != default else (63, 120, 158)
+        return rgb(DEFAULT_COLOR)
 
 
 def members(group: dict[str, Any], node_boxes: dict[str, Box]) -> list[str]:

@@ -14,6 +14,7 @@ import dearpygui.dearpygui as dpg
 from nodeflow.engine.validate import types_compatible
 from nodeflow.gui.canvas import Canvas
 from nodeflow.gui.document import EditRefused
+from nodeflow.gui.library_index import is_listed
 from nodeflow.gui.run_view import show_status
 from nodeflow.gui.search import MAX_MATCHES, search_nodes
 
@@ -26,7 +27,7 @@ def linkable_nodes(registry, socket_type: str, text: str = "") -> list:
     search box ranks them, or all of them by name when ``text`` is empty. ComfyUI's testing
     nodes (category ``_for_testing``) are left out, as in the add-node menu."""
     found = search_nodes(registry, text) if text.strip() else sorted(registry, key=lambda spec: spec.display)
-    return [spec for spec in found if not spec.category.startswith("_") and first_input(spec, socket_type)]
+    return [spec for spec in found if is_listed(spec) and first_input(spec, socket_type)]
 
 
 def first_input(spec, socket_type: str) -> str | None:

@@ -17,8 +17,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from nodeflow.errors import ModelFileError
-from nodeflow.spec import ModelFile
+from nodeflow.engine.provenance import Provenance
 
 logger = logging.getLogger(__name__)
 
@@ -76,21 +75,10 @@ class NativeSizes:
         return self.known[key]
 
     def _model_files(self, workflow, registry) -> list[Path]:
-        """The files the graph's diffusion model loaders name (those that exist)."""
-        files = []
-        for node in workflow.nodes.values():
-            spec = registry.specs.get(node.type)
-            fingerprint = spec.fingerprint if spec is not None else None
-            if not isinstance(fingerprint, ModelFile) or fingerprint.kind not in MODEL_KINDS:
-                continue
-            name = node.inputs.get(fingerprint.input_name)
-            if not isinstance(name, str) or not name:
-                continue
-            try:
-                files.append(self.paths.resolve_model(fingerprint.kind, name))
-            except ModelFileError:  # a file not there: it tells nothing (the run reports it)
-                continue
-        return files
+        """The files the graph's diffusion model loaders name (those that exist; muted or
+        bypassed loaders too: they still tell the model the graph is for)."""
+        uses = Provenance.of(workflow, registry, self.paths, node_ids=list(workflow.nodes)).model_files
+        return [use.path for use in uses if use.kind in MODEL_KINDS]
 
 
 def size_values(size: Size) -> dict[str, int]:

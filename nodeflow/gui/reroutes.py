@@ -154,8 +154,6 @@ def remove_reroutes(document, reroute_ids: list[str]) -> None:
         for rid in present:
             del workflow.ui["reroutes"][rid]
         if not workflow.ui["reroutes"]:
-            del workflow.ui["reroutes"]
-        for route in workflow.ui.get("routes") or []:
-            route["via"] = [r for r in route["via"] if r not in present]
+            del workflow.ui["reroutes"]  # the routes lose these dots in prune, after the edit
 
     document.edit_layout(f"delete {len(present)} reroute(s)", change)

@@ -24,7 +24,7 @@ def search_nodes(registry, text: str) -> list:
     text = text.strip().lower()
     if not text:
         return []
-    squeezed = text.replace(" ", "")
+    squeezed, words = text.replace(" ", ""), text.split()
 
     def rank(spec) -> tuple[int, int]:
         names = (spec.display.lower(), spec.id.lower())
@@ -33,12 +33,12 @@ def search_nodes(registry, text: str) -> list:
         elif any(name.startswith(text) for name in names):
             place = 1
         else:
-            words = text.split()
             place = 2 if any(all(word in name for word in words) for name in names) else 3
         return place, len(spec.display)
 
-    found = [s for s in registry if rank(s)[0] < 3 or text in s.description.lower()]
-    return sorted(found, key=rank)
+    ranked = [(rank(spec), spec) for spec in registry]
+    found = [(r, spec) for r, spec in ranked if r[0] < 3 or text in spec.description.lower()]
+    return [spec for _, spec in sorted(found, key=lambda pair: pair[0])]
 
 
 class NodeSearch:

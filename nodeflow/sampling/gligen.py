@@ -53,7 +53,7 @@ def gligen_patches(option: tuple, shape: tuple[int, ...]) -> UNetPatches:
         raise ValueError(f"GLIGEN conditioning of kind {kind!r}: only {POSITION!r} (GLIGENTextBoxApply) is known")
     height, width = shape[-2:]
     pooled = [p.reshape(1, -1).float() for p, *_ in boxes]
-    embeddings = torch.cat(pooled) if pooled else torch.zeros(0, model.text_dim)  # (n, D)
+    embeddings = torch.cat(pooled)  # (n, D): add_box always adds one
     with torch.no_grad():
         tokens = model.grounding_tokens(embeddings, box_fractions(boxes, height, width))  # (1, 30, key_dim)
     return UNetPatches(middle_patch=(GatedBlocks(model, tokens),))

@@ -74,6 +74,11 @@ def diffusers_pipeline(path: Path, unet_config, vae_config, clip_sizes: dict, fo
                                              requires_safety_checker=False)
 
 
+def per_step(stamps: list[float]) -> float:
+    """Seconds per step from the times each step ended (the first step's start-up left out)."""
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
@@ -81,6 +86,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="a scaled-down config (seconds)")
     args = parser.parse_args()
+    from nodeflow.engine.events import Progress
     from nodeflow.engine.executor import Executor
     from nodeflow.engine.registry import Registry
     from nodeflow.models.unet import UNetConfig
@@ -108,9 +114,9 @@ def main() -> None:
             stamps: list[float] = []
             started = time.perf_counter()
             executor.run(workflow, preview_every=0,  # the sampler's steps, timed as they end
-                         on_event=lambda event: stamps.append(time.perf_counter()) if type(event).__name__ == "Progress" else None)
+                         on_event=lambda event: stamps.append(time.perf_counter()) if isinstance(event, Progress) else None)
             times["ours"].append(time.perf_counter() - started)
-            steps["ours"].append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+            steps["ours"].append(per_step(stamps))
             stamps = []
             started = time.perf_counter()
             with torch.no_grad():
@@ -118,7 +124,7 @@ def main() -> None:
                          guidance_scale=7.0, generator=torch.Generator().manual_seed(run),
                          callback_on_step_end=lambda pipe, i, t, kwargs: stamps.append(time.perf_counter()) or kwargs)
             times["diffusers"].append(time.perf_counter() - started)
-            steps["diffusers"].append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+            steps["diffusers"].append(per_step(stamps))
     ours, theirs = statistics.median(times["ours"]), statistics.median(times["diffusers"])
     our_step, their_step = statistics.median(steps["ours"]), statistics.median(steps["diffusers"])
     what = "scaled-down" if args.tiny else "SD1.5-size"
