@@ -157,6 +157,28 @@ def test_image_equals_comfyuis(tmp_path, name):
         assert wrong_largest > 2 and wrong_fraction >= 0.25, (what, wrong_largest, wrong_fraction)
 
 
+@pytest.mark.parametrize("name", ["sdxl karras non-square", "sd2 v-prediction"])
+def test_image_equals_comfyuis_with_every_convolution_on_the_gemm_path(tmp_path, monkeypatch, name):
+    """The CPU's unfold + GEMM convolution (nodeflow.models.conv), which full-size U-Nets take at
+    their deepest levels, forced onto every 3x3 convolution of the tiny models: the images stay
+    within the bound."""
+    from nodeflow.models import conv
+
+    monkeypatch.setattr(conv, "GEMM_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(conv, "GEMM_MAX_POSITIONS", 2**62)
+    calls = []
+    gemm_conv2d = conv.gemm_conv2d
+    monkeypatch.setattr(conv, "gemm_conv2d", lambda *a: calls.append(a) or gemm_conv2d(*a))
+    job = JOBS[name]
+    path, sources = write_family_checkpoint(tmp_path / "models" / "checkpoints" / "model.safetensors", job.family)
+    ours = nodeflow_image(tmp_path, job)
+    assert len(calls) > 10 * job.steps  # the U-Net's ResBlocks, Downsamples and Upsamples at every step
+    expected = render(path, original_config(tiny_unet(job.family), TINY_VAE, SCALE[job.family]), sources, job)
+    largest, fraction = differing(ours, expected)
+    print(f"{name}, GEMM convolutions: largest difference {largest}/255, {fraction:.2%} of values differ")
+    assert largest <= 2 and fraction <= 0.01, (largest, fraction)
+
+
 def test_reference_would_see_a_wrong_convention(tmp_path):
     """The comparison can fail: the same job with CLIP-G padded like CLIP-L (49407, the SD1 pad
     token) in the reference gives a visibly different image."""
