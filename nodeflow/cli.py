@@ -42,11 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--verbose", "-v", action="store_true", help="log details")
         command.add_argument("--debug", action="store_true", help="log details and show tracebacks")
 
+    def model_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+        command.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+        command.add_argument("--compile", action="store_true",
+                             help="compile the U-Net with torch.compile (the first run takes longer; later runs "
+                                  "of the same shapes are faster, mostly on a GPU)")
+        command.add_argument("--vram", default="auto", choices=["auto", "low", "normal", "high"],
+                             help="GPU memory use: low streams the U-Net's blocks from the CPU and keeps the text "
+                                  "encoders and VAE there until used (SDXL in 4 GB); normal and high keep every "
+                                  "model on the GPU; auto: low when the GPU's free memory is short")
+
     run = commands.add_parser("run", help="run a workflow (JSON, ComfyUI JSON, or a PNG with one)")
     run.add_argument("workflow", type=Path)
     common(run)
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    run.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    model_options(run)
     run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="override a literal input, e.g. --set 3.seed=42 (parsed by the input's type)")
     run.add_argument("--json", action="store_true",
@@ -81,8 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gui = commands.add_parser("gui", help="open the node editor")
     gui.add_argument("workflow", type=Path, nargs="?")
-    gui.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    gui.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    model_options(gui)
     common(gui)
     return parser
 
@@ -162,7 +171,7 @@ def command_run(args: argparse.Namespace) -> int:
     printer = EventPrinter(quiet=args.quiet)
     with preview_session(paths) as session_paths:  # PreviewImage files last as long as the run
         result = run_interruptibly(Executor(registry, session_paths, _cache(config)), workflow,
-                                   device=resolve_device(args.device), dtype=args.dtype, on_event=printer,
+                                   **_model_options(args), on_event=printer,
                                    preview_every=0)  # nothing shows previews on a terminal
     if args.json:
         summary = {"files": printer.saved, "texts": printer.texts, "executed": result.executed,
@@ -241,7 +250,7 @@ def command_sweep(args: argparse.Namespace, config, paths, registry, workflow) -
             outcome = interruptibly(lambda cancel: run_sweep(
                 executor, workflow, manifest, cancel_event=cancel, on_event=printer,
                 on_job_started=reporter.started, on_job_finished=reporter.finished,
-                font_path=font_path, device=device, dtype=args.dtype, preview_every=0))
+                font_path=font_path, **_model_options(args, device), preview_every=0))
     executed = sum(len(r.executed) for r in outcome.results)
     cached = sum(len(r.cached) for r in outcome.results)
     failed = [r for r in outcome.results if r.status == "failed"]
@@ -303,7 +312,8 @@ def _ray_pool(args: argparse.Namespace, workflow, manifest, plan):
 
     jobs = plan.jobs if plan is not None else [Job.from_dict(e) for e in manifest.jobs if e["status"] != "done"]
     settings = WorkerSettings(workflow.to_dict(), tuple(shared(d) for d in args.models_dir or ()),
-                              shared(args.input_dir), shared(args.custom_nodes), args.device, args.dtype)
+                              shared(args.input_dir), shared(args.custom_nodes), args.device, args.dtype,
+                              args.compile, args.vram)
     return open_pool(args.ray, settings, args.ray_workers, list(jobs),
                      on_started=lambda workers: _note(args, "Ray workers: " + ", ".join(map(str, workers))))
 
@@ -461,8 +471,8 @@ def command_gui(args: argparse.Namespace) -> int:
     from nodeflow.loading.native_size import native_size  # the editor may not import loading: given to it
 
     config = _settings(args)
-    return app.main(args.workflow, _paths(args, config), cache=_cache(config), device=resolve_device(args.device),
-                    dtype=args.dtype, preview_every=config.preview_every, native_size=native_size)
+    return app.main(args.workflow, _paths(args, config), cache=_cache(config), preview_every=config.preview_every,
+                    native_size=native_size, **_model_options(args))
 
 
 def apply_override(workflow, assignment: str, registry=None) -> None:
@@ -507,6 +517,12 @@ def parse_value(raw: str, socket_type: str | None = None) -> Any:
         return parse_json(raw, "the value")  # within the bounds of workflow files (depth, digits, Unicode)
     except NotJson:
         return raw  # text
+
+
+def _model_options(args, device: str | None = None) -> dict[str, Any]:
+    """Executor.run's model options from the command line (``device``: already resolved)."""
+    return dict(device=device or resolve_device(args.device), dtype=args.dtype, compile=args.compile,
+                vram=args.vram)
 
 
 def resolve_device(name: str) -> str:

@@ -33,6 +33,15 @@ def _text_device(device: str, ctx):
     return "cpu" if device == "cpu" else ctx.device
 
 
+def _prepared(model, ctx):
+    """The loaded MODEL as the run asks for it: compiled with ``--compile``."""
+    if ctx.compile:
+        from nodeflow.sampling.compiled import compile_unet
+
+        compile_unet(model)
+    return model
+
+
 @node("CheckpointLoaderSimple", display="Load Checkpoint", category="loaders",
       inputs=[Choice("ckpt_name", lambda paths: paths.list_models("checkpoints"),
                      tooltip="A checkpoint from the checkpoints folder: an SD1.x, SD2.x or SDXL (base, refiner, "
@@ -45,7 +54,7 @@ def checkpoint_loader_simple(ckpt_name: str, ctx):
 
     checkpoint = load_checkpoint(ctx.paths.resolve_model("checkpoints", ckpt_name),
                                  device=ctx.device, dtype=ctx.dtype)
-    return (checkpoint.model, checkpoint.clip, checkpoint.vae)
+    return (_prepared(checkpoint.model, ctx), checkpoint.clip, checkpoint.vae)
 
 
 @node("VAELoader", display="Load VAE", category="loaders",
@@ -69,8 +78,9 @@ def unet_loader(unet_name: str, weight_dtype: str, ctx):
     """Load a standalone diffusion model (U-Net) file, without its text encoder or VAE."""
     from nodeflow.loading.diffusion_model import load_diffusion_model
 
-    return (load_diffusion_model(ctx.paths.resolve_model("diffusion_models", unet_name), device=ctx.device,
-                                 dtype=ctx.dtype, weight_dtype=weight_dtype),)
+    model = load_diffusion_model(ctx.paths.resolve_model("diffusion_models", unet_name), device=ctx.device,
+                                 dtype=ctx.dtype, weight_dtype=weight_dtype)
+    return (_prepared(model, ctx),)
 
 
 @node("CLIPLoader", display="Load CLIP", category="advanced/loaders",

@@ -29,6 +29,8 @@ class RunContext:
 
     device: str = "cpu"
     dtype: str = "auto"
+    compile: bool = False  # --compile: the loaders compile the U-Net (torch.compile)
+    vram: str = "auto"  # --vram: auto, low, normal or high (nodeflow.runtime.vram)
     paths: Paths = field(default_factory=Paths)
     node_id: str = ""
     provenance: Provenance | None = None  # output nodes only: what made the run (see provenance)

@@ -51,13 +51,14 @@ class Executor:
         self.paths = paths or Paths()
         self.cache = cache if cache is not None else OutputCache()
 
-    def run(self, workflow: Workflow, *, device: str = "cpu", dtype: str = "auto",
-            on_event: Callable[[events.Event], None] | None = None,
+    def run(self, workflow: Workflow, *, device: str = "cpu", dtype: str = "auto", compile: bool = False,
+            vram: str = "auto", on_event: Callable[[events.Event], None] | None = None,
             cancel_event: threading.Event | None = None, preview_every: int = 1) -> RunResult:
         """Validate and run ``workflow``; raises ``ValidationError``, ``NodeError``, ``Cancelled``.
         ``preview_every``: steps between the live previews long nodes report (0: none); without
         ``on_event`` nobody sees them, so none are made (a tiny VAE's decoded preview doubled the
-        time of a small txt2img)."""
+        time of a small txt2img). ``device``, ``dtype``, ``compile``, ``vram``: how the loaders place
+        and prepare models (RunContext)."""
         if on_event is None:
             preview_every = 0
         started = time.perf_counter()
@@ -68,7 +69,7 @@ class Executor:
             raise ValidationError(problems)
         plan = graphs.plan(workflow, self.registry, links, graph)
         provenance = Provenance.of(workflow, self.registry, self.paths, plan.order)
-        context = RunContext(device=device, dtype=dtype, paths=self.paths, on_event=on_event or (lambda event: None),
+        context = RunContext(device=device, dtype=dtype, compile=compile, vram=vram, paths=self.paths, on_event=on_event or (lambda event: None),
                              cancel_event=cancel_event or threading.Event(), preview_every=preview_every)
         result = RunResult()
         context.on_event(events.RunStarted(plan.order))

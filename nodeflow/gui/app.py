@@ -66,12 +66,12 @@ class EditorApp:
     """The window over a session's document: its menus and keys, and the parts they act on."""
 
     def __init__(self, document: Document, executor, paths, recovery: RecoveryFolder,
-                 recent: RecentFiles | None = None, device: str = "cpu", dtype: str = "auto",
-                 preview_every: int = 1, native_size=None) -> None:
+                 recent: RecentFiles | None = None, preview_every: int = 1, native_size=None,
+                 **run_options) -> None:
         self.executor, self.paths = executor, paths
         self.session = Session(document, recovery, recent or RecentFiles(default_recent_file()),
                                on_recent_changed=self._fill_recent_menu)
-        self.worker = Worker(executor, device, dtype, preview_every)
+        self.worker = Worker(executor, preview_every, **run_options)
         self.runs = RunQueue()  # Run adds to it; frame() starts the next when the worker is free
         self.recorder: RunRecorder | None = None  # watches the run going, for the history
         self.history = History()
@@ -641,16 +641,17 @@ class EditorApp:
 
 
 def main(workflow_path: Path | None, paths, screenshot: Path | None = None, frames: int | None = None,
-         cache=None, device: str = "cpu", dtype: str = "auto", preview_every: int = 1, native_size=None) -> int:
+         cache=None, preview_every: int = 1, native_size=None, **run_options) -> int:
     """Open the editor (``frames``/``screenshot``: render that many frames, save one and quit;
-    for tests and documentation; ``native_size``: see EditorApp)."""
+    for tests and documentation; ``native_size``: see EditorApp; ``run_options``: Executor.run's
+    device, dtype, compile and vram)."""
     from nodeflow.runtime.preview_folders import preview_session
 
     with preview_session(paths) as session_paths:  # preview files go when the window closes
         return _run_window(workflow_path, session_paths, screenshot, frames,
                            lambda document, executor, recovery: EditorApp(
-                               document, executor, session_paths, recovery, device=device, dtype=dtype,
-                               preview_every=preview_every, native_size=native_size), cache)
+                               document, executor, session_paths, recovery, preview_every=preview_every,
+                               native_size=native_size, **run_options), cache)
 
 
 def _run_window(workflow_path: Path | None, paths, screenshot: Path | None, frames: int | None, make_app,

@@ -91,8 +91,8 @@ class SweepPanel:
             self._say(str(error), error=True)
             return
         total = len(prepared.plan.jobs)
-        task = sweep_task(prepared, self.worker.executor, font_file(self.paths.assets_dir), device=self.worker.device,
-                          dtype=self.worker.dtype, preview_every=self.worker.preview_every)
+        task = sweep_task(prepared, self.worker.executor, font_file(self.paths.assets_dir), **self.worker.run_options,
+                          preview_every=self.worker.preview_every)
         self.worker.start_task(task)
         self.running = True
         self.on_started()

@@ -51,8 +51,9 @@ class RunProgress:
 
 
 class Worker:
-    def __init__(self, executor, device: str = "cpu", dtype: str = "auto", preview_every: int = 1) -> None:
-        self.executor, self.device, self.dtype = executor, device, dtype
+    def __init__(self, executor, preview_every: int = 1, **run_options) -> None:
+        """``run_options``: Executor.run's device, dtype, compile and vram for every run."""
+        self.executor, self.run_options = executor, run_options
         self.preview_every = preview_every
         self.events: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
@@ -87,7 +88,7 @@ class Worker:
 
     def _run(self, workflow) -> None:
         try:
-            self.executor.run(workflow, device=self.device, dtype=self.dtype,
+            self.executor.run(workflow, **self.run_options,
                               on_event=self.events.put, cancel_event=self._cancel,
                               preview_every=self.preview_every)
         except Cancelled:

@@ -33,6 +33,8 @@ class WorkerSettings:
     custom_nodes: str | None = None
     device: str = "auto"  # resolved on the worker
     dtype: str = "auto"
+    compile: bool = False
+    vram: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class SweepWorker:
             logger.warning("worker %s: node pack %s skipped: %s", name, problem.source, problem.error)
         self._cache = OutputCache({**DEFAULT_BUDGETS, **config.cache_bytes})
         self._workflow = Workflow.from_dict(settings.workflow, "the sweep's workflow")
-        self._dtype = settings.dtype
+        self._models = dict(dtype=settings.dtype, compile=settings.compile, vram=settings.vram)
         self._cancel = threading.Event()
         self._jobs_run = 0
         self.info = WorkerInfo(name, os.getpid(), socket.gethostname(), str(resolve_device(settings.device)))
@@ -110,7 +112,7 @@ class SweepWorker:
         executor = Executor(self._registry, replace(self._paths, output_dir=folder), self._cache)
         task = Job.from_dict(job)
         result = run_job(executor, job_workflow(self._workflow, task, sweep_id), task.index,
-                         cancel_event=self._cancel, on_event=listen, device=self.info.device, dtype=self._dtype,
+                         cancel_event=self._cancel, on_event=listen, device=self.info.device, **self._models,
                          preview_every=0)
         return {"result": result.to_dict(), "files": pack_files(folder, saved)}
 
