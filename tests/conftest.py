@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 
@@ -37,18 +39,14 @@ def stub_registry():
 
 @pytest.fixture(scope="session")
 def display():
-    """An Xvfb display (1400 x 900) for the window tests, shared by their modules; DISPLAY points at it."""
-    import os
+    """An Xvfb display (1400 x 900) for the window tests, shared by their modules; DISPLAY points at it.
+    The first free number from 90 on (no lock file; one a starting server loses to another is
+    skipped), so test runs side by side never share a display."""
     import shutil
-    import subprocess
-    import time
 
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed")
-    number = 90 + os.getpid() % 8
-    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1400x900x24"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
+    server, number = _start_xvfb()
     previous = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = f":{number}"
     yield f":{number}"
@@ -57,3 +55,24 @@ def display():
         os.environ.pop("DISPLAY", None)
     else:
         os.environ["DISPLAY"] = previous
+
+
+def _start_xvfb():
+    """(the Xvfb process, its display number), once its socket accepts clients."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    for number in range(90, 190):
+        if Path(f"/tmp/.X{number}-lock").exists():
+            continue
+        server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1400x900x24"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while server.poll() is None and time.monotonic() < deadline:
+            if Path(f"/tmp/.X11-unix/X{number}").exists():
+                time.sleep(0.2)  # the socket is made before the server listens on it
+                return server, number
+            time.sleep(0.05)
+        server.kill()  # another server took the number first, or it never started
+    pytest.fail("no Xvfb display could be started on :90-:189")

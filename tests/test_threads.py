@@ -77,11 +77,12 @@ def test_attention_scores_count_every_transformer_block():
 def test_a_small_unet_on_a_large_latent_is_not_small_work():
     """Parameters x positions call the scaled-down U-Net at 32x32 small work; its attention (1024
     tokens) makes it large enough for all threads, while the embedded size (8x8) stays on one."""
-    from nodeflow.models.unet import UNetModel
+    from nodeflow.models.unet import UNetConfig, UNetModel
     from nodeflow.sampling.ksampler import _sampling_threads
-    from tests.test_single_file_parity import TINY_UNET
 
-    model = type("Model", (), {"unet": UNetModel(TINY_UNET)})()
+    # bench_pipeline.py --tiny's U-Net (test_single_file_parity's, which needs diffusers to import)
+    config = UNetConfig(model_channels=32, channel_mult=(1, 2, 2), transformer_depth=(1, 1, 0), context_dim=128)
+    model = type("Model", (), {"unet": UNetModel(config)})()
     assert threads.threads_for(threads.network_work(model.unet, 32 * 32), available=2) == 1
     with cpu_threads(2):
         assert _sampling_threads(model, torch.zeros(1, 4, 32, 32)) == 2
