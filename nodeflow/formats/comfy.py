@@ -33,6 +33,7 @@ from nodeflow.engine.graph import active_links
 from nodeflow.engine.workflow import Link, NodeInstance, Workflow, is_numeric_id, link_order, node_id_order
 from nodeflow.formats.auto_layout import default_positions
 from nodeflow.formats.comfy_subgraphs import flatten_subgraphs
+from nodeflow.formats.reroute_layout import routes
 
 log = logging.getLogger(__name__)
 
@@ -526,12 +527,7 @@ def _wires(workflow: Workflow, ordered: list[Link], link_ids: dict[Link, int],
     reroutes is several wires (the last keeps the link's own id; those before it are shared by
     the links fanning out from the same reroute); ends are ("node", id, output index or input
     name) or ("reroute", id)."""
-    present = set(workflow.links)
-    via_of = {}
-    for route in workflow.ui.get("routes") or []:
-        link, via = Link(*route["link"]), [r for r in route.get("via", []) if r in reroute_ids]
-        if link in present and via:
-            via_of[link] = via
+    via_of = routes(workflow)  # reroute_ids holds every reroute the workflow has
     wires = {}
     shared: dict[tuple, int] = {}
     for link in ordered:
@@ -548,11 +544,15 @@ def _wires(workflow: Workflow, ordered: list[Link], link_ids: dict[Link, int],
 def _reroute_nodes(workflow: Workflow, reroute_ids: dict[str, int], wires: dict, link_type: Any,
                    order: int) -> list[dict[str, Any]]:
     """The reroute dots as LiteGraph Reroute nodes, wired as ``wires`` says."""
+    into_dot, out_of_dot = {}, {}
+    for wire_id, (start, finish, _) in sorted(wires.items()):
+        if finish[0] == "reroute":
+            into_dot.setdefault(finish[1], wire_id)
+        if start[0] == "reroute":
+            out_of_dot.setdefault(start[1], []).append(wire_id)
     nodes = []
     for offset, (reroute_id, number) in enumerate(sorted(reroute_ids.items(), key=lambda item: item[1])):
-        point = ("reroute", reroute_id)
-        into = next((wire_id for wire_id, (_, finish, _) in wires.items() if finish == point), None)
-        out = sorted(wire_id for wire_id, (start, _, _) in wires.items() if start == point)
+        into, out = into_dot.get(reroute_id), out_of_dot.get(reroute_id, [])
         kind = link_type(wires[into][2]) if into is not None else "*"
         nodes.append({"id": number, "type": "Reroute",
                       "pos": list(workflow.ui["reroutes"][reroute_id].get("pos") or [0.0, 0.0]), "size": [75, 26],

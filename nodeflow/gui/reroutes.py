@@ -22,38 +22,16 @@ No dearpygui here: reroute_dots.py draws them; this module is tested without a d
 
 from __future__ import annotations
 
-from typing import Any
 
 from nodeflow.engine.workflow import Link, Workflow, is_numeric_id
+from nodeflow.formats.reroute_layout import link_key, reroutes, routes  # noqa: F401 (this module's API too)
 
 #: One end of a drawn segment: ("node", node id, output index or input name) or ("reroute", id).
 End = tuple
 
 
-def link_key(link: Link) -> list:
-    """A link as a route stores it (JSON: a list)."""
-    return [link.src, link.src_output, link.dst, link.dst_input]
-
-
-def reroutes(workflow: Workflow) -> dict[str, dict[str, Any]]:
-    return workflow.ui.get("reroutes") or {}
-
-
 def position(workflow: Workflow, reroute_id: str) -> list[float]:
     return list(reroutes(workflow).get(reroute_id, {}).get("pos") or [0.0, 0.0])
-
-
-def routes(workflow: Workflow) -> dict[Link, list[str]]:
-    """Each link drawn through reroutes, with the reroutes it passes, source side first (only
-    routes of links the workflow has, through reroutes it has)."""
-    known, present = set(reroutes(workflow)), set(workflow.links)
-    found = {}
-    for route in workflow.ui.get("routes") or []:
-        link = Link(*route["link"])
-        via = [r for r in route.get("via", []) if r in known]
-        if link in present and via:
-            found[link] = via
-    return found
 
 
 def prune(workflow: Workflow) -> None:
