@@ -121,6 +121,17 @@ class Document:
 
     def connect(self, src: str, src_output: int, dst: str, dst_input: str) -> Link:
         """Link an output to an input; refuses type mismatches and cycles, replaces an old link."""
+        link = self.check_connect(src, src_output, dst, dst_input)
+        self._record("connect")
+        self.workflow.links = linked(self.workflow.links, link)
+        self._changed()
+        return link
+
+    def check_connect(self, src: str, src_output: int, dst: str, dst_input: str,
+                      links: list[Link] | None = None) -> Link:
+        """The link ``connect`` would make, or EditRefused saying why not; nothing changes.
+        ``links``: the links to check a cycle against (default: the workflow's), for callers that
+        plan several links at once (reroute_wiring)."""
         source = self.registry.get(self.workflow.nodes[src].type)
         target = self.registry.get(self.workflow.nodes[dst].type)
         input_spec = target.input(dst_input)
@@ -129,18 +140,9 @@ class Document:
         out_type = source.outputs[src_output].type
         if not types_compatible(out_type, input_spec.type):
             raise EditRefused(f"cannot connect {out_type} to {target.display}.{dst_input} ({input_spec.type})")
-        if src == dst or self._reaches(dst, src):
+        if src == dst or _reaches(self.workflow.links if links is None else links, dst, src):
             raise EditRefused("that link would make a cycle")
-        self._record("connect")
-        link = Link(src, src_output, dst, dst_input)
-        self.workflow.links = [l for l in self.workflow.links if (l.dst, l.dst_input) != (dst, dst_input)]
-        self.workflow.links.append(link)
-        self._changed()
-        return link
-
-    def _reaches(self, start: str, goal: str) -> bool:
-        graph = nx.DiGraph([(l.src, l.dst) for l in self.workflow.links])
-        return start in graph and goal in graph and nx.has_path(graph, start, goal)
+        return Link(src, src_output, dst, dst_input)
 
     def disconnect(self, link: Link) -> None:
         if link not in self.workflow.links:
@@ -289,3 +291,13 @@ def _is_our_format(path: Path) -> bool:
         return json.loads(Path(path).read_text(encoding="utf-8")).get("format") == "nodeflow-workflow"
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def linked(links: list[Link], link: Link) -> list[Link]:
+    """``links`` with ``link`` added, replacing the link that fed its input before (one per input)."""
+    return [old for old in links if (old.dst, old.dst_input) != (link.dst, link.dst_input)] + [link]
+
+
+def _reaches(links: list[Link], start: str, goal: str) -> bool:
+    graph = nx.DiGraph([(l.src, l.dst) for l in links])
+    return start in graph and goal in graph and nx.has_path(graph, start, goal)

@@ -9,21 +9,20 @@ the links drawn through it. So, as ComfyUI users expect:
 - dragging an output (or another dot's output) into a dot's input gives every link through the
   dot that source instead; each keeps its route from the dot on.
 
-Either is one undoable edit that follows the document's own rules for links: ``Document.connect``
-is run first on a copy of the workflow, so a type mismatch, a cycle or a missing input is refused
-with connect's own message (``EditRefused``), and an occupied input loses its old link as usual;
-then the links it made and their routes are applied to the document as one layout edit.
+Either is one undoable edit that follows the document's own rules for links: each new link is
+checked by ``Document.check_connect`` against the links planned before it, so a type mismatch, a
+cycle or a missing input is refused with connect's own message (``EditRefused``), and an
+occupied input loses its old link as usual; then the links and their routes are applied to the
+document as one layout edit.
 
 No dearpygui here: reroute_dots.py turns the editor's link callback into these calls.
 """
 
 from __future__ import annotations
 
-import copy
-
 from nodeflow.engine.workflow import Link, Workflow
 from nodeflow.gui import reroutes
-from nodeflow.gui.document import Document, EditRefused
+from nodeflow.gui.document import Document, EditRefused, linked
 
 #: Where a link comes from: (node id, output index, the dots it passes first, source side first).
 Source = tuple
@@ -72,14 +71,14 @@ def route_into_dot(document: Document, source: Source, reroute_id: str) -> list[
 
 def _wire(document: Document, wanted: dict[Link, list[str]], label: str) -> list[Link]:
     """Make the links ``wanted`` with their routes as one edit; nothing when all are there already.
-    The copy's ``connect`` refuses what the document would and says which links it replaces."""
+    Refused (EditRefused) where ``Document.connect`` would refuse one of them."""
     current = reroutes.routes(document.workflow)
     if all(link in document.workflow.links and current.get(link, []) == via for link, via in wanted.items()):
         return []
-    trial = Document(document.registry, copy.deepcopy(document.workflow))
-    for link in wanted:
-        trial.connect(link.src, link.src_output, link.dst, link.dst_input)  # raises EditRefused
-    links = list(trial.workflow.links)
+    links = list(document.workflow.links)
+    for link in wanted:  # checked against the links planned so far, as one connect after another
+        document.check_connect(link.src, link.src_output, link.dst, link.dst_input, links)  # EditRefused
+        links = linked(links, link)
 
     def change(workflow: Workflow) -> None:
         workflow.links = list(links)
