@@ -43,6 +43,7 @@ SCRIPTS = [
     ("models", ["--sdxl"], False, 3600),
     ("loading", [], False, 3600),
     ("embedded_quality", [], False, 3600),
+    ("gpu", [], False, 900),
 ]
 
 
