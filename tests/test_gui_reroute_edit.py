@@ -263,3 +263,35 @@ def test_window_adds_a_reroute_on_a_clicked_link_and_wires_a_fan_out_from_it(dis
     assert result["undo_0"] == "add reroute"
     assert result["undo"] == "connect" and ["4", 2, extra, "vae"] not in result["links_undone"]
     assert result["undo_2"] == "add reroute" and result["layout_left"] == []
+
+
+REBUILD = r"""
+document = Document.open(registry, Path("tests/data/comfy/txt2img_ui.json"))
+document.move("4", (20.0, 120.0))
+document.move("8", (700.0, 40.0))
+open_window(editor_for(document))
+canvas = app.canvas
+vae = [link for link in document.workflow.links if link.dst_input == "vae"][0]
+a = canvas.pin_centre(canvas.port_to_pin[(vae.src, "out", vae.src_output)])
+b = canvas.pin_centre(canvas.port_to_pin[(vae.dst, "in", "vae")])
+drive(["mousemove", int((a[0] + b[0]) / 2), int((a[1] + b[1]) / 2)], ["click", 1])
+seen = {"before": [str(canvas.link_items.get(i)) for i in dpg.get_selected_links("editor")]}
+document.add_node("VAEDecode", (700.0, 400.0))  # structural edits: the canvas is rebuilt ...
+frames(1)
+document.disconnect([l for l in document.workflow.links if l.dst_input == "samples"][0])  # ... links move up
+frames(3)
+seen["after"] = [str(canvas.link_items.get(i)) for i in dpg.get_selected_links("editor")]
+report(**seen)
+"""
+
+
+@pytest.mark.gui
+def test_window_a_rebuild_leaves_no_link_selected(display, tmp_path):
+    """imnodes keeps a link selection by position: after a rebuild in which the links moved up it
+    marked the MODEL link (seen without the fix), and Delete would have removed a link the user
+    never clicked. The rebuild clears it."""
+    from tests.test_gui_window import run_scenario
+
+    result = run_scenario(tmp_path, REBUILD)
+    assert result["before"] == [str(VAE)], result
+    assert result["after"] == [], result

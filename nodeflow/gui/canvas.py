@@ -93,7 +93,9 @@ class Canvas:
             self.rebuild()
 
     def rebuild(self) -> None:
-        """Recreate the canvas from the document (after structural edits)."""
+        """Recreate the canvas from the document (after structural edits). A link selection goes:
+        imnodes keeps it by position, so it would land on whichever link the rebuild puts there."""
+        dpg.clear_selected_links("editor")
         dpg.delete_item("editor", children_only=True)
         for table in (self.pin_to_port, self.port_to_pin, self.pin_types, self.node_items, self.link_items,
                       self.widget_popups, self.sized_items):

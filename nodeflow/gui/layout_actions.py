@@ -114,7 +114,6 @@ class LayoutActions:
 
     def _add_reroute(self, piece, screen) -> bool:
         ends, links, _ = piece
-        dpg.clear_selected_links("editor")  # imnodes would keep it by index, on whichever link the rebuild puts there
         added = reroutes.add_reroute(self.document, ends, links, self.canvas.reroute_dots.dot_position(screen))
         if added is not None:
             self.status("added a reroute" + (f" on {len(links)} links" if len(links) > 1 else ""))

@@ -140,7 +140,6 @@ class RerouteDots:
         out_dot, in_dot = self.dot_of(out_pin), self.dot_of(in_pin)
         if out_dot is None and in_dot is None:
             return False
-        dpg.clear_selected_links("editor")  # imnodes would keep it by index, on whichever link the rebuild puts there
         try:
             if in_dot is None:
                 target = self.canvas.pin_to_port.get(in_pin)
