@@ -52,14 +52,16 @@ def test_targets_are_the_literal_inputs_labelled_by_title_and_input(registry):
     assert not [label for label in labels if "image1" in label or "images" in label]  # links, not values
 
 
-def test_a_bad_value_is_the_clis_message_and_nothing_is_written(registry, paths):
+def test_a_bad_value_is_the_clis_message_for_the_axis_and_nothing_is_written(registry, paths):
+    """The CLI's check and words, but naming the panel's axis and input, not CLI syntax."""
     document = image_document(registry)
     [target] = [t for t in sweep_targets(document.workflow, registry) if t.key == "1.width"]
     with pytest.raises(SweepError) as caught:
         prepare_sweep(document.workflow, registry, paths, [(target, "8,abc")], "untitled")
     with pytest.raises(SweepError) as cli:
         parse_spec(["1.width=8,abc"], document.workflow, registry, paths)
-    assert str(caught.value) == str(cli.value)
+    assert str(cli.value).startswith("--sweep '1.width=8,abc': ")
+    assert str(caught.value) == str(cli.value).replace("--sweep '1.width=8,abc'", f"X ({target.label})")
     assert "'abc' is not an integer" in str(caught.value)
     with pytest.raises(SweepError, match="is empty"):
         prepare_sweep(document.workflow, registry, paths, [(target, "8..1:2")], "untitled")

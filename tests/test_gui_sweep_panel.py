@@ -1,6 +1,6 @@
 """The editor's sweep panel (issue 18) in a real window under Xvfb, driven by xdotool: Run >
 Sweep..., two inputs picked in its combos, values typed in the CLI's syntax, a bad value refused
-with the CLI's message before anything runs, then the sweep run on the worker and its grid shown."""
+with the CLI's check, naming the axis, before anything runs, then the sweep run on the worker and its grid shown."""
 
 import pytest
 
@@ -60,15 +60,15 @@ report(**seen)
 
 def test_the_sweep_panel_checks_values_runs_the_jobs_and_shows_the_grid(display, tmp_path):
     """Run > Sweep... opens the panel; X: Empty Image's color (0,red first: refused with the CLI's
-    message, nothing run), then 0,16711680; Y: Save Image's filename_prefix a,b. Run sweep: four
+    message naming the axis, nothing run), then 0,16711680; Y: Save Image's filename_prefix a,b. Run sweep: four
     images, a grid in output/sweeps/, its path in the log and the grid in the image viewer."""
     result = run_scenario(tmp_path, HELPERS + SWEEP)
     assert not result["panel_before"] and result["panel"], result
     assert result["x_items"][:4] == ["Empty Image . width", "Empty Image . height", "Empty Image . batch_size",
                                      "Empty Image . color"], result["x_items"]
     assert (result["x"], result["y"]) == ("Empty Image . color", "Save Image . filename_prefix"), result
-    assert result["bad"] == "--sweep '1.color=0,red': node 1 (EmptyImage), input 'color': 'red' is not an integer", \
-        result["bad"]
+    assert result["bad"] == ("X (Empty Image . color): node 1 (EmptyImage), input 'color': 'red' is not an "
+                             "integer"), result["bad"]
     assert not result["bad_busy"] and not result["bad_folder"], result
     assert result["message"] == "sweep done: 4 of 4 jobs done", result
     [grid] = result["grids"]

@@ -96,7 +96,8 @@ def prepare_sweep(workflow, registry, paths, axes: list[tuple[SweepTarget, str]]
         raise SweepError("choose a node input to sweep (X)")
     snapshot = copy.deepcopy(workflow)
     # The CLI's first --sweep is the grid's X axis, the second its Y axis.
-    spec = parse_spec([f"{target.key}={values}" for target, values in axes], snapshot, registry, paths)
+    spec = parse_spec([f"{target.key}={values}" for target, values in axes], snapshot, registry, paths,
+                      names=[f"{axis} ({target.label})" for axis, (target, _) in zip("XY", axes)])
     plan = plan_jobs(spec, snapshot, registry)
     problems = validate(job_workflow(snapshot, plan.jobs[0], ""), registry, paths)
     if problems:

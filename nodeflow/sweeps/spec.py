@@ -75,16 +75,18 @@ class SweepSpec:
 
 
 def parse_spec(texts: list[str], workflow, registry, paths=None, *, zip: bool = False,
-               repeat: int = 1) -> SweepSpec:
+               repeat: int = 1, names: list[str] | None = None) -> SweepSpec:
     """The ``--sweep`` options (``NODE.INPUT=VALUES`` each), ``--zip`` and ``--repeat`` as a
     checked ``SweepSpec``; raises ``SweepError``. ``paths`` lets choices computed from the model
-    folders (checkpoint names) be checked too."""
-    sweeps = [parse_sweep(text, workflow, registry, paths) for text in texts]
+    folders (checkpoint names) be checked too. ``names``: what the messages call each option
+    (default ``--sweep 'TEXT'``; the editor names its axes)."""
+    names = names or [f"--sweep {text!r}" for text in texts]
+    sweeps = [parse_sweep(text, workflow, registry, paths, where=names[i]) for i, text in enumerate(texts)]
     seen: dict[str, str] = {}
-    for sweep in sweeps:
+    for sweep, name in ((sweeps[i], names[i]) for i in range(len(sweeps))):  # (``zip`` is the option here)
         if sweep.key in seen:
-            raise SweepError(f"--sweep {sweep.text!r}: {sweep.key} is swept twice (also by {seen[sweep.key]!r})")
-        seen[sweep.key] = sweep.text
+            raise SweepError(f"{name}: {sweep.key} is swept twice (also by {seen[sweep.key]})")
+        seen[sweep.key] = name
     if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_VALUES:
         raise SweepError(f"--repeat {repeat!r}: expected a whole number from 1 to {MAX_VALUES}")
     if zip:
@@ -98,9 +100,10 @@ def parse_spec(texts: list[str], workflow, registry, paths=None, *, zip: bool = 
     return SweepSpec(tuple(sweeps), zip, repeat)
 
 
-def parse_sweep(text: str, workflow, registry, paths=None) -> Sweep:
-    """One ``NODE.INPUT=VALUES`` option as a ``Sweep`` (see the module docstring for VALUES)."""
-    where = f"--sweep {text!r}"
+def parse_sweep(text: str, workflow, registry, paths=None, where: str | None = None) -> Sweep:
+    """One ``NODE.INPUT=VALUES`` option as a ``Sweep`` (see the module docstring for VALUES);
+    ``where`` starts each error message (default ``--sweep 'TEXT'``)."""
+    where = where or f"--sweep {text!r}"
     target, sep, raw = text.partition("=")
     node_id, dot, input_name = target.strip().partition(".")
     if not sep or not dot or not node_id or not input_name:
