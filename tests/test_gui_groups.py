@@ -166,6 +166,12 @@ seen["before"] = before
 seen["after"] = {node_id: document.position(node_id) for node_id in before}
 seen["group_after"] = document.workflow.ui["groups"][0]["bounding"]
 seen["drawn_6"] = [v - p for v, p in zip(dpg.get_item_pos(canvas.node_items["6"]), canvas.view.to_grid(document.position("6")))]
+frames(3)
+dpg.output_frame_buffer(file=str(shot))
+frames(3)
+pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+moved = [a - b for a, b in zip(document.position("6"), before["6"])]
+seen["old_place"], seen["new_place"] = patch(465, 400), patch(465 + moved[0], 400 + moved[1])  # the frame's left edge
 seen["status_undo"] = document.undo()
 seen["undone"] = {node_id: document.position(node_id) for node_id in before}
 seen["group_undone"] = document.workflow.ui["groups"][0]["bounding"]
@@ -195,5 +201,7 @@ def test_window_draws_frames_and_dots_and_a_group_title_drags_its_nodes(display,
     assert after["3"] == before["3"] and after["5"] == before["5"], result
     assert result["group_after"][:2] == pytest.approx([460 + dx, 20 + dy], abs=0.2)
     assert result["drawn_6"] == [0, 0], result  # drawn where the document has it
+    old, new = result["old_place"], result["new_place"]  # the frame is drawn again where the group went
+    assert new[2] - new[0] > old[2] - old[0] + 10, (old, new)
     assert result["status_undo"] == "move group"
     assert result["undone"] == before and result["group_undone"][:2] == [460, 20], result

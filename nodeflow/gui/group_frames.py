@@ -45,6 +45,7 @@ class GroupFrames:
         self.handles: dict[int, int] = {}  # group index -> its handle node
         self.dragging: dict[int, list[str]] = {}  # group index -> the nodes it takes along, while dragged
         self.themes: dict[tuple[int, int, int], int] = {}
+        self.drawn: list[tuple] | None = None  # the layer's rectangles as last drawn (draw)
 
     @property
     def document(self):
@@ -58,6 +59,7 @@ class GroupFrames:
         while not dpg.get_item_type(window).endswith("mvWindowAppItem"):
             window = dpg.get_item_parent(window)
         dpg.add_draw_layer(tag=LAYER, parent=window)
+        self.drawn = None  # a new layer: nothing drawn on it yet
         with dpg.theme() as backdrop:
             with dpg.theme_component(dpg.mvAll):
                 dpg.add_theme_color(dpg.mvNodeCol_GridBackground, (0, 0, 0, 0), category=dpg.mvThemeCat_Nodes)
@@ -132,14 +134,25 @@ class GroupFrames:
 
     def draw(self) -> None:
         """The canvas's background and each group's frame (at its handle, so a dragged frame
-        moves with it), on the layer, clipped to the canvas."""
+        moves with it), on the layer, clipped to the canvas; drawn again only when one of them
+        moved or changed (a frame's draw calls are otherwise the same every frame)."""
         if not dpg.does_item_exist(LAYER):
             return
+        rectangles = self._rectangles()
+        if rectangles == self.drawn:
+            return
         dpg.delete_item(LAYER, children_only=True)
+        for corner, far_corner, options in rectangles:
+            dpg.draw_rectangle(corner, far_corner, **dict(options), parent=LAYER)
+        self.drawn = rectangles
+
+    def _rectangles(self) -> list[tuple]:
+        """(corner, far corner, draw options) of the background and of each group's frame in view,
+        in the layer's coordinates."""
         (cx0, cy0), (cx1, cy1) = dpg.get_item_rect_min("canvas"), dpg.get_item_rect_max("canvas")
         ox, oy = self._origin()
-        dpg.draw_rectangle((cx0 - ox, cy0 - oy), (cx1 - ox, cy1 - oy), fill=CANVAS_COLOR, color=(0, 0, 0, 0),
-                           thickness=0, parent=LAYER)
+        rectangles = [((cx0 - ox, cy0 - oy), (cx1 - ox, cy1 - oy),
+                       (("fill", CANVAS_COLOR), ("color", (0, 0, 0, 0)), ("thickness", 0)))]
         zoom = self.canvas.view.zoom
         for index, group in enumerate(groups.groups(self.document.workflow)):
             x0, y0, x1, y1 = groups.box(group)
@@ -150,8 +163,9 @@ class GroupFrames:
             if clipped is None:
                 continue
             color = groups.rgb(group.get("color"))
-            dpg.draw_rectangle((clipped[0] - ox, clipped[1] - oy), (clipped[2] - ox, clipped[3] - oy),
-                               fill=(*color, BODY_ALPHA), color=(*color, BORDER_ALPHA), thickness=1, parent=LAYER)
+            rectangles.append(((clipped[0] - ox, clipped[1] - oy), (clipped[2] - ox, clipped[3] - oy),
+                               (("fill", (*color, BODY_ALPHA)), ("color", (*color, BORDER_ALPHA)), ("thickness", 1))))
+        return rectangles
 
     @staticmethod
     def _origin() -> tuple[float, float]:
