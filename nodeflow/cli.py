@@ -49,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help="compile the U-Net with torch.compile (the first run takes longer; later runs "
                                   "of the same shapes are faster, mostly on a GPU)")
         command.add_argument("--vram", default="auto", choices=["auto", "low", "normal", "high"],
-                             help="GPU memory use: low streams the U-Net's blocks from the CPU and keeps the text "
-                                  "encoders and VAE there until used (SDXL in 4 GB); normal and high keep every "
-                                  "model on the GPU; auto: low when the GPU's free memory is short")
+                             help="GPU memory use (CUDA; elsewhere every mode is normal): low keeps the weights in "
+                                  "CPU memory, streams the U-Net's blocks to the GPU one at a time, copies the VAE "
+                                  "there for each encode/decode and runs the text encoders on the CPU (SDXL in 4 GB, "
+                                  "slower); normal and high (the same in nodeflow) keep every model on the GPU; auto: "
+                                  "low when the GPU's free memory is under the model file's size x 1.5 + 1 GiB")
 
     run = commands.add_parser("run", help="run a workflow (JSON, ComfyUI JSON, or a PNG with one)")
     run.add_argument("workflow", type=Path)

@@ -1,4 +1,9 @@
-"""ControlNet nodes: loaders, apply nodes (ComfyUI's), and simple control-image preprocessors."""
+"""ControlNet nodes: loaders, apply nodes (ComfyUI's), and simple control-image preprocessors.
+
+With ``--vram low`` (nodeflow.runtime.vram) a plain ControlNet's weights stay in CPU memory and its
+blocks stream to the GPU as the U-Net's do (nodeflow.models.streaming); union ControlNets and
+T2I-Adapters, whose code reads weights outside their blocks, are placed on the GPU whole.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +28,7 @@ logger = logging.getLogger(__name__)
       fingerprint=ModelFile("controlnet", "control_net_name"))
 def controlnet_loader(control_net_name: str, ctx):
     """Load a ControlNet: original layout (.safetensors/.pth) or diffusers (a ControlNetModel folder or its file)."""
-    from nodeflow.loading.controlnet import load_controlnet
-
-    return (load_controlnet(ctx.paths.resolve_model("controlnet", control_net_name),
-                            device=ctx.device, dtype=ctx.dtype),)
+    return (_load(ctx.paths.resolve_model("controlnet", control_net_name), ctx),)
 
 
 @node("DiffControlNetLoader", display="Load ControlNet Model (diff)", category="loaders",
@@ -34,10 +36,27 @@ def controlnet_loader(control_net_name: str, ctx):
       fingerprint=ModelFile("controlnet", "control_net_name"))
 def diff_controlnet_loader(model, control_net_name: str, ctx):
     """Load a ControlNet stored as a difference to the given model (plain ones load as usual)."""
-    from nodeflow.loading.controlnet import load_controlnet
+    return (_load(ctx.paths.resolve_model("controlnet", control_net_name), ctx, base_unet=model.unet),)
 
-    return (load_controlnet(ctx.paths.resolve_model("controlnet", control_net_name), device=ctx.device,
-                            dtype=ctx.dtype, base_unet=model.unet),)
+
+def _load(path, ctx, base_unet=None):
+    """The ControlNet file at ``path`` for this run: on its device, or with ``--vram low`` kept in
+    CPU memory in the device's dtype and streamed (module docstring)."""
+    from nodeflow.loading.controlnet import load_controlnet
+    from nodeflow.models.controlnet import ControlNetModel
+    from nodeflow.models.streaming import stream_blocks
+    from nodeflow.runtime.devices import NAMES, model_dtype
+    from nodeflow.runtime.vram import vram_mode
+
+    if vram_mode(getattr(ctx, "vram", "auto"), ctx.device, path) != "low":
+        return load_controlnet(path, device=ctx.device, dtype=ctx.dtype, base_unet=base_unet)
+    device = torch.device(ctx.device)
+    compute = {dtype: name for name, dtype in NAMES.items()}[model_dtype(device, ctx.dtype, "unet")]
+    model = load_controlnet(path, device="cpu", dtype=compute, base_unet=base_unet)
+    if type(model) is ControlNetModel:
+        return stream_blocks(model, device, pin=device.type == "cuda")
+    logger.info("%s: this kind of ControlNet does not stream; placed on %s whole", path.name, device)
+    return model.to(device)
 
 
 def _apply(conditioning: list, hook_for, to_uncond: bool) -> list:

@@ -5,9 +5,15 @@ UNETLoader, CLIPLoader and DualCLIPLoader have ComfyUI's ids, inputs, choices an
 (nodes.py), so shared workflows validate unchanged; the choices for model families nodeflow does
 not run are refused when the node runs, on one line (``type``), and UNETLoader's fp8
 ``weight_dtype`` choices round the weights as ComfyUI stores them (nodeflow.loading.diffusion_model).
+
+The run's ``--vram`` (nodeflow.runtime.vram) is resolved per loaded file: when it is ``low``, the
+U-Net's and VAE's weights stay in CPU memory (streamed to the GPU when used) and text encoders
+load on the CPU, as with CLIPLoader's ``device=cpu``.
 """
 
 from __future__ import annotations
+
+import logging
 
 from nodeflow.errors import NodeInputError
 from nodeflow.spec import CLIP, MODEL, VAE, Choice, Input, Int, ModelFile, Output, node
@@ -22,6 +28,7 @@ DUAL_CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_i
                    "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace"]
 DEVICES = ["default", "cpu"]
 RUNS = "nodeflow runs SD1.x, SD2.x and SDXL"
+logger = logging.getLogger(__name__)
 
 
 def _device_input():
@@ -29,14 +36,29 @@ def _device_input():
                   tooltip="cpu: keep the text encoder on the CPU (the sampler still runs on the run's device)")
 
 
-def _text_device(device: str, ctx):
-    return "cpu" if device == "cpu" else ctx.device
+def _text_device(device: str, ctx, *paths):
+    """Where a text encoder from ``paths`` computes: the CPU when asked (``device``) or in a low-VRAM run."""
+    return "cpu" if device == "cpu" or any(_low_vram(ctx, path) for path in paths) else ctx.device
+
+
+def _low_vram(ctx, path) -> bool:
+    """Whether this run keeps the weights of the file at ``path`` in CPU memory (``--vram``)."""
+    from nodeflow.runtime.vram import vram_mode
+
+    return vram_mode(getattr(ctx, "vram", "auto"), ctx.device, path) == "low"
 
 
 def _prepared(model, ctx):
-    """The loaded MODEL as the run asks for it: compiled with ``--compile``."""
-    if ctx.compile:
+    """The loaded MODEL as the run asks for it: compiled with ``--compile``, unless its blocks
+    stream from the CPU (``--vram low``): the hooks that swap their weights in and out would
+    break the compiled graph at every block."""
+    if getattr(ctx, "compile", False):  # tests' stand-in contexts may lack it
+        from nodeflow.models.streaming import streaming_device
         from nodeflow.sampling.compiled import compile_unet
+
+        if streaming_device(model.unet) is not None:
+            logger.warning("--compile is ignored with --vram low: the U-Net's blocks stream from the CPU")
+            return model
 
         compile_unet(model)
     return model
@@ -52,8 +74,8 @@ def checkpoint_loader_simple(ckpt_name: str, ctx):
     """Load a Stable Diffusion checkpoint: the denoising U-Net, the CLIP text encoder and the VAE."""
     from nodeflow.loading.checkpoint import load_checkpoint
 
-    checkpoint = load_checkpoint(ctx.paths.resolve_model("checkpoints", ckpt_name),
-                                 device=ctx.device, dtype=ctx.dtype)
+    path = ctx.paths.resolve_model("checkpoints", ckpt_name)
+    checkpoint = load_checkpoint(path, device=ctx.device, dtype=ctx.dtype, low_vram=_low_vram(ctx, path))
     return (_prepared(checkpoint.model, ctx), checkpoint.clip, checkpoint.vae)
 
 
@@ -64,7 +86,8 @@ def vae_loader(vae_name: str, ctx):
     """Load a standalone VAE file (for example the ft-MSE VAE) to decode with."""
     from nodeflow.loading.checkpoint import load_vae
 
-    return (load_vae(ctx.paths.resolve_model("vae", vae_name), device=ctx.device, dtype=ctx.dtype),)
+    path = ctx.paths.resolve_model("vae", vae_name)
+    return (load_vae(path, device=ctx.device, dtype=ctx.dtype, low_vram=_low_vram(ctx, path)),)
 
 
 @node("UNETLoader", display="Load Diffusion Model", category="advanced/loaders",
@@ -78,8 +101,9 @@ def unet_loader(unet_name: str, weight_dtype: str, ctx):
     """Load a standalone diffusion model (U-Net) file, without its text encoder or VAE."""
     from nodeflow.loading.diffusion_model import load_diffusion_model
 
-    model = load_diffusion_model(ctx.paths.resolve_model("diffusion_models", unet_name), device=ctx.device,
-                                 dtype=ctx.dtype, weight_dtype=weight_dtype)
+    path = ctx.paths.resolve_model("diffusion_models", unet_name)
+    model = load_diffusion_model(path, device=ctx.device, dtype=ctx.dtype, weight_dtype=weight_dtype,
+                                 low_vram=_low_vram(ctx, path))
     return (_prepared(model, ctx),)
 
 
@@ -98,8 +122,8 @@ def clip_loader(clip_name: str, type: str, ctx, device: str = "default"):
     if type != "stable_diffusion":
         raise NodeInputError("type", f"{type!r} is for a model family nodeflow does not run ({RUNS}); "
                                      "use 'stable_diffusion'")
-    return (load_clip(ctx.paths.resolve_model("text_encoders", clip_name), device=_text_device(device, ctx),
-                      dtype=ctx.dtype),)
+    path = ctx.paths.resolve_model("text_encoders", clip_name)
+    return (load_clip(path, device=_text_device(device, ctx, path), dtype=ctx.dtype),)
 
 
 @node("DualCLIPLoader", display="DualCLIPLoader", category="advanced/loaders",
@@ -115,9 +139,8 @@ def dual_clip_loader(clip_name1: str, clip_name2: str, type: str, ctx, device: s
     if type != "sdxl":
         raise NodeInputError("type", f"{type!r} is for a model family nodeflow does not run ({RUNS}); "
                                      "use 'sdxl' with a CLIP-L and a CLIP-G file")
-    resolve = ctx.paths.resolve_model
-    return (load_sdxl_clip(resolve("text_encoders", clip_name1), resolve("text_encoders", clip_name2),
-                           device=_text_device(device, ctx), dtype=ctx.dtype),)
+    paths = [ctx.paths.resolve_model("text_encoders", name) for name in (clip_name1, clip_name2)]
+    return (load_sdxl_clip(*paths, device=_text_device(device, ctx, *paths), dtype=ctx.dtype),)
 
 
 @node("CLIPSetLastLayer", display="CLIP Set Last Layer", category="conditioning",

@@ -19,8 +19,11 @@ def unclip_checkpoint_loader(ckpt_name: str, ctx):
     """Load an unCLIP checkpoint: the U-Net, the text encoder, the VAE and the CLIP vision tower."""
     from nodeflow.loading.checkpoint import load_checkpoint
 
-    checkpoint = load_checkpoint(ctx.paths.resolve_model("checkpoints", ckpt_name), device=ctx.device,
-                                 dtype=ctx.dtype, clip_vision=True)
+    from nodeflow.runtime.vram import vram_mode
+
+    path = ctx.paths.resolve_model("checkpoints", ckpt_name)
+    checkpoint = load_checkpoint(path, device=ctx.device, dtype=ctx.dtype, clip_vision=True,
+                                 low_vram=vram_mode(getattr(ctx, "vram", "auto"), ctx.device, path) == "low")
     return (checkpoint.model, checkpoint.clip, checkpoint.vae, checkpoint.clip_vision)
 
 

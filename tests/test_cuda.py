@@ -115,3 +115,97 @@ def test_lora_workflow_gpu_fp32_equals_cpu(executor):
     gpu = images_of(executor, workflow, device="cuda", dtype="fp32")
     executor.clear_cache()
     assert np.abs(cpu - gpu).max() < 2e-3
+
+
+# --- --vram low: weights in CPU memory, the U-Net streamed block by block (nodeflow.runtime.vram) ---
+
+XL_CHECKPOINT = ROOT / "assets" / "nodeflow-tiny-xl.safetensors"
+
+
+@pytest.mark.parametrize("workflow_file, checkpoint", [("txt2img.json", CHECKPOINT),
+                                                       ("sdxl_txt2img.json", XL_CHECKPOINT)], ids=["sd1", "sdxl"])
+def test_low_vram_draws_what_normal_draws(executor, workflow_file, checkpoint):
+    """Same U-Net and VAE dtypes, the U-Net streamed, the VAE copied in for its pass; only the
+    text encoder differs (float32 on the CPU instead of float16 on the GPU), hence no exact match."""
+    if not checkpoint.is_file():
+        pytest.skip(f"{checkpoint.name} is not in assets/")
+    normal = images_of(executor, load_workflow(ROOT / "workflows" / workflow_file), device="cuda", vram="normal")
+    normal_bytes = executor.cache.bytes_used().get("cuda", 0)
+    executor.clear_cache()
+    low = images_of(executor, load_workflow(ROOT / "workflows" / workflow_file), device="cuda", vram="low")
+    low_bytes = executor.cache.bytes_used().get("cuda", 0)
+    executor.clear_cache()
+    difference = np.abs(low - normal)
+    print(f"{workflow_file}: low vs normal mean {difference.mean() * 255:.3f}/255, "
+          f"max {difference.max() * 255:.3f}/255; cached GPU bytes {low_bytes} (low), {normal_bytes} (normal)")
+    assert low_bytes < normal_bytes  # the cached models keep their weights in CPU memory
+    assert difference.mean() < 2 / 255 and difference.max() < 16 / 255
+
+
+def test_a_streamed_unet_on_the_gpu_computes_exactly_what_the_resident_one_does():
+    from nodeflow.models.streaming import stream_blocks
+    from tests.test_vram import TINY_XL, tiny_unet, unet_inputs
+
+    resident = tiny_unet(TINY_XL).half().cuda()
+    streamed = stream_blocks(tiny_unet(TINY_XL).half(), "cuda", pin=True)
+    args, kwargs = unet_inputs(TINY_XL, device="cuda")
+    kwargs = {"y": kwargs["y"].half()}
+    with torch.inference_mode():
+        expected, output = resident(*args, **kwargs), streamed(*args, **kwargs)
+    assert output.device.type == "cuda" and torch.equal(output, expected)
+    assert all(p.device.type == "cpu" and p.is_pinned() for p in streamed.parameters())
+
+
+#: SDXL's U-Net (tests/bench/bench_models.py SDXL_UNET): 2.6 G parameters, 5.1 GB in float16
+SDXL_UNET = dict(model_channels=320, channel_mult=(1, 2, 4), transformer_depth=(0, 2, 10), middle_transformer_depth=10,
+                 context_dim=2048, num_heads=None, head_channels=64, use_linear_in_transformer=True,
+                 adm_in_channels=2816)
+
+
+def test_an_sdxl_sized_unet_streamed_from_the_cpu_runs_in_4_gib():
+    """One CFG-batched call at a 1024 px image's 128 x 128 latent with the process capped at
+    4 GiB of the GPU; prints the peak and the time per call, streamed and resident."""
+    import time
+
+    from nodeflow.models.streaming import stream_blocks, unstream
+    from nodeflow.models.unet import UNetConfig, UNetModel
+
+    with torch.device("meta"):
+        unet = UNetModel(UNetConfig(**SDXL_UNET)).to(torch.float16)
+    unet = unet.to_empty(device="cpu").eval().requires_grad_(False)
+    with torch.no_grad():
+        for parameter in unet.parameters():
+            parameter.normal_(0, 0.02)
+    weights = sum(p.numel() * p.element_size() for p in unet.parameters())
+    stream_blocks(unet, "cuda", pin=True)
+    device = torch.device("cuda")
+    generator = torch.Generator(device).manual_seed(0)
+    x = torch.randn(2, 4, 128, 128, device=device, dtype=torch.float16, generator=generator)
+    timesteps = torch.tensor([999.0, 999.0], device=device)
+    context = torch.randn(2, 77, 2048, device=device, dtype=torch.float16, generator=generator)
+    y = torch.randn(2, 2816, device=device, dtype=torch.float16, generator=generator)
+
+    def timed_call() -> float:
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = unet(x, timesteps, context, y=y)
+        torch.cuda.synchronize()
+        assert output.shape == (2, 4, 128, 128) and output.device.type == "cuda"
+        return time.perf_counter() - started
+
+    cap = 4 * 2**30
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(cap / torch.cuda.get_device_properties(device).total_memory, device)
+    try:
+        torch.cuda.reset_peak_memory_stats(device)
+        streamed = [timed_call() for _ in range(3)]
+        peak = torch.cuda.max_memory_allocated(device)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    unstream(unet).to(device)
+    resident = [timed_call() for _ in range(3)]
+    print(f"{torch.cuda.get_device_name(device)}: SDXL-sized U-Net ({weights / 2**30:.2f} GiB fp16), batch 2 at "
+          f"128 x 128, streamed: peak {peak / 2**30:.2f} GiB, {min(streamed):.3f} s per call "
+          f"(first {streamed[0]:.3f} s); resident: {min(resident):.3f} s per call")
+    assert peak < cap

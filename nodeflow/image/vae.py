@@ -6,15 +6,21 @@ clamp((y + 1) / 2, 0, 1). An image whose size is not a multiple of 8 is cropped 
 (as ComfyUI does). Tiled variants process overlapping tiles and blend them with linear ramps,
 for images larger than memory allows; ``encode``/``decode`` fall back to them by themselves when
 the untiled pass runs out of device memory.
+
+An ``offloaded`` VAE (``--vram low``, nodeflow.runtime.vram) keeps its weights in CPU memory and
+copies the whole model to ``device`` for each encode or decode (tiles included), dropping the
+copy after it (nodeflow.models.streaming.on_device); ``device`` is still where it computes.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
+from nodeflow.models.streaming import on_device
 from nodeflow.models.vae import AutoencoderKL
 from nodeflow.runtime.devices import available_memory, is_out_of_memory
 from nodeflow.runtime.threads import cpu_threads, network_work, threads_for
@@ -36,6 +42,12 @@ class VAE:
     device: torch.device
     dtype: torch.dtype
     name: str = ""
+    #: the weights stay where they are stored (the CPU) and are copied to ``device`` for each pass
+    offloaded: bool = False
+
+    def _weights_placed(self):
+        """A context in which the model's weights are on ``device`` (copies, when offloaded)."""
+        return on_device(self.model, self.device) if self.offloaded else nullcontext()
 
     @property
     def downscale(self) -> int:
@@ -45,10 +57,14 @@ class VAE:
     def encode(self, image: torch.Tensor, batch_size: int = 4, auto_tile: bool = True) -> torch.Tensor:
         """IMAGE (B, H, W, C) 0..1 -> latent (B, 4, H/f, W/f) float32 on the CPU (posterior mean
         of 2 image - 1); H, W centre-cropped to multiples of f. Out of memory: tiled instead."""
+        with self._weights_placed():
+            return self._encode(image, batch_size, auto_tile)
+
+    def _encode(self, image: torch.Tensor, batch_size: int, auto_tile: bool) -> torch.Tensor:
         pixels = crop_to_multiple(image, self.downscale)[..., :3].movedim(-1, 1) * 2 - 1  # (B, 3, H, W)
         if auto_tile and not self.fits(min(batch_size, pixels.shape[0]), *pixels.shape[-2:]):
             logger.info("VAE encode of %s would not fit in memory; encoding in tiles", tuple(image.shape))
-            return self.encode_tiled(image)
+            return self._encode_tiled(image)
         try:
             with cpu_threads(self._threads(pixels.shape[0] * pixels[0, 0].numel() // self.downscale ** 2)):
                 outputs = [self.model.encode(chunk.to(self.device, self.dtype)).float().cpu()
@@ -57,17 +73,21 @@ class VAE:
             if not (auto_tile and is_out_of_memory(error)):
                 raise
             logger.warning("VAE encode of %s ran out of memory; encoding in tiles", tuple(image.shape))
-            return self.encode_tiled(image)
+            return self._encode_tiled(image)
         return torch.cat(outputs)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, batch_size: int = 4, auto_tile: bool = True) -> torch.Tensor:
         """latent (B, 4, h, w) -> IMAGE (B, h f, w f, 3) in 0..1, float32 on the CPU.
         Out of memory: decoded in tiles instead."""
+        with self._weights_placed():
+            return self._decode(latent, batch_size, auto_tile)
+
+    def _decode(self, latent: torch.Tensor, batch_size: int, auto_tile: bool) -> torch.Tensor:
         f = self.downscale
         if auto_tile and not self.fits(min(batch_size, latent.shape[0]), latent.shape[-2] * f, latent.shape[-1] * f):
             logger.info("VAE decode of %s would not fit in memory; decoding in tiles", tuple(latent.shape))
-            return self.decode_tiled(latent)
+            return self._decode_tiled(latent)
         try:
             with cpu_threads(self._threads(latent.shape[0] * latent[0, 0].numel())):
                 outputs = [self.model.decode(chunk.to(self.device, self.dtype)).float().cpu()
@@ -76,7 +96,7 @@ class VAE:
             if not (auto_tile and is_out_of_memory(error)):
                 raise
             logger.warning("VAE decode of %s ran out of memory; decoding in tiles", tuple(latent.shape))
-            return self.decode_tiled(latent)
+            return self._decode_tiled(latent)
         pixels = torch.cat(outputs)  # (B, 3, H, W)
         return ((pixels + 1) / 2).clamp(0, 1).movedim(1, -1)
 
@@ -103,17 +123,25 @@ class VAE:
     @torch.no_grad()
     def decode_tiled(self, latent: torch.Tensor, tile: int = 64, overlap: int = 16) -> torch.Tensor:
         """Decode in overlapping latent tiles of ``tile`` (latent pixels), blended linearly."""
+        with self._weights_placed():
+            return self._decode_tiled(latent, tile, overlap)
+
+    def _decode_tiled(self, latent: torch.Tensor, tile: int = 64, overlap: int = 16) -> torch.Tensor:
         f = self.downscale
-        decode = lambda t: self.decode(t, auto_tile=False).movedim(-1, 1)  # noqa: E731
+        decode = lambda t: self._decode(t, 4, auto_tile=False).movedim(-1, 1)  # noqa: E731
         return _tiled(latent, tile, overlap, f, decode).movedim(1, -1)
 
     @torch.no_grad()
     def encode_tiled(self, image: torch.Tensor, tile: int = 512, overlap: int = 64) -> torch.Tensor:
         """Encode in overlapping pixel tiles of ``tile``, blended linearly."""
+        with self._weights_placed():
+            return self._encode_tiled(image, tile, overlap)
+
+    def _encode_tiled(self, image: torch.Tensor, tile: int = 512, overlap: int = 64) -> torch.Tensor:
         f = self.downscale
         pixels = crop_to_multiple(image, f)[..., :3].movedim(-1, 1)  # (B, 3, H, W)
         tile, overlap = max(tile // f * f, f), overlap // f * f  # whole latent pixels per tile
-        return _tiled(pixels, tile, overlap, 1 / f, lambda t: self.encode(t.movedim(1, -1), auto_tile=False))
+        return _tiled(pixels, tile, overlap, 1 / f, lambda t: self._encode(t.movedim(1, -1), 4, auto_tile=False))
 
 
 #: Full-resolution activation tensors alive at once in the VAE's widest block (input, norm,

@@ -19,6 +19,12 @@ nodeflow.loading.open_clip), the ``v_pred`` / ``ztsnr`` markers (read by
 nodeflow.loading.families) and, in VAE files, the training loss's weights (``loss.*``, the
 discriminator and LPIPS of the original VAE training).
 
+``low_vram`` (``--vram low``, nodeflow.runtime.vram): the weights stay in CPU memory, in the
+dtypes of the run's device: the U-Net streams block by block to the device
+(nodeflow.models.streaming), the VAE is copied there for each pass (nodeflow.image.vae), and the
+text encoders (and an unCLIP checkpoint's image tower) compute on the CPU, in the CPU's dtype, as
+CLIPLoader's ``device=cpu`` does. The MODEL's and VAE's ``device`` stay the run's device.
+
 Safetensors metadata may say what shapes cannot: ``nodeflow.unet.num_heads`` and
 ``nodeflow.vae.scaling_factor`` (the embedded model stores both).
 """
@@ -40,6 +46,7 @@ from nodeflow.loading.diffusers_keys import vae_to_original
 from nodeflow.loading.families import FAMILIES, KIND_FAMILY, TEXT_PREFIXES, build_clip, model_sampling, take_text_parts
 from nodeflow.loading.files import read_diffusers_vae, read_state_dict, read_state_dict_for
 from nodeflow.runtime.devices import model_dtype
+from nodeflow.models.streaming import pin_storage, stream_blocks
 from nodeflow.models.unet import unet_from_state_dict
 from nodeflow.models.vae import vae_from_state_dict
 from nodeflow.image.vae import VAE
@@ -110,25 +117,41 @@ def _build(path: Path, what: str, build):
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu",
-                    dtype: str = "auto", tokenizer=None, clip_vision: bool = False) -> Checkpoint:
+                    dtype: str = "auto", tokenizer=None, clip_vision: bool = False,
+                    low_vram: bool = False) -> Checkpoint:
     """MODEL, CLIP and VAE from one single-file checkpoint; with ``clip_vision``, also its CLIP
-    image tower (an unCLIP checkpoint's; other files are refused)."""
+    image tower (an unCLIP checkpoint's; other files are refused); ``low_vram``: weights kept in
+    CPU memory (module docstring)."""
     path = Path(path)
     device = torch.device(device)
-    sd, metadata = _read_checkpoint(path, device, dtype)
+    sd, metadata = _read_checkpoint(path, device, dtype, storage_for(device, low_vram))
     return checkpoint_from_state_dict(sd, path, metadata, device=device, dtype=dtype, tokenizer=tokenizer,
-                                      clip_vision=clip_vision)
+                                      clip_vision=clip_vision, low_vram=low_vram)
+
+
+def storage_for(device: torch.device, low_vram: bool) -> torch.device:
+    """Where a model's weights are kept: CPU memory with ``low_vram``, else ``device`` itself."""
+    return torch.device("cpu") if low_vram else device
+
+
+def stream_unet(unet: torch.nn.Module, storage: torch.device, device: torch.device) -> torch.nn.Module:
+    """``unet`` (weights on ``storage``) made to run on ``device``: its blocks streamed there
+    when the two differ (pinned for CUDA), else as it is."""
+    if storage != device:
+        stream_blocks(unet, device, pin=device.type == "cuda")
+    return unet
 
 
 def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata: dict | None = None, *,
                                device: str | torch.device = "cpu", dtype: str = "auto",
-                               tokenizer=None, clip_vision: bool = False) -> Checkpoint:
+                               tokenizer=None, clip_vision: bool = False, low_vram: bool = False) -> Checkpoint:
     """MODEL, CLIP and VAE (and with ``clip_vision`` the CLIP image tower) from a checkpoint's
     tensors (``path`` names it in messages). ``sd`` is emptied as the parts are built. On the meta
     device, nothing is allocated (key and shape checks)."""
     from nodeflow.text.tokenizer import load_tokenizer
 
     device, metadata = torch.device(device), metadata or {}
+    storage = storage_for(device, low_vram)
     kind = detect_kind(sd)
     if kind not in KIND_FAMILY:
         raise ModelFileError(_unsupported(path, kind, sd))
@@ -136,7 +159,7 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
     sampling = model_sampling(kind, sd)
     text_parts = take_text_parts(family, sd, ignored=IGNORED.match)
     _check_unclaimed(path, sd, (UNET_PREFIX, VAE_PREFIX, *family.unused_prefixes))
-    vision = _clip_vision(path, sd, family, device, dtype) if clip_vision else None
+    vision = _clip_vision(path, sd, family, storage, dtype) if clip_vision else None
     heads = int(metadata[META_UNET_HEADS]) if META_UNET_HEADS in metadata else None
     head_channels = family.head_channels if heads is None else None
     latent_format = family.latent_format
@@ -154,12 +177,13 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
                                  f"{family.name} checkpoint")
     unet_dtype = model_dtype(device, dtype, "unet")
     unet = _build(path, "U-Net", lambda: unet_from_state_dict(
-        unet_sd, device=device, dtype=unet_dtype, num_heads=heads, head_channels=head_channels))
+        unet_sd, device=storage, dtype=unet_dtype, num_heads=heads, head_channels=head_channels))
     del unet_sd
-    vae = load_vae_state_dict(path, vae_sd, device, dtype, scale)
+    stream_unet(unet, storage, device)
+    vae = load_vae_state_dict(path, vae_sd, device, dtype, scale, storage=storage)
     del vae_sd
     clip = _build(path, "text encoder", lambda: build_clip(
-        KIND_FAMILY[kind], text_parts, tokenizer or load_tokenizer(), device, model_dtype(device, dtype, "text")))
+        KIND_FAMILY[kind], text_parts, tokenizer or load_tokenizer(), storage, model_dtype(storage, dtype, "text")))
     del text_parts
     if small_enough_to_preview(vae):  # a linear preview of a tiny VAE's latents is misleading
         latent_format = replace(latent_format, preview_decoder=VaePreview(vae, latent_format.process_out))
@@ -181,31 +205,43 @@ def _clip_vision(path: Path, sd: dict[str, torch.Tensor], family, device: torch.
     return clip_vision_from_state_dict(sd, path, device=device, dtype=dtype, prefix=prefix)
 
 
-def _read_checkpoint(path: Path, device: torch.device, dtype: str) -> tuple[dict, dict]:
-    """The file's tensors, each part's converted to its dtype as it is read (see read_state_dict_for)."""
-    parts = ((UNET_PREFIX, "unet"), (VAE_PREFIX, "vae"), *((prefix, "text") for prefix in TEXT_PREFIXES))
+def _read_checkpoint(path: Path, device: torch.device, dtype: str,
+                     storage: torch.device | None = None) -> tuple[dict, dict]:
+    """The file's tensors, read to ``storage`` (default ``device``), each part's converted to
+    its dtype as it is read (see read_state_dict_for): the U-Net's and VAE's for ``device``, where
+    they compute; the text encoders' for ``storage``, where they compute."""
+    storage = device if storage is None else storage
+    parts = ((UNET_PREFIX, "unet", device), (VAE_PREFIX, "vae", device),
+             *((prefix, "text", storage) for prefix in TEXT_PREFIXES))
 
     def dtype_for(key: str) -> torch.dtype | None:
-        part = next((name for prefix, name in parts if key.startswith(prefix)), None)
-        return model_dtype(device, dtype, part) if part else None
+        part = next(((name, where) for prefix, name, where in parts if key.startswith(prefix)), None)
+        return model_dtype(part[1], dtype, part[0]) if part else None
 
-    return read_state_dict_for(path, device, dtype_for)
+    return read_state_dict_for(path, storage, dtype_for)
 
 
 def load_vae_state_dict(path: Path, sd: dict[str, torch.Tensor], device: torch.device, dtype: str,
-                        scale: float = SD1_SCALING_FACTOR) -> VAE:
+                        scale: float = SD1_SCALING_FACTOR, storage: torch.device | None = None) -> VAE:
+    """The VAE of ``sd``, computing on ``device``; its weights kept on ``storage`` (default
+    ``device``; elsewhere: copied to ``device`` for each pass, an offloaded VAE)."""
     sd = {k: v for k, v in sd.items() if not IGNORED.match(k) and not k.startswith("loss.")}
     if "encoder.conv_in.weight" not in sd:
         raise ModelFileError(f"{path}: no VAE (first_stage_model.*) found")
+    storage = device if storage is None else storage
     vae_dtype = model_dtype(device, dtype, "vae")
-    model = _build(path, "VAE", lambda: vae_from_state_dict(sd, device=device, dtype=vae_dtype))
-    return VAE(model, scale, device, vae_dtype, name=path.name)
+    model = _build(path, "VAE", lambda: vae_from_state_dict(sd, device=storage, dtype=vae_dtype))
+    if storage != device and device.type == "cuda":
+        pin_storage([model])
+    return VAE(model, scale, device, vae_dtype, name=path.name, offloaded=storage != device)
 
 
-def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: str = "auto") -> VAE:
+def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: str = "auto",
+             low_vram: bool = False) -> VAE:
     """A standalone VAE (e.g. vae-ft-mse-840000): a file in the original layout, keys with or
     without ``first_stage_model.``; or in diffusers' layout (``diffusion_pytorch_model.safetensors``
-    of an AutoencoderKL, or its folder with ``config.json``)."""
+    of an AutoencoderKL, or its folder with ``config.json``). ``low_vram``: the weights stay in
+    CPU memory, copied to ``device`` for each pass."""
     path = Path(path)
     sd, metadata = read_diffusers_vae(path) if path.is_dir() else read_state_dict(path)
     if detect_kind(sd) != "vae":
@@ -214,7 +250,8 @@ def load_vae(path: str | os.PathLike, *, device: str | torch.device = "cpu", dty
     if any(k.startswith("decoder.up_blocks.") for k in plain):  # diffusers' key layout
         plain = vae_to_original(plain, path)
     scale = float(metadata.get(META_VAE_SCALE, SD1_SCALING_FACTOR))
-    return load_vae_state_dict(path, plain, torch.device(device), dtype, scale)
+    device = torch.device(device)
+    return load_vae_state_dict(path, plain, device, dtype, scale, storage=storage_for(device, low_vram))
 
 
 #: Diffusion-model families nodeflow does not run, as users know them (kinds from nodeflow.loading.detect).

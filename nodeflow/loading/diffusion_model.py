@@ -22,6 +22,9 @@ float and cast it back to the compute dtype in each layer. nodeflow rounds each 
 ComfyUI's for the same choice, without its memory saving (logged). ``fp8_e4m3fn_fast``, which on
 GPUs with fp8 matrix units also rounds the activations, is treated as ``fp8_e4m3fn``, as ComfyUI
 does on hardware without them.
+
+``low_vram`` (``--vram low``): the weights stay in CPU memory in the device's dtype and the U-Net
+streams block by block to the device (nodeflow.loading.checkpoint.stream_unet).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import torch
 
 from nodeflow.errors import ModelFileError
 from nodeflow.loading.checkpoint import (IGNORED, META_UNET_HEADS, META_VAE_SCALE, UNET_PREFIX, VAE_PREFIX, _build,
-                                         _unsupported)
+                                         _unsupported, storage_for, stream_unet)
 from nodeflow.loading.detect import describe_keys, detect_kind
 from nodeflow.loading.diffusers_keys import unet_to_original
 from nodeflow.loading.families import FAMILIES, KIND_FAMILY, TEXT_PREFIXES, model_sampling
@@ -55,13 +58,14 @@ WANTED = "a diffusion model (U-Net) file"
 
 
 def load_diffusion_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: str = "auto",
-                         weight_dtype: str = "default") -> DiffusionModel:
+                         weight_dtype: str = "default", low_vram: bool = False) -> DiffusionModel:
     """MODEL from a U-Net file (module docstring)."""
     path, device = Path(path), torch.device(device)
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"unknown weight_dtype {weight_dtype!r}; one of {', '.join(WEIGHT_DTYPES)}")
     unet_dtype = model_dtype(device, dtype, "unet")
-    sd, metadata = _read(path, device, unet_dtype)
+    storage = storage_for(device, low_vram)
+    sd, metadata = _read(path, storage, unet_dtype)
     sd, kind = _original_layout(path, sd)
     family = FAMILIES[KIND_FAMILY[kind]]
     sampling = model_sampling(kind, sd)
@@ -71,9 +75,10 @@ def load_diffusion_model(path: str | os.PathLike, *, device: str | torch.device 
     heads = int(metadata[META_UNET_HEADS]) if META_UNET_HEADS in metadata else None
     head_channels = family.head_channels if heads is None else None
     unet = _build(path, "U-Net", lambda: unet_from_state_dict(
-        unet_sd, device=device, dtype=unet_dtype, num_heads=heads, head_channels=head_channels))
+        unet_sd, device=storage, dtype=unet_dtype, num_heads=heads, head_channels=head_channels))
     del unet_sd
     _round_weights(unet, weight_dtype)
+    stream_unet(unet, storage, device)  # after the rounding, which replaces the weights
     latent_format = family.latent_format
     if META_VAE_SCALE in metadata:
         latent_format = replace(latent_format, scale_factor=float(metadata[META_VAE_SCALE]))

@@ -1,0 +1,409 @@
+"""``--vram``: the auto rule (nodeflow.runtime.vram), block streaming (nodeflow.models.streaming),
+the offloaded VAE (nodeflow.image.vae) and the loaders' wiring, all on the CPU.
+
+Streaming copies weights even from the CPU to the CPU, so these tests see it happen. For the
+wiring, the compute device is ``meta``: a forward on meta inputs fails on the first weight left
+in CPU memory ("Tensor on device cpu is not on the expected device meta"), as one left there would
+fail on a GPU, so a streamed model that runs on meta has every weight brought in by its blocks.
+The GPU checks (same images as normal, SDXL's peak memory under 4 GiB) are in tests/test_cuda.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nodeflow.engine.cache import measure
+from nodeflow.engine.context import RunContext
+from nodeflow.image.vae import VAE
+from nodeflow.models.streaming import (on_device, pin_storage, stream_blocks, streaming_device, top_level_blocks,
+                                       unstream)
+from nodeflow.models.unet import UNetConfig, UNetModel
+from nodeflow.models.vae import AutoencoderKL, VAEConfig
+from nodeflow.runtime import vram as vram_module
+from nodeflow.runtime.paths import Paths
+from nodeflow.runtime.vram import HEADROOM_BYTES, resolve_vram, vram_mode, weights_size
+from tests.project import ROOT
+
+GiB = 2**30
+CHECKPOINT = ROOT / "assets" / "nodeflow-tiny.safetensors"
+CONTROLNET = ROOT / "assets" / "controlnet" / "nodeflow-tiny-mask.safetensors"
+TINY_UNET = UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2, 2),
+                       num_res_blocks=2, transformer_depth=(1, 1, 0), middle_transformer_depth=1,
+                       context_dim=128, num_heads=8)
+#: SDXL-like: linear projections, the ADM input (label_emb), no attention at the first level
+TINY_XL = UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                     transformer_depth=(0, 2), middle_transformer_depth=2, context_dim=96, num_heads=None,
+                     head_channels=16, use_linear_in_transformer=True, adm_in_channels=40)
+TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1)
+
+
+# --- the auto rule --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["normal", "high"])
+def test_normal_and_high_are_normal_everywhere(mode):
+    assert resolve_vram(mode, "cuda", 7 * GiB, 1 * GiB) == "normal"
+    assert resolve_vram(mode, "cpu", 7 * GiB, None) == "normal"
+
+
+def test_low_is_low_on_cuda_only():
+    assert resolve_vram("low", "cuda", 0, 80 * GiB) == "low"
+    assert resolve_vram("low", "cpu", 7 * GiB, None) == "normal"
+    assert resolve_vram("low", "mps", 7 * GiB, 1 * GiB) == "normal"
+
+
+def test_auto_is_low_when_free_memory_is_short_of_weights_times_one_and_a_half_plus_a_gib():
+    weights = 4 * GiB  # needs 4 x 1.5 + 1 = 7 GiB free
+    assert resolve_vram("auto", "cuda", weights, 7 * GiB - 1) == "low"
+    assert resolve_vram("auto", "cuda", weights, 6 * GiB + HEADROOM_BYTES) == "normal"
+    assert resolve_vram("auto", "cuda", weights, 24 * GiB) == "normal"
+    assert resolve_vram("auto", "cuda", weights, None) == "normal"  # unknown: as before
+    assert resolve_vram("auto", "cpu", weights, 0) == "normal"
+    assert resolve_vram("auto", "mps", weights, 0) == "normal"
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="lowest"):
+        resolve_vram("lowest", "cuda", 0, 0)
+
+
+def test_vram_mode_reads_the_file_size_and_the_free_memory_for_auto_on_cuda(tmp_path, monkeypatch):
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"x" * 1000)
+    asked = []
+    monkeypatch.setattr("nodeflow.runtime.devices.available_memory", lambda device: asked.append(device) or 1500)
+    assert vram_mode("auto", "cpu", model) == "normal" and not asked  # never asks off CUDA
+    monkeypatch.setattr(vram_module, "HEADROOM_BYTES", 0)
+    assert vram_mode("auto", torch.device("cuda"), model) == "normal"  # 1500 free >= 1000 x 1.5
+    model.write_bytes(b"x" * 1001)
+    assert vram_mode("auto", torch.device("cuda"), model) == "low"
+    assert vram_mode("low", "cpu", tmp_path / "missing.safetensors") == "normal"
+
+
+def test_weights_size_of_a_folder_sums_its_files_and_a_missing_path_is_zero(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "a.safetensors").write_bytes(b"x" * 10)
+    (tmp_path / "b.json").write_bytes(b"x" * 5)
+    assert weights_size(tmp_path) == 15
+    assert weights_size(tmp_path / "missing") == 0
+
+
+# --- streaming ------------------------------------------------------------------------------------
+
+def tiny_unet(config: UNetConfig = TINY_UNET, seed: int = 0) -> UNetModel:
+    torch.manual_seed(seed)
+    unet = UNetModel(config).eval().requires_grad_(False)
+    with torch.no_grad():
+        for parameter in unet.parameters():  # no zero layers: every block changes the output
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return unet
+
+
+def unet_inputs(config: UNetConfig = TINY_UNET, batch: int = 2, device="cpu"):
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 4, 16, 16, generator=generator)
+    context = torch.randn(batch, 7, config.context_dim, generator=generator)
+    extra = {"y": torch.randn(batch, config.adm_in_channels, generator=generator)} if config.adm_in_channels else {}
+    move = lambda t: t.to(device)  # noqa: E731
+    return (move(x), move(torch.tensor([10.0, 500.0][:batch])), move(context)), {k: move(v) for k, v in extra.items()}
+
+
+def storage_of(module: nn.Module) -> dict[str, torch.Tensor]:
+    return dict((*module.named_parameters(), *module.named_buffers()))
+
+
+def assert_holds_storage(module: nn.Module, storage: dict[str, torch.Tensor]) -> None:
+    current = storage_of(module)
+    assert current.keys() == storage.keys()
+    assert all(current[name] is tensor for name, tensor in storage.items())
+
+
+def test_top_level_blocks_of_the_unet_are_its_blocks_one_by_one():
+    unet = tiny_unet(TINY_XL)
+    blocks = top_level_blocks(unet)
+    expected = [unet.time_embed, unet.label_emb, *unet.input_blocks, unet.middle_block, *unet.output_blocks, unet.out]
+    assert sorted(map(id, blocks)) == sorted(map(id, expected))
+
+
+@pytest.mark.parametrize("config", [TINY_UNET, TINY_XL], ids=["sd1", "sdxl"])
+def test_a_streamed_unet_gives_exactly_the_same_output(config):
+    unet = tiny_unet(config)
+    args, kwargs = unet_inputs(config)
+    with torch.no_grad():
+        expected = unet(*args, **kwargs)
+    stream_blocks(unet, "cpu")
+    with torch.no_grad():
+        streamed = unet(*args, **kwargs)
+    with torch.inference_mode():
+        inference = unet(*args, **kwargs)
+    assert expected.abs().mean() > 0.01
+    assert torch.equal(streamed, expected) and torch.equal(inference, expected)
+
+
+def test_outside_a_call_every_weight_is_its_storage_and_inside_only_the_running_block_holds_copies():
+    unet = tiny_unet()
+    storage = storage_of(unet)
+    stream_blocks(unet, "cpu")
+    assert_holds_storage(unet, storage)
+    seen = {}
+
+    def record(layer, args, output):  # a layer inside input block 1, during its block's call
+        seen["own"] = layer.weight
+        seen["middle"] = unet.middle_block[0].in_layers[2].weight
+        seen["out"] = unet.out[2].weight
+
+    unet.input_blocks[1][0].in_layers[2].register_forward_hook(record)
+    args, kwargs = unet_inputs()
+    with torch.no_grad():
+        unet(*args, **kwargs)
+    own = storage["input_blocks.1.0.in_layers.2.weight"]
+    assert seen["own"] is not own and seen["own"].data_ptr() != own.data_ptr()
+    assert torch.equal(seen["own"], own)
+    assert seen["middle"] is storage["middle_block.0.in_layers.2.weight"]
+    assert seen["out"] is storage["out.2.weight"]
+    assert_holds_storage(unet, storage)  # the copies were put back
+
+
+@dataclass(frozen=True)
+class AddToWeight:
+    """A stand-in for a LoRA patch (nodeflow.loading.layer_deltas.LayerDelta's interface)."""
+
+    parameter: str
+    amount: float
+
+    def new_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.amount
+
+
+def test_streaming_copies_the_weights_functional_call_substitutes_as_lora_does():
+    from nodeflow.loading.lora import PatchedModule
+
+    unet = tiny_unet()
+    patches = (AddToWeight("input_blocks.1.0.in_layers.2.weight", 0.05), AddToWeight("out.2.bias", 0.2),
+               AddToWeight("middle_block.1.proj_in.weight", -0.03))
+    args, kwargs = unet_inputs()
+    with torch.no_grad():
+        plain = unet(*args, **kwargs)
+        expected = PatchedModule(unet, patches)(*args, **kwargs)
+    storage = storage_of(unet)
+    stream_blocks(unet, "cpu")
+    seen = []
+    unet.input_blocks[1][0].in_layers[2].register_forward_hook(lambda layer, a, o: seen.append(layer.weight))
+    patched = PatchedModule(unet, patches)
+    with torch.inference_mode():
+        streamed = patched(*args, **kwargs)
+    assert not torch.equal(expected, plain)
+    assert torch.equal(streamed, expected)
+    substituted = patched._weights[("cpu",)]["input_blocks.1.0.in_layers.2.weight"]
+    assert seen[0] is not substituted and torch.equal(seen[0], substituted)  # a copy of the patched weight
+    assert_holds_storage(unet, storage)  # and functional_call could restore its own
+
+
+def test_a_block_that_raises_still_puts_its_weights_back():
+    unet = tiny_unet()
+    storage = storage_of(unet)
+    stream_blocks(unet, "cpu")
+    (x, timesteps, context), _ = unet_inputs()
+    with torch.no_grad(), pytest.raises(RuntimeError):
+        unet(x, timesteps, context[..., :100])  # a context too narrow for the cross-attention
+    assert_holds_storage(unet, storage)
+
+
+def test_streaming_again_replaces_the_hooks_and_unstream_restores_the_plain_module():
+    unet = tiny_unet()
+    args, kwargs = unet_inputs()
+    with torch.no_grad():
+        expected = unet(*args, **kwargs)
+    stream_blocks(unet, "cpu")
+    stream_blocks(unet, "cpu")
+    block = unet.input_blocks[1]
+    assert len(block._forward_pre_hooks) == 1 and len(block._forward_hooks) == 1
+    assert streaming_device(unet) == torch.device("cpu")
+    unstream(unet)
+    assert streaming_device(unet) is None
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in unet.modules())
+    seen = []
+    unet.input_blocks[1][0].in_layers[2].register_forward_hook(lambda layer, a, o: seen.append(layer.weight))
+    with torch.no_grad():
+        assert torch.equal(unet(*args, **kwargs), expected)
+    assert seen[0] is unet.input_blocks[1][0].in_layers[2].weight
+
+
+def test_a_streamed_unet_runs_on_another_device_with_every_weight_brought_by_its_block():
+    unet = tiny_unet(TINY_XL)
+    args, kwargs = unet_inputs(TINY_XL, device="meta")
+    with pytest.raises(RuntimeError, match="device"):
+        unet(*args, **kwargs)  # the weights are on the CPU, the inputs on meta
+    stream_blocks(unet, "meta")
+    with torch.inference_mode():
+        output = unet(*args, **kwargs)
+    assert output.device.type == "meta" and output.shape == (2, 4, 16, 16)
+    assert all(t.device.type == "cpu" for t in storage_of(unet).values())
+
+
+def test_weights_outside_every_block_are_refused():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+            self.scale = nn.Parameter(torch.ones(1))
+
+    with pytest.raises(ValueError, match="scale"):
+        stream_blocks(Scaled(), "cpu")
+
+
+def test_a_tensor_shared_by_two_layers_is_copied_once():
+    block = nn.Sequential(nn.Linear(3, 3, bias=False), nn.Linear(3, 3, bias=False))
+    block[1].weight = block[0].weight
+    model = nn.Sequential(block)
+    seen = []
+    block[1].register_forward_hook(lambda layer, a, o: seen.append((block[0].weight, block[1].weight)))
+    stream_blocks(model, "cpu")
+    model(torch.ones(1, 3))
+    first, second = seen[0]
+    assert first is second and first is not model[0][0].weight
+
+
+def test_pinning_replaces_cpu_storage_by_pinned_copies_keeping_parameters_and_sharing(monkeypatch, caplog):
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t.clone())
+    block = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3), nn.BatchNorm1d(3))
+    block[1].weight = block[0].weight
+    before = storage_of(block)
+    stream_blocks(nn.Sequential(block), "cpu", pin=True)
+    after = storage_of(block)
+    assert len(pinned) == 8  # 5 parameters (the two weights shared as one) and the norm's 3 buffers
+    assert all(after[name] is not before[name] and torch.equal(after[name], before[name]) for name in before)
+    assert isinstance(block[0].weight, nn.Parameter) and block[0].weight is block[1].weight
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: (_ for _ in ()).throw(RuntimeError("no CUDA")))
+    pin_storage([nn.Linear(2, 2)])
+    assert "could not pin" in caplog.text
+
+
+# --- the offloaded VAE ----------------------------------------------------------------------------
+
+def tiny_vae(offloaded: bool) -> VAE:
+    torch.manual_seed(0)
+    return VAE(AutoencoderKL(TINY_VAE).eval().requires_grad_(False), 0.18215, torch.device("cpu"), torch.float32,
+               offloaded=offloaded)
+
+
+def test_an_offloaded_vae_decodes_and_encodes_the_same_with_copies_of_its_weights(monkeypatch):
+    plain, offloaded = tiny_vae(False), tiny_vae(True)
+    weight = offloaded.model.decoder.conv_in.weight
+    seen = []
+    offloaded.model.decoder.conv_in.register_forward_hook(lambda layer, a, o: seen.append(layer.weight))
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(offloaded.decode(latent), plain.decode(latent))
+    assert seen[0] is not weight and torch.equal(seen[0], weight)
+    assert offloaded.model.decoder.conv_in.weight is weight
+    image = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(offloaded.encode(image), plain.encode(image))
+    placed = []
+    real = on_device
+    monkeypatch.setattr("nodeflow.image.vae.on_device", lambda *a: placed.append(a) or real(*a))
+    tiled = offloaded.decode_tiled(latent, tile=4, overlap=2)  # 9 tiles, one placement of the weights
+    assert len(placed) == 1 and len(seen) > 4
+    torch.testing.assert_close(tiled, plain.decode_tiled(latent, tile=4, overlap=2), rtol=0, atol=0)
+
+
+def test_a_vae_that_is_not_offloaded_uses_its_own_weights():
+    vae = tiny_vae(False)
+    seen = []
+    vae.model.decoder.conv_in.register_forward_hook(lambda layer, a, o: seen.append(layer.weight))
+    vae.decode(torch.zeros(1, 4, 4, 4))
+    assert seen[0] is vae.model.decoder.conv_in.weight
+
+
+# --- the loaders' wiring --------------------------------------------------------------------------
+
+needs_checkpoint = pytest.mark.skipif(not CHECKPOINT.is_file(), reason="the embedded model is not in assets/")
+
+
+def low_context(tmp_path: Path, monkeypatch) -> RunContext:
+    """A run on ``meta`` that resolves to low VRAM (as a CUDA run with --vram low does)."""
+    monkeypatch.setattr(vram_module, "vram_mode", lambda mode, device, path: "low")
+    return RunContext(device="meta", vram="low", paths=Paths(models_dirs=(tmp_path,)))
+
+
+@needs_checkpoint
+def test_low_vram_on_the_cpu_changes_nothing():
+    from nodeflow.loading.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(CHECKPOINT, device="cpu", low_vram=True)
+    assert streaming_device(checkpoint.model.unet) is None and not checkpoint.vae.offloaded
+
+
+@needs_checkpoint
+def test_checkpoint_loader_in_a_low_vram_run_keeps_the_weights_on_the_cpu(tmp_path, monkeypatch):
+    from nodeflow_nodes.loaders import checkpoint_loader_simple
+
+    model, clip, vae = checkpoint_loader_simple("nodeflow-tiny.safetensors", low_context(tmp_path, monkeypatch))
+    assert model.device == torch.device("meta") and model.dtype == torch.float32  # meta's dtype, as the GPU's
+    assert streaming_device(model.unet) == torch.device("meta")
+    assert all(p.device.type == "cpu" for p in model.unet.parameters())
+    assert vae.offloaded and vae.device == torch.device("meta")
+    assert all(p.device.type == "cpu" for p in vae.model.parameters())
+    assert clip.device == torch.device("cpu")  # the text encoder computes on the CPU
+    assert set(measure((model, clip, vae))) == {"cpu"}  # the cache counts no GPU bytes for them
+    config = model.unet.config
+    x = torch.zeros(2, config.in_channels, 8, 8, device="meta")
+    context = torch.zeros(2, 77, config.context_dim, device="meta")
+    with torch.inference_mode():
+        assert model.unet(x, torch.zeros(2, device="meta"), context).device.type == "meta"
+    with pytest.raises(NotImplementedError):  # meta holds no values to copy back; what matters is no device error
+        vae.decode(torch.zeros(1, 4, 8, 8))
+
+
+@needs_checkpoint
+def test_unet_loader_in_a_low_vram_run_streams_the_unet(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from nodeflow.loading.checkpoint import load_checkpoint
+    from nodeflow_nodes.loaders import unet_loader
+
+    unet = load_checkpoint(CHECKPOINT).model.unet
+    (tmp_path / "diffusion_models").mkdir()
+    tensors = {k: v.contiguous() for k, v in unet.state_dict().items()}
+    save_file(tensors, tmp_path / "diffusion_models" / "u.safetensors")
+    (model,) = unet_loader("u.safetensors", "fp8_e4m3fn", low_context(tmp_path, monkeypatch))
+    assert streaming_device(model.unet) == torch.device("meta")
+    assert all(p.device.type == "cpu" for p in model.unet.parameters())
+
+
+@needs_checkpoint
+def test_clip_loader_in_a_low_vram_run_loads_on_the_cpu(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from nodeflow.loading.files import read_state_dict
+    from nodeflow_nodes.loaders import clip_loader
+
+    sd, _ = read_state_dict(CHECKPOINT)
+    text = {k: v for k, v in sd.items() if k.startswith("cond_stage_model.")}
+    (tmp_path / "text_encoders").mkdir()
+    save_file(text, tmp_path / "text_encoders" / "clip.safetensors")
+    (clip,) = clip_loader("clip.safetensors", "stable_diffusion", low_context(tmp_path, monkeypatch))
+    assert clip.device == torch.device("cpu")
+
+
+@pytest.mark.skipif(not CONTROLNET.is_file(), reason="the embedded ControlNet is not in assets/")
+def test_controlnet_loader_in_a_low_vram_run_streams_the_controlnet(tmp_path, monkeypatch):
+    from nodeflow_nodes.controlnet import controlnet_loader
+
+    ctx = low_context(tmp_path, monkeypatch)
+    (tmp_path / "controlnet").mkdir()
+    (tmp_path / "controlnet" / CONTROLNET.name).symlink_to(CONTROLNET)
+    (controlnet,) = controlnet_loader(CONTROLNET.name, ctx)
+    assert streaming_device(controlnet) == torch.device("meta")
+    assert all(p.device.type == "cpu" for p in controlnet.parameters())
+    config = controlnet.config.unet
+    x = torch.zeros(1, config.in_channels, 8, 8, device="meta")
+    with torch.inference_mode():
+        residuals = controlnet(x, torch.zeros(1, 3, 64, 64, device="meta"), torch.zeros(1, device="meta"),
+                               torch.zeros(1, 77, config.context_dim, device="meta"))
+    assert residuals.middle.device.type == "meta"
+
