@@ -209,3 +209,19 @@ def test_an_sdxl_sized_unet_streamed_from_the_cpu_runs_in_4_gib():
           f"128 x 128, streamed: peak {peak / 2**30:.2f} GiB, {min(streamed):.3f} s per call "
           f"(first {streamed[0]:.3f} s); resident: {min(resident):.3f} s per call")
     assert peak < cap
+
+
+@pytest.mark.skipif(not CHECKPOINT.is_file(), reason="the embedded model is not in assets/")
+def test_compile_on_the_gpu_draws_what_the_uncompiled_model_draws(executor):
+    """--compile with inductor (Triton kernels) on the GPU, fp32 so the two can be compared
+    tightly: the same images to float rounding, and a later run of the same size reuses the
+    compiled graph (faster than the first, which compiled)."""
+    plain = images_of(executor, preview_workflow(), device="cuda", dtype="fp32")
+    executor.clear_cache()
+    first = executor.run(preview_workflow(seed=8), device="cuda", dtype="fp32", compile=True)
+    compiled = images_of(executor, preview_workflow(), device="cuda", dtype="fp32", compile=True)
+    again = executor.run(preview_workflow(seed=9), device="cuda", dtype="fp32", compile=True)
+    executor.clear_cache()
+    print(f"compile: first sampler run {first.node_seconds['3']:.2f} s, later {again.node_seconds['3']:.3f} s")
+    assert np.abs(plain - compiled).max() < 2e-3
+    assert again.node_seconds["3"] < first.node_seconds["3"]
