@@ -42,6 +42,7 @@ import torch
 
 from nodeflow.errors import ModelFileError
 from nodeflow.loading.detect import describe_keys, detect_kind
+from nodeflow.loading.build_errors import built
 from nodeflow.loading.diffusers_keys import vae_to_original
 from nodeflow.loading.families import FAMILIES, KIND_FAMILY, TEXT_PREFIXES, build_clip, model_sampling, take_text_parts
 from nodeflow.loading.files import read_diffusers_vae, read_state_dict, read_state_dict_for
@@ -106,16 +107,6 @@ def _check_unclaimed(path: Path, sd: dict[str, torch.Tensor], prefixes: tuple[st
         raise ModelFileError(f"{path}: unexpected keys: {shown}")
 
 
-def _build(path: Path, what: str, build):
-    try:
-        return build()
-    except RuntimeError as error:  # load_state_dict(strict=True) lists missing/unexpected keys
-        message = str(error).split("\n", 1)[-1].strip()
-        raise ModelFileError(f"{path}: the {what} does not match its configuration: {message[:600]}") from None
-    except (KeyError, ValueError, IndexError) as error:
-        raise ModelFileError(f"{path}: cannot read the {what} ({type(error).__name__}: {error})") from None
-
-
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                     dtype: str = "auto", tokenizer=None, clip_vision: bool = False,
                     low_vram: bool = False) -> Checkpoint:
@@ -176,13 +167,13 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
             raise ModelFileError(f"{path}: no {tower} text encoder ({family.towers[tower][0]}*) in this "
                                  f"{family.name} checkpoint")
     unet_dtype = model_dtype(device, dtype, "unet")
-    unet = _build(path, "U-Net", lambda: unet_from_state_dict(
+    unet = built(path, "U-Net", lambda: unet_from_state_dict(
         unet_sd, device=storage, dtype=unet_dtype, num_heads=heads, head_channels=head_channels))
     del unet_sd
     stream_unet(unet, storage, device)
     vae = load_vae_state_dict(path, vae_sd, device, dtype, scale, storage=storage)
     del vae_sd
-    clip = _build(path, "text encoder", lambda: build_clip(
+    clip = built(path, "text encoder", lambda: build_clip(
         KIND_FAMILY[kind], text_parts, tokenizer or load_tokenizer(), storage, model_dtype(storage, dtype, "text")))
     del text_parts
     if small_enough_to_preview(vae):  # a linear preview of a tiny VAE's latents is misleading
@@ -230,7 +221,7 @@ def load_vae_state_dict(path: Path, sd: dict[str, torch.Tensor], device: torch.d
         raise ModelFileError(f"{path}: no VAE (first_stage_model.*) found")
     storage = device if storage is None else storage
     vae_dtype = model_dtype(device, dtype, "vae")
-    model = _build(path, "VAE", lambda: vae_from_state_dict(sd, device=storage, dtype=vae_dtype))
+    model = built(path, "VAE", lambda: vae_from_state_dict(sd, device=storage, dtype=vae_dtype))
     if storage != device and device.type == "cuda":
         pin_storage([model])
     return VAE(model, scale, device, vae_dtype, name=path.name, offloaded=storage != device)

@@ -40,6 +40,7 @@ import torch
 
 from nodeflow.errors import ModelFileError
 from nodeflow.image.clip_vision import ClipVision
+from nodeflow.loading.build_errors import built
 from nodeflow.loading.files import read_state_dict
 from nodeflow.models.meta import load_on_meta
 from nodeflow.runtime.devices import model_dtype
@@ -158,12 +159,8 @@ def vision_config(tensors: dict[str, torch.Tensor], path: Path):
 def _build(path: Path, config, tensors: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype):
     from transformers import CLIPVisionModelWithProjection
 
-    try:
-        model = load_on_meta(lambda: CLIPVisionModelWithProjection(config), tensors, device=device, dtype=dtype)
-    except RuntimeError as error:  # load_state_dict(strict=True) names the missing and unexpected keys
-        message = str(error).split("\n", 1)[-1].strip()
-        raise ModelFileError(f"{path}: the CLIP vision tower does not match its configuration: "
-                             f"{message[:600]}") from None
+    model = built(path, "CLIP vision tower", lambda: load_on_meta(lambda: CLIPVisionModelWithProjection(config),
+                                                                  tensors, device=device, dtype=dtype))
     # position_ids is a buffer files do not hold (not persistent): made here, not left on the meta device
     embeddings = model.vision_model.embeddings
     embeddings.register_buffer("position_ids", torch.arange(embeddings.num_positions, device=device)[None],

@@ -27,6 +27,7 @@ import torch
 from nodeflow.errors import ModelFileError
 from nodeflow.models.controlnet import ControlNetModel, controlnet_from_state_dict
 from nodeflow.models.controlnet_union import UNION_PREFIXES, is_union, union_controlnet_from_state_dict
+from nodeflow.loading.build_errors import built
 from nodeflow.loading.detect import UNET, describe_keys, detect_kind
 from nodeflow.loading.families import FAMILIES, KIND_FAMILY
 from nodeflow.runtime.devices import model_dtype
@@ -84,12 +85,9 @@ def load_controlnet(path: str | os.PathLike, *, device="cpu", dtype: str = "auto
     if heads is None and head_channels is None:
         head_channels = FAMILIES[family].head_channels  # None for SD1: 8 heads
     device = torch.device(device)
-    try:
-        build = union_controlnet_from_state_dict if is_union(plain) else controlnet_from_state_dict
-        model = build(plain, device=device, dtype=model_dtype(device, dtype, "unet"),
-                      num_heads=heads, head_channels=head_channels)
-    except (RuntimeError, KeyError, ValueError, IndexError) as error:
-        raise ModelFileError(f"{path}: the ControlNet does not match its configuration: {str(error)[:500]}") from None
+    build = union_controlnet_from_state_dict if is_union(plain) else controlnet_from_state_dict
+    model = built(path, "ControlNet", lambda: build(plain, device=device, dtype=model_dtype(device, dtype, "unet"),
+                                                    num_heads=heads, head_channels=head_channels))
     model.family, model.source = FAMILIES[family].name, path.name
     return model
 

@@ -37,7 +37,8 @@ from pathlib import Path
 import torch
 
 from nodeflow.errors import ModelFileError
-from nodeflow.loading.checkpoint import (IGNORED, META_UNET_HEADS, META_VAE_SCALE, UNET_PREFIX, VAE_PREFIX, _build,
+from nodeflow.loading.build_errors import built
+from nodeflow.loading.checkpoint import (IGNORED, META_UNET_HEADS, META_VAE_SCALE, UNET_PREFIX, VAE_PREFIX,
                                          _unsupported, storage_for, stream_unet)
 from nodeflow.loading.detect import describe_keys, detect_kind
 from nodeflow.loading.diffusers_keys import unet_to_original
@@ -74,7 +75,7 @@ def load_diffusion_model(path: str | os.PathLike, *, device: str | torch.device 
     sd.clear()
     heads = int(metadata[META_UNET_HEADS]) if META_UNET_HEADS in metadata else None
     head_channels = family.head_channels if heads is None else None
-    unet = _build(path, "U-Net", lambda: unet_from_state_dict(
+    unet = built(path, "U-Net", lambda: unet_from_state_dict(
         unet_sd, device=storage, dtype=unet_dtype, num_heads=heads, head_channels=head_channels))
     del unet_sd
     _round_weights(unet, weight_dtype)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from nodeflow.errors import ModelFileError
+from nodeflow.loading.build_errors import built
 from nodeflow.loading.files import read_state_dict
 from nodeflow.models.gligen import GatedSelfAttention, Gligen, Location, PositionNet, fuser_heads
 from nodeflow.models.meta import load_on_meta
@@ -64,10 +65,6 @@ def load_gligen(path: str | Path, *, device: torch.device | str = "cpu") -> Glig
             blocks[location] = GatedSelfAttention(query_dim, key_dim, *fuser_heads(query_dim, key_dim))
         return Gligen(PositionNet(text_dim, key_dim), blocks)
 
-    try:
-        model = load_on_meta(build, tensors, device=device, dtype=torch.float32)
-    except RuntimeError as error:  # load_state_dict(strict=True) names the missing and unexpected keys
-        message = str(error).split("\n", 1)[-1].strip()
-        raise ModelFileError(f"{path}: the GLIGEN model does not match its configuration: {message[:600]}") from None
+    model = built(path, "GLIGEN model", lambda: load_on_meta(build, tensors, device=device, dtype=torch.float32))
     logger.info("%s: GLIGEN, %d gated blocks, phrases %d wide", path.name, len(fusers), text_dim)
     return model

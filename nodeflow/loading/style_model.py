@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from nodeflow.errors import ModelFileError
+from nodeflow.loading.build_errors import built
 from nodeflow.loading.files import read_state_dict
 from nodeflow.models.meta import load_on_meta
 from nodeflow.models.style_model import StyleAdapter, StyleAdapterConfig
@@ -39,10 +40,7 @@ def load_style_model(path: str | Path, *, device: torch.device | str = "cpu") ->
     layers = len({match.group(1) for key in sd if (match := _BLOCK.match(key))})
     config = StyleAdapterConfig(width=embedding.shape[-1], context_dim=proj.shape[1], layers=layers,
                                 tokens=embedding.shape[1])
-    try:
-        model = load_on_meta(lambda: StyleAdapter(config), sd, device=device, dtype=torch.float32)
-    except RuntimeError as error:  # load_state_dict(strict=True) names the missing and unexpected keys
-        message = str(error).split("\n", 1)[-1].strip()
-        raise ModelFileError(f"{path}: the style model does not match its configuration: {message[:600]}") from None
+    model = built(path, "style model", lambda: load_on_meta(lambda: StyleAdapter(config), sd, device=device,
+                                                          dtype=torch.float32))
     logger.info("%s: style model, %d tokens of width %d", path.name, config.tokens, config.context_dim)
     return model

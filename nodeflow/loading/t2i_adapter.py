@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from nodeflow.errors import ModelFileError
+from nodeflow.loading.build_errors import built
 from nodeflow.loading.families import FAMILIES
 from nodeflow.models.t2i_adapter import T2IAdapter, t2i_adapter_from_state_dict
 from nodeflow.runtime.devices import model_dtype
@@ -67,10 +68,8 @@ def load_t2i_adapter(path: Path, sd: dict[str, torch.Tensor], *, device="cpu", d
         sd = sd["adapter"]
     plain = t2i_adapter_to_original(sd) if is_diffusers_t2i_adapter(sd) else dict(sd)
     device = torch.device(device)
-    try:
-        adapter = t2i_adapter_from_state_dict(plain, device=device, dtype=model_dtype(device, dtype, "unet"))
-    except (RuntimeError, KeyError, ValueError, IndexError) as error:
-        raise ModelFileError(f"{path}: the T2I-Adapter does not match its configuration: {str(error)[:500]}") from None
+    adapter = built(path, "T2I-Adapter",
+                    lambda: t2i_adapter_from_state_dict(plain, device=device, dtype=model_dtype(device, dtype, "unet")))
     adapter.family = FAMILIES["sdxl"].name if adapter.config.xl else ""
     adapter.source = Path(path).name
     return adapter

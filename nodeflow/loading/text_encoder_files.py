@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 from nodeflow.errors import ModelFileError
-from nodeflow.loading.checkpoint import UNET_PREFIX, _build, _unsupported
+from nodeflow.loading.build_errors import built
+from nodeflow.loading.checkpoint import UNET_PREFIX, _unsupported
 from nodeflow.loading.detect import describe_keys, detect_kind
 from nodeflow.loading.families import FAMILIES, KIND_FAMILY
 from nodeflow.loading.files import read_state_dict
@@ -145,11 +146,11 @@ def _tower_model(encoder: TextEncoderFile, device: torch.device, dtype: torch.dt
     sd = dict(encoder.sd)
     if encoder.tower == "clip_l":
         sd.pop("text_projection.weight", None)
-        return _build(encoder.path, "text encoder", lambda: clip_model_from_state_dict(sd, device=device, dtype=dtype))
+        return built(encoder.path, "text encoder", lambda: clip_model_from_state_dict(sd, device=device, dtype=dtype))
     if "text_projection.weight" not in sd:
         logger.info("%s: no text_projection; using the identity (as ComfyUI does)", encoder.path.name)
         sd["text_projection.weight"] = torch.eye(encoder.width, dtype=sd[TOKEN_EMBEDDING].dtype)
-    return _build(encoder.path, "text encoder", lambda: clip_model_from_state_dict(
+    return built(encoder.path, "text encoder", lambda: clip_model_from_state_dict(
         sd, device=device, dtype=dtype, hidden_act=OPEN_CLIP_ACT))
 
 
