@@ -13,8 +13,6 @@ load on the CPU, as with CLIPLoader's ``device=cpu``.
 
 from __future__ import annotations
 
-import logging
-
 from nodeflow.errors import NodeInputError
 from nodeflow.spec import CLIP, MODEL, VAE, Choice, Input, Int, ModelFile, Output, node
 
@@ -28,7 +26,6 @@ DUAL_CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_i
                    "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace"]
 DEVICES = ["default", "cpu"]
 RUNS = "nodeflow runs SD1.x, SD2.x and SDXL"
-logger = logging.getLogger(__name__)
 
 
 def _device_input():
@@ -41,6 +38,12 @@ def _text_device(device: str, ctx, *paths):
     return "cpu" if device == "cpu" or any(_low_vram(ctx, path) for path in paths) else ctx.device
 
 
+def _text_dtype(where: str, ctx) -> str:
+    """--dtype for a text encoder computing on ``where``: the CPU's own (auto: float32) when it
+    runs there away from the run's GPU (the user's fp16/bf16 was meant for the GPU)."""
+    return "auto" if where == "cpu" and str(ctx.device) != "cpu" else ctx.dtype
+
+
 def _low_vram(ctx, path) -> bool:
     """Whether this run keeps the weights of the file at ``path`` in CPU memory (``--vram``)."""
     from nodeflow.runtime.vram import vram_mode
@@ -49,19 +52,10 @@ def _low_vram(ctx, path) -> bool:
 
 
 def _prepared(model, ctx):
-    """The loaded MODEL as the run asks for it: compiled with ``--compile``, unless its blocks
-    stream from the CPU (``--vram low``): the hooks that swap their weights in and out would
-    break the compiled graph at every block."""
-    if getattr(ctx, "compile", False):  # tests' stand-in contexts may lack it
-        from nodeflow.models.streaming import streaming_device
-        from nodeflow.sampling.compiled import compile_unet
+    """The loaded MODEL compiled with ``--compile`` (nodeflow.sampling.compiled.prepared)."""
+    from nodeflow.sampling.compiled import prepared
 
-        if streaming_device(model.unet) is not None:
-            logger.warning("--compile is ignored with --vram low: the U-Net's blocks stream from the CPU")
-            return model
-
-        compile_unet(model)
-    return model
+    return prepared(model, getattr(ctx, "compile", False))  # tests' stand-in contexts may lack it
 
 
 @node("CheckpointLoaderSimple", display="Load Checkpoint", category="loaders",
@@ -123,7 +117,8 @@ def clip_loader(clip_name: str, type: str, ctx, device: str = "default"):
         raise NodeInputError("type", f"{type!r} is for a model family nodeflow does not run ({RUNS}); "
                                      "use 'stable_diffusion'")
     path = ctx.paths.resolve_model("text_encoders", clip_name)
-    return (load_clip(path, device=_text_device(device, ctx, path), dtype=ctx.dtype),)
+    where = _text_device(device, ctx, path)
+    return (load_clip(path, device=where, dtype=_text_dtype(where, ctx)),)
 
 
 @node("DualCLIPLoader", display="DualCLIPLoader", category="advanced/loaders",
@@ -140,7 +135,8 @@ def dual_clip_loader(clip_name1: str, clip_name2: str, type: str, ctx, device: s
         raise NodeInputError("type", f"{type!r} is for a model family nodeflow does not run ({RUNS}); "
                                      "use 'sdxl' with a CLIP-L and a CLIP-G file")
     paths = [ctx.paths.resolve_model("text_encoders", name) for name in (clip_name1, clip_name2)]
-    return (load_sdxl_clip(*paths, device=_text_device(device, ctx, *paths), dtype=ctx.dtype),)
+    where = _text_device(device, ctx, *paths)
+    return (load_sdxl_clip(*paths, device=where, dtype=_text_dtype(where, ctx)),)
 
 
 @node("CLIPSetLastLayer", display="CLIP Set Last Layer", category="conditioning",

@@ -18,13 +18,14 @@ from nodeflow.types import CLIP_VISION, CLIP_VISION_OUTPUT
 def unclip_checkpoint_loader(ckpt_name: str, ctx):
     """Load an unCLIP checkpoint: the U-Net, the text encoder, the VAE and the CLIP vision tower."""
     from nodeflow.loading.checkpoint import load_checkpoint
-
     from nodeflow.runtime.vram import vram_mode
+    from nodeflow.sampling.compiled import prepared
 
     path = ctx.paths.resolve_model("checkpoints", ckpt_name)
     checkpoint = load_checkpoint(path, device=ctx.device, dtype=ctx.dtype, clip_vision=True,
                                  low_vram=vram_mode(getattr(ctx, "vram", "auto"), ctx.device, path) == "low")
-    return (checkpoint.model, checkpoint.clip, checkpoint.vae, checkpoint.clip_vision)
+    return (prepared(checkpoint.model, getattr(ctx, "compile", False)), checkpoint.clip, checkpoint.vae,
+            checkpoint.clip_vision)
 
 
 @node("unCLIPConditioning", display="unCLIPConditioning", category="conditioning",

@@ -51,10 +51,19 @@ def display():
     os.environ["DISPLAY"] = f":{number}"
     yield f":{number}"
     server.terminate()
+    server.wait()
     if previous is None:
         os.environ.pop("DISPLAY", None)
     else:
         os.environ["DISPLAY"] = previous
+
+
+def _lock_holder(lock) -> int | None:
+    """The process id an X server wrote into its lock file (None while there is none)."""
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _start_xvfb():
@@ -69,10 +78,13 @@ def _start_xvfb():
         server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1400x900x24"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
+        lock = Path(f"/tmp/.X{number}-lock")
         while server.poll() is None and time.monotonic() < deadline:
-            if Path(f"/tmp/.X11-unix/X{number}").exists():
+            if Path(f"/tmp/.X11-unix/X{number}").exists() and _lock_holder(lock) == server.pid:
                 time.sleep(0.2)  # the socket is made before the server listens on it
-                return server, number
+                if server.poll() is None:
+                    return server, number
             time.sleep(0.05)
         server.kill()  # another server took the number first, or it never started
+        server.wait()
     pytest.fail("no Xvfb display could be started on :90-:189")

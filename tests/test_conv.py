@@ -55,14 +55,19 @@ def _meta_conv(cin: int, cout: int, kernel: int = 3, **options) -> Conv2d:
     (lambda: _meta_conv(2560, 1280), (2, 2560, 8, 8), torch.float32, True),  # its output blocks, 512 px
     (lambda: _meta_conv(1280, 1280, stride=2), (2, 1280, 8, 8), torch.float32, True),  # Downsample to 4x4
     (lambda: _meta_conv(1280, 1280), (2, 1280, 16, 16), torch.float32, False),  # 512 positions
-    (lambda: _meta_conv(640, 640), (2, 640, 4, 4), torch.float32, False),  # weights fit the cache
-    (lambda: _meta_conv(1280, 1280, kernel=1), (2, 1280, 4, 4), torch.float32, False),  # 1x1: a GEMM already
+    (lambda: _meta_conv(4096, 4096, kernel=1), (2, 4096, 4, 4), torch.float32, False),  # 1x1: a GEMM already
     (lambda: _meta_conv(1280, 1280), (2, 1280, 4, 4), torch.bfloat16, False),  # float32 only
-    (lambda: _meta_conv(1280, 1280, groups=2), (2, 1280, 4, 4), torch.float32, False),
+    (lambda: _meta_conv(2560, 2560, groups=2), (2, 2560, 4, 4), torch.float32, False),  # 29M weights: only groups
     (lambda: _meta_conv(1280, 1280, dilation=2), (2, 1280, 4, 4), torch.float32, False),
 ])
 def test_gemm_path_only_where_it_pays(layer, x_shape, dtype, expected):
-    assert uses_gemm(torch.empty(x_shape, dtype=dtype), layer()) is expected
+    layer = layer()
+    assert expected or layer.weight.numel() >= conv.GEMM_MIN_WEIGHTS  # refused for its own reason, not size
+    assert uses_gemm(torch.empty(x_shape, dtype=dtype), layer) is expected
+
+
+def test_weights_that_fit_the_cache_stay_on_torchs_convolution():
+    assert not uses_gemm(torch.empty(2, 640, 4, 4), _meta_conv(640, 640))  # 3.7M weights, 32 positions
 
 
 def test_the_path_is_the_cpus_only():

@@ -351,6 +351,12 @@ def close_button():
     x11.XFlush(ctypes.c_void_p(display))
     time.sleep(1.0)
 
+def wait_until(check, seconds=15.0):  # a busy machine draws frames late: wait for the state, not a fixed time
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return check()
+
 def click(tag):  # the session's viewport is not at the screen's corner
     (vx, vy), (x, y) = dpg.get_viewport_pos(), centre(tag)
     subprocess.run(["xdotool", "mousemove", str(vx + x), str(vy + y)], check=True)
@@ -389,11 +395,11 @@ document.save(workflow)
 def user():
     time.sleep(2.0)
     close_button()
-    seen["asked"] = dpg.does_item_exist("confirm")
+    seen["asked"] = wait_until(lambda: dpg.does_item_exist("confirm"))
     close_button()  # pressed again while asking: still the one question
     seen["asked_once"] = dpg.does_item_exist("confirm")
     click("confirm_cancel")
-    seen["kept_open"] = not dpg.does_item_exist("confirm")
+    seen["kept_open"] = wait_until(lambda: not dpg.does_item_exist("confirm"))
     close_button()
     click("confirm_save")
 

@@ -407,3 +407,15 @@ def test_controlnet_loader_in_a_low_vram_run_streams_the_controlnet(tmp_path, mo
                                torch.zeros(1, 77, config.context_dim, device="meta"))
     assert residuals.middle.device.type == "meta"
 
+
+
+def test_a_text_encoder_moved_to_the_cpu_computes_in_the_cpus_dtype():
+    """--dtype fp16 is meant for the GPU: a text encoder that --vram low moves to the CPU runs in
+    float32 there (fp16 on a CPU is slow or has no kernels); on the run's own device the user's
+    dtype stands."""
+    from nodeflow.loading.checkpoint import text_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert text_dtype(cuda, cpu, "fp16") == torch.float32
+    assert text_dtype(cuda, cuda, "fp16") == torch.float16
+    assert text_dtype(cpu, cpu, "bf16") == torch.bfloat16

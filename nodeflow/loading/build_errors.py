@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from nodeflow.errors import ModelFileError
+from nodeflow.runtime.devices import is_out_of_memory
 
 T = TypeVar("T")
 
@@ -26,6 +27,8 @@ def built(path: str | Path, what: str, build: Callable[[], T]) -> T:
     try:
         return build()
     except RuntimeError as error:  # load_state_dict(strict=True) lists missing/unexpected keys
+        if isinstance(error, NotImplementedError) or is_out_of_memory(error):
+            raise  # not the file's fault: out of memory (the caller may say --vram low) or a missing kernel
         detail = str(error).split("\n", 1)[-1].strip()
     except (KeyError, ValueError, IndexError) as error:
         detail = f"{type(error).__name__}: {error}"

@@ -125,6 +125,13 @@ def storage_for(device: torch.device, low_vram: bool) -> torch.device:
     return torch.device("cpu") if low_vram else device
 
 
+def text_dtype(device: torch.device, where: torch.device, dtype: str) -> torch.dtype:
+    """The dtype of a text encoder computing on ``where`` in a run on ``device``: the run's
+    ``--dtype`` there, but the CPU's own (float32) when it was moved off the GPU to the CPU: the
+    user's fp16 or bf16 was meant for the GPU, and fp16 on a CPU is slow or has no kernels."""
+    return model_dtype(where, "auto" if where != device else dtype, "text")
+
+
 def stream_unet(unet: torch.nn.Module, storage: torch.device, device: torch.device) -> torch.nn.Module:
     """``unet`` (weights on ``storage``) made to run on ``device``: its blocks streamed there
     when the two differ (pinned for CUDA), else as it is."""
@@ -174,7 +181,7 @@ def checkpoint_from_state_dict(sd: dict[str, torch.Tensor], path: Path, metadata
     vae = load_vae_state_dict(path, vae_sd, device, dtype, scale, storage=storage)
     del vae_sd
     clip = built(path, "text encoder", lambda: build_clip(
-        KIND_FAMILY[kind], text_parts, tokenizer or load_tokenizer(), storage, model_dtype(storage, dtype, "text")))
+        KIND_FAMILY[kind], text_parts, tokenizer or load_tokenizer(), storage, text_dtype(device, storage, dtype)))
     del text_parts
     if small_enough_to_preview(vae):  # a linear preview of a tiny VAE's latents is misleading
         latent_format = replace(latent_format, preview_decoder=VaePreview(vae, latent_format.process_out))
@@ -207,7 +214,9 @@ def _read_checkpoint(path: Path, device: torch.device, dtype: str,
 
     def dtype_for(key: str) -> torch.dtype | None:
         part = next(((name, where) for prefix, name, where in parts if key.startswith(prefix)), None)
-        return model_dtype(part[1], dtype, part[0]) if part else None
+        if part is None:
+            return None
+        return text_dtype(device, storage, dtype) if part[0] == "text" else model_dtype(part[1], dtype, part[0])
 
     return read_state_dict_for(path, storage, dtype_for)
 

@@ -13,6 +13,22 @@ import logging
 logger = logging.getLogger(__name__)
 
 
+def prepared(model, compile: bool):
+    """``model`` (a loaded DiffusionModel) as the run asks for it: its U-Net compiled with
+    ``--compile``, unless its blocks stream from the CPU (``--vram low``), whose weight swaps would
+    break the compiled graph at every block (then a warning says so). Returns ``model``."""
+    from nodeflow.models.streaming import streaming_device
+
+    if not compile:
+        return model
+    if streaming_device(model.unet) is not None:
+        logger.warning("--compile is ignored for this U-Net: --vram (low, or auto on a GPU short of memory) "
+                       "streams its blocks from the CPU")
+        return model
+    compile_unet(model)
+    return model
+
+
 def compile_unet(model) -> None:
     """Compile ``model.unet`` (a DiffusionModel's) in place; a second call does nothing."""
     unet = model.unet

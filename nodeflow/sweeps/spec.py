@@ -81,9 +81,11 @@ def parse_spec(texts: list[str], workflow, registry, paths=None, *, zip: bool = 
     folders (checkpoint names) be checked too. ``names``: what the messages call each option
     (default ``--sweep 'TEXT'``; the editor names its axes)."""
     names = names or [f"--sweep {text!r}" for text in texts]
-    sweeps = [parse_sweep(text, workflow, registry, paths, where=names[i]) for i, text in enumerate(texts)]
+    if len(names) != len(texts):
+        raise ValueError(f"{len(names)} names for {len(texts)} sweeps")  # a caller's mistake, not the user's
+    sweeps = [parse_sweep(text, workflow, registry, paths, where=name) for text, name in pairs(texts, names)]
     seen: dict[str, str] = {}
-    for sweep, name in ((sweeps[i], names[i]) for i in range(len(sweeps))):  # (``zip`` is the option here)
+    for sweep, name in pairs(sweeps, names):
         if sweep.key in seen:
             raise SweepError(f"{name}: {sweep.key} is swept twice (also by {seen[sweep.key]})")
         seen[sweep.key] = name
@@ -98,6 +100,11 @@ def parse_spec(texts: list[str], workflow, registry, paths=None, *, zip: bool = 
             counts = ", ".join(f"{s.key} has {len(s.values)}" for s in sweeps)
             raise SweepError(f"--zip needs sweeps of equal length: {counts}")
     return SweepSpec(tuple(sweeps), zip, repeat)
+
+
+def pairs(first: list, second: list) -> list[tuple]:
+    """The items of two equal-length lists side by side (``zip`` names an option of parse_spec)."""
+    return [(first[i], second[i]) for i in range(len(first))]
 
 
 def parse_sweep(text: str, workflow, registry, paths=None, where: str | None = None) -> Sweep:
