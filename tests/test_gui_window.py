@@ -357,8 +357,18 @@ def wait_until(check, seconds=15.0):  # a busy machine draws frames late: wait f
         time.sleep(0.1)
     return check()
 
+def settled_centre(tag):  # a new dialog is laid out over a frame or two: wait until it stays put
+    last = None
+    def still():
+        nonlocal last
+        now = centre(tag) if dpg.does_item_exist(tag) and dpg.is_item_visible(tag) else None
+        settled, last = now is not None and now == last and now != (0, 0), now
+        return settled
+    wait_until(still)
+    return last
+
 def click(tag):  # the session's viewport is not at the screen's corner
-    (vx, vy), (x, y) = dpg.get_viewport_pos(), centre(tag)
+    (vx, vy), (x, y) = dpg.get_viewport_pos(), settled_centre(tag)
     subprocess.run(["xdotool", "mousemove", str(vx + x), str(vy + y)], check=True)
     time.sleep(0.3)
     subprocess.run(["xdotool", "click", "1"], check=True)
