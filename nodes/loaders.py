@@ -39,9 +39,10 @@ def _text_device(device: str, ctx, *paths):
 
 
 def _text_dtype(where: str, ctx) -> str:
-    """--dtype for a text encoder computing on ``where``: the CPU's own (auto: float32) when it
-    runs there away from the run's GPU (the user's fp16/bf16 was meant for the GPU)."""
-    return "auto" if where == "cpu" and str(ctx.device) != "cpu" else ctx.dtype
+    """--dtype for a text encoder computing on ``where`` (nodeflow.runtime.devices.dtype_option)."""
+    from nodeflow.runtime.devices import dtype_option
+
+    return dtype_option(where, ctx.device, ctx.dtype)
 
 
 def _low_vram(ctx, path) -> bool:

@@ -46,7 +46,7 @@ from nodeflow.loading.build_errors import built
 from nodeflow.loading.diffusers_keys import vae_to_original
 from nodeflow.loading.families import FAMILIES, KIND_FAMILY, TEXT_PREFIXES, build_clip, model_sampling, take_text_parts
 from nodeflow.loading.files import read_diffusers_vae, read_state_dict, read_state_dict_for
-from nodeflow.runtime.devices import model_dtype
+from nodeflow.runtime.devices import dtype_option, model_dtype
 from nodeflow.models.streaming import pin_storage, stream_blocks
 from nodeflow.models.unet import unet_from_state_dict
 from nodeflow.models.vae import vae_from_state_dict
@@ -126,10 +126,8 @@ def storage_for(device: torch.device, low_vram: bool) -> torch.device:
 
 
 def text_dtype(device: torch.device, where: torch.device, dtype: str) -> torch.dtype:
-    """The dtype of a text encoder computing on ``where`` in a run on ``device``: the run's
-    ``--dtype`` there, but the CPU's own (float32) when it was moved off the GPU to the CPU: the
-    user's fp16 or bf16 was meant for the GPU, and fp16 on a CPU is slow or has no kernels."""
-    return model_dtype(where, "auto" if where != device else dtype, "text")
+    """The dtype of a text encoder computing on ``where`` in a run on ``device`` (dtype_option)."""
+    return model_dtype(where, dtype_option(where, device, dtype), "text")
 
 
 def stream_unet(unet: torch.nn.Module, storage: torch.device, device: torch.device) -> torch.nn.Module:

@@ -1,9 +1,9 @@
 """A 2-D convolution that runs as one matrix product where that is faster on the CPU.
 
 torch's CPU convolution (oneDNN) reorders the weights into its blocked layout on every call. When
-the output has few positions (the U-Net's deepest levels at 256-512 px) and its weights are too many to stay in the cache,
-that reorder costs more than the arithmetic: a 3x3 convolution of 1280 channels at 4x4 (batch 2)
-runs 2-3x faster as unfold + one batched GEMM (tests/bench/bench_conv.py). The GEMM
+the output has few positions (the U-Net's deepest levels at 256-512 px) and the weights are too
+many to stay in the cache, that reorder costs more than the arithmetic: a 3x3 convolution of 1280
+channels at 4x4 (batch 2) runs 2-3x faster as unfold + one batched GEMM (bench_conv.py). The GEMM
 sums the same products in another order: results agree to float rounding (about 1e-6 relative).
 """
 
@@ -32,13 +32,16 @@ def uses_gemm(x: torch.Tensor, conv: nn.Conv2d) -> bool:
         return False
     if conv.weight.numel() < GEMM_MIN_WEIGHTS:
         return False
-    height, width = _output_size(x, conv)
+    height, width = _output_size(x, conv.kernel_size, conv.stride, conv.padding)
     return x.shape[0] * height * width <= GEMM_MAX_POSITIONS
 
 
-def _output_size(x: torch.Tensor, conv: nn.Conv2d) -> tuple[int, int]:
-    return tuple((size + 2 * pad - kernel) // stride + 1 for size, pad, kernel, stride
-                 in zip(x.shape[-2:], conv.padding, conv.kernel_size, conv.stride))
+def _output_size(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a convolution's output on ``x``."""
+    height, width = ((size + 2 * pad - k) // step + 1
+                     for size, pad, k, step in zip(x.shape[-2:], padding, kernel, stride))
+    return height, width
 
 
 def gemm_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -46,8 +49,7 @@ def gemm_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """conv2d as im2col: (B, C_in k k, L) columns times the (C_out, C_in k k) weight matrix."""
     batch = x.shape[0]
     out_channels, _, kh, kw = weight.shape
-    height, width = ((size + 2 * pad - kernel) // step + 1 for size, pad, kernel, step
-                     in zip(x.shape[-2:], padding, (kh, kw), stride))
+    height, width = _output_size(x, (kh, kw), stride, padding)
     columns = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (B, C_in kh kw, L)
     matrix = weight.reshape(out_channels, -1).expand(batch, -1, -1)
     if bias is None:

@@ -58,6 +58,14 @@ def model_dtype(device: torch.device | str, requested: str = "auto", part: str =
     return torch.float32
 
 
+def dtype_option(where: torch.device | str, run_device: torch.device | str, requested: str) -> str:
+    """The --dtype option for a model computing on ``where`` in a run on ``run_device``: the
+    user's, except for a model moved off the run's device (a text encoder kept on the CPU in a GPU
+    run), which takes its own device's default ("auto"): the user's fp16 or bf16 was meant for the
+    GPU, and fp16 on a CPU is slow or has no kernels."""
+    return requested if torch.device(where) == torch.device(run_device) else "auto"
+
+
 def _vae_dtype(kind: str) -> torch.dtype:
     """The VAE's dtype on a device kind that should not run it in float32 for speed: bfloat16
     where supported (CUDA), else float32."""

@@ -16,6 +16,7 @@ A mistake is a ``SweepError``: one line naming the option, the node, the input a
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from dataclasses import dataclass, field
@@ -83,9 +84,9 @@ def parse_spec(texts: list[str], workflow, registry, paths=None, *, zip: bool = 
     names = names or [f"--sweep {text!r}" for text in texts]
     if len(names) != len(texts):
         raise ValueError(f"{len(names)} names for {len(texts)} sweeps")  # a caller's mistake, not the user's
-    sweeps = [parse_sweep(text, workflow, registry, paths, where=name) for text, name in pairs(texts, names)]
+    sweeps = [parse_sweep(text, workflow, registry, paths, where=name) for text, name in builtins.zip(texts, names)]
     seen: dict[str, str] = {}
-    for sweep, name in pairs(sweeps, names):
+    for sweep, name in builtins.zip(sweeps, names):  # ``zip`` is the option here
         if sweep.key in seen:
             raise SweepError(f"{name}: {sweep.key} is swept twice (also by {seen[sweep.key]})")
         seen[sweep.key] = name
@@ -100,11 +101,6 @@ def parse_spec(texts: list[str], workflow, registry, paths=None, *, zip: bool = 
             counts = ", ".join(f"{s.key} has {len(s.values)}" for s in sweeps)
             raise SweepError(f"--zip needs sweeps of equal length: {counts}")
     return SweepSpec(tuple(sweeps), zip, repeat)
-
-
-def pairs(first: list, second: list) -> list[tuple]:
-    """The items of two equal-length lists side by side (``zip`` names an option of parse_spec)."""
-    return [(first[i], second[i]) for i in range(len(first))]
 
 
 def parse_sweep(text: str, workflow, registry, paths=None, where: str | None = None) -> Sweep:
