@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nodeflow.models.linear import Linear
+
 ACTIVATIONS = {
     "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # OpenAI's CLIP
     "gelu": F.gelu,  # OpenCLIP's towers
@@ -87,8 +89,8 @@ class ClipSelfAttention(nn.Module):
         super().__init__()
         width = config.hidden_size
         self.heads = config.num_attention_heads
-        self.q_proj, self.k_proj = nn.Linear(width, width), nn.Linear(width, width)
-        self.v_proj, self.out_proj = nn.Linear(width, width), nn.Linear(width, width)
+        self.q_proj, self.k_proj = Linear(width, width), Linear(width, width)
+        self.v_proj, self.out_proj = Linear(width, width), Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, d = x.shape
@@ -105,8 +107,8 @@ class ClipMlp(nn.Module):
     def __init__(self, config: ClipTextConfig) -> None:
         super().__init__()
         self.activation = ACTIVATIONS[config.hidden_act]
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc1 = Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.activation(self.fc1(x)))
@@ -166,7 +168,7 @@ class ClipTextModelWithProjection(nn.Module):
             raise ValueError("a projected CLIP text model needs config.projection_dim")
         self.config = config
         self.text_model = ClipTextModel(config)
-        self.text_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = Linear(config.hidden_size, config.projection_dim, bias=False)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.get_input_embeddings()

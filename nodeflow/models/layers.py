@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nodeflow.models.conv import Conv2d
+from nodeflow.models.linear import Linear
 
 
 class GroupNorm32(nn.GroupNorm):
@@ -50,7 +51,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(),
                                        Conv2d(channels, out_channels, 3, padding=1))
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
+        self.emb_layers = nn.Sequential(nn.SiLU(), Linear(emb_channels, out_channels))
         self.out_layers = nn.Sequential(normalization(out_channels), nn.SiLU(), nn.Dropout(0.0),
                                         Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip_connection = (nn.Identity() if out_channels == channels

@@ -29,6 +29,7 @@ from torch import nn
 from nodeflow.models.attention import SpatialTransformer
 from nodeflow.models.layers import (Downsample, ResBlock, TimestepSequential, Upsample, normalization,
                                     timestep_embedding)
+from nodeflow.models.linear import Linear
 from nodeflow.models.meta import load_on_meta
 from nodeflow.models.unet_patches import PatchCall, UNetPatches
 
@@ -113,7 +114,7 @@ def spatial_transformer(config: UNetConfig, channels: int, depth: int) -> Spatia
 def build_time_embed(config: UNetConfig) -> nn.Sequential:
     """The timestep embedding's MLP (``time_embed``): model_channels -> 4 x model_channels."""
     mc, emb = config.model_channels, config.model_channels * 4
-    return nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
+    return nn.Sequential(Linear(mc, emb), nn.SiLU(), Linear(emb, emb))
 
 
 class UNetEncoder(NamedTuple):
@@ -223,7 +224,7 @@ class UNetModel(nn.Module):
 def build_label_embed(config: UNetConfig) -> nn.Sequential:
     """SDXL's ``label_emb``: adm_in_channels -> 4 x model_channels (keys ``label_emb.0.0``, ``.0.2``)."""
     emb = config.model_channels * 4
-    return nn.Sequential(nn.Sequential(nn.Linear(config.adm_in_channels, emb), nn.SiLU(), nn.Linear(emb, emb)))
+    return nn.Sequential(nn.Sequential(Linear(config.adm_in_channels, emb), nn.SiLU(), Linear(emb, emb)))
 
 
 def add_label_embedding(model: nn.Module, emb: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

@@ -36,6 +36,7 @@ SCRIPTS = [
     ("sweep_ray", [], False, 900),
     ("models", ["--tiny"], True, 900),
     ("conv", [], True, 900),
+    ("linear", [], True, 900),
     ("models", ["--bf16"], False, 1800),
     ("pipeline", ["--tiny"], True, 900),
     ("pipeline", [], False, 3600),
