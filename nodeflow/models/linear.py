@@ -1,12 +1,13 @@
 """A linear layer that runs on oneDNN's matrix product on the CPU.
 
-torch's CPU ``F.linear`` calls the BLAS it was built with (MKL in the x86 wheels). On CPUs where
-that BLAS takes a slow path (MKL on AMD runs its AVX2 kernels; oneDNN, in the same wheel, runs
-AVX-512), oneDNN's matrix product (``torch.ops.mkldnn._linear_pointwise``, the kernel torch's own
-CPU compiler uses) is 1.1-3.8x faster for the U-Net's and text encoder's shapes, in float32 with
-the same rounding quality (about 1e-6 relative; bench_linear.py). So ``Linear`` takes that path
-for float32 CPU inputs when no gradient is wanted and the product is large enough to pay for
-oneDNN's call overhead. Anything else (a GPU, another dtype, training, a torch without oneDNN,
+torch's CPU ``F.linear`` calls the BLAS it was built with (MKL in the x86 wheels). MKL is known to
+take slower paths on CPUs that are not Intel's; oneDNN, in the same wheel, runs its AVX-512
+kernels there. On this project's AMD EPYC, oneDNN's matrix product
+(``torch.ops.mkldnn._linear_pointwise``, the kernel torch's own CPU compiler uses) is 1.1-3.8x
+faster than MKL's for the U-Net's and text encoder's shapes (100-190 against 30-150 GFLOP/s), in
+float32 with the same rounding quality (about 1e-6 relative; bench_linear.py). So ``Linear``
+takes that path for float32 CPU inputs when no gradient is wanted and the product is large
+enough to pay for oneDNN's call overhead. Anything else (a GPU, another dtype, training, a torch without oneDNN,
 ``torch.backends.mkldnn.enabled = False``) is ``nn.Linear``'s own computation.
 """
 
