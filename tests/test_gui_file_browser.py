@@ -148,6 +148,21 @@ def test_a_different_file_of_the_same_name_is_never_overwritten(tmp_path, paths)
     assert (paths.input_dir / "cat (3).png").read_bytes() == source.read_bytes()
 
 
+def test_without_hard_links_the_copy_is_created_exclusively(tmp_path, paths, monkeypatch):
+    """A file system without hard links (FAT, some network shares): the copy is made by an
+    exclusive create, and a taken name is still never overwritten."""
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted", str(target))
+
+    monkeypatch.setattr("os.link", no_links)
+    kept = png(paths.input_dir / "cat.png", (0, 255, 0)).read_bytes()
+    source = png(tmp_path / "elsewhere" / "cat.png", (255, 0, 0))
+    assert bring_into_inputs(source, paths) == "cat (2).png"
+    assert (paths.input_dir / "cat.png").read_bytes() == kept
+    assert (paths.input_dir / "cat (2).png").read_bytes() == source.read_bytes()
+    assert not [p for p in paths.input_dir.iterdir() if p.name.startswith(".")]
+
+
 def test_an_identical_file_already_there_is_reused(tmp_path, paths):
     png(paths.input_dir / "cat.png", (0, 255, 0))
     source = png(tmp_path / "elsewhere" / "cat.png", (255, 0, 0))

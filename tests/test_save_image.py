@@ -272,3 +272,23 @@ def test_a_prefix_through_a_symlink_out_of_the_output_folder_is_a_validation_err
     workflow.nodes["15"].inputs["filename_prefix"] = "inside/x"
     assert validate(workflow, registry, paths) == []
     assert not (tmp_path / "out" / "inside").exists()  # validation creates nothing
+
+
+def test_without_hard_links_a_save_creates_its_file_exclusively(tmp_path, monkeypatch):
+    """A file system without hard links (FAT, some network shares): the PNG is copied into an
+    exclusively created file; an existing file is never overwritten, and no partial is left."""
+    from nodeflow.image.files import save_png_with_metadata
+
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted", str(target))
+
+    monkeypatch.setattr("os.link", no_links)
+    image = Image.new("RGB", (8, 8), (200, 10, 10))
+    saved = save_png_with_metadata(image, tmp_path / "a.png", {"prompt": "x"})
+    with Image.open(saved) as reread:
+        assert reread.getpixel((0, 0)) == (200, 10, 10) and reread.text["prompt"] == "x"
+    kept = saved.read_bytes()
+    with pytest.raises(FileExistsError):
+        save_png_with_metadata(Image.new("RGB", (8, 8)), saved, None)
+    assert saved.read_bytes() == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

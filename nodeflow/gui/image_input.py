@@ -6,7 +6,8 @@ then the examples shipped in assets/inputs), so a file chosen elsewhere is copie
 user's input folder. A copy never replaces a different file: the name gets " (2)", " (3)", ...
 until it is free or names a file with the same content, which is reused rather than copied
 again. The copy is written to a temporary file and hard-linked to its name, which fails if
-another program took the name meanwhile (as image saving does: nodeflow.image.files).
+another program took the name meanwhile (as image saving does: nodeflow.image.files.claim, which
+this module cannot import: the editor never imports torch, and that module does).
 
 No dearpygui (nor torch) here: the node's widgets are image_picker.py's.
 """

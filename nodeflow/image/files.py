@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -239,8 +240,8 @@ def claim(temporary: Path, target: Path) -> None:
     except FileExistsError:
         raise
     except OSError:
-        with open(target, "xb") as file:  # "x": exclusive creation
-            file.write(temporary.read_bytes())
+        with open(temporary, "rb") as reading, open(target, "xb") as writing:  # "x": exclusive creation
+            shutil.copyfileobj(reading, writing)
 
 
 def save_png_with_metadata(image: Image.Image, path: str | os.PathLike, chunks: dict[str, str] | None,
