@@ -145,6 +145,33 @@ def test_worker_reports_validation_problems_with_their_nodes(doc):
     assert [p.node_id for p in event.problems] == [scale]
 
 
+@pytest.mark.parametrize("ending, expected", [("cancelled", "RunCancelled"), ("error", "RunFailed"),
+                                              ("bug", "RunFailed"), ("busy", None)])
+def test_a_task_on_the_worker_ends_as_a_run_does(doc, ending, expected):
+    """A task (a sweep) that is stopped, fails or has a bug ends with the event a run would post;
+    a second start while it runs is refused."""
+    import threading
+
+    from nodeflow.errors import Cancelled, NodeflowError
+
+    release = threading.Event()
+
+    def task(cancel, post):
+        release.wait(10)
+        raise {"cancelled": Cancelled(), "error": NodeflowError("a clear error"),
+               "bug": KeyError("oops"), "busy": Cancelled()}[ending]
+
+    worker = Worker(Executor(doc.registry))
+    assert worker.start_task(task)
+    if ending == "busy":
+        assert not worker.start_task(task) and not worker.start(doc.workflow)
+    release.set()
+    worker.join(30)
+    names = [type(e).__name__ for e in worker.drain()]
+    if expected is not None:
+        assert names == [expected]
+
+
 def test_recent_files_newest_first_without_duplicates_or_missing_files(tmp_path):
     from nodeflow.gui.recent import RecentFiles
 

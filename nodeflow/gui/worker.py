@@ -67,30 +67,29 @@ class Worker:
         """Run a snapshot of ``workflow``; False when a run is already going."""
         if self.busy:
             return False
-        self._cancel.clear()
         snapshot = copy.deepcopy(workflow)
-        self._thread = threading.Thread(target=self._run, args=(snapshot,), name="nodeflow-run", daemon=True)
-        self._thread.start()
-        return True
+        return self._start(lambda: self.executor.run(snapshot, **self.run_options, on_event=self.events.put,
+                                                     cancel_event=self._cancel, preview_every=self.preview_every),
+                           "nodeflow-run")
 
     def start_task(self, task) -> bool:
         """Run ``task(cancel_event, post)`` on the worker's thread instead of one run (a sweep:
         sweep_job.py); ``post`` queues an event for the window. False when a run is already going."""
-        if self.busy:
-            return False
-        self._cancel.clear()
-        self._thread = threading.Thread(target=self._run_task, args=(task,), name="nodeflow-task", daemon=True)
-        self._thread.start()
-        return True
+        return not self.busy and self._start(lambda: task(self._cancel, self.events.put), "nodeflow-task")
 
     def stop(self) -> None:
         self._cancel.set()
 
-    def _run(self, workflow) -> None:
+    def _start(self, work, name: str) -> bool:
+        self._cancel.clear()
+        self._thread = threading.Thread(target=self._guarded, args=(work,), name=name, daemon=True)
+        self._thread.start()
+        return True
+
+    def _guarded(self, work) -> None:
+        """Run ``work()``; how it ended, if not normally, becomes an event for the window."""
         try:
-            self.executor.run(workflow, **self.run_options,
-                              on_event=self.events.put, cancel_event=self._cancel,
-                              preview_every=self.preview_every)
+            work()
         except Cancelled:
             self.events.put(RunCancelled())
         except ValidationError as error:
@@ -98,15 +97,7 @@ class Worker:
         except NodeflowError as error:
             self.events.put(RunFailed(str(error), getattr(error, "node_id", None)))
         except Exception as error:  # a bug: keep the window alive and show it
-            self.events.put(RunFailed(f"{type(error).__name__}: {error}"))
-
-    def _run_task(self, task) -> None:
-        try:
-            task(self._cancel, self.events.put)
-        except NodeflowError as error:
-            self.events.put(RunFailed(str(error), getattr(error, "node_id", None)))
-        except Exception as error:  # a bug: keep the window alive and show it
-            logger.exception("the worker's task failed")
+            logger.exception("the worker's run failed")
             self.events.put(RunFailed(f"{type(error).__name__}: {error}"))
 
     def drain(self, limit: int = 200) -> list:
