@@ -22,7 +22,7 @@ import dearpygui.dearpygui as dpg
 from PIL import Image
 
 from nodeflow.gui.history import THUMBNAIL_SIZE, HistoryEntry, rgba
-from nodeflow.gui.run_view import ERROR_COLOR, VIEWER_SIZE, open_viewer
+from nodeflow.gui.run_view import ERROR_COLOR, VIEWER_SIZE, view_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -154,13 +154,8 @@ class HistoryPanel:
         pixels = self._image_pixels(entry)
         if pixels is None:
             return
-        height, width = pixels.shape[:2]
-        scale = max(1, VIEWER_SIZE // max(height, width))
-        for item in ("viewer", "history_viewer_texture"):  # the viewer first: it shows the texture
-            if dpg.does_item_exist(item):
-                dpg.delete_item(item)
-        dpg.add_static_texture(width, height, pixels.ravel(), parent="textures", tag="history_viewer_texture")
-        open_viewer("history_viewer_texture", width * scale, height * scale, f"Run #{entry.number}: {entry.seeds_text()}")
+        scale = max(1, VIEWER_SIZE // max(pixels.shape[:2]))
+        view_pixels(pixels, f"Run #{entry.number}: {entry.seeds_text()}", scale, "history_viewer_texture")
 
     @staticmethod
     def _image_pixels(entry: HistoryEntry):

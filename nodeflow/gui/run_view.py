@@ -46,6 +46,17 @@ def open_viewer(texture, width: int, height: int, title: str) -> None:
         dpg.add_image(texture, width=width, height=height)
 
 
+def view_pixels(pixels, title: str, scale: float, texture_tag: str) -> None:
+    """Show ``pixels`` (float RGBA, H x W x 4) in the image viewer, ``scale`` times their size; the
+    texture made for them, tagged ``texture_tag``, replaces the one shown before under that tag."""
+    height, width = pixels.shape[:2]
+    for item in ("viewer", texture_tag):  # the viewer first: it shows the texture
+        if dpg.does_item_exist(item):
+            dpg.delete_item(item)
+    dpg.add_static_texture(width, height, pixels.ravel(), parent="textures", tag=texture_tag)
+    open_viewer(texture_tag, int(width * scale), int(height * scale), title)
+
+
 def build_log_panel() -> None:
     """The log panel, in the current container (under the canvas)."""
     with dpg.child_window(tag="log", height=120, horizontal_scrollbar=True):

@@ -19,7 +19,7 @@ import dearpygui.dearpygui as dpg
 from PIL import Image
 
 from nodeflow.gui.history import rgba
-from nodeflow.gui.run_view import ERROR_COLOR, STATUS_COLOR, add_log_line, open_viewer
+from nodeflow.gui.run_view import ERROR_COLOR, STATUS_COLOR, add_log_line, view_pixels
 from nodeflow.gui.sweep_job import (SweepDone, SweepJobStarted, SweepTarget, prepare_sweep,
                                     sweep_targets, sweep_task)
 from nodeflow.gui.worker import RunFailed
@@ -43,7 +43,6 @@ class SweepPanel:
         self.on_started = on_started  # the window resets the last run's marks
         self.targets: dict[str, SweepTarget] = {}  # combo label -> target
         self.running = False
-        self.grid_texture: int | None = None
 
     def build(self) -> None:
         with dpg.window(label="Sweep", tag="sweep_panel", show=False, autosize=True, pos=(220, 90),
@@ -133,11 +132,7 @@ class SweepPanel:
             return
         height, width = pixels.shape[:2]
         scale = min(1.0, VIEWER_MAX[0] / width, VIEWER_MAX[1] / height)
-        texture = dpg.add_static_texture(width, height, pixels.ravel(), parent="textures")
-        open_viewer(texture, int(width * scale), int(height * scale), f"Sweep grid: {path.name}")
-        if self.grid_texture is not None and dpg.does_item_exist(self.grid_texture):
-            dpg.delete_item(self.grid_texture)  # the viewer showing it has gone
-        self.grid_texture = texture
+        view_pixels(pixels, f"Sweep grid: {path.name}", scale, "sweep_grid_texture")
 
     @staticmethod
     def _say(text: str, error: bool = False) -> None:
