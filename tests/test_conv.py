@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodeflow.models import conv
+from nodeflow.models import conv, linear
 from nodeflow.models.conv import Conv2d, gemm_conv2d, uses_gemm
 
 
@@ -30,6 +30,25 @@ def test_gemm_path_computes_the_convolution(batch, cin, cout, height, width, ker
                      padding=padding)
     ours = gemm_conv2d(x, weight, b, (stride, stride), (padding, padding))
     assert ours.shape == exact.shape and ours.dtype == torch.float32
+    assert (ours.double() - exact).abs().max() <= 1e-5 * exact.abs().max()
+
+
+@pytest.mark.skipif(not linear.onednn_linear_available(), reason="this torch has no oneDNN linear")
+@pytest.mark.parametrize("batch, cin, height, stride, bias", [(2, 1280, 4, 1, True), (2, 1280, 8, 2, True),
+                                                               (1, 640, 8, 1, False)])
+def test_gemm_path_on_onednns_product_computes_the_convolution(batch, cin, height, stride, bias):
+    """SD1.5's deep shapes under no_grad take oneDNN's product (nodeflow.models.linear); the
+    output is the convolution's, in its usual contiguous layout."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, cin, height, height)
+    weight = torch.randn(1280, cin, 3, 3) * 0.02
+    b = torch.randn(1280) if bias else None
+    exact = F.conv2d(x.double(), weight.double(), None if b is None else b.double(), stride=stride, padding=1)
+    with torch.no_grad():
+        rows = F.unfold(x, (3, 3), padding=1, stride=stride).transpose(1, 2)
+        assert linear.uses_onednn(rows, weight.reshape(1280, -1), b)
+        ours = gemm_conv2d(x, weight, b, (stride, stride), (1, 1))
+    assert ours.shape == exact.shape and ours.is_contiguous()
     assert (ours.double() - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 

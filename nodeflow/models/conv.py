@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodeflow.models.linear import linear, uses_onednn
+from nodeflow.models.linear import onednn_linear, uses_onednn
 
 #: the CPU takes the GEMM path for at most this many output positions (batch x height x width) ...
 GEMM_MAX_POSITIONS = 128
@@ -56,8 +56,9 @@ def gemm_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     height, width = _output_size(x, (kh, kw), stride, padding)
     columns = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (B, C_in kh kw, L)
     matrix = weight.reshape(out_channels, -1)
-    if uses_onednn(columns, matrix):  # oneDNN's product, where it runs (nodeflow.models.linear)
-        out = linear(columns.transpose(1, 2), matrix, bias).transpose(1, 2)  # (B, C_out, L)
+    rows = columns.transpose(1, 2)  # (B, L, C_in kh kw)
+    if uses_onednn(rows, matrix, bias):  # oneDNN's product, where it runs (nodeflow.models.linear)
+        out = onednn_linear(rows, matrix, bias).transpose(1, 2).contiguous()  # (B, C_out, L)
     elif bias is None:
         out = torch.bmm(matrix.expand(batch, -1, -1), columns)
     else:

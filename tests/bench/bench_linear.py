@@ -21,18 +21,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench_conv import timed  # the median wall time after a warm-up (this script's folder is on the path)
 from nodeflow.models import linear
 from nodeflow.models.unet import UNetConfig, UNetModel
-
-
-def timed(function, repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def shapes(latent: int) -> list[tuple[str, int, int, int]]:
