@@ -1,8 +1,7 @@
 """ControlNet nodes: loaders, apply nodes (ComfyUI's), and simple control-image preprocessors.
 
-With ``--vram low`` (nodeflow.runtime.vram) a plain ControlNet's weights stay in CPU memory and its
-blocks stream to the GPU as the U-Net's do (nodeflow.models.streaming); union ControlNets and
-T2I-Adapters, whose code reads weights outside their blocks, are placed on the GPU whole.
+With ``--vram low`` (nodeflow.runtime.vram) a ControlNet's weights (plain, union, or a T2I-Adapter's)
+stay in CPU memory and its blocks stream to the GPU as the U-Net's do (nodeflow.models.streaming).
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ def _load(path, ctx, base_unet=None):
     """The ControlNet file at ``path`` for this run: on its device, or with ``--vram low`` kept in
     CPU memory in the device's dtype and streamed (module docstring)."""
     from nodeflow.loading.controlnet import load_controlnet
-    from nodeflow.models.controlnet import ControlNetModel
     from nodeflow.models.streaming import stream_blocks
     from nodeflow.runtime.devices import NAMES, model_dtype
     from nodeflow.runtime.vram import vram_mode
@@ -53,10 +51,7 @@ def _load(path, ctx, base_unet=None):
     device = torch.device(ctx.device)
     compute = {dtype: name for name, dtype in NAMES.items()}[model_dtype(device, ctx.dtype, "unet")]
     model = load_controlnet(path, device="cpu", dtype=compute, base_unet=base_unet)
-    if type(model) is ControlNetModel:
-        return stream_blocks(model, device, pin=device.type == "cuda")
-    logger.info("%s: this kind of ControlNet does not stream; placed on %s whole", path.name, device)
-    return model.to(device)
+    return stream_blocks(model, device, pin=device.type == "cuda")
 
 
 def _apply(conditioning: list, hook_for, to_uncond: bool) -> list:

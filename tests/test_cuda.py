@@ -225,3 +225,57 @@ def test_compile_on_the_gpu_draws_what_the_uncompiled_model_draws(executor):
     print(f"compile: first sampler run {first.node_seconds['3']:.2f} s, later {again.node_seconds['3']:.3f} s")
     assert np.abs(plain - compiled).max() < 2e-3
     assert again.node_seconds["3"] < first.node_seconds["3"]
+
+
+@pytest.mark.parametrize("kind", ["union", "t2i-full", "t2i-light"])
+def test_a_streamed_union_controlnet_or_t2i_adapter_on_the_gpu_computes_what_the_resident_one_does(kind):
+    """--vram low streams union ControlNets (their own task_embedding copied in for the whole
+    call) and T2I-Adapters block by block: fp16, pinned, the same numbers as on the GPU whole."""
+    from nodeflow.models.streaming import stream_blocks
+    from tests.test_vram import tiny_adapter, tiny_union, union_inputs
+
+    make = tiny_union if kind == "union" else lambda: tiny_adapter(kind.removeprefix("t2i-"))
+    resident = make().half().cuda()
+    streamed = stream_blocks(make().half(), "cuda", pin=True)
+    with torch.inference_mode():
+        if kind == "union":
+            args, kwargs = union_inputs(resident, device="cuda")
+            kwargs = {"y": kwargs["y"].half()}
+            expected, output = resident(*args, **kwargs, control_type=1), streamed(*args, **kwargs, control_type=1)
+            pairs = [*zip(expected.skips, output.skips, strict=True), (expected.middle, output.middle)]
+        else:
+            hint = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)).cuda()
+            pairs = list(zip(resident(hint), streamed(hint), strict=True))
+    assert all(b.device.type == "cuda" and torch.equal(a, b) for a, b in pairs)
+    assert all(p.device.type == "cpu" and p.is_pinned() for p in streamed.parameters())
+
+
+def test_a_streamed_call_adds_about_its_largest_block_to_the_gpu_memory():
+    """What images_per_call subtracts for a streamed U-Net (streamed_bytes: its largest block in
+    fp16) is what one call at a small latent takes beyond its activations: the peak of an
+    SDXL-sized U-Net's call at 32 x 32 is at least that block and not far above it."""
+    from nodeflow.models.streaming import stream_blocks, streamed_bytes
+    from nodeflow.models.unet import UNetConfig, UNetModel
+
+    with torch.device("meta"):
+        unet = UNetModel(UNetConfig(**SDXL_UNET)).to(torch.float16)
+    unet = unet.to_empty(device="cpu").eval().requires_grad_(False)
+    with torch.no_grad():
+        for parameter in unet.parameters():
+            parameter.zero_()
+    stream_blocks(unet, "cuda", pin=True)
+    block = streamed_bytes(unet)
+    device = torch.device("cuda")
+    x = torch.zeros(1, 4, 32, 32, device=device, dtype=torch.float16)
+    context = torch.zeros(1, 77, 2048, device=device, dtype=torch.float16)
+    y = torch.zeros(1, 2816, device=device, dtype=torch.float16)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        unet(x, torch.tensor([999.0], device=device), context, y=y)
+    torch.cuda.synchronize()
+    added = torch.cuda.max_memory_allocated(device) - before
+    print(f"largest streamed block {block / 2**30:.3f} GiB; one call at 32 x 32 added {added / 2**30:.3f} GiB at peak")
+    assert 0.7 * 2**30 < block < 0.8 * 2**30  # an output block of 1280 channels with 10 transformer layers
+    assert block <= added < block + 2**28

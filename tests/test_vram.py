@@ -20,8 +20,8 @@ from torch import nn
 from nodeflow.engine.cache import measure
 from nodeflow.engine.context import RunContext
 from nodeflow.image.vae import VAE
-from nodeflow.models.streaming import (on_device, pin_storage, stream_blocks, streaming_device, top_level_blocks,
-                                       unstream)
+from nodeflow.models.streaming import (on_device, pin_storage, stream_blocks, streamed_bytes, streaming_device,
+                                       top_level_blocks, unstream)
 from nodeflow.models.unet import UNetConfig, UNetModel
 from nodeflow.models.vae import AutoencoderKL, VAEConfig
 from nodeflow.runtime import vram as vram_module
@@ -245,15 +245,40 @@ def test_a_streamed_unet_runs_on_another_device_with_every_weight_brought_by_its
     assert all(t.device.type == "cpu" for t in storage_of(unet).values())
 
 
-def test_weights_outside_every_block_are_refused():
-    class Scaled(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = nn.Linear(2, 2)
-            self.scale = nn.Parameter(torch.ones(1))
+class Scaled(nn.Module):
+    """A module with a weight of its own beside its block's (as a union ControlNet's task_embedding)."""
 
-    with pytest.raises(ValueError, match="scale"):
-        stream_blocks(Scaled(), "cpu")
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(2, 2)
+        self.scale = nn.Parameter(torch.full((1,), 3.0))
+        self.seen = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.scale)
+        return self.layer(x) * self.scale
+
+
+def test_the_modules_own_weights_are_copies_for_its_whole_call():
+    model = Scaled()
+    x = torch.ones(1, 2)
+    expected = model(x)
+    storage = storage_of(model)
+    stream_blocks(model, "cpu")
+    assert torch.equal(model(x), expected)
+    assert model.seen[-1] is not storage["scale"] and torch.equal(model.seen[-1], storage["scale"])
+    assert_holds_storage(model, storage)
+    with torch.inference_mode():
+        assert stream_blocks(model, "meta")(x.to("meta")).device.type == "meta"
+    unstream(model)
+    model(x)
+    assert model.seen[-1] is storage["scale"] and not model._forward_pre_hooks
+
+
+def test_weights_outside_every_block_are_refused():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match=r"1\.0\.weight"):
+        stream_blocks(model, "cpu", blocks=[model[0]])
 
 
 def test_a_tensor_shared_by_two_layers_is_copied_once():
@@ -282,6 +307,85 @@ def test_pinning_replaces_cpu_storage_by_pinned_copies_keeping_parameters_and_sh
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: (_ for _ in ()).throw(RuntimeError("no CUDA")))
     pin_storage([nn.Linear(2, 2)])
     assert "could not pin" in caplog.text
+
+
+# --- union ControlNets and T2I-Adapters ----------------------------------------------------------
+
+def tiny_union(seed: int = 0):
+    """A union ControlNet of the tiny SDXL U-Net's shape (tests/family_files.py), random weights."""
+    from nodeflow.models.controlnet import ControlNetConfig
+    from nodeflow.models.controlnet_union import UnionConfig, UnionControlNetModel
+    from tests.family_files import randomize, tiny_unet as family_unet
+
+    union = UnionControlNetModel(ControlNetConfig(family_unet("sdxl")), UnionConfig(4, 64, 1, 8, 16))
+    return randomize(union, seed).eval().requires_grad_(False)
+
+
+def union_inputs(model, device="cpu"):
+    config = model.config.unet
+    generator = torch.Generator().manual_seed(3)
+    tensors = (torch.randn(2, 4, 8, 8, generator=generator), torch.rand(2, 3, 64, 64, generator=generator),
+               torch.tensor([10.0, 500.0]), torch.randn(2, 7, config.context_dim, generator=generator))
+    y = torch.randn(2, config.adm_in_channels, generator=generator)
+    return tuple(t.to(device) for t in tensors), {"y": y.to(device)}
+
+
+def tiny_adapter(kind: str):
+    """A full or light SD1 T2I-Adapter, two levels (32 and 64 wide), random weights."""
+    from nodeflow.models.t2i_adapter import T2IAdapter, T2IAdapterConfig
+    from tests.family_files import randomize
+
+    config = T2IAdapterConfig(kind=kind, in_channels=3 * 64, channels=(32, 64),
+                              inner_channels=(8, 16) if kind == "light" else ())
+    return randomize(T2IAdapter(config), 0).eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("control_type", [2, None], ids=["typed", "auto"])
+def test_a_streamed_union_controlnet_gives_exactly_the_same_residuals(control_type):
+    model = tiny_union()
+    args, kwargs = union_inputs(model)
+    with torch.no_grad():
+        expected = model(*args, **kwargs, control_type=control_type)
+    storage = storage_of(model)
+    stream_blocks(model, "cpu")
+    seen = []
+    model.spatial_ch_projs.register_forward_pre_hook(lambda layer, a: seen.append(model.task_embedding))
+    with torch.inference_mode():
+        streamed = model(*args, **kwargs, control_type=control_type)
+    assert all(torch.equal(a, b) for a, b in zip(streamed.skips, expected.skips, strict=True))
+    assert torch.equal(streamed.middle, expected.middle) and expected.middle.abs().mean() > 0.01
+    if control_type is not None:  # the root's task_embedding was a copy during the call
+        assert seen[0] is not storage["task_embedding"] and torch.equal(seen[0], storage["task_embedding"])
+    assert_holds_storage(model, storage)
+
+
+def test_a_streamed_union_controlnet_runs_on_another_device_with_every_weight_brought_in():
+    model = stream_blocks(tiny_union(), "meta")
+    args, kwargs = union_inputs(model, device="meta")
+    with torch.inference_mode():
+        residuals = model(*args, **kwargs, control_type=1)
+    assert residuals.middle.device.type == "meta"
+    assert all(t.device.type == "cpu" for t in storage_of(model).values())
+
+
+@pytest.mark.parametrize("kind", ["full", "light"])
+def test_a_streamed_t2i_adapter_gives_exactly_the_same_features(kind):
+    adapter = tiny_adapter(kind)
+    hint = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = adapter(hint)
+    storage = storage_of(adapter)
+    stream_blocks(adapter, "cpu")
+    seen = []
+    adapter.body[1].register_forward_pre_hook(lambda block, a: seen.append(next(block.parameters())))
+    with torch.inference_mode():
+        streamed = adapter(hint)
+    assert all(torch.equal(a, b) for a, b in zip(streamed, expected, strict=True))
+    assert seen[0] is not next(adapter.body[1].parameters())
+    assert_holds_storage(adapter, storage)
+    with torch.inference_mode():
+        on_meta = stream_blocks(adapter, "meta")(hint.to("meta"))
+    assert [f.shape for f in on_meta] == [f.shape for f in expected] and on_meta[0].device.type == "meta"
 
 
 # --- the offloaded VAE ----------------------------------------------------------------------------
@@ -407,6 +511,77 @@ def test_controlnet_loader_in_a_low_vram_run_streams_the_controlnet(tmp_path, mo
                                torch.zeros(1, 77, config.context_dim, device="meta"))
     assert residuals.middle.device.type == "meta"
 
+
+
+@pytest.mark.parametrize("kind", ["union", "t2i-adapter"])
+def test_controlnet_loader_in_a_low_vram_run_streams_union_controlnets_and_t2i_adapters(tmp_path, monkeypatch,
+                                                                                         kind):
+    from safetensors.torch import save_file
+
+    from nodeflow_nodes.controlnet import controlnet_loader
+
+    model = tiny_union() if kind == "union" else tiny_adapter("full")
+    (tmp_path / "controlnet").mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "controlnet" / "c.safetensors")
+    (loaded,) = controlnet_loader("c.safetensors", low_context(tmp_path, monkeypatch))
+    assert type(loaded) is type(model)
+    assert streaming_device(loaded) == torch.device("meta")
+    assert all(t.device.type == "cpu" for t in storage_of(loaded).values())
+    with torch.inference_mode():
+        if kind == "union":
+            args, kwargs = union_inputs(loaded, device="meta")
+            assert loaded(*args, **kwargs, control_type=0).middle.device.type == "meta"
+        else:
+            assert loaded(torch.zeros(1, 3, 64, 64, device="meta"))[0].device.type == "meta"
+
+
+# --- the memory estimate of a streamed U-Net --------------------------------------------------------
+
+def test_streamed_bytes_is_the_largest_block_plus_the_modules_own_weights():
+    unet = tiny_unet(TINY_XL)
+    assert streamed_bytes(unet) == 0
+    stream_blocks(unet, "cpu")
+    sizes = [sum(t.numel() * t.element_size() for t in storage_of(block).values()) for block in top_level_blocks(unet)]
+    assert streamed_bytes(unet) == max(sizes) and max(sizes) < sum(sizes) / 3
+    assert streamed_bytes(nn.Sequential(unet)) == max(sizes)  # found inside a wrapper (as LoRA's)
+    assert streamed_bytes(stream_blocks(unet.half(), "cpu")) == max(sizes) // 2  # the storage dtype's bytes
+    scaled = stream_blocks(Scaled(), "cpu")
+    assert streamed_bytes(scaled) == 4 + (2 * 2 + 2) * 4  # scale, held for the whole call, plus the layer
+
+
+def test_a_streamed_unet_gets_fewer_images_per_call_by_its_largest_block(monkeypatch):
+    from nodeflow.sampling import ksampler, memory
+
+    free = 2**30
+    monkeypatch.setattr(memory, "available_memory", lambda device: free)
+    latent = torch.Size((1, 4, 64, 64))
+    per_image = memory.ACTIVATION_BYTES * 64 * 64 * 320  # 160 MiB
+    plain = memory.images_per_call(320, torch.float32, torch.device("cpu"), latent)
+    block = 3 * per_image // 2
+    streamed = memory.images_per_call(320, torch.float32, torch.device("cpu"), latent, weights_bytes=block)
+    assert plain == 6 and streamed == 4  # (1 GiB - latents) // 160 MiB, then less 240 MiB
+    with pytest.raises(Exception, match="needs about 1.1 GiB"):  # one image still fits, but not with the block
+        memory.images_per_call(320, torch.float32, torch.device("cpu"), latent, weights_bytes=free - per_image // 2)
+
+    asked = []
+    monkeypatch.setattr(ksampler, "images_per_call", lambda *args, weights_bytes: asked.append(weights_bytes) or 1)
+    unet = stream_blocks(tiny_unet(), "cpu")
+    run_tiny_sampler(unet)
+    assert asked == [streamed_bytes(unet)] and asked[0] > 0
+    run_tiny_sampler(unstream(unet))
+    assert asked[1] == 0
+
+
+def run_tiny_sampler(unet: UNetModel) -> None:
+    """One euler step of run_sampler with ``unet`` (its guidance a stand-in that returns the input)."""
+    from nodeflow.sampling.ksampler import run_sampler
+    from nodeflow.sampling.model import DiffusionModel, LatentFormat, ModelSampling
+    from nodeflow.sampling.samplers import get_sampler
+
+    model = DiffusionModel(unet, ModelSampling.sd1(), LatentFormat(), torch.device("cpu"), torch.float32)
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    run_sampler(model, lambda max_batch: (lambda x, sigma, **kw: x), get_sampler("euler"),
+                torch.tensor([1.0, 0.0]), latent, torch.zeros(1, 4, 8, 8), 0)
 
 
 def test_a_text_encoder_moved_to_the_cpu_computes_in_the_cpus_dtype():

@@ -25,6 +25,10 @@ diffusers' ControlNetUnionModel) also passes a token of the latent, but its atte
 the batch dimension (``nn.MultiheadAttention`` without ``batch_first``), so that token never
 meets the condition's; both agree with this for a batch of one, or whenever every row has the
 same control image.
+
+With ``--vram low`` the model streams as a plain ControlNet does (nodeflow.models.streaming):
+``task_embedding``, held by the model itself rather than by a block, is copied to the GPU for the
+whole of each call; ``control_add_embedding`` makes its one-hot on the time embedding's device.
 """
 
 from __future__ import annotations
@@ -104,8 +108,12 @@ class ControlTypeEmbedding(nn.Module):
         self.act = nn.SiLU()
         self.linear_2 = nn.Linear(time_embed_dim, time_embed_dim)
 
-    def forward(self, control_type: int | None, dtype: torch.dtype) -> torch.Tensor:  # (1, time_embed_dim)
-        one_hot = torch.zeros(self.config.control_types, device=self.linear_1.weight.device)
+    def forward(self, control_type: int | None, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:  # (1, time_embed_dim)
+        """The embedding in ``dtype`` on ``device`` (the time embedding's): the device comes from
+        the caller, not from a weight, which a streamed model keeps on the CPU between calls
+        (nodeflow.models.streaming)."""
+        one_hot = torch.zeros(self.config.control_types, device=device)
         if control_type is not None:
             one_hot[control_type] = 1.0
         embedded = timestep_embedding(one_hot, self.config.type_embed_dim).to(dtype).reshape(1, -1)
@@ -130,7 +138,7 @@ class UnionControlNetModel(ControlNetModel):
             raise ValueError(f"control type {control_type} is not one of this union ControlNet's "
                              f"{self.union.control_types}")
         emb = self.embed_time(timesteps, y)
-        emb = emb + self.control_add_embedding(control_type, emb.dtype)
+        emb = emb + self.control_add_embedding(control_type, emb.dtype, emb.device)
         guided_hint = self.input_hint_block(hint.to(emb.dtype))  # (B, mc, h, w)
         if control_type is not None:
             guided_hint = guided_hint + self.type_shift(guided_hint, control_type)

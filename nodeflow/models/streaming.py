@@ -16,10 +16,16 @@ torch.func.functional_call (how LoRA's PatchedModule substitutes patched weights
 nodeflow.loading.lora) the substituted tensors are the ones copied, and put back afterwards for
 functional_call to restore its own. A tensor shared by two layers of a block is copied once.
 
-Every parameter and buffer of the module must belong to a streamed block (else ValueError): one
-left outside would stay on the storage device and the computation would mix devices. Code that
-reads a weight outside its block's call (e.g. ``time_embed[0].weight.dtype``) sees the storage
-tensor: its dtype is right, its device is the storage's.
+The module's own parameters and buffers (held by the module itself, not by a child: a union
+ControlNet's ``task_embedding``) are streamed the same way around the module's whole call, by a
+hook pair on the module: they are on ``device`` from the start of its forward to its end. Every
+other parameter and buffer must belong to a streamed block (else ValueError): one left outside
+would stay on the storage device and the computation would mix devices. Code that reads a weight
+outside its block's call (e.g. ``time_embed[0].weight.dtype``) sees the storage tensor: its dtype
+is right, its device is the storage's; so code that makes a tensor takes its device from an input.
+
+``streamed_bytes(module)`` is the most weight copies streaming holds on the compute device at once
+(the root's own tensors plus the largest block's), which a memory estimate must leave room for.
 
 The copies are always new tensors (``Tensor.to(device, copy=True)``), even when storage and
 compute devices are the same: a CPU-only test then observes the streaming. Storage tensors can be
@@ -53,11 +59,13 @@ _Saved = list[tuple[dict, str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class Streaming:
-    """What ``stream_blocks`` set up on a module: the compute device and the hook handles."""
+    """What ``stream_blocks`` set up on a module: the compute device, the streamed blocks, the
+    hook handles, and whether the module's own tensors stream around its whole call."""
 
     device: torch.device
     blocks: tuple[nn.Module, ...]
     handles: tuple
+    own: bool = False
 
 
 def top_level_blocks(module: nn.Module) -> list[nn.Module]:
@@ -79,15 +87,17 @@ def stream_blocks(module: nn.Module, device: torch.device | str, blocks: Iterabl
     device = torch.device(device)
     unstream(module)
     blocks = tuple(top_level_blocks(module) if blocks is None else blocks)
-    _check_covered(module, blocks)
+    own = _own_stores(module)
+    _check_covered(module, blocks, own)
     if pin:
-        pin_storage(blocks)
+        _pin([*own, *(store for block in blocks for store in _stores(block))])
+    hooked = [(block, _stores(block)) for block in blocks] + ([(module, own)] if own else [])
     handles = []
-    for block in blocks:
-        hook = _BlockHook(device, _stores(block))
-        handles.append(block.register_forward_pre_hook(hook.enter))
-        handles.append(block.register_forward_hook(hook.leave, always_call=True))
-    module.__dict__[STATE_ATTRIBUTE] = Streaming(device, blocks, tuple(handles))
+    for target, stores in hooked:
+        hook = _BlockHook(device, stores)
+        handles.append(target.register_forward_pre_hook(hook.enter))
+        handles.append(target.register_forward_hook(hook.leave, always_call=True))
+    module.__dict__[STATE_ATTRIBUTE] = Streaming(device, blocks, tuple(handles), own=bool(own))
     logger.debug("streaming %d blocks of %s to %s", len(blocks), type(module).__name__, device)
     return module
 
@@ -108,6 +118,21 @@ def streaming_device(module: nn.Module) -> torch.device | None:
     return None if state is None else state.device
 
 
+def streamed_bytes(module: nn.Module) -> int:
+    """Bytes of the weight copies that streaming holds on the compute device at most at once
+    while ``module`` runs (0 when nothing in it is streamed): a streamed module's own tensors (on
+    the device for its whole call) plus its largest block's. Looks through ``module``'s submodules
+    too, so a wrapper (LoRA's PatchedModule around a streamed U-Net) gives its inner module's
+    figure. The copies are in the storage dtype, which ``--vram low`` makes the compute dtype."""
+    peak = 0
+    for candidate in module.modules():
+        state = candidate.__dict__.get(STATE_ATTRIBUTE)
+        if state is not None:
+            own = _bytes(_own_stores(candidate)) if state.own else 0
+            peak = max(peak, own + max((_bytes(_stores(block)) for block in state.blocks), default=0))
+    return peak
+
+
 @contextmanager
 def on_device(module: nn.Module, device: torch.device | str) -> Iterator[nn.Module]:
     """Within the block, copies of all of ``module``'s weights on ``device`` stand in for them;
@@ -125,8 +150,14 @@ def pin_storage(blocks: Iterable[nn.Module]) -> None:
     """Replace the CPU tensors of ``blocks`` by pinned copies (parameters stay Parameters; a
     shared tensor stays shared). Pinning is an optimisation: when it fails (no CUDA, pinned
     memory exhausted) the rest stays unpinned, with a warning."""
+    _pin([store for block in blocks for store in _stores(block)])
+
+
+@torch.no_grad()
+def _pin(stores: list[dict]) -> None:
+    """pin_storage for the tensors in ``stores`` (parameter and buffer dicts)."""
     pinned: dict[int, torch.Tensor] = {}
-    for store, name, tensor in _entries(store for block in blocks for store in _stores(block)):
+    for store, name, tensor in _entries(stores):
         if tensor.device.type != "cpu":
             continue
         if id(tensor) not in pinned:
@@ -165,6 +196,19 @@ def _stores(module: nn.Module) -> list[dict]:
     return [store for child in module.modules() for store in (child._parameters, child._buffers)]
 
 
+def _own_stores(module: nn.Module) -> list[dict]:
+    """``module``'s own parameter and buffer dicts (not its children's), or [] when they hold no
+    tensor (then no hook is needed around the module's call)."""
+    stores = [module._parameters, module._buffers]
+    return stores if any(True for _ in _entries(stores)) else []
+
+
+def _bytes(stores: list[dict]) -> int:
+    """Bytes of the tensors in ``stores``, a tensor held twice counted once (as _swap_in copies it)."""
+    unique = {id(tensor): tensor for _, _, tensor in _entries(stores)}
+    return sum(tensor.numel() * tensor.element_size() for tensor in unique.values())
+
+
 def _entries(stores: Iterable[dict]) -> Iterator[tuple[dict, str, torch.Tensor]]:
     for store in stores:
         for name, tensor in list(store.items()):
@@ -194,9 +238,11 @@ def _has_tensors(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
-def _check_covered(module: nn.Module, blocks: tuple[nn.Module, ...]) -> None:
-    """ValueError naming a parameter or buffer of ``module`` that no block holds."""
+def _check_covered(module: nn.Module, blocks: tuple[nn.Module, ...], own: list[dict]) -> None:
+    """ValueError naming a parameter or buffer of ``module`` that neither a block nor the module's
+    own streamed tensors (``own``) hold."""
     covered = {id(t) for block in blocks for t in (*block.parameters(), *block.buffers())}
+    covered.update(id(tensor) for _, _, tensor in _entries(own))
     outside = [name for name, t in (*module.named_parameters(), *module.named_buffers()) if id(t) not in covered]
     if outside:
         shown = ", ".join(outside[:5]) + (f" ... ({len(outside)} in all)" if len(outside) > 5 else "")

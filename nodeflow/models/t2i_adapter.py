@@ -18,6 +18,10 @@ The hyper-parameters are read from the shapes (``t2i_adapter_config_from_state_d
 ``adapter_residuals`` places the features where ComfyUI adds them: at the last input block of
 each level (SD1/SD2: input blocks 2, 5, 8, 11), for SDXL adapters at input blocks 3, 5, 8 and the
 middle block.
+
+With ``--vram low`` the adapter streams as a ControlNet does (nodeflow.models.streaming): each
+top-level block (``conv_in``, each ``body`` item) is copied to the GPU when it runs; forward reads
+only the weights' dtype outside them, and takes the device from the hint.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@
   runs and dropped right after (nodeflow.models.streaming), so about one block's weights are on
   the GPU at a time: SDXL's U-Net (5 GB in fp16) samples in under 4 GB. The text encoders stay on
   the CPU and compute there (as CLIPLoader's ``device=cpu``); the VAE's weights stay on the CPU and
-  the whole VAE is copied to the GPU for each encode or decode. Plain ControlNets stream like the
-  U-Net. Slower than ``normal`` (every step copies the U-Net's weights once over PCIe).
+  the whole VAE is copied to the GPU for each encode or decode. ControlNets (plain and union) and
+  T2I-Adapters stream like the U-Net. Slower than ``normal`` (every step copies the U-Net's weights once over PCIe).
 - ``auto``: ``low`` on a CUDA GPU whose free memory is less than the model file's size x 1.5 +
   1 GiB (``resolve_vram``), else ``normal``; elsewhere ``normal``.
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from nodeflow.models.streaming import streamed_bytes
 from nodeflow.runtime.threads import SCORE_WORK, cpu_threads, network_work, threads_for
 from nodeflow.sampling.conditioning import inpaint_concat
 from nodeflow.sampling.guidance import CFGDenoiser
@@ -119,7 +120,8 @@ def run_sampler(model: DiffusionModel, guidance: Callable[[int | None], Callable
     x = model.sampling.noise_scaling(sigmas[0], noise, source, max_denoise)
     channels = getattr(getattr(model.unet, "config", None), "model_channels", None)
     if channels is not None:  # a U-Net of ours (not a test's toy network): or refuse, with the figures
-        max_batch = images_per_call(channels, model.dtype, samples.device, samples.shape, max_batch)
+        max_batch = images_per_call(channels, model.dtype, samples.device, samples.shape, max_batch,
+                                    weights_bytes=streamed_bytes(model.unet))
     denoiser = guidance(max_batch)
     extra = {}
     if getattr(sampler, "wants_uncond", False):  # CFG++ samplers read the unconditional estimate
