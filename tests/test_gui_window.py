@@ -175,10 +175,15 @@ def run_scenario(tmp_path, body: str) -> dict:
         pytest.skip("xdotool is not installed")
     script = tmp_path / "scenario.py"
     script.write_text(SCENARIO_HEAD + body)
-    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
-                                                     "XDG_STATE_HOME": str(tmp_path / "state"),
-                                                     "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    try:
+        out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                             timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                         "XDG_STATE_HOME": str(tmp_path / "state"),
+                                                         "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    except subprocess.TimeoutExpired as error:
+        printed = [text.decode(errors="replace") if isinstance(text, bytes) else text or ""
+                   for text in (error.stdout, error.stderr)]
+        pytest.fail(f"the scenario ran past 120 s; it printed: {printed[0][-1000:]!r} {printed[1][-2000:]!r}")
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -350,17 +355,23 @@ def close_button():
     x11.XFlush(ctypes.c_void_p(display))
     time.sleep(1.0)
 
-def shown_window(seconds=60.0):  # the viewport's X window, once it is shown
-    deadline = time.monotonic() + seconds
-    while True:
-        found = subprocess.run(["xdotool", "search", "--all", "--pid", str(os.getpid()), "--name", "nodeflow"],
-                               capture_output=True, text=True).stdout.split()
-        if found or time.monotonic() > deadline:
-            return found[0]
-        time.sleep(0.2)
+SCENARIO_DEADLINE = time.monotonic() + 80.0  # every wait ends by then: the session is ended and reported
+                                             # well inside run_scenario's 120 s
+
+def shown_window():  # the viewport's X window, once it is shown
+    found = []
+
+    def search():
+        command = ["xdotool", "search", "--all", "--pid", str(os.getpid()), "--name", "nodeflow"]
+        found[:] = subprocess.run(command, capture_output=True, text=True).stdout.split()
+        return found
+
+    if not wait_until(search, seconds=60.0):
+        raise RuntimeError("no nodeflow window was shown")
+    return found[0]
 
 def wait_until(check, seconds=15.0):  # a busy machine draws frames late: wait for the state, not a fixed time
-    deadline = time.monotonic() + seconds
+    deadline = min(time.monotonic() + seconds, SCENARIO_DEADLINE)
     while not check() and time.monotonic() < deadline:
         time.sleep(0.1)
     return check()
@@ -377,7 +388,12 @@ def settled_centre(tag):  # a new dialog is laid out over a frame or two: wait u
 
 def click(tag, done, tries=3):  # the session's viewport is not at the screen's corner
     for _ in range(tries):  # a click a loaded machine drops (seen once in CI) is clicked again
-        (vx, vy), (x, y) = dpg.get_viewport_pos(), settled_centre(tag)
+        if done():  # the last click did it, only late
+            return True
+        where = settled_centre(tag)
+        if where is None:
+            return done()
+        (vx, vy), (x, y) = dpg.get_viewport_pos(), where
         subprocess.run(["xdotool", "mousemove", str(vx + x), str(vy + y)], check=True)
         time.sleep(0.3)
         subprocess.run(["xdotool", "click", "1"], check=True)
@@ -392,7 +408,7 @@ recovery_folder = tmp / "state" / "nodeflow" / "recovery"  # XDG_STATE_HOME, see
 def recovery_files():
     return sorted(recovery_folder.glob("unsaved-*.json"))
 
-ended = threading.Event()  # set when the session's window has closed
+ended = threading.Event()  # set when the session ends, before its window goes: then the user stops acting
 
 def session(user, edit=lambda document: None, app_class=EditorApp):
     def act():  # the user acts on the shown window; a session left open is ended and reported
@@ -401,7 +417,7 @@ def session(user, edit=lambda document: None, app_class=EditorApp):
             user()
         except Exception as error:
             seen["user_error"] = repr(error)
-        if not ended.wait(30.0):
+        if not ended.wait(1.0 if "user_error" in seen else max(1.0, SCENARIO_DEADLINE - time.monotonic())):
             seen["left_open"] = True
             dpg.stop_dearpygui()
 
@@ -410,6 +426,13 @@ def session(user, edit=lambda document: None, app_class=EditorApp):
     def make_app(document, executor, recovery):
         global app
         app = app_class(document, executor, paths, recovery, RecentFiles(tmp / "recent.json"))
+        end_session = app.end_session
+
+        def ending(*args, **kwargs):
+            ended.set()
+            return end_session(*args, **kwargs)
+
+        app.end_session = ending
         edit(document)
         user_thread.start()
         return app
