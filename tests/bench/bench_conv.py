@@ -54,23 +54,34 @@ def per_shape(latent: int, repeats: int) -> None:
               f"chosen: {'GEMM' if conv.uses_gemm(x, layer) else 'torch'}", flush=True)
 
 
-def whole_unet(latent: int, repeats: int) -> None:
+def unet_medians(latent: int, repeats: int, module, attribute: str, values: dict[str, object]) -> dict[str, float]:
+    """Median seconds of the SD1.5 U-Net (random weights, batch 2, a latent x latent latent) with
+    ``module.attribute`` set to each of ``values`` (name -> value), runs alternating; the
+    attribute is restored after."""
     torch.manual_seed(0)
     model = UNetModel(UNetConfig()).eval()
     x = torch.randn(2, 4, latent, latent)
     timesteps, context = torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768)
-    shipped = conv.GEMM_MAX_POSITIONS
-    times = {"shipped": [], "torch only": []}
-    with torch.inference_mode():
-        model(x, timesteps, context)
-        for _ in range(repeats):
-            for name, limit in (("shipped", shipped), ("torch only", -1)):
-                conv.GEMM_MAX_POSITIONS = limit
-                start = time.perf_counter()
-                model(x, timesteps, context)
-                times[name].append(time.perf_counter() - start)
-    conv.GEMM_MAX_POSITIONS = shipped
-    ours, plain = statistics.median(times["shipped"]), statistics.median(times["torch only"])
+    shipped = getattr(module, attribute)
+    times: dict[str, list[float]] = {name: [] for name in values}
+    try:
+        with torch.inference_mode():
+            model(x, timesteps, context)
+            for _ in range(repeats):
+                for name, value in values.items():
+                    setattr(module, attribute, value)
+                    start = time.perf_counter()
+                    model(x, timesteps, context)
+                    times[name].append(time.perf_counter() - start)
+    finally:
+        setattr(module, attribute, shipped)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
+
+
+def whole_unet(latent: int, repeats: int) -> None:
+    medians = unet_medians(latent, repeats, conv, "GEMM_MAX_POSITIONS",
+                           {"shipped": conv.GEMM_MAX_POSITIONS, "torch only": -1})
+    ours, plain = medians["shipped"], medians["torch only"]
     print(f"SD1.5 U-Net batch 2, latent {latent}x{latent}: as shipped {ours:.2f} s, torch convolutions only "
           f"{plain:.2f} s (medians of {repeats}); ratio {ours / plain:.2f}")
 

@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-from bench_conv import timed  # the median wall time after a warm-up (this script's folder is on the path)
+from bench_conv import timed, unet_medians  # this script's folder is on the path
 from nodeflow.models import linear
-from nodeflow.models.unet import UNetConfig, UNetModel
 
 
 def shapes(latent: int) -> list[tuple[str, int, int, int]]:
@@ -52,22 +49,9 @@ def per_shape(latent: int, repeats: int) -> None:
 
 
 def whole_unet(latent: int, repeats: int) -> None:
-    torch.manual_seed(0)
-    model = UNetModel(UNetConfig()).eval()
-    x = torch.randn(2, 4, latent, latent)
-    timesteps, context = torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768)
-    shipped = linear.ONEDNN_MIN_WORK
-    times = {"shipped": [], "BLAS only": []}
-    with torch.inference_mode():
-        model(x, timesteps, context)
-        for _ in range(repeats):
-            for name, limit in (("shipped", shipped), ("BLAS only", float("inf"))):
-                linear.ONEDNN_MIN_WORK = limit
-                start = time.perf_counter()
-                model(x, timesteps, context)
-                times[name].append(time.perf_counter() - start)
-    linear.ONEDNN_MIN_WORK = shipped
-    ours, plain = statistics.median(times["shipped"]), statistics.median(times["BLAS only"])
+    medians = unet_medians(latent, repeats, linear, "ONEDNN_MIN_WORK",
+                           {"shipped": linear.ONEDNN_MIN_WORK, "BLAS only": float("inf")})
+    ours, plain = medians["shipped"], medians["BLAS only"]
     print(f"SD1.5 U-Net batch 2, latent {latent}x{latent}: as shipped {ours:.2f} s, BLAS products only "
           f"{plain:.2f} s (medians of {repeats}); ratio {ours / plain:.2f}")
 
